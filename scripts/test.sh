@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs npm dependencies when
+# missing, type-checks, then runs vitest (whose global setup installs and starts
+# the local ClickHouse and Kafka broker when they are missing).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --no-audit --no-fund
+fi
+npx tsc --noEmit
+npx vitest run "$@"
