@@ -56,6 +56,8 @@ export interface AutoKOptions extends FitOptions {
   silhouetteSample?: number;
   /** Candidate k values are fitted on at most this many points; the chosen k is then refitted on all. */
   selectionSample?: number;
+  /** Called after each candidate k (and the final refit) with the fraction of the work done. */
+  onProgress?: (fraction: number) => void;
 }
 
 export interface AutoKResult {
@@ -502,6 +504,7 @@ export function autoK(X: Points, opts: AutoKOptions = {}): AutoKResult {
     const fit = fitKMeans(sel, k, opts);
     const s = silhouette(sel, fit.labels, k, silSample, deriveSeed(seed, 2000));
     scores.push({ k, silhouette: s, inertia: fit.inertia });
+    opts.onProgress?.((k - kMin + 1) / (kMax - kMin + 2));
     if (s > bestS) {
       bestS = s;
       bestK = k;
@@ -510,5 +513,6 @@ export function autoK(X: Points, opts: AutoKOptions = {}): AutoKResult {
   }
   const fit = sel === X ? bestFit! : fitKMeans(X, bestK, opts);
   const finalSil = sel === X ? bestS : silhouette(X, fit.labels, bestK, silSample, deriveSeed(seed, 2000));
+  opts.onProgress?.(1);
   return { fit, silhouette: finalSil, scores };
 }

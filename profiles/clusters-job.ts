@@ -1,0 +1,331 @@
+// The cluster job: sample features from the app's latest complete profile run,
+// train, assign every user inside ClickHouse, store the model version.
+//
+// Write order makes a half-done job invisible: assignments for version v are
+// inserted first, the model row last; readers take the latest version that has
+// a model row, and a crashed job's orphaned assignments are skipped because the
+// next version number is above every version seen in either table.
+import { writeFileSync } from 'node:fs';
+import { tableFromArrays, tableToIPC } from 'apache-arrow';
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { log } from '../lib/log.ts';
+import { join, raw, sql, type Sql } from '../lib/sql.ts';
+import { applyTransform, fitTransform, invertPoint, resolveFeatures, type ClusterModel, type FeatureDef } from './cluster-features.ts';
+import { identifyClusters, type PreviousClusters } from './cluster-labels.ts';
+import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
+import { autoK, assignNearest, fitKMeans, rowsOf, silhouette, type Engine, type KMeansFit, type KSelection, type Points } from './kmeans.ts';
+
+export interface TrainOptions {
+  k?: number | 'auto';
+  /** Range searched when k is 'auto'. */
+  kMin?: number;
+  kMax?: number;
+  features?: string[];
+  /** Users the model is trained on (a seeded hash sample of the profile run). */
+  sampleSize?: number;
+  seed?: number;
+  restarts?: number;
+  engine?: Engine;
+  silhouetteSample?: number;
+  /** Use the latest complete profile run with as_of <= this instant (default: the latest). */
+  asOf?: Date;
+}
+
+export const TRAIN_DEFAULTS = {
+  k: 'auto' as const,
+  kMin: 2,
+  kMax: 8,
+  sampleSize: 200_000,
+  seed: 1,
+  restarts: 4,
+  engine: 'native' as Engine,
+  silhouetteSample: 4000,
+};
+
+export type ProgressFn = (fraction: number, stage: string) => void;
+
+export interface TrainResult {
+  version: number;
+  k: number;
+  profile_run_id: string;
+  as_of: string;
+  users: number;
+  sample_size: number;
+  features: string[];
+  labels: string[];
+  sizes: number[];
+  inertia: number;
+  silhouette: number;
+  k_selection: KSelection[] | null;
+  /** Labels inherited from the previous model (1-based cluster numbers). */
+  carried: number[];
+  timings_ms: { sample: number; train: number; assign: number; total: number };
+}
+
+/** An error a caller can show as-is: `errors` carry zod-style paths. */
+export class ClusterJobError extends Error {
+  constructor(
+    message: string,
+    readonly errors: { path: string; message: string }[] = [],
+  ) {
+    super(message);
+  }
+}
+
+interface ProfileRun {
+  run_id: string;
+  as_of: string;
+}
+
+/** The latest complete profile run of an app (optionally at or before `asOf`). */
+export async function latestProfileRun(ch: ClickHouse, appId: string, asOf?: Date): Promise<ProfileRun | undefined> {
+  const bound = asOf ? sql`AND as_of <= ${asOf}` : raw('');
+  return ch.one<ProfileRun>(sql`
+    SELECT run_id, toString(as_of) AS as_of FROM profile_runs
+    WHERE app_id = ${appId} AND state = 'complete' ${bound}
+    ORDER BY as_of DESC, finished_at DESC, run_id DESC LIMIT 1`);
+}
+
+function chTimeToIso(s: string): string {
+  return s.replace(' ', 'T') + 'Z';
+}
+
+/** The feature columns of a SELECT over `profiles`. */
+function featureColumns(features: readonly FeatureDef[]): Sql {
+  return join(features.map((f) => f.sql));
+}
+
+/**
+ * A seeded sample of a profile run: rows whose hash falls under a threshold (a
+ * cheap filter ClickHouse runs while scanning), then the smallest hashes up to
+ * `size`. The same seed gives the same users.
+ */
+async function sampleFeatures(
+  ch: ClickHouse,
+  appId: string,
+  runId: string,
+  features: readonly FeatureDef[],
+  size: number,
+  seed: number,
+  withUserIds: boolean,
+): Promise<{ users: number; X: Points; userIds: string[] }> {
+  const total = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`);
+  const users = Number(total?.n ?? 0);
+  const SCALE = 1_000_000;
+  // 10% headroom over the expected share so the LIMIT, not chance, decides the size.
+  const threshold = users <= size ? SCALE : Math.min(SCALE, Math.ceil((SCALE * size * 1.1) / users) + 100);
+  const q = sql`
+    SELECT ${withUserIds ? raw('user_id, ') : raw('')}${featureColumns(features)}
+    FROM profiles
+    WHERE app_id = ${appId} AND run_id = ${runId} AND cityHash64(user_id, ${seed}) % ${SCALE} < ${threshold}
+    ORDER BY cityHash64(user_id, ${seed}), user_id
+    LIMIT ${size}`;
+  const d = features.length;
+  const values = new Float64Array(Math.min(users, size) * d);
+  const userIds: string[] = [];
+  let n = 0;
+  const stream = await ch.stream(q, 'TabSeparated', { timeoutS: 3600 });
+  for await (const rows of stream as AsyncIterable<{ text: string }[]>) {
+    for (const row of rows) {
+      const cells = row.text.split('\t');
+      const off = withUserIds ? 1 : 0;
+      if (withUserIds) userIds.push(unescapeTsv(cells[0]!));
+      for (let j = 0; j < d; j++) values[n * d + j] = Number(cells[off + j]);
+      n++;
+    }
+  }
+  return { users, X: { n, d, values: values.subarray(0, n * d) }, userIds };
+}
+
+function unescapeTsv(s: string): string {
+  if (!s.includes('\\')) return s;
+  return s.replace(/\\(.)/g, (_, c: string) => ({ t: '\t', n: '\n', r: '\r', '0': '\0', b: '\b', f: '\f' })[c] ?? c);
+}
+
+/** The latest stored model of an app, or null before the first cluster job. */
+export async function latestModel(ch: ClickHouse, appId: string): Promise<ClusterModel | null> {
+  const row = await ch.one<{ model: string }>(sql`
+    SELECT model FROM cluster_models WHERE app_id = ${appId} ORDER BY version DESC, created_at DESC LIMIT 1`);
+  return row ? (JSON.parse(row.model) as ClusterModel) : null;
+}
+
+/**
+ * (user_id, cluster, cluster_label) of every user assigned by the app's latest
+ * model, as a subquery for profile and segment readers.
+ */
+export function latestAssignmentsSql(appId: string): Sql {
+  return sql`
+    SELECT user_id, cluster, cluster_label FROM cluster_assignments
+    WHERE app_id = ${appId} AND version = (SELECT max(version) FROM cluster_models WHERE app_id = ${appId})`;
+}
+
+async function nextVersion(ch: ClickHouse, appId: string): Promise<number> {
+  const row = await ch.one<{ v: number }>(sql`
+    SELECT toUInt32(greatest(
+      (SELECT max(version) FROM cluster_models WHERE app_id = ${appId}),
+      (SELECT max(version) FROM cluster_assignments WHERE app_id = ${appId}))) AS v`);
+  return Number(row?.v ?? 0) + 1;
+}
+
+function previousClusters(previous: ClusterModel | null, model: Pick<ClusterModel, 'features' | 'transform'>): PreviousClusters | undefined {
+  if (!previous || previous.features.join(',') !== model.features.join(',')) return undefined;
+  const d = model.features.length;
+  const mapped = applyTransform(model.transform, Float64Array.from(previous.centroids.flat()));
+  return { centroids: rowsOf(mapped, d), labels: previous.labels };
+}
+
+/** Trains a new model version for `appId`, assigns every user of the profile run, returns a summary. */
+export async function trainClusters(ch: ClickHouse, appId: string, options: TrainOptions = {}, onProgress: ProgressFn = () => {}): Promise<TrainResult> {
+  const opts = { ...TRAIN_DEFAULTS, ...options };
+  const started = performance.now();
+  const resolved = resolveFeatures(options.features);
+  if ('errors' in resolved) throw new ClusterJobError('invalid features', resolved.errors);
+  const { features } = resolved;
+  if (opts.k !== 'auto' && (!Number.isInteger(opts.k) || opts.k < 1)) throw new ClusterJobError('invalid k', [{ path: 'k', message: 'a positive integer or "auto"' }]);
+  const run = await latestProfileRun(ch, appId, options.asOf);
+  if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}; run a profile job first`);
+  const jlog = log.child({ job: 'clusters', app_id: appId, profile_run_id: run.run_id });
+
+  onProgress(0.02, 'sample');
+  const { users, X: rawX } = await sampleFeatures(ch, appId, run.run_id, features, opts.sampleSize, opts.seed, false);
+  if (rawX.n < 2) throw new ClusterJobError(`profile run ${run.run_id} has ${rawX.n} users; clustering needs at least 2`);
+  const tSampled = performance.now();
+  jlog.info('sampled', { users, sample: rawX.n, ms: Math.round(tSampled - started) });
+
+  onProgress(0.1, 'train');
+  const transform = fitTransform(features, rawX.values, rawX.n);
+  const Z: Points = { n: rawX.n, d: rawX.d, values: applyTransform(transform, rawX.values) };
+  const fitOpts = { seed: opts.seed, restarts: opts.restarts, engine: opts.engine };
+  let fit: KMeansFit;
+  let quality: number;
+  let kSelection: KSelection[] | null = null;
+  if (opts.k === 'auto') {
+    const kMax = Math.min(opts.kMax, Z.n - 1);
+    const res = autoK(Z, { ...fitOpts, kMin: Math.min(opts.kMin, kMax), kMax, silhouetteSample: opts.silhouetteSample, onProgress: (f) => onProgress(0.1 + 0.6 * f, 'train') });
+    fit = res.fit;
+    quality = res.silhouette;
+    kSelection = res.scores;
+  } else {
+    if (opts.k > Z.n) throw new ClusterJobError(`k=${opts.k} exceeds the ${Z.n} sampled users`, [{ path: 'k', message: 'larger than the sample' }]);
+    fit = fitKMeans(Z, opts.k, fitOpts);
+    quality = opts.k > 1 ? silhouette(Z, fit.labels, opts.k, opts.silhouetteSample, opts.seed) : 0;
+  }
+  const tTrained = performance.now();
+  jlog.info('trained', { k: fit.k, inertia: fit.inertia, silhouette: quality, ms: Math.round(tTrained - tSampled) });
+
+  // Number and name the clusters, continuing the previous model where centroids match.
+  const featureNames = features.map((f) => f.name);
+  const previous = await latestModel(ch, appId);
+  const fitted = rowsOf(fit.centroids, Z.d);
+  const identity = identifyClusters(featureNames, fitted, fit.sizes, previousClusters(previous, { features: featureNames, transform }));
+  const centroidsZ = identity.order.map((i) => fitted[i]!);
+  const version = await nextVersion(ch, appId);
+  const model: ClusterModel = {
+    app_id: appId,
+    version,
+    created_at: new Date().toISOString().slice(0, 19) + 'Z',
+    profile_run_id: run.run_id,
+    as_of: chTimeToIso(run.as_of),
+    k: fit.k,
+    features: featureNames,
+    transform,
+    centroids: centroidsZ.map((c) => invertPoint(transform, c)),
+    centroids_standardised: centroidsZ,
+    labels: identity.labels,
+    sizes: [],
+    sample_size: Z.n,
+    sample_sizes: identity.order.map((i) => fit.sizes[i]!),
+    inertia: fit.inertia,
+    silhouette: quality,
+    k_selection: kSelection,
+    seed: opts.seed,
+    restarts: opts.restarts,
+    engine: opts.engine,
+  };
+
+  onProgress(0.75, 'assign');
+  await ch.exec(
+    sql`
+    INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
+    SELECT app_id, ${version}, user_id, cluster, ${clusterLabelSql(model, raw('cluster'))}
+    FROM (
+      SELECT app_id, user_id, ${nearestClusterSql(model)} AS cluster
+      FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}
+    )`,
+    { timeoutS: 3600 },
+  );
+  const counts = await ch.rows<{ cluster: number; n: string }>(sql`
+    SELECT cluster, count() AS n FROM cluster_assignments
+    WHERE app_id = ${appId} AND version = ${version} GROUP BY cluster`);
+  model.sizes = Array.from({ length: model.k }, (_, i) => Number(counts.find((r) => Number(r.cluster) === i + 1)?.n ?? 0));
+  const tAssigned = performance.now();
+
+  await ch.insert('cluster_models', [
+    { app_id: appId, version, created_at: model.created_at.slice(0, 19).replace('T', ' '), profile_run_id: run.run_id, k: model.k, model: JSON.stringify(model) },
+  ]);
+  onProgress(1, 'done');
+  const timings = {
+    sample: Math.round(tSampled - started),
+    train: Math.round(tTrained - tSampled),
+    assign: Math.round(tAssigned - tTrained),
+    total: Math.round(performance.now() - started),
+  };
+  jlog.info('clusters stored', { version, k: model.k, users, timings_ms: timings });
+  return {
+    version,
+    k: model.k,
+    profile_run_id: run.run_id,
+    as_of: model.as_of,
+    users,
+    sample_size: Z.n,
+    features: featureNames,
+    labels: model.labels,
+    sizes: model.sizes,
+    inertia: model.inertia,
+    silhouette: model.silhouette,
+    k_selection: kSelection,
+    carried: identity.carried,
+    timings_ms: timings,
+  };
+}
+
+export interface ExportOptions {
+  features?: string[];
+  sampleSize?: number;
+  seed?: number;
+}
+
+/**
+ * Writes the feature matrix of a seeded sample of the latest profile run as an
+ * Arrow IPC file: user_id, each feature in its own units, and — when a model with
+ * the same features exists — each feature standardised (`<name>_z`) and the
+ * user's nearest cluster under that model.
+ */
+export async function exportFeaturesArrow(ch: ClickHouse, appId: string, path: string, options: ExportOptions = {}): Promise<{ path: string; rows: number; columns: string[] }> {
+  const model = await latestModel(ch, appId);
+  const resolved = resolveFeatures(options.features ?? model?.features);
+  if ('errors' in resolved) throw new ClusterJobError('invalid features', resolved.errors);
+  const { features } = resolved;
+  const run = await latestProfileRun(ch, appId);
+  if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}`);
+  const { X, userIds } = await sampleFeatures(ch, appId, run.run_id, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, true);
+  const columns: Record<string, string[] | Float64Array | Int32Array> = { user_id: userIds };
+  features.forEach((f, j) => {
+    const col = new Float64Array(X.n);
+    for (let i = 0; i < X.n; i++) col[i] = X.values[i * X.d + j]!;
+    columns[f.name] = col;
+  });
+  if (model && model.features.join(',') === features.map((f) => f.name).join(',')) {
+    const Z = applyTransform(model.transform, X.values);
+    features.forEach((f, j) => {
+      const col = new Float64Array(X.n);
+      for (let i = 0; i < X.n; i++) col[i] = Z[i * X.d + j]!;
+      columns[`${f.name}_z`] = col;
+    });
+    const labels = assignNearest({ n: X.n, d: X.d, values: Z }, Float64Array.from(model.centroids_standardised.flat()), model.k);
+    columns.cluster = labels.map((l) => l + 1);
+  }
+  const table = tableFromArrays(columns);
+  writeFileSync(path, tableToIPC(table, 'file'));
+  return { path, rows: X.n, columns: Object.keys(columns) };
+}
