@@ -25,7 +25,7 @@ export const ARCHETYPES: readonly Archetype[] = [
 ];
 
 /** The columns of a `profiles` row the cluster features read (others take their defaults). */
-export interface ProfileRow {
+export type ProfileRow = {
   app_id: string;
   run_id: string;
   as_of: string;
@@ -43,7 +43,7 @@ export interface ProfileRow {
   revenue_total: number;
   revenue_30d: number;
   random_bucket: number;
-}
+};
 
 function poisson(rand: () => number, lambda: number): number {
   if (lambda <= 0) return 0;
