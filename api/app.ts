@@ -1,0 +1,209 @@
+// The HTTP API as a Hono app, built from its dependencies so tests and the
+// server construct the same thing over real services. Every route is declared
+// in api/routes/* with zod schemas; this module mounts them: authenticate,
+// check the role, validate path/query/body, run the handler, validate the
+// answer, and turn every failure into problem+json.
+import { Hono, type Context } from 'hono';
+import type { Kafka, Producer } from 'kafkajs';
+import { z } from 'zod';
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import type { Config } from '../lib/config.ts';
+import { log } from '../lib/log.ts';
+import { metrics as processMetrics, type Registry } from '../lib/metrics.ts';
+import { type ApiKey, hasRole, type KeyStore } from './auth.ts';
+import type { Route } from './openapi.ts';
+import { PROBLEM_CONTENT_TYPE, ProblemError, problemResponse, validationProblem, type Problem } from './problem.ts';
+
+export interface Limits {
+  /** Default cap on request bodies (bytes). */
+  maxBodyBytes: number;
+  /** Seconds a segment query may run before ClickHouse cancels it. */
+  queryTimeoutS: number;
+  /** Seconds an export or snapshot query may run (they stream large results). */
+  exportTimeoutS: number;
+  /** Rows per Arrow record batch in exports. */
+  arrowBatchRows: number;
+  /** Kafka messages per produce call when publishing snapshot changes. */
+  publishBatch: number;
+}
+
+export interface AppDeps {
+  ch: ClickHouse;
+  /** A connected producer (acks -1 on every send). */
+  producer: Producer;
+  /** For reachability checks; optional when the caller has only a producer. */
+  kafka?: Kafka;
+  config: Config;
+  keys: KeyStore;
+  metrics?: Registry;
+  limits?: Partial<Limits>;
+}
+
+export interface AppContext extends AppDeps {
+  limits: Limits;
+  metrics: Registry;
+  /** Routes of the app (the OpenAPI document is built from them). */
+  routes: Route<AppContext>[];
+}
+
+export function defaultLimits(cfg: Config): Limits {
+  return {
+    maxBodyBytes: 64 * 1024 * 1024,
+    queryTimeoutS: cfg.WARBLER_QUERY_TIMEOUT_S,
+    exportTimeoutS: Math.max(600, cfg.WARBLER_QUERY_TIMEOUT_S),
+    arrowBatchRows: 65_536,
+    publishBatch: 5000,
+  };
+}
+
+type Env = { Variables: { key?: ApiKey } };
+
+const honoPath = (p: string) => p.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ':$1');
+
+/** Maps anything thrown by a handler to a problem. */
+export function toProblem(err: unknown): Problem {
+  if (err instanceof ProblemError) return err.problem;
+  if (err instanceof z.ZodError) return validationProblem(err).problem;
+  const e = err as { name?: string; message?: string; code?: string | number; line?: unknown; column?: unknown; path?: unknown; errors?: unknown };
+  // Segment text errors (segments/parse.ts) carry a position.
+  if (typeof e?.line === 'number' && typeof e?.column === 'number') {
+    return new ProblemError(400, String(e.message), {
+      line: e.line,
+      column: e.column,
+      errors: [{ path: typeof e.path === 'string' ? e.path : 'expression', message: String(e.message) }],
+    }).problem;
+  }
+  const code = e?.code !== undefined ? String(e.code) : '';
+  // ClickHouse: 159 TIMEOUT_EXCEEDED (max_execution_time), 394 QUERY_WAS_CANCELLED.
+  if (code === '159') return new ProblemError(504, 'the query ran past its time limit and was cancelled in ClickHouse').problem;
+  if (code === '394') return new ProblemError(499, 'the query was cancelled').problem;
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || /KafkaJSConnectionError|KafkaJSNumberOfRetriesExceeded/.test(e?.name ?? '')) {
+    return new ProblemError(503, `a backing service is unreachable: ${e.message ?? code}`).problem;
+  }
+  return new ProblemError(500, 'internal error; see the server log').problem;
+}
+
+async function readBody(c: Context, limit: number): Promise<unknown> {
+  const type = c.req.header('content-type') ?? '';
+  if (type && !/^application\/([a-z.+-]*\+)?json\b/i.test(type)) {
+    throw new ProblemError(415, `send the body as application/json (got ${type})`);
+  }
+  const declared = Number(c.req.header('content-length') ?? 0);
+  if (declared > limit) throw new ProblemError(413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes for this route`);
+  const body = c.req.raw.body;
+  if (!body) throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
+  const reader = body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    size += value.byteLength;
+    if (size > limit) {
+      await reader.cancel();
+      throw new ProblemError(413, `request body exceeds the limit of ${limit} bytes for this route`);
+    }
+    chunks.push(value);
+  }
+  const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '') throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
+  try {
+    return JSON.parse(text);
+  } catch (e) {
+    throw new ProblemError(400, `the body is not valid JSON: ${(e as Error).message}`, { errors: [{ path: 'body', message: 'not valid JSON' }] });
+  }
+}
+
+function authenticate(c: Context, keys: KeyStore): ApiKey {
+  const header = c.req.header('authorization') ?? '';
+  const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
+  if (!m) throw new ProblemError(401, 'send `Authorization: Bearer <key>`');
+  const key = keys.verify(m[1] as string);
+  if (!key) throw new ProblemError(401, 'unknown API key');
+  return key;
+}
+
+function parseWith<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
+  const r = schema.safeParse(value);
+  if (!r.success) throw validationProblem(r.error, where);
+  return r.data;
+}
+
+export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<AppContext>[])[]): { app: Hono<Env>; ctx: AppContext } {
+  const ctx: AppContext = {
+    ...deps,
+    limits: { ...defaultLimits(deps.config), ...deps.limits },
+    metrics: deps.metrics ?? processMetrics,
+    routes: [],
+  };
+  for (const make of routeSets) ctx.routes.push(...make(ctx));
+
+  const duration = ctx.metrics.histogram('warbler_http_request_duration_seconds', 'HTTP request latency by route, method and status');
+  const requests = ctx.metrics.counter('warbler_http_requests_total', 'HTTP requests by route, method and status');
+
+  const app = new Hono<Env>();
+
+  app.onError((err, c) => {
+    const problem = toProblem(err);
+    if (problem.status >= 500) log.error('request failed', { method: c.req.method, path: c.req.path, error: err, stack: (err as Error)?.stack });
+    return problemResponse(problem, problem.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
+  });
+  app.notFound((c) => problemResponse(new ProblemError(404, `no route for ${c.req.method} ${c.req.path}`).problem));
+
+  for (const r of ctx.routes) {
+    const { spec, handler } = r;
+    app.on(spec.method.toUpperCase(), honoPath(spec.path), async (c) => {
+      const started = performance.now();
+      let status = 500;
+      try {
+        let key: ApiKey | undefined;
+        if (spec.role) {
+          key = authenticate(c, ctx.keys);
+          if (!hasRole(key, spec.role)) {
+            throw new ProblemError(403, `this needs a key with the '${spec.role}' role (this key has: ${[...key.roles].join(', ')})`);
+          }
+        }
+        const params = spec.params ? parseWith(spec.params, c.req.param(), 'path') : undefined;
+        const query = spec.query ? parseWith(spec.query, c.req.query(), 'query') : undefined;
+        const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes), 'body') : undefined;
+        const out = await handler({
+          params,
+          query,
+          body,
+          key: key as ApiKey,
+          appId: key?.appId as string,
+          signal: c.req.raw.signal,
+          c,
+          deps: ctx,
+        });
+        if (out instanceof Response) {
+          status = out.status;
+          return out;
+        }
+        let payload = out;
+        if (spec.response.schema) {
+          const checked = spec.response.schema.safeParse(out);
+          if (!checked.success) {
+            // Our answer broke our own contract: a bug, never the client's fault.
+            log.error('response failed its schema', { route: spec.path, issues: checked.error.issues.slice(0, 5) });
+            throw new ProblemError(500, 'the server produced an answer that breaks its own schema; see the server log');
+          }
+          payload = checked.data;
+        }
+        status = spec.response.status;
+        return c.json(payload as object, status as 200);
+      } catch (err) {
+        status = toProblem(err).status;
+        throw err;
+      } finally {
+        const labels = { route: spec.path, method: spec.method.toUpperCase(), status: String(status) };
+        duration.observe((performance.now() - started) / 1000, labels);
+        requests.inc(labels);
+      }
+    });
+  }
+
+  return { app, ctx };
+}
+
+export { PROBLEM_CONTENT_TYPE };

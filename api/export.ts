@@ -1,0 +1,249 @@
+// Streaming exports of segment members: NDJSON, CSV or Arrow IPC (stream
+// format), produced from a ClickHouse result stream without ever holding the
+// whole result. The web ReadableStream is pull-based: ClickHouse is read only
+// when the HTTP side asks for more, so a slow client slows the query down
+// instead of filling memory. Cancelling the stream (client gone) stops the
+// query inside ClickHouse with KILL QUERY.
+import { randomUUID } from 'node:crypto';
+import type { Readable } from 'node:stream';
+import {
+  AsyncByteQueue,
+  Bool,
+  type DataType,
+  Field,
+  Float64,
+  makeData,
+  RecordBatch,
+  RecordBatchStreamWriter,
+  Schema,
+  Struct,
+  Utf8,
+  vectorFromArray,
+} from 'apache-arrow';
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { log } from '../lib/log.ts';
+import { type Sql, sql } from '../lib/sql.ts';
+
+export const EXPORT_FORMATS = ['ndjson', 'csv', 'arrow'] as const;
+export type ExportFormat = (typeof EXPORT_FORMATS)[number];
+
+export const EXPORT_CONTENT_TYPES: Record<ExportFormat, string> = {
+  ndjson: 'application/x-ndjson',
+  csv: 'text/csv; charset=utf-8',
+  arrow: 'application/vnd.apache.arrow.stream',
+};
+
+/** How a column's ClickHouse JSON value is rendered. `json` values are objects/arrays (traits, tags). */
+export type ColumnKind = 'string' | 'number' | 'boolean' | 'timestamp' | 'json';
+
+export interface ExportColumn {
+  name: string;
+  kind: ColumnKind;
+}
+
+export interface ExportSource {
+  /** Rows carry exactly `columns` by name, in user_id order. */
+  query: Sql;
+  columns: readonly ExportColumn[];
+}
+
+export interface ExportOptions {
+  timeoutS?: number;
+  /** Rows per Arrow record batch. */
+  arrowBatchRows?: number;
+  queryId?: string;
+}
+
+type Value = string | number | boolean | null | object;
+
+function chTimestamp(v: unknown): string | null {
+  if (v === null || v === undefined) return null;
+  // ClickHouse renders DateTime as 'YYYY-MM-DD hh:mm:ss' (UTC server).
+  return String(v).replace(' ', 'T') + 'Z';
+}
+
+/** A ClickHouse JSON value as its API value. */
+export function normalise(kind: ColumnKind, v: unknown): Value {
+  if (v === null || v === undefined) return null;
+  switch (kind) {
+    case 'string':
+      return String(v);
+    case 'number': {
+      const n = typeof v === 'number' ? v : Number(v); // 64-bit integers arrive quoted
+      return Number.isFinite(n) ? n : null;
+    }
+    case 'boolean':
+      return v === true || v === 1 || v === '1' || v === 'true';
+    case 'timestamp':
+      return chTimestamp(v);
+    case 'json':
+      return typeof v === 'string' ? (JSON.parse(v) as object) : (v as object);
+  }
+}
+
+function csvCell(v: Value): string {
+  if (v === null) return '';
+  const s = typeof v === 'object' ? JSON.stringify(v) : String(v);
+  return /[",\r\n]/.test(s) ? '"' + s.replace(/"/g, '""') + '"' : s;
+}
+
+function arrowType(kind: ColumnKind): DataType {
+  switch (kind) {
+    case 'number':
+      return new Float64();
+    case 'boolean':
+      return new Bool();
+    default:
+      return new Utf8(); // strings, ISO timestamps, JSON text
+  }
+}
+
+export function arrowSchema(columns: readonly ExportColumn[]): Schema {
+  return new Schema(columns.map((c) => new Field(c.name, arrowType(c.kind), c.name !== 'user_id')));
+}
+
+/** Collects the writer's bytes synchronously, so each batch is handed on as soon as it is encoded. */
+class ByteCollector extends AsyncByteQueue {
+  chunks: Uint8Array[] = [];
+  override write(value: Uint8Array): void {
+    if (value.byteLength > 0) this.chunks.push(value);
+  }
+  take(): Uint8Array {
+    const out = Buffer.concat(this.chunks);
+    this.chunks = [];
+    return out;
+  }
+}
+
+interface Encoder {
+  head(): Uint8Array | undefined;
+  /** Encodes buffered rows; returns bytes ready to send (may be empty while batching). */
+  rows(rows: Record<string, unknown>[]): Uint8Array | undefined;
+  end(): Uint8Array | undefined;
+}
+
+const utf8 = new TextEncoder();
+
+function textEncoder(columns: readonly ExportColumn[], format: 'ndjson' | 'csv'): Encoder {
+  return {
+    head: () => (format === 'csv' ? utf8.encode(columns.map((c) => csvCell(c.name)).join(',') + '\r\n') : undefined),
+    rows(rows) {
+      let out = '';
+      for (const r of rows) {
+        if (format === 'ndjson') {
+          const o: Record<string, Value> = {};
+          for (const c of columns) o[c.name] = normalise(c.kind, r[c.name]);
+          out += JSON.stringify(o) + '\n';
+        } else {
+          out += columns.map((c) => csvCell(normalise(c.kind, r[c.name]))).join(',') + '\r\n';
+        }
+      }
+      return utf8.encode(out);
+    },
+    end: () => undefined,
+  };
+}
+
+function arrowEncoder(columns: readonly ExportColumn[], batchRows: number): Encoder {
+  const schema = arrowSchema(columns);
+  const sink = new ByteCollector();
+  const writer = new RecordBatchStreamWriter();
+  let pending: Value[][] = columns.map(() => []);
+  let pendingRows = 0;
+  const encodeBatch = () => {
+    if (pendingRows === 0) return;
+    const children = columns.map((c, i) => {
+      const values = pending[i] as Value[];
+      const typed = c.kind === 'json' ? values.map((v) => (v === null ? null : JSON.stringify(v))) : values;
+      return vectorFromArray(typed as never[], arrowType(c.kind)).data[0]!;
+    });
+    const data = makeData({ type: new Struct(schema.fields), length: pendingRows, nullCount: 0, children });
+    writer.write(new RecordBatch(schema, data));
+    pending = columns.map(() => []);
+    pendingRows = 0;
+  };
+  return {
+    head() {
+      writer.reset(sink, schema);
+      return sink.take();
+    },
+    rows(rows) {
+      for (const r of rows) {
+        columns.forEach((c, i) => (pending[i] as Value[]).push(normalise(c.kind, r[c.name])));
+        pendingRows++;
+        if (pendingRows >= batchRows) encodeBatch();
+      }
+      return sink.chunks.length ? sink.take() : undefined;
+    },
+    end() {
+      encodeBatch();
+      writer.finish(); // writes the end-of-stream marker
+      return sink.take();
+    },
+  };
+}
+
+export function encoderFor(format: ExportFormat, columns: readonly ExportColumn[], arrowBatchRows = 65_536): Encoder {
+  return format === 'arrow' ? arrowEncoder(columns, arrowBatchRows) : textEncoder(columns, format);
+}
+
+/** Stops a query inside ClickHouse (the HTTP connection closing is not enough on every version). */
+export async function killQuery(ch: ClickHouse, queryId: string): Promise<void> {
+  try {
+    await ch.exec(sql`KILL QUERY WHERE query_id = ${queryId} ASYNC`);
+  } catch (e) {
+    log.warn('KILL QUERY failed', { queryId, error: e });
+  }
+}
+
+export interface StartedExport {
+  body: ReadableStream<Uint8Array>;
+  contentType: string;
+  queryId: string;
+}
+
+/**
+ * Starts the query and returns the body to send. Awaiting the start means a
+ * query that fails at once (bad SQL, unknown column, timeout before the first
+ * row) becomes a normal error response instead of a broken stream.
+ */
+export async function startExport(ch: ClickHouse, source: ExportSource, format: ExportFormat, opts: ExportOptions = {}): Promise<StartedExport> {
+  const queryId = opts.queryId ?? `export-${randomUUID()}`;
+  const stream: Readable = await ch.stream(source.query, 'JSONEachRow', { queryId, timeoutS: opts.timeoutS });
+  const iterator = (stream as AsyncIterable<{ json<T>(): T }[]>)[Symbol.asyncIterator]();
+  const encoder = encoderFor(format, source.columns, opts.arrowBatchRows);
+  let finished = false;
+  const head = encoder.head();
+  const body = new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        if (head) controller.enqueue(head);
+      },
+      async pull(controller) {
+        // One pull reads until it has something to send (Arrow batches span many chunks).
+        for (;;) {
+          const { value, done } = await iterator.next();
+          if (done) {
+            finished = true;
+            const tail = encoder.end();
+            if (tail?.byteLength) controller.enqueue(tail);
+            controller.close();
+            return;
+          }
+          const bytes = encoder.rows(value.map((row) => row.json<Record<string, unknown>>()));
+          if (bytes?.byteLength) {
+            controller.enqueue(bytes);
+            return;
+          }
+        }
+      },
+      async cancel() {
+        stream.destroy();
+        if (!finished) await killQuery(ch, queryId);
+      },
+    },
+    // A couple of chunks of read-ahead; the rest waits in ClickHouse.
+    { highWaterMark: 2 },
+  );
+  return { body, contentType: EXPORT_CONTENT_TYPES[format], queryId };
+}

@@ -1,0 +1,131 @@
+// The zod schemas of every request and answer of the API. Handlers are typed
+// by them, the app validates with them, and api/openapi.ts publishes them, so
+// the contract is written once. Event and segment shapes come from their own
+// modules (ingest/event-schema.ts, segments/json-form.ts) rather than being
+// redefined here.
+import { z } from 'zod';
+
+/** An instant: ISO 8601 with an offset or `Z` (spec: requests accept any such instant). */
+export const InstantSchema = z.iso
+  .datetime({ offset: true })
+  .transform((s) => new Date(s))
+  .meta({ description: 'ISO 8601 instant with an offset or Z', examples: ['2026-11-20T12:00:00Z'] });
+
+/** Timestamps in answers: ISO 8601 UTC at second precision. */
+export const IsoUtcSchema = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/, 'ISO 8601 UTC, seconds');
+
+export const UserIdSchema = z.string().min(1).max(256);
+export const TagSchema = z.string().min(1).max(128).meta({ description: 'a tag name (1..128 chars)' });
+export const SegmentIdSchema = z.string().min(1).max(128);
+export const SnapshotIdSchema = z.string().min(1).max(64);
+export const JobIdSchema = z.string().min(1).max(128);
+
+export const UserPathSchema = z.object({ user_id: UserIdSchema }).strict();
+export const UserTagPathSchema = z.object({ user_id: UserIdSchema, tag: TagSchema }).strict();
+export const TagPathSchema = z.object({ tag: TagSchema }).strict();
+export const SegmentPathSchema = z.object({ id: SegmentIdSchema }).strict();
+export const SnapshotPathSchema = z.object({ id: SegmentIdSchema, snapshot_id: SnapshotIdSchema }).strict();
+export const JobPathSchema = z.object({ job_id: JobIdSchema }).strict();
+
+// ---- clusters ----
+
+export const ClusterModelSchema = z
+  .object({
+    version: z.number().int(),
+    created_at: z.string(),
+    profile_run_id: z.string(),
+    as_of: z.string(),
+    k: z.number().int(),
+    features: z.array(z.string()),
+    centroids: z.array(z.array(z.number())).meta({ description: 'cluster c (1-based) is row c-1, in the features\' own units' }),
+    sizes: z.array(z.number().int()),
+    labels: z.array(z.string()),
+    quality: z.object({
+      inertia: z.number(),
+      silhouette: z.number(),
+      sample_size: z.number().int(),
+      k_selection: z.array(z.object({ k: z.number().int(), silhouette: z.number() }).loose()).nullable(),
+    }),
+  })
+  .meta({ id: 'ClusterModel' });
+
+// ---- jobs ----
+
+export const JobAcceptedSchema = z.object({ job_id: z.string() }).meta({ id: 'JobAccepted' });
+
+export const ProfileJobBodySchema = z
+  .object({ as_of: InstantSchema.optional(), mode: z.enum(['full', 'incremental']).optional() })
+  .strict()
+  .meta({ id: 'ProfileJobRequest' });
+
+export const ClusterJobBodySchema = z
+  .object({
+    k: z.union([z.number().int().min(2).max(50), z.literal('auto')]).optional(),
+    features: z.array(z.string().min(1)).min(1).max(32).optional(),
+    as_of: InstantSchema.optional(),
+  })
+  .strict()
+  .meta({ id: 'ClusterJobRequest' });
+
+export const JobSchema = z
+  .object({
+    job_id: z.string(),
+    kind: z.string(),
+    state: z.enum(['queued', 'running', 'succeeded', 'failed']),
+    progress: z.number().min(0).max(1),
+    error: z.string().optional(),
+    result: z.unknown().optional(),
+  })
+  .meta({ id: 'Job' });
+
+// ---- snapshots and exports ----
+
+export const SnapshotSchema = z
+  .object({
+    snapshot_id: z.string(),
+    segment_id: z.string(),
+    as_of: IsoUtcSchema,
+    created_at: IsoUtcSchema,
+    count: z.number().int().min(0),
+    entered: z.number().int().min(0),
+    exited: z.number().int().min(0),
+    previous_snapshot_id: z.string().nullable(),
+  })
+  .meta({ id: 'Snapshot' });
+
+export const SnapshotBodySchema = z.object({ as_of: InstantSchema.optional() }).strict().meta({ id: 'SnapshotRequest' });
+
+export const PAGE_MAX = 10_000;
+
+export const SnapshotPageQuerySchema = z
+  .object({
+    cursor: z.string().max(1024).optional().meta({ description: 'next_cursor of the previous page' }),
+    limit: z.coerce.number().int().min(1).max(PAGE_MAX).default(1000),
+  })
+  .strict();
+
+export const SnapshotPageSchema = z
+  .object({
+    snapshot_id: z.string(),
+    segment_id: z.string(),
+    as_of: IsoUtcSchema,
+    count: z.number().int(),
+    users: z.array(z.object({ user_id: z.string() })),
+    next_cursor: z.string().nullable().meta({ description: 'pass as `cursor` for the next page; null on the last page' }),
+  })
+  .meta({ id: 'SnapshotPage' });
+
+/** `fields=a,b,c` in a query string. */
+export const FieldListSchema = z
+  .string()
+  .max(2000)
+  .transform((s) => s.split(',').map((x) => x.trim()).filter(Boolean))
+  .meta({ description: 'comma-separated profile fields' });
+
+export const ExportQuerySchema = z
+  .object({
+    format: z.enum(['ndjson', 'csv', 'arrow']).default('ndjson'),
+    as_of: InstantSchema.optional(),
+    fields: FieldListSchema.optional(),
+  })
+  .strict();
