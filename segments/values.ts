@@ -1,0 +1,190 @@
+// How a stored value compares with a literal, as SQL. One rule set for event
+// properties, traits and profile fields (segments.md §1 "Comparing values"):
+//
+// - a comparison matches only when the value is present and of the literal's
+//   kind: a number literal needs a stored number, a string literal a stored
+//   string (booleans count as their text "true"/"false"), a boolean literal a
+//   stored boolean or the string "true"/"false" (ordered false < true);
+// - `neq` is "present, same kind, different" — so `x != "a"` is false when x
+//   is missing or a number, while `not (x = "a")` is true;
+// - `in` is the `or` of `eq` over the list, `nin` the `and` of `neq`,
+//   `between a and b` is `gte a and lte b`;
+// - contains / starts_with / matches look at string (and boolean) values only;
+// - instants (first_seen, last_seen, last_purchase_at) compare with ISO
+//   literals as instants; any other literal never matches them.
+//
+// Every expression built here is a non-null UInt8 (0/1), so `not` over it is
+// exact two-valued logic.
+import type { CompareOp, Literal, Predicate } from './ast.ts';
+import { unreachable } from './ast.ts';
+import { join, literal, raw, sql, type Sql } from '../lib/sql.ts';
+
+/** SQL pieces describing one stored value of one row. */
+export type StoredValue =
+  | {
+      /** A value that may be a number or text (event property, trait). */
+      kind: 'dynamic';
+      present: Sql;
+      isNumber: Sql;
+      number: Sql;
+      text: Sql;
+    }
+  | { kind: 'number'; present: Sql; number: Sql }
+  | { kind: 'string'; present: Sql; text: Sql }
+  /** Epoch seconds (UInt32). */
+  | { kind: 'instant'; present: Sql; seconds: Sql };
+
+const OPS: Record<CompareOp, string> = { eq: '=', neq: '!=', gt: '>', gte: '>=', lt: '<', lte: '<=' };
+
+export function compareOperator(op: CompareOp): Sql {
+  return raw(OPS[op]);
+}
+
+/** A Float64 literal: typed, so a huge integer is not read as an exact UInt64 and compared "accurately". */
+export function float(n: number): Sql {
+  return sql`toFloat64(${n})`;
+}
+
+const TRUE = raw('1');
+const FALSE = raw('0');
+
+export function and(parts: readonly Sql[]): Sql {
+  if (parts.length === 0) return TRUE;
+  if (parts.length === 1) return parts[0]!;
+  return sql`(${join(parts, ' AND ')})`;
+}
+
+export function or(parts: readonly Sql[]): Sql {
+  if (parts.length === 0) return FALSE;
+  if (parts.length === 1) return parts[0]!;
+  return sql`(${join(parts, ' OR ')})`;
+}
+
+export function not(part: Sql): Sql {
+  return sql`(NOT ${part})`;
+}
+
+/** Milliseconds since the epoch of an ISO 8601 instant with an offset or Z, or undefined. */
+export function parseInstant(text: string): number | undefined {
+  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(text)) return undefined;
+  const ms = Date.parse(text);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+function booleanText(v: StoredValue): Sql | undefined {
+  switch (v.kind) {
+    case 'dynamic':
+      return sql`(${v.present} AND NOT ${v.isNumber} AND ${v.text} IN ('true', 'false'))`;
+    case 'string':
+      return sql`(${v.present} AND ${v.text} IN ('true', 'false'))`;
+    case 'number':
+    case 'instant':
+      return undefined;
+    default:
+      return unreachable(v);
+  }
+}
+
+function textOf(v: StoredValue): { guard: Sql; text: Sql } | undefined {
+  switch (v.kind) {
+    case 'dynamic':
+      return { guard: sql`${v.present} AND NOT ${v.isNumber}`, text: v.text };
+    case 'string':
+      return { guard: v.present, text: v.text };
+    case 'number':
+    case 'instant':
+      return undefined;
+    default:
+      return unreachable(v);
+  }
+}
+
+/** One comparison `value op literal`, false unless the kinds agree. */
+export function compareValue(v: StoredValue, op: CompareOp, lit: Literal): Sql {
+  const o = compareOperator(op);
+  if (typeof lit === 'number') {
+    if (v.kind === 'dynamic') return sql`(${v.present} AND ${v.isNumber} AND ${v.number} ${o} ${float(lit)})`;
+    if (v.kind === 'number') return sql`(${v.present} AND ${v.number} ${o} ${float(lit)})`;
+    return FALSE;
+  }
+  if (typeof lit === 'boolean') {
+    const guard = booleanText(v);
+    if (!guard) return FALSE;
+    const t = textOf(v)!;
+    return sql`(${guard} AND ${t.text} ${o} ${lit ? 'true' : 'false'})`;
+  }
+  if (v.kind === 'instant') {
+    const ms = parseInstant(lit);
+    if (ms === undefined) return FALSE;
+    return sql`(${v.present} AND ${v.seconds} ${o} ${float(ms / 1000)})`;
+  }
+  const t = textOf(v);
+  if (!t) return FALSE;
+  return sql`(${t.guard} AND ${t.text} ${o} ${lit})`;
+}
+
+/** The whole predicate (`op` + `value`) against a stored value. */
+export function predicateSql(v: StoredValue, p: Predicate): Sql {
+  switch (p.op) {
+    case 'is_null':
+      return not(v.present);
+    case 'is_not_null':
+      return sql`(${v.present} != 0)`;
+    case 'eq':
+    case 'neq':
+    case 'gt':
+    case 'gte':
+    case 'lt':
+    case 'lte':
+      return compareValue(v, p.op, p.value);
+    case 'in':
+      return or(p.value.map((x) => compareValue(v, 'eq', x)));
+    case 'nin':
+      return and(p.value.map((x) => compareValue(v, 'neq', x)));
+    case 'between':
+      return and([compareValue(v, 'gte', p.value[0]), compareValue(v, 'lte', p.value[1])]);
+    case 'contains': {
+      const t = textOf(v);
+      return t ? sql`(${t.guard} AND position(${t.text}, ${p.value}) > 0)` : FALSE;
+    }
+    case 'starts_with': {
+      const t = textOf(v);
+      // substring on bytes, not startsWith(): the same on 18.16 and current releases.
+      return t ? sql`(${t.guard} AND substring(${t.text}, 1, ${Buffer.byteLength(p.value)}) = ${p.value})` : FALSE;
+    }
+    case 'matches': {
+      const t = textOf(v);
+      return t ? sql`(${t.guard} AND match(${t.text}, ${p.value}))` : FALSE;
+    }
+    default:
+      return unreachable(p);
+  }
+}
+
+export type DynamicValue = Extract<StoredValue, { kind: 'dynamic' }>;
+
+/** A top-level scalar event property, read from the parallel arrays of `events`. */
+export function eventProperty(key: string): DynamicValue {
+  const idx = sql`indexOf(prop_keys, ${key})`;
+  const number = sql`prop_numbers[${idx}]`;
+  return {
+    kind: 'dynamic',
+    present: sql`has(prop_keys, ${key})`,
+    isNumber: sql`NOT isNaN(${number})`,
+    number,
+    text: sql`prop_strings[${idx}]`,
+  };
+}
+
+/** A current trait held in two columns: its text and its value_type (0 = removed or never set). */
+export function traitValue(valueColumn: Sql, typeColumn: Sql): DynamicValue {
+  return {
+    kind: 'dynamic',
+    present: sql`(${typeColumn} IN (1, 2, 3))`,
+    isNumber: sql`(${typeColumn} = 2)`,
+    number: sql`toFloat64OrZero(${valueColumn})`,
+    text: valueColumn,
+  };
+}
+
+export { literal };
