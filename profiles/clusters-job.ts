@@ -6,11 +6,11 @@
 // a model row, and a crashed job's orphaned assignments are skipped because the
 // next version number is above every version seen in either table.
 import { writeFileSync } from 'node:fs';
-import { tableFromArrays, tableToIPC } from 'apache-arrow';
+import { Table, Utf8, makeVector, tableToIPC, vectorFromArray, type Vector } from 'apache-arrow';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { log } from '../lib/log.ts';
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
-import { applyTransform, fitTransform, invertPoint, resolveFeatures, type ClusterModel, type FeatureDef } from './cluster-features.ts';
+import { applyTransform, fitTransform, invertPoint, resolveFeatures, type ClusterModel, type FeatureDef, type FeatureTransform } from './cluster-features.ts';
 import { identifyClusters, type PreviousClusters } from './cluster-labels.ts';
 import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
 import { autoK, assignNearest, fitKMeans, rowsOf, silhouette, type Engine, type KMeansFit, type KSelection, type Points } from './kmeans.ts';
@@ -174,27 +174,47 @@ function previousClusters(previous: ClusterModel | null, model: Pick<ClusterMode
   return { centroids: rowsOf(mapped, d), labels: previous.labels };
 }
 
+export interface TrainingSample {
+  run: ProfileRun;
+  /** Users in the profile run. */
+  users: number;
+  features: FeatureDef[];
+  /** The sample in the features' own units. */
+  raw: Points;
+  transform: FeatureTransform[];
+  /** The sample standardised: what k-means trains on. */
+  Z: Points;
+}
+
+/** Pulls the seeded feature sample of the app's latest complete profile run and fits its transform. */
+export async function loadTrainingSample(
+  ch: ClickHouse,
+  appId: string,
+  options: Pick<TrainOptions, 'features' | 'sampleSize' | 'seed' | 'asOf'> = {},
+): Promise<TrainingSample> {
+  const resolved = resolveFeatures(options.features);
+  if ('errors' in resolved) throw new ClusterJobError('invalid features', resolved.errors);
+  const { features } = resolved;
+  const run = await latestProfileRun(ch, appId, options.asOf);
+  if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}; run a profile job first`);
+  const { users, X } = await sampleFeatures(ch, appId, run.run_id, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, false);
+  if (X.n < 2) throw new ClusterJobError(`profile run ${run.run_id} has ${X.n} users; clustering needs at least 2`);
+  const transform = fitTransform(features, X.values, X.n);
+  return { run, users, features, raw: X, transform, Z: { n: X.n, d: X.d, values: applyTransform(transform, X.values) } };
+}
+
 /** Trains a new model version for `appId`, assigns every user of the profile run, returns a summary. */
 export async function trainClusters(ch: ClickHouse, appId: string, options: TrainOptions = {}, onProgress: ProgressFn = () => {}): Promise<TrainResult> {
   const opts = { ...TRAIN_DEFAULTS, ...options };
   const started = performance.now();
-  const resolved = resolveFeatures(options.features);
-  if ('errors' in resolved) throw new ClusterJobError('invalid features', resolved.errors);
-  const { features } = resolved;
   if (opts.k !== 'auto' && (!Number.isInteger(opts.k) || opts.k < 1)) throw new ClusterJobError('invalid k', [{ path: 'k', message: 'a positive integer or "auto"' }]);
-  const run = await latestProfileRun(ch, appId, options.asOf);
-  if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}; run a profile job first`);
-  const jlog = log.child({ job: 'clusters', app_id: appId, profile_run_id: run.run_id });
-
   onProgress(0.02, 'sample');
-  const { users, X: rawX } = await sampleFeatures(ch, appId, run.run_id, features, opts.sampleSize, opts.seed, false);
-  if (rawX.n < 2) throw new ClusterJobError(`profile run ${run.run_id} has ${rawX.n} users; clustering needs at least 2`);
+  const { run, users, features, transform, Z } = await loadTrainingSample(ch, appId, options);
+  const jlog = log.child({ job: 'clusters', app_id: appId, profile_run_id: run.run_id });
   const tSampled = performance.now();
-  jlog.info('sampled', { users, sample: rawX.n, ms: Math.round(tSampled - started) });
+  jlog.info('sampled', { users, sample: Z.n, ms: Math.round(tSampled - started) });
 
   onProgress(0.1, 'train');
-  const transform = fitTransform(features, rawX.values, rawX.n);
-  const Z: Points = { n: rawX.n, d: rawX.d, values: applyTransform(transform, rawX.values) };
   const fitOpts = { seed: opts.seed, restarts: opts.restarts, engine: opts.engine };
   let fit: KMeansFit;
   let quality: number;
@@ -309,23 +329,44 @@ export async function exportFeaturesArrow(ch: ClickHouse, appId: string, path: s
   const run = await latestProfileRun(ch, appId);
   if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}`);
   const { X, userIds } = await sampleFeatures(ch, appId, run.run_id, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, true);
-  const columns: Record<string, string[] | Float64Array | Int32Array> = { user_id: userIds };
+  // Plain Utf8 ids (arrow's default for strings is a dictionary, pointless for unique keys).
+  const columns: Record<string, Vector> = { user_id: vectorFromArray(userIds, new Utf8()) };
   features.forEach((f, j) => {
     const col = new Float64Array(X.n);
     for (let i = 0; i < X.n; i++) col[i] = X.values[i * X.d + j]!;
-    columns[f.name] = col;
+    columns[f.name] = makeVector(col);
   });
   if (model && model.features.join(',') === features.map((f) => f.name).join(',')) {
     const Z = applyTransform(model.transform, X.values);
     features.forEach((f, j) => {
       const col = new Float64Array(X.n);
       for (let i = 0; i < X.n; i++) col[i] = Z[i * X.d + j]!;
-      columns[`${f.name}_z`] = col;
+      columns[`${f.name}_z`] = makeVector(col);
     });
     const labels = assignNearest({ n: X.n, d: X.d, values: Z }, Float64Array.from(model.centroids_standardised.flat()), model.k);
-    columns.cluster = labels.map((l) => l + 1);
+    columns.cluster = makeVector(labels.map((l) => l + 1));
   }
-  const table = tableFromArrays(columns);
+  const table = new Table(columns);
   writeFileSync(path, tableToIPC(table, 'file'));
   return { path, rows: X.n, columns: Object.keys(columns) };
+}
+
+/** The model as `GET /v1/clusters` presents it: centroids in the features' own units, keyed by feature. */
+export function modelSummary(model: ClusterModel) {
+  return {
+    version: model.version,
+    created_at: model.created_at,
+    profile_run_id: model.profile_run_id,
+    as_of: model.as_of,
+    k: model.k,
+    features: model.features,
+    clusters: model.centroids.map((c, i) => ({
+      cluster: i + 1,
+      label: model.labels[i]!,
+      size: model.sizes[i] ?? 0,
+      centroid: Object.fromEntries(model.features.map((f, j) => [f, c[j]!])),
+    })),
+    transform: model.transform.map((t) => ({ feature: t.name, log1p: t.log1p, mean: t.mean, sd: t.sd })),
+    quality: { inertia: model.inertia, silhouette: model.silhouette, sample_size: model.sample_size, k_selection: model.k_selection },
+  };
 }

@@ -282,7 +282,7 @@ export function lloydHamerly(
       if (counts[c]! > 0) {
         for (let j = 0; j < d; j++) centers[c * d + j] = sums[c * d + j]! / counts[c]!;
       } else {
-        relocateEmpty(X, c, centers, labels, upper, lower, sums, counts, k);
+        relocateEmpty(X, c, centers, labels, upper, lower, sums, counts);
       }
     }
     let maxMove = 0;
@@ -381,7 +381,6 @@ function relocateEmpty(
   lower: Float64Array,
   sums: Float64Array,
   counts: Float64Array,
-  k: number,
 ): void {
   const { n, d, values } = X;
   let far = -1;
@@ -408,7 +407,6 @@ function relocateEmpty(
   upper[far] = 0;
   // Bounds were proven against the old centres; force every point to be rechecked.
   lower.fill(0);
-  void k;
 }
 
 /** k-means with `restarts` seeded k-means++ starts; the lowest inertia wins (first on ties). */

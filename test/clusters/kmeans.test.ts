@@ -97,6 +97,15 @@ describe('k-means internals', () => {
     expect(adjustedRandIndex(fit.labels, truth.values)).toBeGreaterThan(0.9);
   });
 
+  it('an emptied cluster takes the point farthest from its centre', () => {
+    const rows = [[0, 0], [0, 0.1], [0.1, 0], [5, 5], [5, 5.1], [9, 0]];
+    const X = pointsFromRows(rows);
+    const res = lloydHamerly(X, Float64Array.from([0, 0, 5, 5, 1000, 1000]), 3);
+    expect(res.converged).toBe(true);
+    expect(Array.from(res.labels)).toEqual([0, 0, 0, 1, 1, 2]);
+    expect(Array.from(res.centroids.subarray(4))).toEqual([9, 0]);
+  });
+
   it('silhouette is 1-ish for well separated blobs and near 0 for an arbitrary split of one blob', () => {
     const rows: number[][] = [];
     for (let i = 0; i < 200; i++) rows.push([i % 2 === 0 ? 0 : 100, (i % 7) * 0.01]);
