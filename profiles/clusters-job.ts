@@ -13,7 +13,7 @@ import { join, raw, sql, type Sql } from '../lib/sql.ts';
 import { applyTransform, fitTransform, invertPoint, resolveFeatures, type ClusterModel, type FeatureDef, type FeatureTransform } from './cluster-features.ts';
 import { identifyClusters, type PreviousClusters } from './cluster-labels.ts';
 import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
-import { autoK, assignNearest, fitKMeans, rowsOf, silhouette, type Engine, type KMeansFit, type KSelection, type Points } from './kmeans.ts';
+import { autoKAsync, assignNearest, fitKMeansAsync, rowsOf, silhouette, type Engine, type KMeansFit, type KSelection, type Points } from './kmeans.ts';
 
 export interface TrainOptions {
   k?: number | 'auto';
@@ -221,13 +221,13 @@ export async function trainClusters(ch: ClickHouse, appId: string, options: Trai
   let kSelection: KSelection[] | null = null;
   if (opts.k === 'auto') {
     const kMax = Math.min(opts.kMax, Z.n - 1);
-    const res = autoK(Z, { ...fitOpts, kMin: Math.min(opts.kMin, kMax), kMax, silhouetteSample: opts.silhouetteSample, onProgress: (f) => onProgress(0.1 + 0.6 * f, 'train') });
+    const res = await autoKAsync(Z, { ...fitOpts, kMin: Math.min(opts.kMin, kMax), kMax, silhouetteSample: opts.silhouetteSample, onProgress: (f) => onProgress(0.1 + 0.6 * f, 'train') });
     fit = res.fit;
     quality = res.silhouette;
     kSelection = res.scores;
   } else {
     if (opts.k > Z.n) throw new ClusterJobError(`k=${opts.k} exceeds the ${Z.n} sampled users`, [{ path: 'k', message: 'larger than the sample' }]);
-    fit = fitKMeans(Z, opts.k, fitOpts);
+    fit = await fitKMeansAsync(Z, opts.k, fitOpts);
     quality = opts.k > 1 ? silhouette(Z, fit.labels, opts.k, opts.silhouetteSample, opts.seed) : 0;
   }
   const tTrained = performance.now();
@@ -351,22 +351,3 @@ export async function exportFeaturesArrow(ch: ClickHouse, appId: string, path: s
   return { path, rows: X.n, columns: Object.keys(columns) };
 }
 
-/** The model as `GET /v1/clusters` presents it: centroids in the features' own units, keyed by feature. */
-export function modelSummary(model: ClusterModel) {
-  return {
-    version: model.version,
-    created_at: model.created_at,
-    profile_run_id: model.profile_run_id,
-    as_of: model.as_of,
-    k: model.k,
-    features: model.features,
-    clusters: model.centroids.map((c, i) => ({
-      cluster: i + 1,
-      label: model.labels[i]!,
-      size: model.sizes[i] ?? 0,
-      centroid: Object.fromEntries(model.features.map((f, j) => [f, c[j]!])),
-    })),
-    transform: model.transform.map((t) => ({ feature: t.name, log1p: t.log1p, mean: t.mean, sd: t.sd })),
-    quality: { inertia: model.inertia, silhouette: model.silhouette, sample_size: model.sample_size, k_selection: model.k_selection },
-  };
-}

@@ -409,8 +409,38 @@ function relocateEmpty(
   lower.fill(0);
 }
 
+/**
+ * The work as a generator that pauses after every restart and candidate k:
+ * the sync entry points run it straight through, the async ones give the event
+ * loop a turn at each pause, so a job inside the API server does not freeze it.
+ */
+type Steps<T> = Generator<void, T, void>;
+
+function runSync<T>(steps: Steps<T>): T {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+  }
+}
+
+async function runAsync<T>(steps: Steps<T>): Promise<T> {
+  for (;;) {
+    const r = steps.next();
+    if (r.done) return r.value;
+    await new Promise<void>((resolve) => setImmediate(resolve));
+  }
+}
+
 /** k-means with `restarts` seeded k-means++ starts; the lowest inertia wins (first on ties). */
 export function fitKMeans(X: Points, k: number, opts: FitOptions = {}): KMeansFit {
+  return runSync(fitSteps(X, k, opts));
+}
+
+export function fitKMeansAsync(X: Points, k: number, opts: FitOptions = {}): Promise<KMeansFit> {
+  return runAsync(fitSteps(X, k, opts));
+}
+
+function* fitSteps(X: Points, k: number, opts: FitOptions): Steps<KMeansFit> {
   const seed = opts.seed ?? 1;
   const restarts = Math.max(1, opts.restarts ?? DEFAULT_RESTARTS);
   const maxIterations = opts.maxIterations ?? DEFAULT_MAX_ITERATIONS;
@@ -438,6 +468,7 @@ export function fitKMeans(X: Points, k: number, opts: FitOptions = {}): KMeansFi
     if (!best || inertia < best.inertia) {
       best = { k, ...run, sizes: sizesOf(run.labels, k), inertia, restartInertias };
     }
+    yield;
   }
   return best!;
 }
@@ -487,6 +518,14 @@ export function silhouette(X: Points, labels: Int32Array, k: number, sampleSize 
  * point); the winner is refitted on all points.
  */
 export function autoK(X: Points, opts: AutoKOptions = {}): AutoKResult {
+  return runSync(autoKSteps(X, opts));
+}
+
+export function autoKAsync(X: Points, opts: AutoKOptions = {}): Promise<AutoKResult> {
+  return runAsync(autoKSteps(X, opts));
+}
+
+function* autoKSteps(X: Points, opts: AutoKOptions): Steps<AutoKResult> {
   const seed = opts.seed ?? 1;
   const kMin = Math.max(2, opts.kMin ?? 2);
   const kMax = Math.min(opts.kMax ?? 10, X.n - 1);
@@ -499,17 +538,18 @@ export function autoK(X: Points, opts: AutoKOptions = {}): AutoKResult {
   let bestS = -Infinity;
   let bestFit: KMeansFit | undefined;
   for (let k = kMin; k <= kMax; k++) {
-    const fit = fitKMeans(sel, k, opts);
+    const fit = yield* fitSteps(sel, k, opts);
     const s = silhouette(sel, fit.labels, k, silSample, deriveSeed(seed, 2000));
     scores.push({ k, silhouette: s, inertia: fit.inertia });
     opts.onProgress?.((k - kMin + 1) / (kMax - kMin + 2));
+    yield;
     if (s > bestS) {
       bestS = s;
       bestK = k;
       bestFit = fit;
     }
   }
-  const fit = sel === X ? bestFit! : fitKMeans(X, bestK, opts);
+  const fit = sel === X ? bestFit! : yield* fitSteps(X, bestK, opts);
   const finalSil = sel === X ? bestS : silhouette(X, fit.labels, bestK, silSample, deriveSeed(seed, 2000));
   opts.onProgress?.(1);
   return { fit, silhouette: finalSil, scores };

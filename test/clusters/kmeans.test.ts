@@ -6,7 +6,7 @@ import { gzipSync } from 'node:zlib';
 import { describe, expect, it } from 'vitest';
 import { readNumericRows, runKmeansCli, type CentroidsReport } from '../../cli/kmeans.ts';
 import { kmeans as mlKmeans } from 'ml-kmeans';
-import { autoK, fitKMeans, inertiaOf, assignNearest, kmeansPlusPlus, lloydHamerly, pointsFromRows, rowsOf, sampleIndices, seededRandom, silhouette } from '../../profiles/kmeans.ts';
+import { autoK, fitKMeans, fitKMeansAsync, inertiaOf, assignNearest, kmeansPlusPlus, lloydHamerly, pointsFromRows, rowsOf, sampleIndices, seededRandom, silhouette } from '../../profiles/kmeans.ts';
 import { adjustedRandIndex } from '../support/ari.ts';
 
 const FIXTURES = new URL('../fixtures/kmeans/', import.meta.url).pathname;
@@ -65,6 +65,19 @@ describe('k-means on iris, k = 3', () => {
       expect(inertiaOf(X, fit.centroids, fit.labels)).toBeCloseTo(fit.inertia, 9);
       expect(Array.from(assignNearest(X, fit.centroids, 3))).toEqual(Array.from(fit.labels));
     }
+  });
+
+  it('the async variant gives the event loop turns and the same result', async () => {
+    const X = await readNumericRows(join(FIXTURES, 'iris.data.gz'));
+    let ticked = false;
+    setImmediate(() => (ticked = true));
+    const pending = fitKMeansAsync(X, 3, { seed: 4, restarts: 3 });
+    expect(ticked).toBe(false);
+    const fit = await pending;
+    expect(ticked).toBe(true);
+    const sync = fitKMeans(X, 3, { seed: 4, restarts: 3 });
+    expect(fit.inertia).toBe(sync.inertia);
+    expect(Array.from(fit.labels)).toEqual(Array.from(sync.labels));
   });
 
   it('keeps the best of several restarts', async () => {
