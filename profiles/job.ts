@@ -1,0 +1,234 @@
+// The profile job: sequences the SQL steps of profiles/sql.ts for one app and
+// one as_of, publishes the run atomically (rows first, then the `complete` mark
+// in profile_runs) and removes superseded runs.
+//
+// Incremental runs recompute with the heavy event scan only the users whose
+// profile can differ from the previous run's: events received since that run
+// started (minus a margin for events stamped before but inserted after it), and
+// events whose ts enters or leaves one of the 7d/30d/90d windows between the two
+// as_of instants (traits come from events, so trait changes are among these;
+// tags are not stored in profile rows). Everyone else is copied. The fields that
+// depend on as_of or on the whole population (recency_days, the RFM scores and
+// segment) are recomputed for all users from the per-user values, so the result
+// equals a full run at the same as_of.
+import { randomBytes } from 'node:crypto';
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { JobConflictError } from '../lib/jobs.ts';
+import { log } from '../lib/log.ts';
+import { ident, sql } from '../lib/sql.ts';
+import { latestRun, listRuns } from './read.ts';
+import {
+  STAGE0_COLUMNS,
+  STAGE1_COLUMNS,
+  changedTableSql,
+  changedUsersSql,
+  profilesInsertSql,
+  purchasersSql,
+  stage0InsertSql,
+  stage1CopySql,
+  stage1FromStage0Sql,
+  stageTableSql,
+  timezoneCandidatesSql,
+  windowOf,
+} from './sql.ts';
+
+export type ProfileMode = 'full' | 'incremental';
+
+export interface BuildOptions {
+  asOf?: Date;
+  /** Default incremental; it falls back to full without a previous run at or before as_of. */
+  mode?: ProfileMode;
+  onProgress?: (progress: number) => void;
+  /** Events received up to this long before the previous run started count as possibly unseen by it. */
+  receivedMarginS?: number;
+  /** Complete runs kept besides the new one, for readers still on them. */
+  keepPreviousRuns?: number;
+}
+
+export interface BuildResult {
+  run_id: string;
+  as_of: string;
+  users: number;
+  mode: ProfileMode;
+  seconds: number;
+  previous_run_id?: string;
+  recomputed_users?: number;
+}
+
+export const DEFAULT_RECEIVED_MARGIN_S = 300;
+const TZ_CHUNK = 16;
+const STALE_RUN_S = 86_400;
+
+const building = new Set<string>();
+
+export function isoSeconds(d: Date): string {
+  return new Date(Math.floor(d.getTime() / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+}
+
+function newRunId(now: Date): string {
+  const stamp = now.toISOString().replace(/[-:T]/g, '').slice(0, 14);
+  return `r${stamp}_${randomBytes(4).toString('hex')}`;
+}
+
+// A zone name ClickHouse accepts is one it can load. Names are first held to
+// the shape of IANA names (no dots, so no path tricks; not the posix/ and
+// right/ copies of the database), then tried once each with a constant toHour.
+const IANA_SHAPE = /^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+)*$/;
+const zoneCache = new Map<string, boolean>();
+export async function validTimezones(ch: ClickHouse, names: readonly string[]): Promise<string[]> {
+  const out: string[] = [];
+  for (const name of names) {
+    let ok = zoneCache.get(name);
+    if (ok === undefined) {
+      ok = name.length <= 64 && IANA_SHAPE.test(name) && !/^(posix|right)\//.test(name);
+      if (ok) {
+        try {
+          await ch.rows(sql`SELECT toHour(toDateTime(0), ${name}) AS h`);
+        } catch {
+          ok = false;
+        }
+      }
+      zoneCache.set(name, ok);
+    }
+    if (ok) out.push(name);
+  }
+  return out.sort();
+}
+
+export async function buildProfiles(ch: ClickHouse, appId: string, opts: BuildOptions = {}): Promise<BuildResult> {
+  if (building.has(appId)) throw new JobConflictError(appId, 'profiles', undefined);
+  building.add(appId);
+  try {
+    return await build(ch, appId, opts);
+  } finally {
+    building.delete(appId);
+  }
+}
+
+async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise<BuildResult> {
+  const t0 = performance.now();
+  const startedAt = new Date();
+  const w = windowOf(opts.asOf ?? startedAt);
+  const asOf = w.asOf;
+  const runId = newRunId(startedAt);
+  const rlog = log.child({ app_id: appId, run_id: runId });
+  const report = (p: number) => opts.onProgress?.(Math.min(1, Math.max(0, p)));
+  const stage0 = `profile_stage0_${runId}`;
+  const stage1 = `profile_stage1_${runId}`;
+  const changed = `profile_changed_${runId}`;
+  const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
+    ch.insert('profile_runs', [
+      {
+        app_id: appId,
+        run_id: runId,
+        as_of: Math.floor(asOf.getTime() / 1000),
+        mode: extra.mode ?? opts.mode ?? 'incremental',
+        state,
+        users: extra.users ?? 0,
+        started_at: Math.floor(startedAt.getTime() / 1000),
+        // The `running` row has version 0, so any later row replaces it.
+        finished_at: extra.finished ? Math.max(Math.floor(Date.now() / 1000), Math.floor(startedAt.getTime() / 1000) + 1) : 0,
+        previous_run_id: extra.previous ?? '',
+      },
+    ]);
+
+  await runRow('running', {});
+  report(0.01);
+  let mode: ProfileMode = opts.mode ?? 'incremental';
+  const previous = mode === 'incremental' ? await latestRun(ch, appId) : undefined;
+  if (mode === 'incremental' && (!previous || previous.as_of.getTime() > asOf.getTime())) mode = 'full';
+  rlog.info('profile run started', { as_of: isoSeconds(asOf), mode, previous_run_id: previous?.run_id });
+
+  const created: string[] = [];
+  let recomputed: number | undefined;
+  try {
+    const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(appId));
+    const zones = await validTimezones(ch, candidates.map((r) => r.value));
+    report(0.03);
+
+    let usersIn;
+    if (mode === 'incremental' && previous) {
+      await ch.exec(changedTableSql(changed));
+      created.push(changed);
+      const margin = opts.receivedMarginS ?? DEFAULT_RECEIVED_MARGIN_S;
+      const receivedSince = new Date(previous.started_at.getTime() - margin * 1000);
+      for (const q of changedUsersSql({ appId, changed, previousAsOf: previous.as_of, asOf, receivedSince })) await ch.exec(q);
+      usersIn = ident(changed);
+      const n = await ch.one<{ n: string }>(sql`SELECT uniqExact(user_id) AS n FROM ${ident(changed)}`);
+      recomputed = Number(n?.n ?? 0);
+      report(0.1);
+    }
+
+    await ch.exec(stageTableSql(stage0, STAGE0_COLUMNS, ['tz', 'user_id']));
+    created.push(stage0);
+    await ch.exec(stageTableSql(stage1, STAGE1_COLUMNS, ['user_id']));
+    created.push(stage1);
+    await ch.exec(stage0InsertSql({ appId, window: w, stage0, validTimezones: zones, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 });
+    report(0.55);
+
+    const tzs = (await ch.rows<{ tz: string }>(sql`SELECT DISTINCT tz FROM ${ident(stage0)} ORDER BY tz`)).map((r) => r.tz);
+    for (let i = 0; i < tzs.length; i += TZ_CHUNK) {
+      await ch.exec(stage1FromStage0Sql({ stage0, stage1, timezones: tzs.slice(i, i + TZ_CHUNK) }), { timeoutS: 3600 });
+      report(0.55 + (0.15 * Math.min(tzs.length, i + TZ_CHUNK)) / tzs.length);
+    }
+    if (mode === 'incremental' && previous) {
+      await ch.exec(stage1CopySql({ appId, previousRunId: previous.run_id, stage1, changed }), { timeoutS: 3600 });
+    }
+    report(0.72);
+
+    const purchasers = Number((await ch.one<{ n: string }>(purchasersSql(stage1)))?.n ?? 0);
+    await ch.exec(profilesInsertSql({ appId, runId, asOf, stage1, purchasers }), { timeoutS: 3600 });
+    report(0.95);
+
+    const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`))?.n ?? 0);
+    await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
+    const result: BuildResult = {
+      run_id: runId,
+      as_of: isoSeconds(asOf),
+      users,
+      mode,
+      seconds: +((performance.now() - t0) / 1000).toFixed(3),
+    };
+    if (previous && mode === 'incremental') {
+      result.previous_run_id = previous.run_id;
+      if (recomputed !== undefined) result.recomputed_users = recomputed;
+    }
+    rlog.info('profile run complete', { ...result });
+    await dropSupersededRuns(ch, appId, runId, opts.keepPreviousRuns ?? 2).catch((e) => rlog.warn('could not drop old profile runs', { error: e }));
+    report(1);
+    return result;
+  } catch (err) {
+    await ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${runId})`).catch(() => undefined);
+    await runRow('failed', { mode, finished: true }).catch(() => undefined);
+    throw err;
+  } finally {
+    for (const t of created) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(t)}`).catch((e) => rlog.warn('could not drop stage table', { table: t, error: e }));
+  }
+}
+
+/** Keeps the new run and the `keep` latest other complete runs; drops the rest (and abandoned partial runs). */
+export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentRunId: string, keep: number): Promise<string[]> {
+  const runs = await listRuns(ch, appId);
+  const others = runs.filter((r) => r.run_id !== currentRunId && r.state !== 'dropped');
+  const complete = others.filter((r) => r.state === 'complete');
+  const keepIds = new Set(complete.slice(0, keep).map((r) => r.run_id));
+  const staleBefore = Date.now() - STALE_RUN_S * 1000;
+  const drop = others.filter((r) => !keepIds.has(r.run_id) && (r.state === 'complete' || r.state === 'failed' || r.started_at.getTime() < staleBefore));
+  for (const r of drop) {
+    await ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${r.run_id})`);
+    await ch.insert('profile_runs', [
+      {
+        app_id: appId,
+        run_id: r.run_id,
+        as_of: Math.floor(r.as_of.getTime() / 1000),
+        mode: r.mode,
+        state: 'dropped',
+        users: r.users,
+        started_at: Math.floor(r.started_at.getTime() / 1000),
+        finished_at: Math.floor(Date.now() / 1000),
+        previous_run_id: '',
+      },
+    ]);
+  }
+  return drop.map((r) => r.run_id);
+}

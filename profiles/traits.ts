@@ -1,0 +1,29 @@
+// Current traits: the latest change per (user, key) by (ts, event_id) at or
+// before an instant; a removal (value_type 0) hides the key. Reused by the
+// profile job and by the segment compiler, so both read traits the same way.
+import { sql, type Sql } from '../lib/sql.ts';
+
+export const TRAIT_TYPES = { removed: 0, string: 1, number: 2, boolean: 3 } as const;
+
+/** Subquery with columns (user_id, key, value, value_type) for the traits current at `asOf`. */
+export function currentTraitsSql(appId: string, asOf: Date, opts: { usersIn?: Sql } = {}): Sql {
+  const users = opts.usersIn ? sql` AND user_id IN ${opts.usersIn}` : sql``;
+  return sql`SELECT user_id, key, value, value_type FROM (
+    SELECT user_id, key, argMax(value, (ts, event_id)) AS value, argMax(value_type, (ts, event_id)) AS value_type
+    FROM user_traits
+    WHERE app_id = ${appId} AND ts <= ${asOf}${users}
+    GROUP BY user_id, key
+  ) WHERE value_type != 0`;
+}
+
+export type TraitValue = string | number | boolean;
+
+/** A stored trait as its JSON value. */
+export function typedTraitValue(value: string, type: number): TraitValue {
+  if (type === TRAIT_TYPES.number) {
+    const n = Number(value);
+    return Number.isFinite(n) ? n : value;
+  }
+  if (type === TRAIT_TYPES.boolean) return value === 'true' || value === '1';
+  return value;
+}

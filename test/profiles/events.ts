@@ -1,0 +1,137 @@
+// A seeded random event generator aimed at the profile contract's edges (DST
+// days, window boundaries to the second, ties, invalid zone names, identify-only
+// users, users seen only after as_of, non-numeric amounts), and the conversion of
+// an event to an `events` row with the column layout of 001_events.sql.
+import type { ClickHouse } from '../../lib/clickhouse.ts';
+import { traitChanges, type Scalar, type TestEvent } from './reference.ts';
+
+export function rng(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const S = (iso: string) => Date.parse(iso) / 1000;
+const DAY = 86400;
+
+// DST changes in 2026, UTC instants.
+export const DST_2026 = [
+  S('2026-03-08T07:00:00Z'), // America/New_York springs forward
+  S('2026-03-29T01:00:00Z'), // Europe/Berlin springs forward
+  S('2026-04-04T16:00:00Z'), // Australia/Sydney falls back
+  S('2026-10-03T16:00:00Z'), // Australia/Sydney springs forward
+  S('2026-10-25T01:00:00Z'), // Europe/Berlin falls back
+  S('2026-11-01T06:00:00Z'), // America/New_York falls back
+];
+
+/** as_of instants whose 90-day windows hold several DST changes. */
+export const AS_OFS = [S('2026-04-20T10:00:00Z'), S('2026-11-15T00:00:00Z'), S('2026-04-05T03:30:00Z'), S('2026-11-01T06:00:00Z')];
+
+export const ZONES: (string | null)[] = [
+  'America/New_York', 'Europe/Berlin', 'Australia/Sydney', 'Asia/Kolkata', 'UTC', 'Asia/Kathmandu',
+  'Mars/Olympus', 'America/New York', 'not a zone', '', '../etc/passwd', null,
+];
+const CATEGORIES: Scalar[] = ['books', 'toys', 'Toys', 'garden', 'a', 'b', 'ä', '', 7];
+const CUSTOM = ['add_to_cart', 'open_app', 'search'];
+
+export interface GenOptions {
+  appUsers: number;
+  asOf: number;
+  receivedAt: number;
+  /** prefix of event ids and of new user ids, so later batches add rather than repeat */
+  tag: string;
+  /** existing users later batches also write for */
+  existingUsers?: string[];
+}
+
+export function generate(seed: number, o: GenOptions): TestEvent[] {
+  const r = rng(seed);
+  const pick = <T,>(xs: readonly T[]): T => xs[Math.floor(r() * xs.length)] as T;
+  const int = (lo: number, hi: number) => lo + Math.floor(r() * (hi - lo + 1));
+  const events: TestEvent[] = [];
+  let n = 0;
+  const boundaries = [0, 7, 30, 90].flatMap((d) => [o.asOf - d * DAY, o.asOf - d * DAY + 1, o.asOf - d * DAY - 1]);
+  const someTs = (): number => {
+    const k = r();
+    if (k < 0.15) return pick(boundaries);
+    if (k < 0.4) return pick(DST_2026) + int(-3 * 3600, 3 * 3600);
+    if (k < 0.45) return o.asOf + int(1, 2 * DAY);
+    return o.asOf - int(0, 120 * DAY);
+  };
+  const users = [...(o.existingUsers ?? []).filter(() => r() < 0.4)];
+  for (let i = 0; i < o.appUsers; i++) users.push(`${o.tag}u${i}`);
+  for (const user of users) {
+    const kind = r();
+    const base = () => ({ event_id: `${o.tag}e${String(n++).padStart(5, '0')}`, user_id: user, received_at: o.receivedAt, properties: {}, traits: {}, context: {} });
+    const identify = (ts: number, traits: Record<string, Scalar | null>): TestEvent => ({ ...base(), ts, type: 'identify', event: '', traits });
+    if (kind < 0.7 || r() < 0.5) {
+      const z = pick(ZONES);
+      events.push(identify(someTs(), { timezone: z, plan: pick(['free', 'pro']), vip: r() < 0.5, age: int(18, 70) }));
+    }
+    if (r() < 0.3) events.push(identify(someTs(), { timezone: pick(ZONES), app_version: r() < 0.5 ? 3 : '3.1.0', plan: null }));
+    if (kind < 0.1) continue; // identify-only
+    const future = kind < 0.15;
+    const nEvents = int(0, 25);
+    for (let j = 0; j < nEvents; j++) {
+      const ts = future ? o.asOf + int(1, 3 * DAY) : someTs();
+      const name = pick(['view', 'view', 'view', 'click', 'purchase', 'purchase', ...CUSTOM]);
+      const properties: Record<string, unknown> = {};
+      if ((name === 'view' || name === 'purchase' || r() < 0.1) && r() < 0.85) properties.category = pick(CATEGORIES);
+      if (name === 'purchase' || r() < 0.05) {
+        const a = r();
+        if (a < 0.7) properties.amount = int(0, 800) / 4;
+        else if (a < 0.8) properties.amount = String(int(1, 99));
+        else if (a < 0.85) properties.amount = true;
+        else if (a < 0.9) properties.amount = { value: 5 };
+      }
+      if (r() < 0.2) properties.nested = { category: 'nested-should-not-count', amount: 1000 };
+      const context: Record<string, string> = {};
+      if (r() < 0.15) context.timezone = pick(ZONES) ?? 'UTC';
+      if (r() < 0.2) context.platform = pick(['ios', 'android', 'web']);
+      if (r() < 0.1) context.country = pick(['DE', 'US', 'AU']);
+      events.push({ ...base(), ts, type: 'track', event: name, properties, context });
+      // Same-second twins decide trait ties by event_id.
+      if (r() < 0.05) events.push({ ...base(), ts, type: 'track', event: name, properties, context: { timezone: pick(ZONES) ?? 'UTC' } });
+    }
+  }
+  return events;
+}
+
+export function eventRow(appId: string, e: TestEvent): Record<string, unknown> {
+  const prop_keys: string[] = [];
+  const prop_strings: string[] = [];
+  const prop_numbers: (number | string)[] = [];
+  for (const [k, v] of Object.entries(e.properties)) {
+    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') continue;
+    prop_keys.push(k);
+    prop_strings.push(String(v));
+    prop_numbers.push(typeof v === 'number' ? v : 'nan');
+  }
+  const changes = traitChanges(e);
+  return {
+    app_id: appId,
+    user_id: e.user_id,
+    ts: e.ts,
+    event_id: e.event_id,
+    type: e.type,
+    event: e.type === 'track' ? e.event : '',
+    prop_keys,
+    prop_strings,
+    prop_numbers,
+    properties: JSON.stringify(e.properties),
+    trait_keys: changes.map((c) => c[0]),
+    trait_values: changes.map(([, v]) => (v === null ? '' : String(v))),
+    trait_types: changes.map(([, v]) => (v === null ? 0 : typeof v === 'string' ? 1 : typeof v === 'number' ? 2 : 3)),
+    context: JSON.stringify(e.context),
+    received_at: e.received_at,
+  };
+}
+
+export async function insertEvents(ch: ClickHouse, appId: string, events: readonly TestEvent[]): Promise<void> {
+  for (let i = 0; i < events.length; i += 5000) await ch.insert('events', events.slice(i, i + 5000).map((e) => eventRow(appId, e)));
+}
