@@ -210,7 +210,7 @@ export interface StartedExport {
 export async function startExport(ch: ClickHouse, source: ExportSource, format: ExportFormat, opts: ExportOptions = {}): Promise<StartedExport> {
   const queryId = opts.queryId ?? `export-${randomUUID()}`;
   const stream: Readable = await ch.stream(source.query, 'JSONEachRow', { queryId, timeoutS: opts.timeoutS });
-  const iterator = (stream as AsyncIterable<{ json<T>(): T }[]>)[Symbol.asyncIterator]();
+  const iterator = (stream as AsyncIterable<{ text: string }[]>)[Symbol.asyncIterator]();
   const encoder = encoderFor(format, source.columns, opts.arrowBatchRows);
   let finished = false;
   const head = encoder.head();
@@ -230,7 +230,7 @@ export async function startExport(ch: ClickHouse, source: ExportSource, format: 
             controller.close();
             return;
           }
-          const bytes = encoder.rows(value.map((row) => row.json<Record<string, unknown>>()));
+          const bytes = encoder.rows(value.map((row) => JSON.parse(row.text) as Record<string, unknown>));
           if (bytes?.byteLength) {
             controller.enqueue(bytes);
             return;
