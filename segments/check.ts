@@ -1,0 +1,852 @@
+// Semantic rules of the segment language, applied to any AST — parsed from text,
+// read from JSON, or built in code. parseSegment and fromJson run them (without a
+// segment resolver) so malformed input is rejected where it is read; the API runs
+// them again with a resolver to validate `in_segment` references. Pure: no I/O.
+
+import { DURATION_SECONDS, unreachable } from './ast.ts';
+import type { CompareOp, Duration, Expr, Literal, Predicate, PropExpr, Span, TimeWindow } from './ast.ts';
+import { atOffset, shown } from './errors.ts';
+import type { SegmentError } from './errors.ts';
+import { NON_COMPARABLE_FIELDS, resolveAttr, TRAITS_PREFIX } from './fields.ts';
+import type { AttrTarget } from './fields.ts';
+
+export const LIMITS = {
+  /** UTF-8 bytes of the text form. */
+  maxTextBytes: 16 * 1024,
+  /** Conditions (Expr and where-clause nodes) in one expression. */
+  maxNodes: 500,
+  /** The root condition is depth 1; each and/or/not/where child adds one. */
+  maxDepth: 32,
+  maxListItems: 1000,
+  minSequenceSteps: 2,
+  maxSequenceSteps: 8,
+  /**
+   * 100 years. Larger windows add nothing (events start in 1970) and would push
+   * `as_of - duration` below the DateTime range, where ClickHouse wraps around.
+   */
+  maxDurationSeconds: 36_500 * 86_400,
+  /** in_segment references followed while looking for cycles. */
+  maxSegmentsVisited: 10_000,
+} as const;
+
+export const COMPARE_OPS: readonly CompareOp[] = ['eq', 'neq', 'gt', 'gte', 'lt', 'lte'];
+export const AGG_FNS = ['sum', 'avg', 'min', 'max', 'count_distinct'] as const;
+export const DURATION_UNITS: readonly Duration['unit'][] = ['s', 'm', 'h', 'd', 'w'];
+
+/** Stored event names (events-and-profiles.md §1); any other name can never match. */
+export const EVENT_NAME_PATTERN = '^[A-Za-z0-9_.:\\- ]{1,128}$';
+const EVENT_NAME_RE = new RegExp(EVENT_NAME_PATTERN);
+
+// ---- durations ----
+
+export const DURATION_PATTERN = '^[0-9]+[smhdw]$';
+
+/** Why `amount` of `unit` is not a usable duration, or undefined when it is. */
+export function durationProblem(amount: number, unit: string): string | undefined {
+  if (!(DURATION_UNITS as readonly string[]).includes(unit)) return `unknown duration unit ${shown(unit)}; use s, m, h, d or w`;
+  if (!Number.isFinite(amount) || !Number.isInteger(amount)) return 'duration must be a whole number';
+  if (amount <= 0) return 'duration must be > 0';
+  if (amount * DURATION_SECONDS[unit as Duration['unit']] > LIMITS.maxDurationSeconds) {
+    return 'duration must be at most 36500d (100 years)';
+  }
+  return undefined;
+}
+
+// ---- instants ----
+
+/**
+ * ISO 8601 extended format with a mandatory offset or Z: date, `T`, hh:mm,
+ * optional :ss and fraction (up to 9 digits), then `Z`, `±hh`, `±hhmm` or `±hh:mm`.
+ */
+export const INSTANT_PATTERN =
+  '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$';
+const INSTANT_RE =
+  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)$/;
+
+export interface Instant {
+  /** Whole seconds since the Unix epoch (may be negative). */
+  seconds: number;
+  /** 0..999,999,999 */
+  nanos: number;
+}
+
+function daysFromCivil(y: number, m: number, d: number): number {
+  // Howard Hinnant's algorithm: exact for the proleptic Gregorian calendar.
+  const yy = m <= 2 ? y - 1 : y;
+  const era = Math.floor(yy / 400);
+  const yoe = yy - era * 400;
+  const doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1;
+  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
+  return era * 146_097 + doe - 719_468;
+}
+
+function daysInMonth(y: number, m: number): number {
+  if (m === 2) return (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0 ? 29 : 28;
+  return [4, 6, 9, 11].includes(m) ? 30 : 31;
+}
+
+/** The instant an ISO 8601 string names, or undefined when it is not a valid one with an offset. */
+export function parseInstant(text: string): Instant | undefined {
+  const m = INSTANT_RE.exec(text);
+  if (!m) return undefined;
+  const [, ys, mos, ds, hs, mis, ss, frac, z, sign, ohs, oms] = m;
+  const y = Number(ys);
+  const mo = Number(mos);
+  const d = Number(ds);
+  const h = Number(hs);
+  const mi = Number(mis);
+  const s = ss === undefined ? 0 : Number(ss);
+  if (mo < 1 || mo > 12 || d < 1 || d > daysInMonth(y, mo) || h > 23 || mi > 59 || s > 59) return undefined;
+  let offset = 0;
+  if (!z) {
+    const oh = Number(ohs);
+    const om = oms === undefined ? 0 : Number(oms);
+    if (oh > 23 || om > 59) return undefined;
+    offset = (sign === '-' ? -1 : 1) * (oh * 3600 + om * 60);
+  }
+  const seconds = daysFromCivil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset;
+  const nanos = frac === undefined ? 0 : Number(frac.padEnd(9, '0'));
+  return { seconds, nanos };
+}
+
+export function compareInstants(a: Instant, b: Instant): number {
+  return a.seconds !== b.seconds ? a.seconds - b.seconds : a.nanos - b.nanos;
+}
+
+export const INSTANT_HINT = 'an ISO 8601 timestamp with an offset or Z, e.g. "2026-01-01T00:00:00Z"';
+
+/** Why a `between` time window is unusable, or undefined. */
+export function windowProblem(from: string, to: string): { code: string; message: string; at: 0 | 1 } | undefined {
+  const a = parseInstant(from);
+  if (!a) return { code: 'bad_timestamp', message: `${shown(from)} is not ${INSTANT_HINT}`, at: 0 };
+  const b = parseInstant(to);
+  if (!b) return { code: 'bad_timestamp', message: `${shown(to)} is not ${INSTANT_HINT}`, at: 1 };
+  const c = compareInstants(b, a);
+  if (c < 0) return { code: 'between_order', message: `between end ${shown(to)} precedes start ${shown(from)}`, at: 1 };
+  if (c === 0) {
+    return {
+      code: 'empty_window',
+      message: `between window is empty: end equals start (it covers start <= ts < end)`,
+      at: 1,
+    };
+  }
+  return undefined;
+}
+
+// ---- counts ----
+
+export function countProblem(op: CompareOp, value: number): string | undefined {
+  if (!Number.isSafeInteger(value) || value < 0) return 'count must be a whole number >= 0';
+  if (op === 'lt' && value === 0) return 'count < 0 can never match';
+  return undefined;
+}
+
+// ---- literals ----
+
+/** Order strings by code point, as ClickHouse orders their UTF-8 bytes. */
+export function compareStrings(a: string, b: string): number {
+  const x = Array.from(a);
+  const y = Array.from(b);
+  const n = Math.min(x.length, y.length);
+  for (let i = 0; i < n; i++) {
+    const d = x[i]!.codePointAt(0)! - y[i]!.codePointAt(0)!;
+    if (d !== 0) return d;
+  }
+  return x.length - y.length;
+}
+
+function kindOf(v: Literal): 'string' | 'number' | 'boolean' {
+  return typeof v === 'string' ? 'string' : typeof v === 'number' ? 'number' : 'boolean';
+}
+
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+// ---- RE2 syntax ----
+
+const POSIX_CLASSES = new Set([
+  'alnum', 'alpha', 'ascii', 'blank', 'cntrl', 'digit', 'graph', 'lower', 'print', 'punct', 'space', 'upper', 'word', 'xdigit',
+]);
+const isWordChar = (c: string): boolean => /^[A-Za-z0-9_]$/.test(c);
+const isOctal = (c: string | undefined): boolean => c !== undefined && c >= '0' && c <= '7';
+const isHex = (c: string | undefined): boolean => c !== undefined && /^[0-9A-Fa-f]$/.test(c);
+
+function unicodeClassKnown(name: string): boolean {
+  if (name === 'Any') return true;
+  if (/^[A-Z][a-z]?$/.test(name)) {
+    try {
+      new RegExp(`\\p{${name}}`, 'u');
+      return true;
+    } catch {
+      return false;
+    }
+  }
+  if (!/^[A-Z][A-Za-z_]*$/.test(name)) return false;
+  try {
+    new RegExp(`\\p{Script=${name}}`, 'u');
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Validates a pattern against RE2's syntax (github.com/google/re2/wiki/Syntax) —
+ * what ClickHouse's match() accepts. JavaScript's RegExp is no judge: it allows
+ * lookarounds and backreferences, which RE2 rejects, and rejects (?P<n>…), \pN,
+ * [[:alpha:]] and \Q…\E, which RE2 allows. Returns why the pattern is invalid.
+ * Named groups must use (?P<name>…): the RE2 bundled with ClickHouse 18.16 predates (?<name>…).
+ */
+export function re2Problem(pattern: string): string | undefined {
+  if (LONE_SURROGATE.test(pattern)) return 'pattern is not valid UTF-8 (lone surrogate)';
+  const cs = Array.from(pattern);
+  const names = new Set<string>();
+  // One frame per open group: the largest nested repeat product of its items so
+  // far, and that of the last item (the operand of a following repetition).
+  interface Frame { max: number; last: number | null; lastWasRepeat: boolean }
+  const stack: Frame[] = [{ max: 1, last: null, lastWasRepeat: false }];
+  const top = (): Frame => stack[stack.length - 1]!;
+  const atom = (product = 1): void => {
+    const f = top();
+    f.last = product;
+    f.lastWasRepeat = false;
+    f.max = Math.max(f.max, product);
+  };
+
+  // One escaped character as RE2's ParseEscape reads it (outside or inside a class);
+  // returns the index after it or an error.
+  const escape = (i: number): number | string => {
+    const c = cs[i];
+    if (c === undefined) return 'trailing \\';
+    if (c >= '1' && c <= '7') {
+      // A lone \1..\7 is a backreference; with more octal digits it is an octal code.
+      if (!isOctal(cs[i + 1])) return `backreferences (\\${c}) are not supported by RE2`;
+    }
+    if (c >= '0' && c <= '7') {
+      let j = i + 1;
+      while (j < i + 3 && isOctal(cs[j])) j++;
+      return j;
+    }
+    if (c === '8' || c === '9') return `backreferences (\\${c}) are not supported by RE2`;
+    if (c === 'x') {
+      if (cs[i + 1] === '{') {
+        let j = i + 2;
+        let hex = '';
+        while (isHex(cs[j])) hex += cs[j++];
+        if (cs[j] !== '}' || hex === '' || parseInt(hex, 16) > 0x10ffff) return 'invalid escape sequence \\x{…}';
+        return j + 1;
+      }
+      if (!isHex(cs[i + 1]) || !isHex(cs[i + 2])) return 'invalid escape sequence \\x';
+      return i + 3;
+    }
+    if ('afnrtv'.includes(c)) return i + 1;
+    if (c.codePointAt(0)! < 0x80 && !isWordChar(c)) return i + 1;
+    return `invalid escape sequence \\${c}${c === 'Z' ? ' (RE2 has \\z, not \\Z)' : ''}`;
+  };
+
+  // \pN, \p{Name}, \PN, \P{^Name}; `i` is at the p/P. Returns the index after it.
+  const unicodeClass = (i: number): number | string => {
+    const c = cs[i + 1];
+    if (c === undefined) return 'invalid character class range \\p';
+    let name: string;
+    let end: number;
+    if (c === '{') {
+      const close = cs.indexOf('}', i + 2);
+      if (close < 0) return 'invalid character class range \\p{';
+      name = cs.slice(i + 2, close).join('');
+      end = close + 1;
+    } else {
+      name = c;
+      end = i + 2;
+    }
+    if (name.startsWith('^')) name = name.slice(1);
+    if (!unicodeClassKnown(name)) return `unknown Unicode class \\p{${name}}`;
+    return end;
+  };
+
+  let i = 0;
+  while (i < cs.length) {
+    const c = cs[i]!;
+    if (c === '(') {
+      if (cs[i + 1] === '?') {
+        const rest = cs.slice(i + 2, i + 4).join('');
+        if (rest.startsWith('=') || rest.startsWith('!') || rest === '<=' || rest === '<!') {
+          return 'lookahead and lookbehind ((?=…), (?!…), (?<=…), (?<!…)) are not supported by RE2';
+        }
+        if (rest.startsWith('P<') || rest.startsWith('<')) {
+          if (rest.startsWith('<')) return 'named groups must be written (?P<name>…) for RE2';
+          let j = i + 4;
+          let name = '';
+          while (j < cs.length && isWordChar(cs[j]!)) name += cs[j++];
+          if (cs[j] !== '>' || name === '') return 'invalid named capture group';
+          if (names.has(name)) return `duplicate capture group name '${name}'`;
+          names.add(name);
+          stack.push({ max: 1, last: null, lastWasRepeat: false });
+          i = j + 1;
+          continue;
+        }
+        if (rest.startsWith('P=') || rest.startsWith('P>')) return 'backreferences and recursion are not supported by RE2';
+        // Flags: (?imsU-imsU) or (?imsU-imsU:…)
+        let j = i + 2;
+        let sawFlag = false;
+        let sawMinus = false;
+        let flagAfterMinus = false;
+        for (;;) {
+          const f = cs[j];
+          if (f === undefined) return 'missing closing )';
+          if ('imsU'.includes(f)) {
+            sawFlag = true;
+            if (sawMinus) flagAfterMinus = true;
+            j++;
+            continue;
+          }
+          if (f === '-' && !sawMinus) {
+            sawMinus = true;
+            j++;
+            continue;
+          }
+          if ((f === ':' || f === ')') && (f === ':' || sawFlag) && (!sawMinus || flagAfterMinus)) {
+            if (f === ':') stack.push({ max: 1, last: null, lastWasRepeat: false });
+            i = j + 1;
+            break;
+          }
+          return `invalid or unsupported Perl syntax ${shown(cs.slice(i, j + 1).join(''))}`;
+        }
+        // A flags-only group is not an operand: `(?i)*` has nothing to repeat.
+        if (cs[i - 1] === ')') {
+          top().last = null;
+          top().lastWasRepeat = false;
+        }
+        continue;
+      }
+      stack.push({ max: 1, last: null, lastWasRepeat: false });
+      i++;
+      continue;
+    }
+    if (c === ')') {
+      if (stack.length === 1) return 'unexpected )';
+      const inner = stack.pop()!;
+      atom(inner.max);
+      i++;
+      continue;
+    }
+    if (c === '|') {
+      top().last = null;
+      top().lastWasRepeat = false;
+      i++;
+      continue;
+    }
+    if (c === '*' || c === '+' || c === '?' || c === '{') {
+      let weight = 1;
+      let j = i + 1;
+      if (c === '{') {
+        const m = /^\{(\d+)(,(\d*))?\}/.exec(cs.slice(i, i + 24).join(''));
+        if (!m) {
+          // Not a repetition: RE2 reads `{` literally.
+          atom();
+          i++;
+          continue;
+        }
+        const lo = Number(m[1]);
+        const hi = m[2] === undefined ? lo : m[3] === '' ? -1 : Number(m[3]);
+        if (lo > 1000 || hi > 1000 || (hi >= 0 && hi < lo)) return `bad repetition operator ${m[0]}`;
+        weight = hi >= 0 ? hi : lo;
+        j = i + m[0].length;
+      }
+      const f = top();
+      if (f.lastWasRepeat) return `bad repetition operator ${shown(cs.slice(i, j).join(''))}: repetitions cannot be stacked`;
+      if (f.last === null) return `missing argument to repetition operator ${shown(c)}`;
+      if (cs[j] === '?') j++;
+      const product = f.last * Math.max(weight, 1);
+      if (product > 1000) return 'bad repetition operator: nested repetition counts exceed 1000';
+      f.max = Math.max(f.max, product);
+      f.last = product;
+      f.lastWasRepeat = true;
+      i = j;
+      continue;
+    }
+    if (c === '[') {
+      let j = i + 1;
+      if (cs[j] === '^') j++;
+      let first = true;
+      for (;;) {
+        const d = cs[j];
+        if (d === undefined) return 'missing closing ]';
+        if (d === ']' && !first) break;
+        first = false;
+        if (d === '[' && cs[j + 1] === ':') {
+          const close = cs.indexOf(':', j + 2);
+          if (close > 0 && cs[close + 1] === ']') {
+            let name = cs.slice(j + 2, close).join('');
+            if (name.startsWith('^')) name = name.slice(1);
+            if (!POSIX_CLASSES.has(name)) return `invalid character class range [:${name}:]`;
+            j = close + 2;
+            continue;
+          }
+        }
+        let lo: number | null;
+        if (d === '\\') {
+          const e = cs[j + 1];
+          if (e !== undefined && 'dDsSwW'.includes(e)) {
+            j += 2;
+            continue;
+          }
+          if (e === 'p' || e === 'P') {
+            const r = unicodeClass(j + 1);
+            if (typeof r === 'string') return r;
+            j = r;
+            continue;
+          }
+          const r = escape(j + 1);
+          if (typeof r === 'string') return r;
+          lo = decodeEscape(cs.slice(j + 1, r).join(''));
+          j = r;
+        } else {
+          lo = d.codePointAt(0)!;
+          j++;
+        }
+        // A range lo-hi, unless the '-' is the last character of the class.
+        if (cs[j] === '-' && cs[j + 1] !== undefined && cs[j + 1] !== ']') {
+          let hi: number | null;
+          const h = cs[j + 1]!;
+          if (h === '\\') {
+            const r = escape(j + 2);
+            if (typeof r === 'string') return r;
+            hi = decodeEscape(cs.slice(j + 2, r).join(''));
+            j = r;
+          } else {
+            hi = h.codePointAt(0)!;
+            j += 2;
+          }
+          if (lo !== null && hi !== null && hi < lo) return 'invalid character class range';
+          continue;
+        }
+      }
+      atom();
+      i = j + 1;
+      continue;
+    }
+    if (c === '\\') {
+      const e = cs[i + 1];
+      if (e === undefined) return 'trailing \\';
+      if ('AzbBdDsSwWC'.includes(e)) {
+        atom();
+        i += 2;
+        continue;
+      }
+      if (e === 'p' || e === 'P') {
+        const r = unicodeClass(i + 1);
+        if (typeof r === 'string') return r;
+        atom();
+        i = r;
+        continue;
+      }
+      if (e === 'Q') {
+        // \Q…\E quotes everything up to \E (or the end of the pattern).
+        let k = i + 2;
+        while (k < cs.length && !(cs[k] === '\\' && cs[k + 1] === 'E')) k++;
+        if (k > i + 2) atom();
+        i = k < cs.length ? k + 2 : cs.length;
+        continue;
+      }
+      const r = escape(i + 1);
+      if (typeof r === 'string') return r;
+      atom();
+      i = r;
+      continue;
+    }
+    atom();
+    i++;
+  }
+  if (stack.length > 1) return 'missing closing )';
+  return undefined;
+}
+
+/** The code point an escape (without its backslash) denotes, for class ranges. */
+function decodeEscape(body: string): number | null {
+  const c = body[0];
+  if (c === undefined) return null;
+  if (c === 'x') return parseInt(body.replace(/^x\{?|\}$/g, ''), 16);
+  if (c >= '0' && c <= '7') return parseInt(body, 8);
+  const simple: Record<string, number> = { a: 7, f: 12, n: 10, r: 13, t: 9, v: 11 };
+  return simple[c] ?? body.codePointAt(0)!;
+}
+
+// ---- the checker ----
+
+/** A saved segment as the resolver returns it; `id` identifies it across id/name references. */
+export interface SavedSegment {
+  id: string;
+  expr: Expr;
+}
+
+export interface CheckContext {
+  /**
+   * Looks a saved segment up by id or name. Without it `in_segment` references
+   * are not checked (a parser cannot know them).
+   */
+  resolveSegment?: (ref: string) => Expr | SavedSegment | undefined;
+  /** Ids and names of the segment being saved, so a reference to itself is a cycle. */
+  self?: readonly string[];
+  /** The text the expression was parsed from: errors then get line, column and excerpt. */
+  source?: string;
+}
+
+type Path = (string | number)[];
+
+function isSaved(x: Expr | SavedSegment): x is SavedSegment {
+  return !('kind' in x);
+}
+
+class Checker {
+  readonly errors: SegmentError[] = [];
+  nodes = 0;
+  private depthReported = false;
+
+  constructor(private readonly ctx: CheckContext) {}
+
+  add(code: string, message: string, path: Path, span: Span | undefined): void {
+    const error: SegmentError = { code, message, path };
+    this.errors.push(this.ctx.source !== undefined && span ? atOffset(error, this.ctx.source, span.start) : error);
+  }
+
+  private enter(depth: number, path: Path, span: Span | undefined): boolean {
+    this.nodes++;
+    if (depth <= LIMITS.maxDepth) return true;
+    if (!this.depthReported) {
+      this.depthReported = true;
+      this.add('too_deep', `expression nests deeper than ${LIMITS.maxDepth} levels`, path, span);
+    }
+    return false;
+  }
+
+  expr(e: Expr, path: Path, depth: number): void {
+    if (!this.enter(depth, path, e.span)) return;
+    switch (e.kind) {
+      case 'and':
+      case 'or':
+        if (e.items.length === 0) this.add('empty_group', `'${e.kind}' needs at least one condition`, [...path, e.kind], e.span);
+        e.items.forEach((item, i) => this.expr(item, [...path, e.kind, i], depth + 1));
+        return;
+      case 'not':
+        this.expr(e.item, [...path, 'not'], depth + 1);
+        return;
+      case 'attr':
+        this.attr(e, path);
+        return;
+      case 'did':
+        this.event(e.event, [...path, 'did'], e.span);
+        if (e.where) this.prop(e.where, [...path, 'where'], depth + 1);
+        if (e.count) {
+          if (!COMPARE_OPS.includes(e.count.op)) {
+            this.add('unknown_operator', `unknown count operator ${shown(String(e.count.op))}`, [...path, 'count', 'op'], e.span);
+          }
+          const p = countProblem(e.count.op, e.count.value);
+          if (p) this.add('bad_count', p, [...path, 'count', 'value'], e.span);
+        }
+        if (e.window) this.window(e.window, path, e.span);
+        return;
+      case 'first_did':
+        this.event(e.event, [...path, 'first_did'], e.span);
+        if (e.where) this.prop(e.where, [...path, 'where'], depth + 1);
+        if (e.window) this.window(e.window, path, e.span);
+        return;
+      case 'stopped':
+        this.event(e.event, [...path, 'stopped'], e.span);
+        if (e.where) this.prop(e.where, [...path, 'where'], depth + 1);
+        this.duration(e.within, [...path, 'within'], e.span);
+        this.duration(e.before, [...path, 'before'], e.span);
+        return;
+      case 'sequence': {
+        const n = e.steps.length;
+        if (n < LIMITS.minSequenceSteps || n > LIMITS.maxSequenceSteps) {
+          this.add('sequence_steps', `sequence needs ${LIMITS.minSequenceSteps}..${LIMITS.maxSequenceSteps} steps, got ${n}`, [...path, 'sequence'], e.span);
+        }
+        e.steps.forEach((step, i) => {
+          this.event(step.event, [...path, 'sequence', i, 'event'], e.span);
+          if (step.where) this.prop(step.where, [...path, 'sequence', i, 'where'], depth + 1);
+        });
+        if (e.within) this.duration(e.within, [...path, 'within'], e.span);
+        if (e.inLast) this.duration(e.inLast, [...path, 'in_last'], e.span);
+        return;
+      }
+      case 'agg':
+        if (!(AGG_FNS as readonly string[]).includes(e.fn)) {
+          this.add('unknown_function', `unknown aggregate ${shown(String(e.fn))}; use ${AGG_FNS.join(', ')}`, [...path, 'agg'], e.span);
+        }
+        this.event(e.event, [...path, 'event'], e.span);
+        this.name(e.prop, 'property name', [...path, 'prop'], e.span);
+        if (e.where) this.prop(e.where, [...path, 'where'], depth + 1);
+        if (e.window) this.window(e.window, path, e.span);
+        if (!COMPARE_OPS.includes(e.op)) {
+          this.add('unknown_operator', `unknown operator ${shown(String(e.op))} for an aggregate`, [...path, 'op'], e.span);
+        }
+        if (typeof e.value !== 'number' || !Number.isFinite(e.value)) {
+          this.add('type_mismatch', `${e.fn}(…) compares with a finite number`, [...path, 'value'], e.span);
+        }
+        return;
+      case 'tag':
+        this.name(e.tag, 'tag', [...path, 'tag'], e.span);
+        return;
+      case 'in_segment':
+        if (this.name(e.ref, 'segment reference', [...path, 'in_segment'], e.span)) this.segmentRef(e.ref, [...path, 'in_segment'], e.span);
+        return;
+      default:
+        unreachable(e);
+    }
+  }
+
+  prop(p: PropExpr, path: Path, depth: number): void {
+    if (!this.enter(depth, path, p.span)) return;
+    switch (p.kind) {
+      case 'and':
+      case 'or':
+        if (p.items.length === 0) this.add('empty_group', `'${p.kind}' needs at least one condition`, [...path, p.kind], p.span);
+        p.items.forEach((item, i) => this.prop(item, [...path, p.kind, i], depth + 1));
+        return;
+      case 'not':
+        this.prop(p.item, [...path, 'not'], depth + 1);
+        return;
+      case 'prop':
+        this.name(p.prop, 'property name', [...path, 'prop'], p.span);
+        this.predicate(p, path, p.span, undefined);
+        return;
+      default:
+        unreachable(p);
+    }
+  }
+
+  private name(value: string, what: string, path: Path, span: Span | undefined): boolean {
+    if (typeof value !== 'string' || value === '') {
+      this.add('empty_name', `${what} must be a non-empty string`, path, span);
+      return false;
+    }
+    return true;
+  }
+
+  private event(name: string, path: Path, span: Span | undefined): void {
+    if (!this.name(name, 'event name', path, span)) return;
+    if (!EVENT_NAME_RE.test(name)) {
+      this.add(
+        'bad_event_name',
+        `event name ${shown(name)} can never match: event names are 1..128 characters of letters, digits, space and _ . : -`,
+        path,
+        span,
+      );
+    }
+  }
+
+  private attr(e: Extract<Expr, { kind: 'attr' }>, path: Path): void {
+    const attrPath = [...path, 'attr'];
+    if (!this.name(e.attr, 'attribute', attrPath, e.span)) return;
+    if (e.attr === TRAITS_PREFIX) {
+      this.add('empty_name', `trait key after 'traits.' must not be empty`, attrPath, e.span);
+      return;
+    }
+    if (NON_COMPARABLE_FIELDS.has(e.attr)) {
+      const hint = e.attr === 'tags' ? `use tag("…")` : `use traits.<key>`;
+      this.add('not_comparable', `'${e.attr}' cannot be compared with a value; ${hint}`, attrPath, e.span);
+      return;
+    }
+    this.predicate(e, path, e.span, resolveAttr(e.attr));
+  }
+
+  private duration(d: Duration, path: Path, span: Span | undefined): void {
+    const p = durationProblem(d.amount, d.unit);
+    if (p) this.add('bad_duration', p, path, span);
+    else if (d.seconds !== d.amount * DURATION_SECONDS[d.unit]) {
+      this.add('bad_duration', `duration seconds ${d.seconds} disagree with ${d.amount}${d.unit}`, path, span);
+    }
+  }
+
+  private window(w: TimeWindow, path: Path, span: Span | undefined): void {
+    if (w.kind === 'within') {
+      this.duration(w.duration, [...path, 'within'], span);
+      return;
+    }
+    const p = windowProblem(w.from, w.to);
+    if (p) this.add(p.code, p.message, [...path, 'between', p.at], span);
+  }
+
+  /** Operator/value rules shared by attrs and where-clause props; `target` is undefined for props. */
+  private predicate(pred: Predicate, path: Path, span: Span | undefined, target: AttrTarget | undefined): void {
+    const name = target === undefined ? 'property' : target.kind === 'field' ? target.name : `traits.${target.key}`;
+    const field = target?.kind === 'field' ? target : undefined;
+    const valuePath = [...path, 'value'];
+    const mismatch = (message: string, at: Path = valuePath): void => this.add('type_mismatch', message, at, span);
+
+    // Whether one literal may stand on the right of `op` for this target.
+    const literal = (v: Literal, at: Path, ordered: boolean): void => {
+      const kind = kindOf(v);
+      if (kind === 'number' && !Number.isFinite(v)) {
+        this.add('bad_number', 'numbers must be finite', at, span);
+        return;
+      }
+      if (kind === 'boolean' && ordered) {
+        mismatch('true/false can only be compared with =, !=, in or not in', at);
+        return;
+      }
+      if (!field) return;
+      if (field.type === 'timestamp') {
+        if (kind !== 'string' || !parseInstant(v as string)) mismatch(`${field.name} is a timestamp; compare it with ${INSTANT_HINT}`, at);
+      } else if (kind !== field.type) {
+        mismatch(`${field.name} is a ${field.type}; compare it with a ${field.type}, not a ${kind}`, at);
+      }
+    };
+
+    switch (pred.op) {
+      case 'eq':
+      case 'neq':
+        literal(pred.value, valuePath, false);
+        return;
+      case 'gt':
+      case 'gte':
+      case 'lt':
+      case 'lte':
+        literal(pred.value, valuePath, true);
+        return;
+      case 'in':
+      case 'nin': {
+        const values = pred.value;
+        if (!Array.isArray(values) || values.length < 1 || values.length > LIMITS.maxListItems) {
+          const n = Array.isArray(values) ? values.length : 0;
+          this.add('list_size', `list has ${n} values; it needs 1..${LIMITS.maxListItems}`, valuePath, span);
+          return;
+        }
+        const kinds = new Set(values.map(kindOf));
+        if (kinds.size > 1) {
+          this.add('mixed_list', `list mixes ${[...kinds].join(' and ')} values; use one type`, valuePath, span);
+          return;
+        }
+        values.forEach((v, i) => literal(v, [...valuePath, i], false));
+        return;
+      }
+      case 'between': {
+        const [lo, hi] = pred.value;
+        if (kindOf(lo) !== kindOf(hi)) {
+          this.add('type_mismatch', `between bounds must have the same type, got ${kindOf(lo)} and ${kindOf(hi)}`, valuePath, span);
+          return;
+        }
+        const before = this.errors.length;
+        literal(lo, [...valuePath, 0], true);
+        literal(hi, [...valuePath, 1], true);
+        if (this.errors.length > before) return;
+        let order: number;
+        if (field?.type === 'timestamp') order = compareInstants(parseInstant(hi as string)!, parseInstant(lo as string)!);
+        else if (typeof lo === 'number') order = (hi as number) - lo;
+        else order = compareStrings(hi as string, lo as string);
+        if (order < 0) {
+          const show = (v: Literal): string => (typeof v === 'string' ? shown(v) : String(v));
+          this.add('between_order', `between end ${show(hi)} precedes start ${show(lo)}`, [...valuePath, 1], span);
+        }
+        return;
+      }
+      case 'contains':
+      case 'starts_with':
+      case 'matches': {
+        if (typeof pred.value !== 'string') {
+          mismatch(`'${pred.op}' needs a string`);
+          return;
+        }
+        if (field && field.type !== 'string') {
+          mismatch(`'${pred.op}' needs text, but ${name} is a ${field.type}`, [...path, 'op']);
+          return;
+        }
+        if (pred.op === 'matches') {
+          const p = re2Problem(pred.value);
+          if (p) this.add('bad_regex', `invalid regular expression: ${p}`, valuePath, span);
+        }
+        return;
+      }
+      case 'is_null':
+      case 'is_not_null':
+        return;
+      default:
+        this.add('unknown_operator', `unknown operator ${shown(String((pred as { op: unknown }).op))}`, [...path, 'op'], span);
+    }
+  }
+
+  // ---- in_segment: existence and cycles through saved segments ----
+
+  private segmentRef(ref: string, path: Path, span: Span | undefined): void {
+    const resolve = this.ctx.resolveSegment;
+    if (!resolve) return;
+    const self = new Set(this.ctx.self ?? []);
+    const start = resolve(ref);
+    if (start === undefined) {
+      this.add('unknown_segment', `segment ${shown(ref)} does not exist`, path, span);
+      return;
+    }
+    const startId = isSaved(start) ? start.id : ref;
+    if (self.has(ref) || self.has(startId)) {
+      this.add('segment_cycle', `in_segment(${shown(ref)}) refers to the segment itself`, path, span);
+      return;
+    }
+    // Depth-first over references with an explicit stack (chains can be long).
+    interface Visit { id: string; label: string; refs: string[]; next: number }
+    const done = new Set<string>();
+    const onPath = new Set<string>([startId]);
+    const visit = (id: string, label: string, target: Expr | SavedSegment): Visit => ({
+      id,
+      label,
+      refs: refsOf(isSaved(target) ? target.expr : target),
+      next: 0,
+    });
+    const stack: Visit[] = [visit(startId, ref, start)];
+    let visited = 1;
+    while (stack.length > 0) {
+      const v = stack[stack.length - 1]!;
+      if (v.next >= v.refs.length) {
+        stack.pop();
+        onPath.delete(v.id);
+        done.add(v.id);
+        continue;
+      }
+      const r = v.refs[v.next++]!;
+      const target = resolve(r);
+      const chain = (): string => [...stack.map((s) => shown(s.label)), shown(r)].join(' → ');
+      if (target === undefined) {
+        this.add('unknown_segment', `segment ${shown(r)} (used by ${shown(v.label)}) does not exist: ${chain()}`, path, span);
+        return;
+      }
+      const id = isSaved(target) ? target.id : r;
+      if (self.has(r) || self.has(id) || onPath.has(id)) {
+        this.add('segment_cycle', `in_segment cycle: ${self.size > 0 && !onPath.has(id) ? 'this segment → ' : ''}${chain()}`, path, span);
+        return;
+      }
+      if (done.has(id)) continue;
+      if (++visited > LIMITS.maxSegmentsVisited) {
+        this.add('too_many_segments', `in_segment references reach more than ${LIMITS.maxSegmentsVisited} segments`, path, span);
+        return;
+      }
+      onPath.add(id);
+      stack.push(visit(id, r, target));
+    }
+  }
+}
+
+/** The in_segment references of an expression, found without recursion. */
+function refsOf(root: Expr): string[] {
+  const refs: string[] = [];
+  const todo: Expr[] = [root];
+  while (todo.length > 0) {
+    const e = todo.pop()!;
+    if (e.kind === 'in_segment') refs.push(e.ref);
+    else if (e.kind === 'and' || e.kind === 'or') todo.push(...e.items);
+    else if (e.kind === 'not') todo.push(e.item);
+  }
+  return refs;
+}
+
+/**
+ * Every rule violation in `expr`, each with the JSON path of the offending node or
+ * value (and line/column when `ctx.source` is given and nodes carry spans). Empty
+ * means the expression is valid.
+ */
+export function checkSegment(expr: Expr, ctx: CheckContext = {}): SegmentError[] {
+  const checker = new Checker(ctx);
+  checker.expr(expr, [], 1);
+  if (checker.nodes > LIMITS.maxNodes) {
+    checker.add('too_many_nodes', `expression has ${checker.nodes} conditions; at most ${LIMITS.maxNodes} are allowed`, [], expr.span);
+  }
+  return checker.errors;
+}
