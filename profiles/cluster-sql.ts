@@ -50,3 +50,13 @@ export function nearestClusterSql(model: AssignableModel): Sql {
 export function clusterLabelSql(model: Pick<ClusterModel, 'labels'>, cluster: Sql): Sql {
   return sql`arrayElement(${model.labels}, ${cluster})`;
 }
+
+/**
+ * (user_id, cluster, cluster_label) of every user of a profile run under `model`,
+ * computed on the fly — also covers users profiled after the model was trained.
+ */
+export function liveAssignmentsSql(model: Pick<ClusterModel, 'transform' | 'centroids_standardised' | 'labels'>, appId: string, runId: string): Sql {
+  return sql`
+    SELECT user_id, cluster, ${clusterLabelSql(model, raw('cluster'))} AS cluster_label
+    FROM (SELECT user_id, ${nearestClusterSql(model)} AS cluster FROM profiles WHERE app_id = ${appId} AND run_id = ${runId})`;
+}

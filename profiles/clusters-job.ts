@@ -12,7 +12,8 @@ import { log } from '../lib/log.ts';
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
 import { applyTransform, fitTransform, invertPoint, resolveFeatures, type ClusterModel, type FeatureDef, type FeatureTransform } from './cluster-features.ts';
 import { identifyClusters, type PreviousClusters } from './cluster-labels.ts';
-import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
+import { latestRun, type ProfileRun } from './read.ts';
+import { liveAssignmentsSql } from './cluster-sql.ts';
 import { autoKAsync, assignNearest, fitKMeansAsync, rowsOf, silhouette, type Engine, type KMeansFit, type KSelection, type Points } from './kmeans.ts';
 
 export interface TrainOptions {
@@ -70,24 +71,6 @@ export class ClusterJobError extends Error {
   ) {
     super(message);
   }
-}
-
-interface ProfileRun {
-  run_id: string;
-  as_of: string;
-}
-
-/** The latest complete profile run of an app (optionally at or before `asOf`). */
-export async function latestProfileRun(ch: ClickHouse, appId: string, asOf?: Date): Promise<ProfileRun | undefined> {
-  const bound = asOf ? sql`AND as_of <= ${asOf}` : raw('');
-  return ch.one<ProfileRun>(sql`
-    SELECT run_id, toString(as_of) AS as_of FROM profile_runs
-    WHERE app_id = ${appId} AND state = 'complete' ${bound}
-    ORDER BY as_of DESC, finished_at DESC, run_id DESC LIMIT 1`);
-}
-
-function chTimeToIso(s: string): string {
-  return s.replace(' ', 'T') + 'Z';
 }
 
 /** The feature columns of a SELECT over `profiles`. */
@@ -195,7 +178,7 @@ export async function loadTrainingSample(
   const resolved = resolveFeatures(options.features);
   if ('errors' in resolved) throw new ClusterJobError('invalid features', resolved.errors);
   const { features } = resolved;
-  const run = await latestProfileRun(ch, appId, options.asOf);
+  const run = await latestRun(ch, appId, options.asOf);
   if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}; run a profile job first`);
   const { users, X } = await sampleFeatures(ch, appId, run.run_id, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, false);
   if (X.n < 2) throw new ClusterJobError(`profile run ${run.run_id} has ${X.n} users; clustering needs at least 2`);
@@ -245,7 +228,7 @@ export async function trainClusters(ch: ClickHouse, appId: string, options: Trai
     version,
     created_at: new Date().toISOString().slice(0, 19) + 'Z',
     profile_run_id: run.run_id,
-    as_of: chTimeToIso(run.as_of),
+    as_of: run.as_of.toISOString().replace('.000Z', 'Z'),
     k: fit.k,
     features: featureNames,
     transform,
@@ -267,11 +250,7 @@ export async function trainClusters(ch: ClickHouse, appId: string, options: Trai
   await ch.exec(
     sql`
     INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
-    SELECT app_id, ${version}, user_id, cluster, ${clusterLabelSql(model, raw('cluster'))}
-    FROM (
-      SELECT app_id, user_id, ${nearestClusterSql(model)} AS cluster
-      FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}
-    )`,
+    SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run.run_id)})`,
     { timeoutS: 3600 },
   );
   const counts = await ch.rows<{ cluster: number; n: string }>(sql`
@@ -326,7 +305,7 @@ export async function exportFeaturesArrow(ch: ClickHouse, appId: string, path: s
   const resolved = resolveFeatures(options.features ?? model?.features);
   if ('errors' in resolved) throw new ClusterJobError('invalid features', resolved.errors);
   const { features } = resolved;
-  const run = await latestProfileRun(ch, appId);
+  const run = await latestRun(ch, appId);
   if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}`);
   const { X, userIds } = await sampleFeatures(ch, appId, run.run_id, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, true);
   // Plain Utf8 ids (arrow's default for strings is a dictionary, pointless for unique keys).

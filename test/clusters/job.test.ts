@@ -6,7 +6,7 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { join as sqlJoin, sql } from '../../lib/sql.ts';
 import { applyTransform, FEATURES, type ClusterModel } from '../../profiles/cluster-features.ts';
-import { nearestClusterSql } from '../../profiles/cluster-sql.ts';
+import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { ClusterJobError, exportFeaturesArrow, latestAssignmentsSql, latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { assignNearest } from '../../profiles/kmeans.ts';
 import { ARCHETYPES, plantedProfiles } from '../support/archetypes.ts';
@@ -90,14 +90,18 @@ describe('cluster job against ClickHouse', () => {
     expect(Number(other!.n)).toBe(0);
   });
 
-  it('the SQL expression evaluated in a plain SELECT agrees with the stored assignments', async () => {
+  it('the live SQL assignment over the profile run agrees with the stored assignments', async () => {
     const model = (await latestModel(ch, APP))!;
-    const diff = await ch.one<{ n: string }>(sql`
-      SELECT count() AS n FROM (
-        SELECT user_id, ${nearestClusterSql(model)} AS c FROM profiles WHERE app_id = ${APP} AND run_id = 'run1'
-      ) ANY INNER JOIN (${latestAssignmentsSql(APP)}) USING user_id
-      WHERE c != cluster`);
+    const diff = await ch.one<{ n: string; c: string }>(sql`
+      SELECT count() AS c, countIf(live != cluster OR live_label != cluster_label) AS n FROM (
+        SELECT user_id, cluster AS live, cluster_label AS live_label FROM (${liveAssignmentsSql(model, APP, 'run1')})
+      ) ANY INNER JOIN (${latestAssignmentsSql(APP)}) USING user_id`);
+    expect(Number(diff!.c)).toBe(N);
     expect(Number(diff!.n)).toBe(0);
+  });
+
+  it('as_of picks the latest complete profile run at or before it', async () => {
+    await expect(trainClusters(ch, APP, { k: 3, asOf: new Date('2026-11-01T00:00:00Z') })).rejects.toThrow(/no complete profile run/);
   });
 
   it('a retrain with another seed makes version 2, keeps version 1, and carries the labels over', async () => {
