@@ -67,7 +67,7 @@ function printAggTarget(event: string, prop: string): string {
   // One token `event.prop` splits back at its last dot; an event holding dots is
   // quoted anyway, as segments.md recommends: sum("checkout.done".amount).
   if (bare(event) && !event.includes('.') && /^[A-Za-z0-9_:-]+$/.test(prop)) return `${event}.${prop}`;
-  if (bare(event)) return `${event}.${quoteString(prop)}`; // `event.` + adjacent string
+  if (bare(event) && !event.includes('.')) return `${event}.${quoteString(prop)}`; // `event.` + adjacent string
   const p = /^[A-Za-z_][A-Za-z0-9_:-]*$/.test(prop) && !isKeyword(prop) ? prop : quoteString(prop);
   return `${quoteString(event)}.${p}`;
 }
