@@ -13,7 +13,7 @@
 // equals a full run at the same as_of.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { JobConflictError } from '../lib/jobs.ts';
+import { JobConflictError, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { ident, sql } from '../lib/sql.ts';
 import { latestRun, listRuns } from './read.ts';
@@ -231,4 +231,10 @@ export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentR
     ]);
   }
   return drop.map((r) => r.run_id);
+}
+
+/** The profile job through the job registry (API, scheduler, CLI): one per app at a time, persisted, in process. */
+export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: Date; mode?: ProfileMode } = {}): Promise<{ job_id: string }> {
+  const recorded = { ...(params.asOf ? { as_of: isoSeconds(params.asOf) } : {}), mode: params.mode ?? 'incremental' };
+  return startJob(ch, appId, 'profiles', recorded, (report) => buildProfiles(ch, appId, { ...params, onProgress: report }));
 }

@@ -1,13 +1,14 @@
 // RFM scoring: the rules as data, shared by the SQL builder (profiles/sql.ts),
 // which applies them inside ClickHouse, and by anything that needs them in process.
 //
-// Score of a purchaser on one metric = 1 + floor(5 * beaten / n), where n is the
-// number of the app's purchasers and `beaten` the number of purchasers with a
-// strictly worse value. Equal values therefore always get equal scores (ties are
-// decided by the value alone, never by user_id or scan order), the best value
-// gets the highest score reachable, and the scores are the quintiles of the
-// "share of purchasers beaten". Worse means: larger recency_days, fewer
-// purchases, less revenue. Revenue is compared at micro-unit precision
+// Score of a purchaser on one metric = ceil(5 * p), p = (beaten + tied / 2) / n:
+// the mid-rank percentile, where n is the number of the app's purchasers,
+// `beaten` the number with a strictly worse value and `tied` the number with the
+// same value (the purchaser included). Equal values always get equal scores
+// (decided by the value alone, never by user_id or scan order), a block of ties
+// sits at the middle of the ranks it spans (a lone purchaser, or everyone equal,
+// scores 3), and with distinct values each score holds a fifth of the
+// purchasers. Worse means: larger recency_days, fewer purchases, less revenue. Revenue is compared at micro-unit precision
 // (floor(revenue * 1e6 + 0.5)) so that float summation order cannot split a tie.
 
 export type RfmSegment =
@@ -23,10 +24,13 @@ export type RfmSegment =
   | 'hibernating'
   | 'lost';
 
-/** 1..5 from the number of purchasers strictly beaten and the number of purchasers. */
-export function quintileScore(beaten: number, n: number): number {
-  if (!(n > 0) || beaten < 0 || beaten >= n) throw new RangeError(`beaten ${beaten} out of range for n ${n}`);
-  return 1 + Math.floor((5 * beaten) / n);
+/** 1..5 from the purchasers strictly beaten, those tied (self included) and all purchasers. */
+export function quintileScore(beaten: number, tied: number, n: number): number {
+  if (!(n > 0) || beaten < 0 || tied < 1 || beaten + tied > n) throw new RangeError(`beaten ${beaten}, tied ${tied} out of range for n ${n}`);
+  // ceil(5 * (2 * beaten + tied) / (2 * n)) in integers, as the SQL computes it.
+  const a = 5 * (2 * beaten + tied);
+  const b = 2 * n;
+  return Math.floor((a + b - 1) / b);
 }
 
 /** The monetary comparison key: revenue at micro-unit precision. */

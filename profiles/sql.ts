@@ -171,9 +171,9 @@ const R_VALUE = (asOf: Date) => sql`-toInt64(${RECENCY_DAYS(asOf)})`;
 const F_VALUE = sql`toInt64(purchases_total)`;
 const M_VALUE = sql`toInt64(floor(revenue_total * 1000000 + 0.5))`;
 
-/** value → score for one metric: 1 + floor(5 * (purchasers with a smaller value) / n). */
+/** value → score for one metric: ceil(5 * (2 * smaller + equal) / (2 * n)), see rfm.ts. */
 function scoreTableSql(stage1: string, value: Sql, key: string, score: string, purchasers: number): Sql {
-  return sql`SELECT v AS ${ident(key)}, toUInt8(1 + intDiv(5 * (cum - c), ${purchasers})) AS ${ident(score)}
+  return sql`SELECT v AS ${ident(key)}, toUInt8(intDiv(5 * (2 * (cum - c) + c) + ${2 * purchasers} - 1, ${2 * purchasers})) AS ${ident(score)}
   FROM (
     SELECT arraySort(groupArray((v, c))) AS s, arrayMap(x -> x.1, s) AS vs, arrayMap(x -> x.2, s) AS cs, arrayCumSum(cs) AS cums
     FROM (SELECT ${value} AS v, count() AS c FROM ${ident(stage1)} WHERE purchases_total > 0 GROUP BY v)

@@ -1,7 +1,7 @@
 // An independent, in-memory implementation of the profile contract
 // (events-and-profiles.md §2), written from the spec, not from profiles/sql.ts:
 // plain loops over event objects, time zones through Intl. It shares only the
-// documented RFM rules (profiles/rfm.ts: score = 1 + floor(5·beaten/n), the
+// documented RFM rules (profiles/rfm.ts: the mid-rank quintile score, the
 // segment grid), which are the project's definition rather than an implementation.
 import { monetaryKey, quintileScore, rfmSegment } from '../../profiles/rfm.ts';
 
@@ -180,27 +180,18 @@ export function referenceProfiles(allEvents: readonly TestEvent[], asOf: number)
   // RFM among purchasers: beaten = purchasers with a strictly worse value.
   const buyers = [...out.values()].filter((p) => p.purchases_total > 0);
   const n = buyers.length;
-  const beaten = (value: (p: RefProfile) => number) => {
-    const sorted = buyers.map(value).sort((a, b) => a - b);
-    return (v: number) => {
-      let lo = 0;
-      let hi = sorted.length;
-      while (lo < hi) {
-        const mid = (lo + hi) >> 1;
-        if ((sorted[mid] as number) < v) lo = mid + 1;
-        else hi = mid;
-      }
-      return lo;
-    };
+  const score = (value: (p: RefProfile) => number) => {
+    const values = buyers.map(value);
+    return (v: number) => quintileScore(values.filter((x) => x < v).length, values.filter((x) => x === v).length, n);
   };
   const rValue = (p: RefProfile) => -(p.recency_days as number);
   const fValue = (p: RefProfile) => p.purchases_total;
   const mValue = (p: RefProfile) => monetaryKey(p.revenue_total);
-  const [rb, fb, mb] = [beaten(rValue), beaten(fValue), beaten(mValue)];
+  const [rs, fs, ms] = [score(rValue), score(fValue), score(mValue)];
   for (const p of buyers) {
-    p.r_score = quintileScore(rb(rValue(p)), n);
-    p.f_score = quintileScore(fb(fValue(p)), n);
-    p.m_score = quintileScore(mb(mValue(p)), n);
+    p.r_score = rs(rValue(p));
+    p.f_score = fs(fValue(p));
+    p.m_score = ms(mValue(p));
     p.rfm_segment = rfmSegment(p.r_score, p.f_score, p.m_score);
   }
   return out;

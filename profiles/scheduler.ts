@@ -1,0 +1,63 @@
+// Keeps profiles fresh in the long-running service: every interval, one
+// incremental profile job per app, through the job registry (so a job already
+// started by the API or another process is respected, not doubled).
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { JobConflictError, jobFinished } from '../lib/jobs.ts';
+import { log } from '../lib/log.ts';
+import { startProfileJob } from './job.ts';
+
+export interface ProfileScheduler {
+  /** Stops scheduling and waits for a tick in progress to end. */
+  stop(): Promise<void>;
+}
+
+/**
+ * Starts a tick now and then every `intervalS` seconds after the previous tick
+ * ended (ticks never overlap). `intervalS` 0 disables the schedule.
+ * `appIds` is a list or a function returning the current list.
+ */
+export function startProfileScheduler(ch: ClickHouse, appIds: readonly string[] | (() => Promise<readonly string[]>), intervalS: number): ProfileScheduler {
+  const slog = log.child({ component: 'profile-scheduler' });
+  if (!(intervalS > 0)) {
+    slog.info('profile schedule disabled (interval 0)');
+    return { stop: async () => undefined };
+  }
+  let stopped = false;
+  let timer: NodeJS.Timeout | undefined;
+  let current: Promise<void> = Promise.resolve();
+
+  const tick = async () => {
+    const apps = typeof appIds === 'function' ? await appIds() : appIds;
+    for (const appId of apps) {
+      if (stopped) return;
+      try {
+        const { job_id } = await startProfileJob(ch, appId, { mode: 'incremental' });
+        slog.info('scheduled profile job started', { app_id: appId, job_id });
+        await jobFinished(job_id);
+      } catch (err) {
+        if (err instanceof JobConflictError) slog.info('profile job already running; skipped', { app_id: appId });
+        else slog.error('scheduled profile job could not start', { app_id: appId, error: err });
+      }
+    }
+  };
+  const loop = () => {
+    if (stopped) return;
+    current = tick()
+      .catch((err) => slog.error('profile schedule tick failed', { error: err }))
+      .finally(() => {
+        if (!stopped) {
+          timer = setTimeout(loop, intervalS * 1000);
+          timer.unref();
+        }
+      });
+  };
+  loop();
+  slog.info('profile schedule started', { interval_s: intervalS });
+  return {
+    stop: async () => {
+      stopped = true;
+      if (timer) clearTimeout(timer);
+      await current;
+    },
+  };
+}

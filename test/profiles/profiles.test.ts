@@ -1,0 +1,220 @@
+// Hand-computed cases (DST days, half-hour zones, invalid zones), the reader,
+// tags, run publication and cleanup, and the job registry.
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ClickHouse } from '../../lib/clickhouse.ts';
+import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.ts';
+import { sql } from '../../lib/sql.ts';
+import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
+import { getProfile, latestRun, listRuns } from '../../profiles/read.ts';
+import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
+import { startProfileScheduler } from '../../profiles/scheduler.ts';
+import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
+import { testDatabase } from '../support/env.ts';
+import { insertEvents } from './events.ts';
+import type { TestEvent } from './reference.ts';
+
+let ch: ClickHouse;
+beforeAll(async () => {
+  ch = await testDatabase('wprof2');
+});
+
+const S = (iso: string) => Date.parse(iso) / 1000;
+let n = 0;
+const track = (user_id: string, iso: string, event = 'view', properties: Record<string, unknown> = {}, context: Record<string, string> = {}): TestEvent => ({
+  event_id: `e${String(n++).padStart(6, '0')}`, user_id, ts: S(iso), type: 'track', event, properties, traits: {}, context, received_at: S('2026-11-01T00:00:00Z'),
+});
+const identify = (user_id: string, iso: string, traits: TestEvent['traits']): TestEvent => ({
+  event_id: `e${String(n++).padStart(6, '0')}`, user_id, ts: S(iso), type: 'identify', event: '', properties: {}, traits, context: {}, received_at: S('2026-11-01T00:00:00Z'),
+});
+
+describe('best_hour in the user own time zone', () => {
+  it('counts local hours across DST changes, half-hour zones and invalid names', async () => {
+    const app = 'dst';
+    const asOf = new Date('2026-04-10T00:00:00Z');
+    await insertEvents(ch, app, [
+      // New York springs forward 2026-03-08 07:00Z: 06:30Z is 01:30 EST, 07:30Z and 07:45Z are 03:xx EDT.
+      identify('ny', '2026-01-01T00:00:00Z', { timezone: 'America/New_York' }),
+      track('ny', '2026-03-08T06:30:00Z'), track('ny', '2026-03-08T07:30:00Z'), track('ny', '2026-03-08T07:45:00Z'),
+      // Berlin springs forward 2026-03-29 01:00Z: 00:30Z is 01:30 CET; 01:30Z, 01:45Z are 03:xx CEST; 02:30Z is 04:30.
+      identify('be', '2026-01-01T00:00:00Z', { timezone: 'Europe/Berlin' }),
+      track('be', '2026-03-29T00:30:00Z'), track('be', '2026-03-29T01:30:00Z'), track('be', '2026-03-29T01:45:00Z'), track('be', '2026-03-29T02:30:00Z'),
+      // Sydney falls back 2026-04-04 16:00Z: 15:30Z is 02:30 AEDT and 16:30Z is 02:30 AEST again; 17:30Z is 03:30.
+      identify('sy', '2026-01-01T00:00:00Z', { timezone: 'Australia/Sydney' }),
+      track('sy', '2026-04-04T15:30:00Z'), track('sy', '2026-04-04T16:30:00Z'), track('sy', '2026-04-04T17:30:00Z'),
+      // Kolkata is +05:30: 00:29:59Z is 05:59:59, 00:30Z and 00:31Z are 06:xx.
+      identify('in', '2026-01-01T00:00:00Z', { timezone: 'Asia/Kolkata' }),
+      track('in', '2026-03-01T00:29:59Z'), track('in', '2026-03-01T00:30:00Z'), track('in', '2026-03-01T00:31:00Z'),
+      // Invalid names count in UTC; the context value is the latest trait and wins.
+      identify('bad', '2026-01-01T00:00:00Z', { timezone: 'Europe/Berlin' }),
+      track('bad', '2026-03-02T10:00:00Z', 'view', {}, { timezone: 'Mars/Olympus' }), track('bad', '2026-03-03T22:00:00Z'), track('bad', '2026-03-04T22:10:00Z'),
+      // Ties go to the smallest hour; events older than 90 days do not count.
+      track('tie', '2026-03-01T09:00:00Z'), track('tie', '2026-03-01T04:00:00Z'), track('tie', '2026-01-01T01:00:00Z'),
+      identify('none', '2026-03-01T09:00:00Z', { timezone: 'UTC' }),
+    ]);
+    const run = await buildProfiles(ch, app, { asOf, mode: 'full' });
+    const rows = await ch.rows<{ user_id: string; best_hour: number | null; timezone: string | null }>(
+      sql`SELECT user_id, best_hour, timezone FROM profiles WHERE app_id = ${app} AND run_id = ${run.run_id} ORDER BY user_id`,
+    );
+    expect(Object.fromEntries(rows.map((r) => [r.user_id, r.best_hour]))).toEqual({ ny: 3, be: 3, sy: 2, in: 6, bad: 22, tie: 4, none: null });
+    expect(rows.find((r) => r.user_id === 'bad')?.timezone).toBe('Mars/Olympus');
+  });
+});
+
+describe('RFM rules', () => {
+  it('scores by the share of purchasers strictly beaten; the grid covers every score', () => {
+    expect([0, 1, 2, 3, 4, 5, 6, 7, 8, 9].map((b) => quintileScore(b, 1, 10))).toEqual([1, 1, 2, 2, 3, 3, 4, 4, 5, 5]);
+    expect(quintileScore(0, 1, 1)).toBe(3); // a lone purchaser sits in the middle
+    expect(quintileScore(0, 10, 10)).toBe(3); // so does a block of everyone tied
+    expect(quintileScore(0, 7, 10)).toBe(2); // 70% tied at the bottom: mid-rank 35%
+    expect(quintileScore(7, 3, 10)).toBe(5);
+    expect(rfmSegment(5, 5, 5)).toBe('champions');
+    expect(rfmSegment(1, 1, 1)).toBe('lost');
+    expect(rfmSegment(1, 5, 5)).toBe('cannot_lose');
+    expect(rfmSegment(5, 1, 1)).toBe('new_customers');
+    expect(new Set(segmentTable().names).size).toBe(11);
+    expect(segmentTable().keys).toHaveLength(25);
+  });
+});
+
+describe('reading profiles', () => {
+  it('returns the contract object with ISO times, typed traits, live tags and the latest cluster; 404 for unknown users', async () => {
+    const app = 'reader';
+    await insertEvents(ch, app, [
+      identify('u1', '2026-11-10T08:00:00Z', { plan: 'pro', age: 41, vip: true, gone: 'x' }),
+      identify('u1', '2026-11-11T08:00:00Z', { gone: null }),
+      track('u1', '2026-11-12T09:30:00Z', 'purchase', { amount: 12.5, category: 'books' }, { platform: 'ios', country: 'DE' }),
+      track('u2', '2026-11-12T09:30:00Z', 'view'),
+    ]);
+    await setTag(ch, app, 'u1', 'vip', true);
+    await setTag(ch, app, 'u1', 'trial', true);
+    await setTag(ch, app, 'u1', 'trial', false);
+    const run = await buildProfiles(ch, app, { asOf: new Date('2026-11-20T12:00:00Z'), mode: 'full' });
+    expect(run.users).toBe(2);
+    const p = await getProfile(ch, app, 'u1');
+    expect(p).toMatchObject({
+      user_id: 'u1', first_seen: '2026-11-10T08:00:00Z', last_seen: '2026-11-12T09:30:00Z', events_total: 1, purchases_total: 1,
+      revenue_total: 12.5, avg_order_value: 12.5, last_purchase_at: '2026-11-12T09:30:00Z', recency_days: 8,
+      r_score: 3, f_score: 3, m_score: 3, rfm_segment: 'need_attention', top_category: 'books', best_hour: 9,
+      platform: 'ios', country: 'DE', timezone: null, traits: { age: 41, country: 'DE', plan: 'pro', platform: 'ios', vip: true },
+      tags: ['vip'], cluster: null, cluster_label: null,
+    });
+    expect(p!.random_bucket).toBeGreaterThanOrEqual(0);
+    expect(p!.random_bucket).toBeLessThan(10000);
+    // Tags are live: a change shows without a new run.
+    await setTag(ch, app, 'u1', 'vip', false);
+    expect((await getProfile(ch, app, 'u1'))!.tags).toEqual([]);
+    expect(await getProfile(ch, app, 'nobody')).toBeUndefined();
+    expect(await getProfile(ch, 'other-app', 'u1')).toBeUndefined();
+
+    await ch.insert('cluster_models', [{ app_id: app, version: 1, created_at: 1700000000, profile_run_id: run.run_id, k: 2, model: '{}' }]);
+    await ch.insert('cluster_assignments', [{ app_id: app, version: 1, user_id: 'u1', cluster: 2, cluster_label: 'big spenders' }]);
+    expect(await getProfile(ch, app, 'u1')).toMatchObject({ cluster: 2, cluster_label: 'big spenders' });
+    // A newer model without this user: null again (the latest model decides).
+    await ch.insert('cluster_models', [{ app_id: app, version: 2, created_at: 1700000001, profile_run_id: run.run_id, k: 2, model: '{}' }]);
+    expect(await getProfile(ch, app, 'u1')).toMatchObject({ cluster: null, cluster_label: null });
+  });
+
+  it('publishes runs atomically, picks the latest complete one (optionally at or before an instant) and drops superseded runs', async () => {
+    const app = 'runs';
+    await insertEvents(ch, app, [track('u1', '2026-10-01T00:00:00Z'), track('u1', '2026-10-05T00:00:00Z')]);
+    const ids: string[] = [];
+    for (const d of ['2026-10-02', '2026-10-03', '2026-10-04', '2026-10-06']) ids.push((await buildProfiles(ch, app, { asOf: new Date(`${d}T00:00:00Z`), mode: 'full' })).run_id);
+    expect((await latestRun(ch, app))?.run_id).toBe(ids[3]);
+    expect((await latestRun(ch, app, new Date('2026-10-04T12:00:00Z')))?.run_id).toBe(ids[2]);
+    expect((await latestRun(ch, app, new Date('2026-10-02T12:00:00Z')))).toBeUndefined(); // dropped
+    const runs = await listRuns(ch, app);
+    expect(runs.filter((r) => r.state === 'complete').map((r) => r.run_id)).toEqual([ids[3], ids[2], ids[1]]);
+    const partitions = await ch.rows<{ run_id: string }>(sql`SELECT DISTINCT run_id FROM profiles WHERE app_id = ${app} ORDER BY run_id`);
+    expect(partitions.map((r) => r.run_id)).toEqual([ids[1], ids[2], ids[3]].sort());
+    // A running (not yet complete) run is invisible to readers.
+    await ch.insert('profile_runs', [{ app_id: app, run_id: 'rzz_running', as_of: S('2026-12-01T00:00:00Z'), mode: 'full', state: 'running', users: 0, started_at: S('2026-11-01T00:00:00Z'), finished_at: 0, previous_run_id: '' }]);
+    expect((await latestRun(ch, app))?.run_id).toBe(ids[3]);
+  });
+});
+
+describe('tags', () => {
+  it('keeps every change, the latest wins, bulk-tags up to 100,000 users, rejects bad input', async () => {
+    const app = 'tags';
+    await setTag(ch, app, 'u1', 'a', true);
+    await setTag(ch, app, 'u1', 'a', false);
+    await setTag(ch, app, 'u1', 'a', true);
+    await setTag(ch, app, 'u2', 'a', true);
+    await setTag(ch, app, 'u2', 'a', false);
+    const ids = Array.from({ length: 100_000 }, (_, i) => `bulk${i}`);
+    expect(await tagUsers(ch, app, 'b', [...ids.slice(0, 99_999), 'bulk1'])).toEqual({ users: 99_999 });
+    expect(await tagUsers(ch, app, 'b', ids)).toEqual({ users: 100_000 });
+    const current = await ch.rows<{ tag: string; n: string }>(sql`SELECT tag, count() AS n FROM (${currentTagsSql(app)}) GROUP BY tag ORDER BY tag`);
+    expect(current.map((r) => [r.tag, Number(r.n)])).toEqual([['a', 1], ['b', 100_000]]);
+    const history = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM user_tags WHERE app_id = ${app} AND tag = 'a'`);
+    expect(Number(history!.n)).toBe(5);
+    expect(Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM user_tags WHERE app_id = ${app} AND tag = 'b'`))!.n)).toBe(199_999);
+    await expect(tagUsers(ch, app, 'b', [...ids, 'one-too-many'])).rejects.toBeInstanceOf(TagInputError);
+    await expect(setTag(ch, app, '', 'a', true)).rejects.toThrow(/user_id/);
+    await expect(setTag(ch, app, 'u1', '', true)).rejects.toThrow(/tag/);
+    // As of an instant before any change: nothing.
+    expect(await ch.rows(sql`${currentTagsSql(app, new Date('2000-01-01T00:00:00Z'))}`)).toEqual([]);
+  });
+
+  it('hands out strictly increasing seqs', () => {
+    let last = nextSeqs();
+    for (let i = 0; i < 10_000; i++) {
+      const s = nextSeqs(i % 3 === 0 ? 5 : 1);
+      expect(s > last).toBe(true);
+      last = s + BigInt(i % 3 === 0 ? 4 : 0);
+    }
+  });
+});
+
+describe('jobs', () => {
+  it('runs in the background, records progress and result, refuses a second job of the same kind', async () => {
+    let release!: () => void;
+    const gate = new Promise<void>((r) => (release = r));
+    const { job_id } = await startJob(ch, 'jobs', 'profiles', { mode: 'full' }, async (report) => {
+      report(0.5);
+      await gate;
+      return { users: 3 };
+    });
+    await expect(startJob(ch, 'jobs', 'profiles', {}, async () => 1)).rejects.toBeInstanceOf(JobConflictError);
+    // Another kind and another app are independent.
+    const other = await startJob(ch, 'jobs', 'clusters', {}, async () => {
+      throw new Error('no profile run');
+    });
+    await jobFinished(other.job_id);
+    expect(await getJob(ch, 'jobs', other.job_id)).toMatchObject({ state: 'failed', error: 'no profile run', kind: 'clusters' });
+    expect(['queued', 'running']).toContain((await getJob(ch, 'jobs', job_id))!.state);
+    release();
+    await jobFinished(job_id);
+    const done = await getJob(ch, 'jobs', job_id);
+    expect(done).toMatchObject({ job_id, kind: 'profiles', state: 'succeeded', progress: 1, result: { users: 3 } });
+    expect(done!.created_at).toMatch(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/);
+    expect(await getJob(ch, 'other-app', job_id)).toBeUndefined();
+    // Finished: a new one may start.
+    const again = await startJob(ch, 'jobs', 'profiles', {}, async () => 2);
+    await jobFinished(again.job_id);
+    expect((await getJob(ch, 'jobs', again.job_id))!.state).toBe('succeeded');
+  });
+
+  it('refuses a job another process recorded as running, unless its heartbeat is stale', async () => {
+    const seq = Date.now() * 1000;
+    await ch.insert('jobs', [{ app_id: 'elsewhere', job_id: 'j-live', kind: 'profiles', state: 'running', progress: 0.2, params: '{}', result: '', error: '', created_at: Math.floor(Date.now() / 1000), updated_seq: seq }]);
+    await expect(startJob(ch, 'elsewhere', 'profiles', {}, async () => 1)).rejects.toBeInstanceOf(JobConflictError);
+    await ch.insert('jobs', [{ app_id: 'stale', job_id: 'j-dead', kind: 'profiles', state: 'running', progress: 0.2, params: '{}', result: '', error: '', created_at: 1700000000, updated_seq: 1700000000 * 1000 * 1000 }]);
+    expect(await getJob(ch, 'stale', 'j-dead')).toMatchObject({ state: 'failed' });
+    const { job_id } = await startJob(ch, 'stale', 'profiles', {}, async () => 1);
+    await jobFinished(job_id);
+  });
+
+  it('runs the profile job through the registry and on a schedule', async () => {
+    const app = 'sched';
+    await insertEvents(ch, app, [track('u1', '2026-10-01T00:00:00Z')]);
+    const { job_id } = await startProfileJob(ch, app, { asOf: new Date('2026-10-02T00:00:00Z'), mode: 'full' });
+    await jobFinished(job_id);
+    const job = await getJob(ch, app, job_id);
+    expect(job).toMatchObject({ state: 'succeeded', progress: 1, result: { users: 1, mode: 'full', as_of: '2026-10-02T00:00:00Z' } });
+    const before = (await listRuns(ch, app)).length;
+    const scheduler = startProfileScheduler(ch, [app], 3600);
+    await new Promise((r) => setTimeout(r, 50));
+    await scheduler.stop();
+    expect((await listRuns(ch, app)).length).toBe(before + 1);
+  });
+});
