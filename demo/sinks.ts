@@ -323,7 +323,7 @@ export class ClickHouseSink implements EventSink {
   private async insert(text: string, rows: number): Promise<void> {
     await this.ch.client.insert({
       table: 'events',
-      values: Readable.from([text]),
+      values: Readable.from([Buffer.from(text)], { objectMode: false }),
       format: 'TabSeparated',
       columns: [...EVENT_COLUMNS],
     });
