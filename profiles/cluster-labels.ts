@@ -8,6 +8,11 @@ interface Side {
 }
 
 interface Words {
+  /**
+   * Features of one group below average say the same thing ("low-spending" and
+   * "non-buying"); a name uses only one of them.
+   */
+  group: string;
   /** Somewhat above the average (STANDOUT <= z < STRONG). */
   high: Side;
   /** Far above the average (z >= STRONG); defaults to `high`. */
@@ -20,24 +25,28 @@ interface Words {
 // and an extreme one ("big-spending repeat buyers") do not get the same words in
 // an app where most users never buy.
 const VOCABULARY: Record<string, Words> = {
-  recency: { high: { adj: 'lapsed' }, veryHigh: { adj: 'long-lapsed' }, low: { adj: 'recently active' } },
-  frequency: { high: { adj: 'occasional', noun: 'buyers' }, veryHigh: { adj: 'frequent', noun: 'repeat buyers' }, low: { adj: 'non-buying' } },
-  monetary: { high: { adj: 'paying', noun: 'customers' }, veryHigh: { adj: 'big-spending', noun: 'high spenders' }, low: { adj: 'low-spending' } },
-  events_30d: { high: { adj: 'engaged' }, veryHigh: { adj: 'highly engaged', noun: 'power users' }, low: { adj: 'quiet' }, veryLow: { adj: 'dormant' } },
-  active_days_30d: { high: { adj: 'regular' }, veryHigh: { adj: 'daily' }, low: { adj: 'infrequent' } },
-  view_to_purchase: { high: { adj: 'browsing', noun: 'browsers' }, veryHigh: { adj: 'window-shopping', noun: 'window shoppers' }, low: { adj: 'low-browsing' } },
-  events_7d: { high: { adj: 'active this week' }, low: { adj: 'idle this week' } },
-  events_total: { high: { adj: 'heavy' }, low: { adj: 'light' } },
-  views_30d: { high: { adj: 'view-heavy' }, low: { adj: 'few-view' } },
-  clicks_30d: { high: { adj: 'clicking', noun: 'clickers' }, low: { adj: 'non-clicking' } },
-  purchases_30d: { high: { adj: 'recently buying', noun: 'active buyers' }, low: { adj: 'not buying lately' } },
-  revenue_30d: { high: { adj: 'recently spending', noun: 'recent spenders' }, low: { adj: 'not spending lately' } },
-  avg_order_value: { high: { adj: 'big-basket' }, low: { adj: 'small-basket' } },
-  tenure_days: { high: { adj: 'long-standing' }, low: { adj: 'new', noun: 'newcomers' } },
+  recency: { group: 'recency', high: { adj: 'lapsed' }, veryHigh: { adj: 'long-lapsed' }, low: { adj: 'recently active' } },
+  frequency: { group: 'buying', high: { adj: 'occasional', noun: 'buyers' }, veryHigh: { adj: 'frequent', noun: 'repeat buyers' }, low: { adj: 'non-buying' } },
+  monetary: { group: 'buying', high: { adj: 'paying', noun: 'customers' }, veryHigh: { adj: 'big-spending', noun: 'high spenders' }, low: { adj: 'low-spending' } },
+  events_30d: { group: 'activity', high: { adj: 'engaged' }, veryHigh: { adj: 'highly engaged', noun: 'power users' }, low: { adj: 'quiet' }, veryLow: { adj: 'dormant' } },
+  active_days_30d: { group: 'activity', high: { adj: 'regular' }, veryHigh: { adj: 'daily' }, low: { adj: 'infrequent' } },
+  view_to_purchase: { group: 'browsing', high: { adj: 'browsing', noun: 'browsers' }, veryHigh: { adj: 'window-shopping', noun: 'window shoppers' }, low: { adj: 'low-browsing' } },
+  events_7d: { group: 'activity', high: { adj: 'active this week' }, low: { adj: 'idle this week' } },
+  events_total: { group: 'activity', high: { adj: 'heavy' }, low: { adj: 'light' } },
+  views_30d: { group: 'browsing', high: { adj: 'view-heavy' }, low: { adj: 'few-view' } },
+  clicks_30d: { group: 'activity', high: { adj: 'clicking', noun: 'clickers' }, low: { adj: 'non-clicking' } },
+  purchases_30d: { group: 'buying', high: { adj: 'recently buying', noun: 'active buyers' }, low: { adj: 'not buying lately' } },
+  revenue_30d: { group: 'buying', high: { adj: 'recently spending', noun: 'recent spenders' }, low: { adj: 'not spending lately' } },
+  avg_order_value: { group: 'buying', high: { adj: 'big-basket' }, low: { adj: 'small-basket' } },
+  tenure_days: { group: 'tenure', high: { adj: 'long-standing' }, low: { adj: 'new', noun: 'newcomers' } },
 };
 
 /** |z| from which the stronger words apply. */
 export const STRONG = 1.5;
+
+function groupOf(feature: string): string {
+  return VOCABULARY[feature]?.group ?? feature;
+}
 
 function side(feature: string, z: number): Side {
   const v = VOCABULARY[feature];
@@ -66,8 +75,20 @@ export function nameCentroid(features: readonly string[], z: readonly number[], 
   if (ranked.length === 0) return 'typical users';
   const nounAt = ranked.slice(0, NOUN_RANK).findIndex((x) => side(x.f, x.z).noun !== undefined);
   const noun = nounAt >= 0 ? side(ranked[nounAt]!.f, ranked[nounAt]!.z).noun! : 'users';
-  const rest = ranked.filter((_, i) => i !== nounAt);
-  const adjs = rest.slice(0, adjectives).map((x) => side(x.f, x.z).adj);
+  // Without a noun of its own ("users"), a name needs one more adjective to say something.
+  const count = nounAt >= 0 ? adjectives : adjectives + 1;
+  const lowGroups = new Set<string>();
+  if (nounAt >= 0 && ranked[nounAt]!.z < 0) lowGroups.add(groupOf(ranked[nounAt]!.f));
+  const adjs: string[] = [];
+  for (const [i, x] of ranked.entries()) {
+    if (adjs.length >= count) break;
+    if (i === nounAt) continue;
+    if (x.z < 0) {
+      if (lowGroups.has(groupOf(x.f))) continue;
+      lowGroups.add(groupOf(x.f));
+    }
+    adjs.push(side(x.f, x.z).adj);
+  }
   return [...adjs, noun].join(' ');
 }
 

@@ -85,6 +85,8 @@ describe('cluster names', () => {
     expect(nameCentroid(f, [1.2, -0.3, -0.3, -0.2, 0, 0.9])).toBe('lapsed browsers');
     expect(nameCentroid(f, [0.1, 0.1, -0.2, 0.3, 0.2, 0.1])).toBe('typical users');
     expect(nameCentroid(['tenure_days', 'foo_bar'], [0, 0.9])).toBe('high-foo-bar users');
+    // Without a noun, two adjectives; two below-average words of one group say the same thing once.
+    expect(nameCentroid(f, [0.8, -0.9, -1.0, 0, 0, 0])).toBe('low-spending lapsed users');
   });
 
   it('are distinct: clashes get more adjectives, then a number', () => {
