@@ -26,6 +26,9 @@ const END = Date.UTC(2026, 9, 31, 18, 0, 0);
 const DAY = 86_400_000;
 const BASE: GenerateOptions = { seed: 'test', users: 2000, days: 90, end: END };
 
+type ValidRecord = Extract<DemoRecord, { kind: 'valid' }>;
+const isValid = (r: DemoRecord): r is ValidRecord => r.kind === 'valid';
+
 function collect(o: GenerateOptions): DemoRecord[] {
   return [...generateEvents(o)];
 }
@@ -168,8 +171,8 @@ describe('the event contract', () => {
   });
 
   it('each user starts with an identify carrying the traits, then keeps time order', () => {
-    const byUser = new Map<number, DemoRecord[]>();
-    for (const r of SAMPLE) if (r.kind === 'valid') byUser.set(r.user, [...(byUser.get(r.user) ?? []), r]);
+    const byUser = new Map<number, ValidRecord[]>();
+    for (const r of SAMPLE) if (isValid(r)) byUser.set(r.user, [...(byUser.get(r.user) ?? []), r]);
     expect(byUser.size).toBeGreaterThan(1900);
     let contextsMatch = 0;
     for (const [, rs] of byUser) {
@@ -188,8 +191,8 @@ describe('the event contract', () => {
   });
 
   it('mixes timestamp forms and leaves some events without event_id', () => {
-    const valid = SAMPLE.filter((r) => r.kind === 'valid');
-    const share = (f: (r: DemoRecord) => boolean) => valid.filter(f).length / valid.length;
+    const valid = SAMPLE.filter(isValid);
+    const share = (f: (r: ValidRecord) => boolean) => valid.filter(f).length / valid.length;
     expect(share((r) => typeof r.event.ts === 'number')).toBeGreaterThan(0.03);
     expect(share((r) => typeof r.event.ts === 'string' && /[+-]\d\d:\d\d$/.test(r.event.ts))).toBeGreaterThan(0.05);
     expect(share((r) => typeof r.event.ts === 'string' && r.event.ts.endsWith('Z'))).toBeGreaterThan(0.7);
@@ -258,9 +261,16 @@ describe('behaviour', () => {
     for (const r of SAMPLE) {
       if (r.kind !== 'valid' || r.event.type !== 'track' || r.user >= 800) continue;
       const ms = tsMillis(r.event.ts)!;
-      if (!local.has(r.user)) local.set(r.user, new Array(24).fill(0)), utc.set(r.user, new Array(24).fill(0));
-      local.get(r.user)![hourIn(ms, r.event.context.timezone)]++;
-      utc.get(r.user)![new Date(ms).getUTCHours()]++;
+      if (!local.has(r.user)) {
+        local.set(r.user, new Array<number>(24).fill(0));
+        utc.set(r.user, new Array<number>(24).fill(0));
+      }
+      const l = local.get(r.user)!;
+      const u = utc.get(r.user)!;
+      const lh = hourIn(ms, r.event.context.timezone);
+      const uh = new Date(ms).getUTCHours();
+      l[lh] = l[lh]! + 1;
+      u[uh] = u[uh]! + 1;
     }
     // best_hour as the spec defines it: most events, ties to the smallest hour.
     const best = (h: number[]) => h.indexOf(Math.max(...h));
