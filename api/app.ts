@@ -3,16 +3,24 @@
 // in api/routes/* with zod schemas; this module mounts them: authenticate,
 // check the role, validate path/query/body, run the handler, validate the
 // answer, and turn every failure into problem+json.
+import { randomUUID } from 'node:crypto';
 import { Hono, type Context } from 'hono';
 import type { Kafka, Producer } from 'kafkajs';
 import { z } from 'zod';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import type { Config } from '../lib/config.ts';
 import { log } from '../lib/log.ts';
+import type { Sql } from '../lib/sql.ts';
+import { killQuery } from './export.ts';
 import { metrics as processMetrics, type Registry } from '../lib/metrics.ts';
 import { type ApiKey, hasRole, type KeyStore } from './auth.ts';
-import type { Route } from './openapi.ts';
-import { PROBLEM_CONTENT_TYPE, ProblemError, problemResponse, validationProblem, type Problem } from './problem.ts';
+import { routeFor, type Route } from './openapi.ts';
+import { ClusterJobError } from '../profiles/clusters-job.ts';
+import { TagInputError } from '../profiles/tags.ts';
+import { JobConflictError } from '../lib/jobs.ts';
+import { SegmentSyntaxError } from '../segments/errors.ts';
+import { SegmentConflictError, SegmentNotFoundError } from '../segments/saved.ts';
+import { PROBLEM_CONTENT_TYPE, ProblemError, problemResponse, problemType, validationProblem, type Problem } from './problem.ts';
 
 export interface Limits {
   /** Default cap on request bodies (bytes). */
@@ -58,21 +66,44 @@ export function defaultLimits(cfg: Config): Limits {
 
 type Env = { Variables: { key?: ApiKey } };
 
+/** Declares a route of this app (see api/routes/*). */
+export const route = routeFor<AppContext>();
+
 const honoPath = (p: string) => p.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ':$1');
+
+// Segment errors name paths inside the expression, except for these request fields.
+const REQUEST_FIELDS = new Set(['as_of', 'limit', 'fields', 'id', 'name', 'description']);
+
+/** A segment error as a problem: paths into the body, and the text position of the first positioned error. */
+export function segmentProblem(err: SegmentSyntaxError): Problem {
+  const errors = err.errors.map((e) => {
+    const path = e.path ?? [];
+    const head = path[0];
+    const full = typeof head === 'string' && REQUEST_FIELDS.has(head) ? ['body', ...path] : ['body', 'expression', ...path];
+    return { path: full.join('.'), message: e.message };
+  });
+  const positioned = err.errors.find((e) => typeof e.line === 'number' && typeof e.column === 'number');
+  const notFound = err.errors.every((e) => e.code === 'unknown_segment');
+  return new ProblemError(400, err.message, {
+    type: problemType(notFound ? 'unknown-segment' : 'invalid-segment'),
+    title: 'Invalid segment expression',
+    errors,
+    ...(positioned ? { line: positioned.line, column: positioned.column } : {}),
+  }).problem;
+}
 
 /** Maps anything thrown by a handler to a problem. */
 export function toProblem(err: unknown): Problem {
   if (err instanceof ProblemError) return err.problem;
   if (err instanceof z.ZodError) return validationProblem(err).problem;
-  const e = err as { name?: string; message?: string; code?: string | number; line?: unknown; column?: unknown; path?: unknown; errors?: unknown };
-  // Segment text errors (segments/parse.ts) carry a position.
-  if (typeof e?.line === 'number' && typeof e?.column === 'number') {
-    return new ProblemError(400, String(e.message), {
-      line: e.line,
-      column: e.column,
-      errors: [{ path: typeof e.path === 'string' ? e.path : 'expression', message: String(e.message) }],
-    }).problem;
+  if (err instanceof SegmentSyntaxError) return segmentProblem(err);
+  if (err instanceof TagInputError || err instanceof ClusterJobError) {
+    return new ProblemError(400, err.message, { errors: err.errors.map((i) => ({ path: `body.${i.path}`.replace(/^body\.tag$/, 'path.tag').replace(/^body\.user_id$/, 'path.user_id'), message: i.message })) }).problem;
   }
+  if (err instanceof SegmentNotFoundError) return new ProblemError(404, err.message).problem;
+  if (err instanceof SegmentConflictError) return new ProblemError(409, err.message, { errors: [{ path: 'body.name', message: err.message }] }).problem;
+  if (err instanceof JobConflictError) return new ProblemError(409, err.message).problem;
+  const e = err as { name?: string; message?: string; code?: string | number };
   const code = e?.code !== undefined ? String(e.code) : '';
   // ClickHouse: 159 TIMEOUT_EXCEEDED (max_execution_time), 394 QUERY_WAS_CANCELLED.
   if (code === '159') return new ProblemError(504, 'the query ran past its time limit and was cancelled in ClickHouse').problem;
@@ -83,7 +114,7 @@ export function toProblem(err: unknown): Problem {
   return new ProblemError(500, 'internal error; see the server log').problem;
 }
 
-async function readBody(c: Context, limit: number): Promise<unknown> {
+async function readBody(c: Context, limit: number, optional = false): Promise<unknown> {
   const type = c.req.header('content-type') ?? '';
   if (type && !/^application\/([a-z.+-]*\+)?json\b/i.test(type)) {
     throw new ProblemError(415, `send the body as application/json (got ${type})`);
@@ -91,6 +122,7 @@ async function readBody(c: Context, limit: number): Promise<unknown> {
   const declared = Number(c.req.header('content-length') ?? 0);
   if (declared > limit) throw new ProblemError(413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes for this route`);
   const body = c.req.raw.body;
+  if (!body && optional) return {};
   if (!body) throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
   const reader = body.getReader();
   const chunks: Uint8Array[] = [];
@@ -106,6 +138,7 @@ async function readBody(c: Context, limit: number): Promise<unknown> {
     chunks.push(value);
   }
   const text = Buffer.concat(chunks).toString('utf8');
+  if (text.trim() === '' && optional) return {};
   if (text.trim() === '') throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
   try {
     return JSON.parse(text);
@@ -165,7 +198,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
         }
         const params = spec.params ? parseWith(spec.params, c.req.param(), 'path') : undefined;
         const query = spec.query ? parseWith(spec.query, c.req.query(), 'query') : undefined;
-        const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes), 'body') : undefined;
+        const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes, spec.optionalBody), 'body') : undefined;
         const out = await handler({
           params,
           query,
@@ -173,6 +206,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
           key: key as ApiKey,
           appId: key?.appId as string,
           signal: c.req.raw.signal,
+          ch: requestClickHouse(ctx.ch, c.req.raw.signal, ctx.limits.queryTimeoutS),
           c,
           deps: ctx,
         });
@@ -207,3 +241,29 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
 }
 
 export { PROBLEM_CONTENT_TYPE };
+
+/**
+ * A view of `ch` for one request: each query gets a query_id, and when the
+ * client goes away the queries still running are killed inside ClickHouse
+ * (closing the HTTP connection alone does not stop a query on every version).
+ * Each query is also bounded by max_execution_time (the client's queryTimeoutS).
+ */
+export function requestClickHouse(ch: ClickHouse, signal: AbortSignal, timeoutS: number): ClickHouse {
+  const running = new Set<string>();
+  const kill = () => {
+    for (const id of running) void killQuery(ch, id);
+  };
+  if (signal.aborted) throw new ProblemError(499, 'the client closed the request');
+  signal.addEventListener('abort', kill, { once: true });
+  const view = Object.create(ch) as ClickHouse;
+  view.rows = async <T>(q: Sql, opts: { timeoutS?: number; queryId?: string } = {}): Promise<T[]> => {
+    const queryId = opts.queryId ?? `api-${randomUUID()}`;
+    running.add(queryId);
+    try {
+      return await ch.rows<T>(q, { timeoutS: opts.timeoutS ?? timeoutS, queryId });
+    } finally {
+      running.delete(queryId);
+    }
+  };
+  return view;
+}

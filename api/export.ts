@@ -22,7 +22,7 @@ import {
 } from 'apache-arrow';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { log } from '../lib/log.ts';
-import { type Sql, sql } from '../lib/sql.ts';
+import { ident, raw, type Sql, sql } from '../lib/sql.ts';
 
 export const EXPORT_FORMATS = ['ndjson', 'csv', 'arrow'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -33,12 +33,18 @@ export const EXPORT_CONTENT_TYPES: Record<ExportFormat, string> = {
   arrow: 'application/vnd.apache.arrow.stream',
 };
 
-/** How a column's ClickHouse JSON value is rendered. `json` values are objects/arrays (traits, tags). */
-export type ColumnKind = 'string' | 'number' | 'boolean' | 'timestamp' | 'json';
+/**
+ * How a column's value is rendered. `json` values are objects/arrays (traits,
+ * tags; JSON text in CSV and Arrow); `scalar` is a string, number or boolean
+ * decided per row (a trait; text in CSV and Arrow).
+ */
+export type ColumnKind = 'string' | 'number' | 'boolean' | 'timestamp' | 'json' | 'scalar';
 
 export interface ExportColumn {
   name: string;
   kind: ColumnKind;
+  /** Derives the value from the raw row (default: the row's column of the same name, normalised by kind). */
+  value?: (row: Record<string, unknown>) => Value;
 }
 
 export interface ExportSource {
@@ -78,6 +84,8 @@ export function normalise(kind: ColumnKind, v: unknown): Value {
       return chTimestamp(v);
     case 'json':
       return typeof v === 'string' ? (JSON.parse(v) as object) : (v as object);
+    case 'scalar':
+      return typeof v === 'object' ? JSON.stringify(v) : (v as string | number | boolean);
   }
 }
 
@@ -97,6 +105,8 @@ function arrowType(kind: ColumnKind): DataType {
       return new Utf8(); // strings, ISO timestamps, JSON text
   }
 }
+
+const valueOf = (c: ExportColumn, r: Record<string, unknown>): Value => (c.value ? c.value(r) : normalise(c.kind, r[c.name]));
 
 export function arrowSchema(columns: readonly ExportColumn[]): Schema {
   return new Schema(columns.map((c) => new Field(c.name, arrowType(c.kind), c.name !== 'user_id')));
@@ -132,10 +142,10 @@ function textEncoder(columns: readonly ExportColumn[], format: 'ndjson' | 'csv')
       for (const r of rows) {
         if (format === 'ndjson') {
           const o: Record<string, Value> = {};
-          for (const c of columns) o[c.name] = normalise(c.kind, r[c.name]);
+          for (const c of columns) o[c.name] = valueOf(c, r);
           out += JSON.stringify(o) + '\n';
         } else {
-          out += columns.map((c) => csvCell(normalise(c.kind, r[c.name]))).join(',') + '\r\n';
+          out += columns.map((c) => csvCell(valueOf(c, r))).join(',') + '\r\n';
         }
       }
       return utf8.encode(out);
@@ -154,7 +164,8 @@ function arrowEncoder(columns: readonly ExportColumn[], batchRows: number): Enco
     if (pendingRows === 0) return;
     const children = columns.map((c, i) => {
       const values = pending[i] as Value[];
-      const typed = c.kind === 'json' ? values.map((v) => (v === null ? null : JSON.stringify(v))) : values;
+      const typed =
+        c.kind === 'json' ? values.map((v) => (v === null ? null : JSON.stringify(v))) : c.kind === 'scalar' ? values.map((v) => (v === null ? null : String(v))) : values;
       return vectorFromArray(typed as never[], arrowType(c.kind)).data[0]!;
     });
     const data = makeData({ type: new Struct(schema.fields), length: pendingRows, nullCount: 0, children });
@@ -169,7 +180,7 @@ function arrowEncoder(columns: readonly ExportColumn[], batchRows: number): Enco
     },
     rows(rows) {
       for (const r of rows) {
-        columns.forEach((c, i) => (pending[i] as Value[]).push(normalise(c.kind, r[c.name])));
+        columns.forEach((c, i) => (pending[i] as Value[]).push(valueOf(c, r)));
         pendingRows++;
         if (pendingRows >= batchRows) encodeBatch();
       }
@@ -246,4 +257,131 @@ export async function startExport(ch: ClickHouse, source: ExportSource, format: 
     { highWaterMark: 2 },
   );
   return { body, contentType: EXPORT_CONTENT_TYPES[format], queryId };
+}
+
+// ---- members with profile fields ----
+
+export interface FieldSourceInput {
+  appId: string;
+  asOf: Date;
+  /** `SELECT user_id … ORDER BY user_id` of the members. */
+  members: Sql;
+  /** The profile run the segment was evaluated against (null before the first run). */
+  profileRunId: string | null;
+  fields: readonly string[];
+}
+
+export interface FieldCatalog {
+  /** Built-in fields by name → their type; `traits`, `tags` and `traits.<key>` are handled separately. */
+  profileField(name: string): { type: 'string' | 'number' | 'timestamp' } | undefined;
+  /** Fields that are current traits of the same name (read live, like `traits.<name>`). */
+  liveTraitFields: ReadonlySet<string>;
+  currentTraitsSql(appId: string, asOf: Date): Sql;
+  currentTagsSql(appId: string, asOf: Date): Sql;
+  clusterAssignmentsSql(appId: string): Sql;
+  typedTraitValue(value: string, type: number): string | number | boolean;
+}
+
+const TRAITS_PREFIX = 'traits.';
+
+/**
+ * The members with the requested fields, as one ClickHouse query in user_id
+ * order. ClickHouse 18.16 allows one JOIN per SELECT, so each source (profiles,
+ * traits, tags, clusters) wraps the previous query; a flag column tells a
+ * missing right-hand row (defaults) from real values, which become null.
+ */
+export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog): ExportSource {
+  const { appId, asOf, fields } = input;
+  const columns: ExportColumn[] = [{ name: 'user_id', kind: 'string' }];
+  let carried: string[] = []; // raw columns selected so far besides user_id
+  let query: Sql = sql`SELECT user_id FROM (${input.members})`;
+  const joinStep = (right: Sql, rightColumns: string[]) => {
+    const all = [...carried, ...rightColumns];
+    query = sql`SELECT user_id${raw(all.map((c) => ', ' + c).join(''))} FROM (${query}) ANY LEFT JOIN (${right}) USING user_id`;
+    carried = all;
+  };
+
+  const profileCols = fields.filter((f) => {
+    const pf = catalog.profileField(f);
+    return pf && f !== 'user_id' && !catalog.liveTraitFields.has(f) && f !== 'cluster' && f !== 'cluster_label';
+  });
+  const traitFields = fields.filter((f) => f === 'traits' || f.startsWith(TRAITS_PREFIX) || catalog.liveTraitFields.has(f));
+  const wantsTags = fields.includes('tags');
+  const wantsCluster = fields.includes('cluster') || fields.includes('cluster_label');
+
+  if (profileCols.length > 0 && input.profileRunId) {
+    const sel = profileCols.map((f, i) => {
+      const t = catalog.profileField(f)!.type;
+      const col = ident(f);
+      return t === 'timestamp' ? sql`toNullable(toUInt32(${col})) AS ${raw(`p${i}`)}` : sql`toNullable(${col}) AS ${raw(`p${i}`)}`;
+    });
+    joinStep(
+      sql`SELECT user_id, 1 AS has_p${raw(sel.map((s) => ', ' + s.text).join(''))} FROM profiles WHERE app_id = ${appId} AND run_id = ${input.profileRunId}`,
+      ['has_p', ...profileCols.map((_, i) => `p${i}`)],
+    );
+  }
+  if (traitFields.length > 0) {
+    joinStep(
+      sql`SELECT user_id, groupArray(key) AS t_keys, groupArray(value) AS t_values, groupArray(value_type) AS t_types
+          FROM (${catalog.currentTraitsSql(appId, asOf)}) GROUP BY user_id`,
+      ['t_keys', 't_values', 't_types'],
+    );
+  }
+  if (wantsTags) {
+    joinStep(sql`SELECT user_id, arraySort(groupArray(tag)) AS g_tags FROM (${catalog.currentTagsSql(appId, asOf)}) GROUP BY user_id`, ['g_tags']);
+  }
+  if (wantsCluster) {
+    joinStep(
+      sql`SELECT user_id, 1 AS has_c, toUInt32(cluster) AS c_cluster, cluster_label AS c_label FROM (${catalog.clusterAssignmentsSql(appId)})`,
+      ['has_c', 'c_cluster', 'c_label'],
+    );
+  }
+
+  const trait = (r: Record<string, unknown>, key: string): Value => {
+    const keys = (r.t_keys as string[] | undefined) ?? [];
+    const i = keys.indexOf(key);
+    if (i < 0) return null;
+    return catalog.typedTraitValue((r.t_values as string[])[i] as string, Number((r.t_types as number[])[i]));
+  };
+  for (const f of fields) {
+    if (f === 'user_id') continue;
+    const pi = profileCols.indexOf(f);
+    if (pi >= 0) {
+      const t = catalog.profileField(f)!.type;
+      const kind: ColumnKind = t === 'number' ? 'number' : t === 'timestamp' ? 'timestamp' : 'string';
+      columns.push({
+        name: f,
+        kind,
+        value: (r) => {
+          if (!input.profileRunId || Number(r.has_p) !== 1) return null;
+          const v = r[`p${pi}`];
+          if (v === null || v === undefined) return null;
+          return kind === 'timestamp' ? new Date(Number(v) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z') : normalise(kind, v);
+        },
+      });
+    } else if (f === 'traits') {
+      columns.push({
+        name: f,
+        kind: 'json',
+        value: (r) => {
+          const keys = (r.t_keys as string[] | undefined) ?? [];
+          const o: Record<string, string | number | boolean> = {};
+          keys.forEach((k, i) => (o[k] = catalog.typedTraitValue((r.t_values as string[])[i] as string, Number((r.t_types as number[])[i]))));
+          return o;
+        },
+      });
+    } else if (f.startsWith(TRAITS_PREFIX) || catalog.liveTraitFields.has(f)) {
+      const key = f.startsWith(TRAITS_PREFIX) ? f.slice(TRAITS_PREFIX.length) : f;
+      columns.push({ name: f, kind: 'scalar', value: (r) => trait(r, key) });
+    } else if (f === 'tags') {
+      columns.push({ name: f, kind: 'json', value: (r) => (r.g_tags as string[] | undefined) ?? [] });
+    } else if (f === 'cluster') {
+      columns.push({ name: f, kind: 'number', value: (r) => (Number(r.has_c) === 1 ? Number(r.c_cluster) : null) });
+    } else if (f === 'cluster_label') {
+      columns.push({ name: f, kind: 'string', value: (r) => (Number(r.has_c) === 1 ? String(r.c_label) : null) });
+    } else {
+      throw new Error(`unknown field ${JSON.stringify(f)}`);
+    }
+  }
+  return { query: sql`${query} ORDER BY user_id`, columns };
 }

@@ -4,6 +4,7 @@
 // 3.1 document, so the document cannot drift from what the server enforces.
 import type { Context } from 'hono';
 import { z } from 'zod';
+import type { ClickHouse } from '../lib/clickhouse.ts';
 import type { ApiKey, Role } from './auth.ts';
 import { PROBLEM_CONTENT_TYPE, ProblemSchema } from './problem.ts';
 
@@ -34,6 +35,8 @@ export interface RouteSpec<
   params?: P;
   query?: Q;
   body?: B;
+  /** An absent or empty body reads as `{}`. */
+  optionalBody?: boolean;
   /** Largest accepted body in bytes (default: the app's). */
   bodyLimit?: number;
   response: ResponseSpec;
@@ -53,6 +56,8 @@ export interface HandlerInput<P, Q, B, D> {
   appId: string;
   /** Aborted when the client goes away. */
   signal: AbortSignal;
+  /** ClickHouse for this request: queries are time-limited and killed when the client goes away. */
+  ch: ClickHouse;
   c: Context;
   deps: D;
 }
@@ -64,32 +69,62 @@ export interface Route<D = unknown> {
   handler: Handler<any, any, any, D>;
 }
 
-/** Declares a route; the handler's input is typed by the spec's schemas. */
-export function route<D, P extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
-  spec: Omit<RouteSpec, 'params' | 'query' | 'body'> & { params?: P; query?: Q; body?: B },
-  handler: Handler<P, Q, B, D>,
-): Route<D> {
-  return { spec: spec as RouteSpec, handler: handler as Handler<any, any, any, D> };
+/** A `route` declarer for handlers whose `deps` are D; each route's input is typed by its spec's schemas. */
+export function routeFor<D>() {
+  return <P extends z.ZodType | undefined = undefined, Q extends z.ZodType | undefined = undefined, B extends z.ZodType | undefined = undefined>(
+    spec: Omit<RouteSpec, 'params' | 'query' | 'body'> & { params?: P; query?: Q; body?: B },
+    handler: Handler<P, Q, B, D>,
+  ): Route<D> => ({ spec: spec as RouteSpec, handler: handler as Handler<any, any, any, D> });
 }
 
+/**
+ * Schemas that validate loosely (so a richer validator downstream can report
+ * better errors, e.g. segment text with line and column) but are documented
+ * as a precise schema.
+ */
+const documented = new WeakMap<z.ZodType, z.ZodType>();
+export function documentedAs<S extends z.ZodType>(schema: S, doc: z.ZodType): S {
+  documented.set(schema, doc);
+  return schema;
+}
+
+let anonymous = 0;
+
 function jsonSchema(schema: z.ZodType, io: 'input' | 'output', defs: Record<string, unknown>): Record<string, unknown> {
-  const doc = z.toJSONSchema(schema, { io, unrepresentable: 'any', target: 'draft-2020-12' }) as Record<string, unknown>;
+  const doc = z.toJSONSchema(schema, {
+    io,
+    unrepresentable: 'any',
+    target: 'draft-2020-12',
+    override: (c) => {
+      const replacement = documented.get(c.zodSchema as unknown as z.ZodType);
+      if (!replacement) return;
+      const js = jsonSchema(replacement, io, defs);
+      for (const k of Object.keys(c.jsonSchema)) delete (c.jsonSchema as Record<string, unknown>)[k];
+      Object.assign(c.jsonSchema, js);
+    },
+  }) as Record<string, unknown>;
   delete doc.$schema;
-  const local = doc.$defs as Record<string, unknown> | undefined;
+  const local = (doc.$defs as Record<string, unknown> | undefined) ?? {};
   delete doc.$defs;
-  // Named schemas (`.meta({id})`) become shared components; refs point there.
+  // Named schemas (`.meta({id})`) become shared components; unnamed recursive
+  // ones (zod's __schemaN) get names unique in the document.
+  const names = new Map<string, string>();
+  for (const name of Object.keys(local)) names.set(name, name.startsWith('__schema') ? `Anonymous${++anonymous}` : name);
   const rewrite = (v: unknown): unknown => {
     if (Array.isArray(v)) return v.map(rewrite);
     if (v && typeof v === 'object') {
       const o: Record<string, unknown> = {};
       for (const [k, x] of Object.entries(v)) {
-        o[k] = k === '$ref' && typeof x === 'string' ? x.replace(/^#\/\$defs\//, '#/components/schemas/') : rewrite(x);
+        if (k === '$ref' && typeof x === 'string' && x.startsWith('#/$defs/')) {
+          const name = x.slice('#/$defs/'.length);
+          o[k] = `#/components/schemas/${names.get(name) ?? name}`;
+        } else o[k] = rewrite(x);
       }
       return o;
     }
     return v;
   };
-  if (local) for (const [name, s] of Object.entries(local)) defs[io === 'input' ? name : name] ??= rewrite(s);
+  for (const [name, s] of Object.entries(local)) defs[names.get(name) as string] ??= rewrite(s);
   return rewrite(doc) as Record<string, unknown>;
 }
 
@@ -129,7 +164,7 @@ export function openApiDocument(routes: readonly Route<any>[], info: { title: st
       parameters: [...parameters(spec.params, 'path', defs), ...parameters(spec.query, 'query', defs)],
     };
     if (spec.body) {
-      op.requestBody = { required: true, content: { 'application/json': { schema: jsonSchema(spec.body, 'input', defs) } } };
+      op.requestBody = { required: !spec.optionalBody, content: { 'application/json': { schema: jsonSchema(spec.body, 'input', defs) } } };
     }
     const content: Record<string, unknown> = {};
     if (spec.response.schema) content['application/json'] = { schema: jsonSchema(spec.response.schema, 'output', defs) };

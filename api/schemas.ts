@@ -4,6 +4,8 @@
 // modules (ingest/event-schema.ts, segments/json-form.ts) rather than being
 // redefined here.
 import { z } from 'zod';
+import { PropJsonSchema, SegmentJsonSchema } from '../segments/json-form.ts';
+import { documentedAs } from './openapi.ts';
 
 /** An instant: ISO 8601 with an offset or `Z` (spec: requests accept any such instant). */
 export const InstantSchema = z.iso
@@ -75,6 +77,8 @@ export const JobSchema = z
     progress: z.number().min(0).max(1),
     error: z.string().optional(),
     result: z.unknown().optional(),
+    params: z.unknown().optional(),
+    created_at: IsoUtcSchema,
   })
   .meta({ id: 'Job' });
 
@@ -129,3 +133,128 @@ export const ExportQuerySchema = z
     fields: FieldListSchema.optional(),
   })
   .strict();
+
+// ---- segments ----
+
+// The JSON form's recursive schemas get stable names in the document.
+if (!z.globalRegistry.has(SegmentJsonSchema)) z.globalRegistry.add(SegmentJsonSchema, { id: 'SegmentJson' });
+if (!z.globalRegistry.has(PropJsonSchema)) z.globalRegistry.add(PropJsonSchema, { id: 'PropJson' });
+
+/**
+ * A segment in either form. Validated here only as "text or object": the
+ * segment reader checks the rest and reports paths, and line/column for text.
+ */
+export const ExpressionSchema = documentedAs(
+  z.union([z.string().min(1).max(16 * 1024), z.record(z.string(), z.unknown())], {
+    error: 'a segment expression: text (string) or JSON form (object)',
+  }),
+  z
+    .union([z.string().min(1).max(16 * 1024).meta({ description: 'text form, e.g. did(purchase, within 30d) and country = "CN"' }), SegmentJsonSchema])
+    .meta({ description: 'a segment expression in the text form or the JSON form (segments.md)' }),
+);
+
+export const FieldNameSchema = z.string().min(1).max(200);
+
+export const EvaluateBodySchema = z
+  .object({
+    expression: ExpressionSchema,
+    as_of: InstantSchema.optional(),
+    limit: z.number().int().min(0).max(10_000).default(100),
+    fields: z.array(FieldNameSchema).max(64).optional().meta({ description: 'profile fields to return with each user' }),
+  })
+  .strict()
+  .meta({ id: 'EvaluateRequest' });
+
+export const ExplainBodySchema = z
+  .object({ expression: ExpressionSchema, as_of: InstantSchema.optional() })
+  .strict()
+  .meta({ id: 'ExplainRequest' });
+
+export const EvaluateResultSchema = z
+  .object({
+    count: z.number().int().min(0),
+    as_of: IsoUtcSchema,
+    profiles_as_of: IsoUtcSchema.nullable().meta({ description: 'as_of of the profile run used for profile fields; null before the first' }),
+    users: z.array(z.object({ user_id: z.string() }).catchall(z.unknown())).meta({ description: 'sorted by user_id' }),
+  })
+  .meta({ id: 'EvaluateResult' });
+
+export const SegmentBodySchema = z
+  .object({
+    name: z.string().min(1).max(200),
+    expression: ExpressionSchema,
+    description: z.string().max(2000).optional(),
+  })
+  .strict()
+  .meta({ id: 'SegmentRequest' });
+
+export const SegmentRecordSchema = z
+  .object({
+    id: z.string(),
+    name: z.string(),
+    description: z.string(),
+    expression: documentedAs(z.unknown(), SegmentJsonSchema).meta({ description: 'the canonical JSON form' }),
+    text: z.string().meta({ description: 'the canonical text form' }),
+    updated_at: IsoUtcSchema,
+    version: z.number().int(),
+  })
+  .meta({ id: 'Segment' });
+
+export const SegmentListSchema = z.object({ segments: z.array(SegmentRecordSchema) }).meta({ id: 'SegmentList' });
+
+// ---- users, profiles, tags ----
+
+const nullableNumber = z.number().nullable();
+const nullableString = z.string().nullable();
+
+export const TraitValueSchema = z.union([z.string(), z.number(), z.boolean()]);
+
+export const ProfileSchema = z
+  .object({
+    user_id: z.string(),
+    as_of: IsoUtcSchema.meta({ description: 'the instant the profile was computed at' }),
+    first_seen: IsoUtcSchema,
+    last_seen: IsoUtcSchema,
+    events_total: z.number().int(),
+    events_7d: z.number().int(),
+    events_30d: z.number().int(),
+    active_days_30d: z.number().int(),
+    views_30d: z.number().int(),
+    clicks_30d: z.number().int(),
+    purchases_30d: z.number().int(),
+    purchases_total: z.number().int(),
+    revenue_total: z.number(),
+    revenue_30d: z.number(),
+    avg_order_value: nullableNumber,
+    last_purchase_at: IsoUtcSchema.nullable(),
+    recency_days: z.number().int().nullable(),
+    r_score: z.number().int().min(1).max(5).nullable(),
+    f_score: z.number().int().min(1).max(5).nullable(),
+    m_score: z.number().int().min(1).max(5).nullable(),
+    rfm_segment: nullableString,
+    top_category: nullableString,
+    best_hour: z.number().int().min(0).max(23).nullable(),
+    platform: nullableString,
+    country: nullableString,
+    timezone: nullableString,
+    locale: nullableString,
+    app_version: nullableString,
+    traits: z.record(z.string(), TraitValueSchema),
+    tags: z.array(z.string()),
+    cluster: z.number().int().nullable(),
+    cluster_label: nullableString,
+    random_bucket: z.number().int().min(0).max(9999),
+  })
+  .strict()
+  .meta({ id: 'Profile' });
+
+export const TagChangeSchema = z
+  .object({ user_id: z.string(), tag: z.string(), present: z.boolean() })
+  .meta({ id: 'TagChange' });
+
+export const TagUsersBodySchema = z
+  .object({ user_ids: z.array(UserIdSchema).min(1).max(100_000) })
+  .strict()
+  .meta({ id: 'TagUsersRequest' });
+
+export const TagUsersResultSchema = z.object({ tag: z.string(), users: z.number().int() }).meta({ id: 'TagUsersResult' });

@@ -1,13 +1,12 @@
 // GET /v1/clusters: the app's latest cluster model.
 import { latestModel } from '../../profiles/clusters-job.ts';
-import type { AppContext } from '../app.ts';
-import { route } from '../openapi.ts';
+import { route, type AppContext } from '../app.ts';
 import { notFound } from '../problem.ts';
 import { ClusterModelSchema } from '../schemas.ts';
 
 export function clusterRoutes(ctx: AppContext) {
   return [
-    route<AppContext>(
+    route(
       {
         method: 'get',
         path: '/v1/clusters',

@@ -2,6 +2,17 @@
 import type { AppContext } from '../app.ts';
 import type { Route } from '../openapi.ts';
 import { clusterRoutes } from './clusters.ts';
+import { jobRoutes } from './jobs.ts';
+import { segmentMemberRoutes } from './segment-members.ts';
+import { segmentRoutes } from './segments.ts';
 import { systemRoutes } from './system.ts';
+import { userRoutes } from './users.ts';
 
-export const allRoutes: ((ctx: AppContext) => Route<AppContext>[])[] = [clusterRoutes, systemRoutes];
+export const allRoutes: ((ctx: AppContext) => Route<AppContext>[])[] = [
+  userRoutes,
+  segmentRoutes,
+  segmentMemberRoutes,
+  jobRoutes,
+  clusterRoutes,
+  systemRoutes,
+];

@@ -1,7 +1,7 @@
 // Liveness, metrics and the OpenAPI document: the routes that need no key.
 import { z } from 'zod';
-import type { AppContext } from '../app.ts';
-import { openApiDocument, route } from '../openapi.ts';
+import { route, type AppContext } from '../app.ts';
+import { openApiDocument } from '../openapi.ts';
 
 const HealthSchema = z
   .object({
@@ -43,7 +43,7 @@ async function kafkaReachable(ctx: AppContext): Promise<{ ok: boolean; error?: s
 export function systemRoutes(ctx: AppContext) {
   let doc: Record<string, unknown> | undefined;
   return [
-    route<AppContext>(
+    route(
       {
         method: 'get',
         path: '/healthz',
@@ -66,7 +66,7 @@ export function systemRoutes(ctx: AppContext) {
         return c.json(body, body.status === 'ok' ? 200 : 503);
       },
     ),
-    route<AppContext>(
+    route(
       {
         method: 'get',
         path: '/metrics',
@@ -78,7 +78,7 @@ export function systemRoutes(ctx: AppContext) {
       },
       ({ c }) => c.body(ctx.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
     ),
-    route<AppContext>(
+    route(
       {
         method: 'get',
         path: '/openapi.json',

@@ -1,0 +1,114 @@
+// Segments: evaluate and explain an expression, and the saved-segment CRUD.
+import { printSegment } from '../../segments/print.ts';
+import { evaluateSegment } from '../../segments/evaluate.ts';
+import { createSegment, deleteSegment, getSegment, listSegments, updateSegment, type SegmentRecord } from '../../segments/saved.ts';
+import { route, type AppContext } from '../app.ts';
+import { notFound } from '../problem.ts';
+import { EvaluateBodySchema, EvaluateResultSchema, SegmentBodySchema, SegmentListSchema, SegmentPathSchema, SegmentRecordSchema } from '../schemas.ts';
+
+export function segmentView(r: SegmentRecord) {
+  return {
+    id: r.id,
+    name: r.name,
+    description: r.description,
+    expression: r.expression,
+    text: printSegment(r.expr),
+    updated_at: r.updated_at,
+    version: r.version,
+  };
+}
+
+export function segmentRoutes(_ctx: AppContext) {
+  return [
+    route(
+      {
+        method: 'post',
+        path: '/v1/segments/evaluate',
+        operationId: 'evaluateSegment',
+        summary: 'Count the members of an expression at as_of and list the first `limit` by user_id',
+        tag: 'segments',
+        role: 'read',
+        body: EvaluateBodySchema,
+        response: { status: 200, description: 'count and users', schema: EvaluateResultSchema },
+        problems: [504],
+      },
+      async ({ ch, appId, body }) => evaluateSegment(ch, appId, body.expression, { asOf: body.as_of, limit: body.limit, fields: body.fields }),
+    ),
+    route(
+      {
+        method: 'post',
+        path: '/v1/segments',
+        operationId: 'createSegment',
+        summary: 'Save a segment (name unique per app)',
+        tag: 'segments',
+        role: 'admin',
+        body: SegmentBodySchema,
+        response: { status: 201, description: 'the saved segment', schema: SegmentRecordSchema },
+        problems: [409],
+      },
+      async ({ ch, appId, body }) => segmentView(await createSegment(ch, appId, body)),
+    ),
+    route(
+      {
+        method: 'get',
+        path: '/v1/segments',
+        operationId: 'listSegments',
+        summary: 'The app\'s saved segments, by name',
+        tag: 'segments',
+        role: 'read',
+        response: { status: 200, description: 'the segments', schema: SegmentListSchema },
+      },
+      async ({ ch, appId }) => ({ segments: (await listSegments(ch, appId)).map(segmentView) }),
+    ),
+    route(
+      {
+        method: 'get',
+        path: '/v1/segments/{id}',
+        operationId: 'getSegment',
+        summary: 'One saved segment, by id or name',
+        tag: 'segments',
+        role: 'read',
+        params: SegmentPathSchema,
+        response: { status: 200, description: 'the segment', schema: SegmentRecordSchema },
+        problems: [404],
+      },
+      async ({ ch, appId, params }) => {
+        const r = await getSegment(ch, appId, params.id);
+        if (!r) throw notFound(`segment ${JSON.stringify(params.id)}`);
+        return segmentView(r);
+      },
+    ),
+    route(
+      {
+        method: 'put',
+        path: '/v1/segments/{id}',
+        operationId: 'updateSegment',
+        summary: 'Replace a saved segment\'s name, expression and description',
+        tag: 'segments',
+        role: 'admin',
+        params: SegmentPathSchema,
+        body: SegmentBodySchema,
+        response: { status: 200, description: 'the segment', schema: SegmentRecordSchema },
+        problems: [404, 409],
+      },
+      async ({ ch, appId, params, body }) => segmentView(await updateSegment(ch, appId, params.id, body)),
+    ),
+    route(
+      {
+        method: 'delete',
+        path: '/v1/segments/{id}',
+        operationId: 'deleteSegment',
+        summary: 'Delete a saved segment (refused while another segment uses it)',
+        tag: 'segments',
+        role: 'admin',
+        params: SegmentPathSchema,
+        response: { status: 204, description: 'deleted' },
+        problems: [404],
+      },
+      async ({ ch, appId, params, c }) => {
+        await deleteSegment(ch, appId, params.id);
+        return c.body(null, 204);
+      },
+    ),
+  ];
+}
