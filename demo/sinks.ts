@@ -2,10 +2,12 @@
 // ClickHouse `events` table for benchmark set-up. A Kafka sink plugs in through
 // the same interface: `write` may return a promise to apply backpressure, and
 // the caller awaits it before producing more.
-import { createHash } from 'node:crypto';
-import { createWriteStream } from 'node:fs';
 import { once } from 'node:events';
-import { Readable, type Writable } from 'node:stream';
+import { createWriteStream } from 'node:fs';
+import type { Writable } from 'node:stream';
+import { parseIsoTimestamp, type ValidEvent } from '../ingest/event-schema.ts';
+import { toEventRow, type EventRow } from '../ingest/normalize.ts';
+import { insertEventRows } from '../ingest/sink.ts';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { recordLine, type DemoEvent, type DemoRecord } from './generate.ts';
 
@@ -104,188 +106,36 @@ export class NdjsonSink implements EventSink {
 // ---------------------------------------------------------------------------
 // ClickHouse `events` rows
 
-/** A row of the `events` table (sql/migrations/001_events.sql). */
-export interface EventRow {
-  app_id: string;
-  user_id: string;
-  /** Epoch seconds (UTC). */
-  ts: number;
-  event_id: string;
-  type: 'track' | 'identify';
-  event: string;
-  prop_keys: string[];
-  prop_strings: string[];
-  prop_numbers: number[];
-  properties: string;
-  trait_keys: string[];
-  trait_values: string[];
-  trait_types: number[];
-  context: string;
-  /** Epoch seconds (UTC). */
-  received_at: number;
-}
-
-export const EVENT_COLUMNS = [
-  'app_id', 'user_id', 'ts', 'event_id', 'type', 'event', 'prop_keys', 'prop_strings', 'prop_numbers', 'properties',
-  'trait_keys', 'trait_values', 'trait_types', 'context', 'received_at',
-] as const;
-
-const CONTEXT_KEYS = ['platform', 'app_version', 'country', 'timezone', 'locale'] as const;
-
 /**
- * The stored row of a generated, contract-valid event.
- *
- * Local stand-in for the ingest normaliser (ingest/normalize.ts did not exist
- * when this was written): it handles only what the generator emits and does
- * not validate. The derived id must match ingest's derivation for the two
- * paths to agree on events without `event_id`; switch to `normalizeEvent`
- * once it exists.
+ * A generated event as ingest's validated form. The generator only labels
+ * events `valid` when they follow the contract (the tests hold it to that with
+ * ingest's own schema), so the sink skips re-validation — zod would cost more
+ * than everything else here — and only does what validation would: ts to
+ * epoch milliseconds at second precision.
  */
-export function eventRow(e: DemoEvent, receivedAt: number): EventRow {
-  const tsMs = typeof e.ts === 'number' ? e.ts : Date.parse(e.ts);
-  const ts = Math.floor(tsMs / 1000);
-  const prop_keys: string[] = [];
-  const prop_strings: string[] = [];
-  const prop_numbers: number[] = [];
-  const trait_keys: string[] = [];
-  const trait_values: string[] = [];
-  const trait_types: number[] = [];
-  let properties = '{}';
-  let context = '{}';
-  let event = '';
-  if (e.type === 'track') {
-    event = e.event;
-    properties = JSON.stringify(e.properties);
-    for (const k in e.properties) {
-      const v = e.properties[k];
-      if (typeof v === 'string') {
-        prop_keys.push(k);
-        prop_strings.push(v);
-        prop_numbers.push(NaN);
-      } else if (typeof v === 'number') {
-        prop_keys.push(k);
-        prop_strings.push(String(v));
-        prop_numbers.push(v);
-      } else if (typeof v === 'boolean') {
-        prop_keys.push(k);
-        prop_strings.push(v ? 'true' : 'false');
-        prop_numbers.push(NaN);
-      }
-    }
-    context = JSON.stringify(e.context);
-    for (const k of CONTEXT_KEYS) {
-      const v = e.context[k];
-      if (typeof v === 'string') {
-        trait_keys.push(k);
-        trait_values.push(v);
-        trait_types.push(1);
-      }
-    }
-  } else {
-    for (const k in e.traits) {
-      const v = e.traits[k];
-      trait_keys.push(k);
-      if (v === null || v === undefined) {
-        trait_values.push('');
-        trait_types.push(0);
-      } else if (typeof v === 'string') {
-        trait_values.push(v);
-        trait_types.push(1);
-      } else if (typeof v === 'number') {
-        trait_values.push(String(v));
-        trait_types.push(2);
-      } else {
-        trait_values.push(v ? 'true' : 'false');
-        trait_types.push(3);
-      }
-    }
-  }
-  return {
-    app_id: e.app_id,
-    user_id: e.user_id,
-    ts,
-    event_id: e.event_id ?? derivedEventId(e, ts),
-    type: e.type,
-    event,
-    prop_keys,
-    prop_strings,
-    prop_numbers,
-    properties,
-    trait_keys,
-    trait_values,
-    trait_types,
-    context,
-    received_at: receivedAt,
-  };
-}
-
-/** Deterministic id of an event without one: a hash of the fields the contract names. */
-export function derivedEventId(e: DemoEvent, tsSeconds: number): string {
-  const body =
-    e.type === 'track'
-      ? [e.app_id, e.user_id, e.type, e.event, tsSeconds, e.properties, null]
-      : [e.app_id, e.user_id, e.type, '', tsSeconds, null, e.traits];
-  return createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 32);
-}
-
-// TabSeparated text: backslash, tab and newline are escaped in every field;
-// array elements are quoted strings in ClickHouse's literal syntax.
-const TSV_ESCAPE = /[\\\t\n\r]/;
-const TSV_ESCAPE_ALL = /[\\\t\n\r]/g;
-const QUOTED_ESCAPE = /[\\'\t\n\r]/;
-const QUOTED_ESCAPE_ALL = /[\\'\t\n\r]/g;
-const ESCAPES: Record<string, string> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r', "'": "\\'" };
-
-function tsvString(s: string): string {
-  return TSV_ESCAPE.test(s) ? s.replace(TSV_ESCAPE_ALL, (c) => ESCAPES[c]!) : s;
-}
-
-function tsvStringArray(a: readonly string[]): string {
-  let out = '[';
-  for (let i = 0; i < a.length; i++) {
-    const s = a[i]!;
-    out += (i ? ",'" : "'") + (QUOTED_ESCAPE.test(s) ? s.replace(QUOTED_ESCAPE_ALL, (c) => ESCAPES[c]!) : s) + "'";
-  }
-  return out + ']';
-}
-
-function tsvNumberArray(a: readonly number[]): string {
-  let out = '[';
-  for (let i = 0; i < a.length; i++) {
-    const x = a[i]!;
-    out += (i ? ',' : '') + (Number.isNaN(x) ? 'nan' : x === Infinity ? 'inf' : x === -Infinity ? '-inf' : String(x));
-  }
-  return out + ']';
-}
-
-/** One TabSeparated line (with newline) in EVENT_COLUMNS order. */
-export function tsvLine(r: EventRow): string {
-  return (
-    tsvString(r.app_id) + '\t' + tsvString(r.user_id) + '\t' + r.ts + '\t' + tsvString(r.event_id) + '\t' + r.type + '\t' +
-    tsvString(r.event) + '\t' + tsvStringArray(r.prop_keys) + '\t' + tsvStringArray(r.prop_strings) + '\t' +
-    tsvNumberArray(r.prop_numbers) + '\t' + tsvString(r.properties) + '\t' + tsvStringArray(r.trait_keys) + '\t' +
-    tsvStringArray(r.trait_values) + '\t' + '[' + r.trait_types.join(',') + ']' + '\t' + tsvString(r.context) + '\t' +
-    r.received_at + '\n'
-  );
+export function asValidEvent(e: DemoEvent): ValidEvent {
+  const ms = typeof e.ts === 'number' ? e.ts : parseIsoTimestamp(e.ts);
+  if (ms === undefined) throw new Error(`generated event with an unreadable ts: ${JSON.stringify(e.ts)}`);
+  return { ...e, ts: Math.floor(ms / 1000) * 1000 } as ValidEvent;
 }
 
 export interface ClickHouseSinkOptions {
-  /** Rows per INSERT (default 200 000): ClickHouse wants few, big inserts. */
+  /** Rows per INSERT (default 50 000): ClickHouse wants few, big inserts. */
   batchRows?: number;
   /** Called after each insert with the total rows stored so far. */
   onInsert?: (rowsStored: number) => void;
 }
 
 /**
- * Inserts valid events into `events` directly, bypassing ingest — for
- * benchmark and demo set-up only. It therefore does ingest's job itself:
- * duplicates and invalid records are dropped (the generator labels them),
- * so the table holds each event once, as ingest would have left it.
+ * Inserts valid events into `events` directly, bypassing Kafka — for
+ * benchmark and demo set-up. Rows are built and encoded by ingest's own code
+ * (toEventRow, insertEventRows), so they are exactly what ingest would store,
+ * derived ids included. Ingest would also drop duplicates and invalid events;
+ * the generator labels them, so they are skipped here.
  * One insert runs while the next batch fills; a second full batch waits.
  */
 export class ClickHouseSink implements EventSink {
-  private batch = '';
-  private rows = 0;
+  private batch: EventRow[] = [];
   private inFlight: Promise<void> | undefined;
   private readonly batchRows: number;
   stored = 0;
@@ -295,7 +145,7 @@ export class ClickHouseSink implements EventSink {
     private readonly ch: ClickHouse,
     private readonly opts: ClickHouseSinkOptions = {},
   ) {
-    this.batchRows = opts.batchRows ?? 200_000;
+    this.batchRows = opts.batchRows ?? 50_000;
   }
 
   write(rec: DemoRecord): Promise<void> | void {
@@ -303,31 +153,23 @@ export class ClickHouseSink implements EventSink {
       this.skipped++;
       return;
     }
-    this.batch += tsvLine(eventRow(rec.event, receivedNow()));
-    this.rows++;
-    if (this.rows >= this.batchRows) return this.send();
+    this.batch.push(toEventRow(asValidEvent(rec.event), rec.event.app_id, receivedNow()));
+    if (this.batch.length >= this.batchRows) return this.send();
   }
 
   private async send(): Promise<void> {
-    const text = this.batch;
-    const rows = this.rows;
-    this.batch = '';
-    this.rows = 0;
+    const rows = this.batch;
+    this.batch = [];
     if (this.inFlight) await this.inFlight;
-    if (rows === 0) return;
-    this.inFlight = this.insert(text, rows);
-    // Surface a failure at the latest on the next send or close; never unhandled.
+    if (rows.length === 0) return;
+    this.inFlight = this.insert(rows);
+    // Surfaces at the latest on the next send or on close; never unhandled.
     this.inFlight.catch(() => undefined);
   }
 
-  private async insert(text: string, rows: number): Promise<void> {
-    await this.ch.client.insert({
-      table: 'events',
-      values: Readable.from([Buffer.from(text)], { objectMode: false }),
-      format: 'TabSeparated',
-      columns: [...EVENT_COLUMNS],
-    });
-    this.stored += rows;
+  private async insert(rows: EventRow[]): Promise<void> {
+    await insertEventRows(this.ch, rows, { timeoutS: 600 });
+    this.stored += rows.length;
     this.opts.onInsert?.(this.stored);
   }
 

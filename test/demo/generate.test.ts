@@ -18,6 +18,8 @@ import {
   type TrackEvent,
 } from '../../demo/generate.ts';
 import { ClickHouseSink, NdjsonSink } from '../../demo/sinks.ts';
+import { EventSchema } from '../../ingest/event-schema.ts';
+import { normalizeEvent } from '../../ingest/normalize.ts';
 import { sql } from '../../lib/sql.ts';
 import { adjustedRandIndex } from '../support/ari.ts';
 import { testDatabase } from '../support/env.ts';
@@ -162,6 +164,20 @@ describe('the event contract', () => {
       expect(contractViolations(r.line, now), `${r.rule}: ${r.line.slice(0, 200)}`).not.toEqual([]);
     }
     expect([...seen].sort()).toEqual([...INVALID_RULES].sort());
+  });
+
+  it("agrees with ingest's schema: valid records pass it, invalid ones fail it", () => {
+    let checked = 0;
+    for (const r of SAMPLE.slice(0, 30_000)) {
+      if (r.kind === 'invalid' && r.rule === 'not_json') continue;
+      const parsed = EventSchema.safeParse(JSON.parse(r.line));
+      if (parsed.success !== (r.kind !== 'invalid')) throw new Error(`${r.kind} ${r.line.slice(0, 300)}: ${JSON.stringify(parsed.error?.issues)}`);
+      checked++;
+    }
+    for (const r of generateEvents({ ...BASE, users: 300, invalidShare: 0.2, rawLines: false })) {
+      if (r.kind === 'invalid') expect(EventSchema.safeParse(JSON.parse(r.line)).success, `${r.rule}: ${r.line.slice(0, 200)}`).toBe(false);
+    }
+    expect(checked).toBeGreaterThan(29_000);
   });
 
   it('only JSON lines when raw lines are off', () => {
@@ -429,13 +445,18 @@ describe('sinks', () => {
       SELECT count() AS n, uniqExact(event_id) AS ids, uniqExact(user_id) AS users,
              sumIf(prop_numbers[indexOf(prop_keys, 'amount')], event = 'purchase' AND has(prop_keys, 'amount')) AS revenue,
              toUnixTimestamp(min(ts)) AS min_ts, toUnixTimestamp(max(ts)) AS max_ts,
-             countIf(length(event_id) = 32 AND match(event_id, '^[0-9a-f]+$')) AS derived
+             countIf(startsWith(event_id, 'd:')) AS derived
       FROM events WHERE app_id = ${'gen_test'}`);
     expect(Number(stats?.n)).toBe(valid.length);
     expect(Number(stats?.ids)).toBe(valid.length);
     expect(Number(stats?.users)).toBe(new Set(valid.map((r) => r.user)).size);
     expect(stats?.revenue).toBeCloseTo(revenue, 2);
     expect(Number(stats?.derived)).toBe(valid.filter((r) => r.event.event_id === undefined).length);
+    // The derived ids are ingest's: the same event through normalizeEvent gets the same id.
+    const noId = valid.find((r) => r.event.event_id === undefined)!.event;
+    const viaIngest = normalizeEvent(JSON.parse(JSON.stringify(noId)));
+    const storedNoId = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM events WHERE event_id = ${viaIngest.row!.event_id}`);
+    expect(Number(storedNoId?.n)).toBe(1);
     expect(Number(stats?.min_ts)).toBeGreaterThanOrEqual((END - 90 * DAY) / 1000);
     expect(Number(stats?.max_ts)).toBeLessThanOrEqual(END / 1000);
 
