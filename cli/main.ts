@@ -11,6 +11,8 @@ const COMMANDS: Record<string, { help: string; load: () => Promise<Run> }> = {
   status: { help: 'show the local stack', load: async () => (await import('./stack.ts')).runStatus },
   migrate: { help: 'apply sql/migrations to the configured database', load: async () => (await import('./stack.ts')).runMigrate },
   generate: { help: 'generate realistic demo events (file, Kafka or ClickHouse)', load: async () => (await import('./generate.ts')).runGenerate },
+  profiles: { help: 'build profiles: `profiles build [--as-of T] [--full|--incremental]`', load: async () => (await import('./profiles.ts')).runProfiles },
+  clusters: { help: 'train clusters, show the model, export features as Arrow', load: async () => (await import('./clusters.ts')).runClusters },
   kmeans: { help: 'cluster numeric rows from a file: labels to stdout, centroids as JSON', load: async () => (await import('./kmeans.ts')).runKmeansCli },
 };
 
