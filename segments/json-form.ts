@@ -95,6 +95,8 @@ function predicates<K extends 'attr' | 'prop'>(key: K) {
   ] as const);
 }
 
+const COUNT_ERROR = 'count must be a whole number >= 0';
+const SEQUENCE_ERROR = `sequence needs ${LIMITS.minSequenceSteps}..${LIMITS.maxSequenceSteps} steps`;
 const group = <T extends z.ZodType>(item: T) => z.array(item).min(1).max(LIMITS.maxNodes);
 
 /** A where-clause: conditions on the properties of one event. */
@@ -120,7 +122,10 @@ export const SegmentJsonSchema: z.ZodType<JsonExpr> = z.lazy(() =>
       did: EventName,
       where: PropJsonSchema.optional(),
       count: z
-        .strictObject({ op: CompareOpSchema, value: z.number().int().min(0) })
+        .strictObject({
+          op: CompareOpSchema,
+          value: z.number().int({ error: COUNT_ERROR }).min(0, { error: COUNT_ERROR }),
+        })
         .optional()
         .describe('compares the number of matching events; absent means count >= 1'),
       within: DurationSchema.optional(),
@@ -136,8 +141,8 @@ export const SegmentJsonSchema: z.ZodType<JsonExpr> = z.lazy(() =>
     z.strictObject({
       sequence: z
         .array(z.strictObject({ event: EventName, where: PropJsonSchema.optional() }))
-        .min(LIMITS.minSequenceSteps)
-        .max(LIMITS.maxSequenceSteps),
+        .min(LIMITS.minSequenceSteps, { error: SEQUENCE_ERROR })
+        .max(LIMITS.maxSequenceSteps, { error: SEQUENCE_ERROR }),
       within: DurationSchema.optional(),
       in_last: DurationSchema.optional(),
     }),
@@ -185,9 +190,10 @@ function jsonError(code: string, message: string, path: readonly PropertyKey[]):
   return { code, message: p.length > 0 ? `${message} (at ${formatPath(p)})` : message, path: p };
 }
 
-function issuesToErrors(issues: readonly z.core.$ZodIssue[], input: unknown, out: SegmentError[]): void {
+/** Zod reports a union's branch issues relative to the union, hence `prefix`. */
+function issuesToErrors(issues: readonly z.core.$ZodIssue[], input: unknown, out: SegmentError[], prefix: PropertyKey[] = []): void {
   for (const issue of issues) {
-    const path = issue.path;
+    const path = [...prefix, ...issue.path];
     const here = valueAt(input, path);
     switch (issue.code) {
       case 'invalid_union': {
@@ -199,6 +205,10 @@ function issuesToErrors(issues: readonly z.core.$ZodIssue[], input: unknown, out
               ? jsonError('missing_key', `missing 'op'`, path.slice(0, -1))
               : jsonError('unknown_operator', `unknown operator ${JSON.stringify(found)}; expected one of ${opts.join(', ')}`, path),
           );
+          break;
+        }
+        if (here === undefined) {
+          out.push(jsonError('missing_key', `missing '${String(path[path.length - 1])}'`, path));
           break;
         }
         const branches = issue.errors;
@@ -224,7 +234,7 @@ function issuesToErrors(issues: readonly z.core.$ZodIssue[], input: unknown, out
           );
           break;
         }
-        issuesToErrors(branches[index]!, input, out);
+        issuesToErrors(branches[index]!, input, out, path);
         break;
       }
       case 'unrecognized_keys':
@@ -232,12 +242,13 @@ function issuesToErrors(issues: readonly z.core.$ZodIssue[], input: unknown, out
         break;
       case 'invalid_type':
         if (here === undefined) out.push(jsonError('missing_key', `missing '${String(path[path.length - 1])}'`, path));
+        else if (!issue.message.startsWith('Invalid input')) out.push(jsonError('invalid_type', issue.message, path)); // our own wording
         else out.push(jsonError('invalid_type', `expected ${issue.expected}, got ${describeValue(here)}`, path));
         break;
       case 'too_small':
       case 'too_big': {
         const limit = issue.code === 'too_small' ? issue.minimum : issue.maximum;
-        if (issue.origin === 'array') {
+        if (issue.origin === 'array' && /^Too (small|big)/.test(issue.message)) {
           const word = issue.code === 'too_small' ? 'at least' : 'at most';
           out.push(jsonError('list_size', `needs ${word} ${String(limit)} items, got ${Array.isArray(here) ? here.length : 0}`, path));
         } else out.push(jsonError(issue.code, issue.message, path));
