@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { help: string; load: () => Promise<Run> }> = {
   generate: { help: 'generate realistic demo events (file, Kafka or ClickHouse)', load: async () => (await import('./generate.ts')).runGenerate },
   profiles: { help: 'build profiles: `profiles build [--as-of T] [--full|--incremental]`', load: async () => (await import('./profiles.ts')).runProfiles },
   clusters: { help: 'train clusters, show the model, export features as Arrow', load: async () => (await import('./clusters.ts')).runClusters },
+  demo: { help: 'the whole pipeline on the local default, then a report', load: async () => (await import('./demo.ts')).runDemo },
   kmeans: { help: 'cluster numeric rows from a file: labels to stdout, centroids as JSON', load: async () => (await import('./kmeans.ts')).runKmeansCli },
 };
 

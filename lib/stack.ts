@@ -5,7 +5,7 @@ import { spawn, spawnSync } from 'node:child_process';
 import { closeSync, existsSync, mkdirSync, openSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { type Config, type StackState, readStackState } from './config.ts';
+import { type Config, REPO_ROOT, type StackState, readStackState } from './config.ts';
 import { log } from './log.ts';
 
 const PACKAGES: Record<string, string> = {
@@ -193,19 +193,45 @@ async function stopPid(pid: number): Promise<void> {
   }
 }
 
+/** The long-running Warbler processes `demo` starts; each records its pid in $WARBLER_HOME/<name>.pid. */
+export const DAEMONS = ['api', 'ingest'] as const;
+export type Daemon = (typeof DAEMONS)[number];
+
+export function daemonPid(cfg: Config, name: Daemon): number | undefined {
+  const f = join(cfg.WARBLER_HOME, `${name}.pid`);
+  if (!existsSync(f)) return undefined;
+  const pid = Number(readFileSync(f, 'utf8').trim());
+  return isAlive(pid) ? pid : undefined;
+}
+
+export async function stopDaemon(cfg: Config, name: Daemon): Promise<boolean> {
+  const pid = daemonPid(cfg, name);
+  if (pid === undefined) return false;
+  await stopPid(pid);
+  return true;
+}
+
+/** Starts `warbler <args>` in the background, detached, logging to $WARBLER_HOME/logs/<name>.log. */
+export function startDaemon(cfg: Config, name: Daemon, args: string[], env: NodeJS.ProcessEnv = {}): number {
+  const logDir = join(cfg.WARBLER_HOME, 'logs');
+  mkdirSync(logDir, { recursive: true });
+  const out = openSync(join(logDir, `${name}.log`), 'a');
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'warbler.js'), ...args], {
+    detached: true,
+    stdio: ['ignore', out, out],
+    env: { ...process.env, ...env },
+  });
+  child.unref();
+  closeSync(out);
+  const pid = child.pid as number;
+  writeFileSync(join(cfg.WARBLER_HOME, `${name}.pid`), String(pid));
+  return pid;
+}
+
 export async function down(cfg: Config): Promise<string[]> {
   const state = readStackState(cfg.WARBLER_HOME);
   const stopped: string[] = [];
-  for (const pidFile of ['api.pid', 'ingest.pid']) {
-    const f = join(cfg.WARBLER_HOME, pidFile);
-    if (existsSync(f)) {
-      const pid = Number(readFileSync(f, 'utf8'));
-      if (isAlive(pid)) {
-        await stopPid(pid);
-        stopped.push(pidFile.replace('.pid', ''));
-      }
-    }
-  }
+  for (const name of DAEMONS) if (await stopDaemon(cfg, name)) stopped.push(name);
   if (state.kafka?.pid && isAlive(state.kafka.pid)) {
     await stopPid(state.kafka.pid);
     stopped.push('kafka');
