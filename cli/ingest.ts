@@ -1,0 +1,160 @@
+// `warbler ingest [--workers N]`: runs the ingest consumer, or N consumer
+// processes in one group (they share the topic's partitions; adding one
+// rebalances). Stops cleanly on SIGTERM/SIGINT; `warbler down` sends SIGTERM
+// to the pid in $WARBLER_HOME/ingest.pid.
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { ClickHouse } from '../lib/clickhouse.ts';
+import { loadConfig } from '../lib/config.ts';
+import { kafkaFromConfig } from '../lib/kafka.ts';
+import { log } from '../lib/log.ts';
+import { migrate } from '../lib/migrate.ts';
+import { IngestConsumer } from '../ingest/consumer.ts';
+
+const USAGE = `usage: warbler ingest [--workers N] [--topic T] [--group G] [--batch-size N] [--batch-ms MS]
+
+Consumes events from Kafka into ClickHouse (at-least-once delivery, each event stored once).
+  --workers N      run N consumer processes in one group (default 1)
+  --topic T        events topic (default $WARBLER_EVENTS_TOPIC or "events")
+  --group G        consumer group (default $WARBLER_CONSUMER_GROUP or "warbler-ingest")
+  --batch-size N   close a batch at N messages (default $WARBLER_BATCH_MAX_EVENTS)
+  --batch-ms MS    close a batch MS after its first message (default $WARBLER_BATCH_MAX_MS)
+  --dlq T          dead-letter topic (default $WARBLER_DLQ_TOPIC or "events.dlq")`;
+
+const CHILD_ENV = 'WARBLER_INGEST_CHILD';
+
+function positiveInt(name: string, v: string | undefined): number | undefined {
+  if (v === undefined) return undefined;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
+  return n;
+}
+
+function writePidFile(file: string): () => void {
+  mkdirSync(join(file, '..'), { recursive: true });
+  writeFileSync(file, String(process.pid));
+  return () => {
+    try {
+      if (existsSync(file) && readFileSync(file, 'utf8').trim() === String(process.pid)) unlinkSync(file);
+    } catch {
+      /* best effort */
+    }
+  };
+}
+
+/** Resolves on the first SIGTERM or SIGINT. */
+function terminationSignal(): Promise<NodeJS.Signals> {
+  return new Promise((resolve) => {
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    process.once('SIGINT', () => resolve('SIGINT'));
+  });
+}
+
+export async function runIngest(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      workers: { type: 'string' },
+      topic: { type: 'string' },
+      group: { type: 'string' },
+      'batch-size': { type: 'string' },
+      'batch-ms': { type: 'string' },
+      dlq: { type: 'string' },
+      help: { type: 'boolean', short: 'h' },
+    },
+  });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const cfg = loadConfig();
+  const workers = positiveInt('workers', values.workers) ?? 1;
+  const isChild = process.env[CHILD_ENV] === '1';
+
+  if (workers > 1) return runWorkers(workers, argv, join(cfg.WARBLER_HOME, 'ingest.pid'));
+
+  const ch = new ClickHouse({
+    url: cfg.clickhouseUrl,
+    database: cfg.WARBLER_CLICKHOUSE_DATABASE,
+    username: cfg.WARBLER_CLICKHOUSE_USER,
+    password: cfg.WARBLER_CLICKHOUSE_PASSWORD,
+  });
+  const removePid = isChild ? () => {} : writePidFile(join(cfg.WARBLER_HOME, 'ingest.pid'));
+  const stopped = terminationSignal();
+  try {
+    if (!isChild) await migrate(ch);
+    const consumer = new IngestConsumer({
+      kafka: kafkaFromConfig(cfg, `warbler-ingest-${process.pid}`),
+      ch,
+      topic: values.topic ?? cfg.WARBLER_EVENTS_TOPIC,
+      dlqTopic: values.dlq ?? cfg.WARBLER_DLQ_TOPIC,
+      groupId: values.group ?? cfg.WARBLER_CONSUMER_GROUP,
+      batchMaxEvents: positiveInt('batch-size', values['batch-size']) ?? cfg.WARBLER_BATCH_MAX_EVENTS,
+      batchMaxMs: positiveInt('batch-ms', values['batch-ms']) ?? cfg.WARBLER_BATCH_MAX_MS,
+    });
+    await consumer.start();
+    const signal = await stopped;
+    log.info('stopping ingest', { signal });
+    await consumer.stop();
+    return 0;
+  } finally {
+    removePid();
+    await ch.close();
+  }
+}
+
+/** The supervisor: N child processes running `warbler ingest`, restarted if they die, stopped together. */
+async function runWorkers(n: number, argv: string[], pidFile: string): Promise<number> {
+  const cfg = loadConfig();
+  const ch = new ClickHouse({ url: cfg.clickhouseUrl, database: cfg.WARBLER_CLICKHOUSE_DATABASE, username: cfg.WARBLER_CLICKHOUSE_USER, password: cfg.WARBLER_CLICKHOUSE_PASSWORD });
+  try {
+    await migrate(ch); // once here, not racing in every child
+  } finally {
+    await ch.close();
+  }
+  const childArgs: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i] as string;
+    if (a === '--workers') i++;
+    else if (!a.startsWith('--workers=')) childArgs.push(a);
+  }
+  // process.argv[1] is the CLI entry (bin/warbler.js or cli/main.ts); execArgv carries tsx's loader when present.
+  const entry = process.argv[1] as string;
+  const removePid = writePidFile(pidFile);
+  let stopping = false;
+  const children = new Map<number, ChildProcess>();
+  const exited: Promise<void>[] = [];
+  const startChild = (slot: number): void => {
+    const child = spawn(process.execPath, [...process.execArgv, entry, 'ingest', ...childArgs], {
+      env: { ...process.env, [CHILD_ENV]: '1' },
+      stdio: ['ignore', 'inherit', 'inherit'],
+    });
+    children.set(slot, child);
+    log.info('ingest worker started', { slot, pid: child.pid });
+    exited.push(
+      new Promise((resolve) => {
+        child.once('exit', (code, signal) => {
+          children.delete(slot);
+          resolve();
+          if (!stopping) {
+            log.warn('ingest worker exited; restarting', { slot, pid: child.pid, code, signal });
+            void sleep(1000).then(() => {
+              if (!stopping) startChild(slot);
+            });
+          }
+        });
+      }),
+    );
+  };
+  for (let i = 0; i < n; i++) startChild(i);
+  const signal = await terminationSignal();
+  stopping = true;
+  log.info('stopping ingest workers', { signal, workers: children.size });
+  for (const c of children.values()) c.kill('SIGTERM');
+  await Promise.all(exited);
+  removePid();
+  return 0;
+}

@@ -1,0 +1,340 @@
+// The ingest consumer: Kafka → decode → validate → normalise → batch → dedup →
+// ClickHouse, committing an offset only after everything before it is stored
+// (events in ClickHouse, dead letters in the DLQ topic).
+//
+// Batching. Messages from all assigned partitions accumulate in one pending
+// batch that closes on size (batchMaxEvents) or age (batchMaxMs); at most one
+// batch is being stored at a time, so commits per partition are monotonic and
+// memory holds at most two batches (the consumer waits inside eachBatch, and
+// so stops fetching, while both are full).
+//
+// Failures. Storing is retried with capped exponential backoff; after the
+// first failure the consumer pauses its partitions, so nothing more is fetched
+// until a batch is stored again.
+//
+// Rebalances. kafkajs restarts every assigned partition from its committed
+// offset after each rejoin, so on GROUP_JOIN the pending (not yet storing)
+// batch is dropped — all of it will be fetched again — and the batch being
+// stored keeps only partitions this member still owns before each step. The
+// one remaining window (an INSERT already in flight when another member starts
+// its dedup lookup on the same partition) is documented in sql/README.md.
+import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { createProducer } from '../lib/kafka.ts';
+import { log as rootLog, type Logger } from '../lib/log.ts';
+import { dedupBatch } from './dedup.ts';
+import { type DeadLetter, reasonOf, recordDeadLetterCounts, sendDeadLetters } from './dlq.ts';
+import { type EventRow, normalizeEvent } from './normalize.ts';
+import { insertEventRows } from './sink.ts';
+import { ingestMetrics as m } from './stats.ts';
+
+export interface IngestConsumerOptions {
+  kafka: Kafka;
+  ch: ClickHouse;
+  topic: string;
+  dlqTopic: string;
+  groupId: string;
+  batchMaxEvents: number;
+  batchMaxMs: number;
+  /** kafkajs group timings; tests lower them so joins and rebalances are quick. */
+  sessionTimeoutMs?: number;
+  rebalanceTimeoutMs?: number;
+  heartbeatIntervalMs?: number;
+  /** Backoff between attempts to store a batch. */
+  retryInitialMs?: number;
+  retryMaxMs?: number;
+  /** How long stop() tries to store the in-flight batch before abandoning it (uncommitted, so redelivered). */
+  shutdownTimeoutMs?: number;
+  /** Read a new group's partitions from the start (default true: nothing published before the first start is skipped). */
+  fromBeginning?: boolean;
+  log?: Logger;
+}
+
+interface Batch {
+  rows: EventRow[];
+  /** The partition each row came from (rows are of one topic). */
+  rowPartitions: number[];
+  /** partition key → [topic, partition, last offset] of the messages rows and dead letters came from. */
+  offsets: Map<string, { topic: string; partition: number; last: bigint }>;
+  dead: DeadLetter[];
+  messages: number;
+  firstAt: number;
+}
+
+const emptyBatch = (): Batch => ({ rows: [], rowPartitions: [], offsets: new Map(), dead: [], messages: 0, firstAt: 0 });
+const tp = (topic: string, partition: number) => `${topic}\u0000${partition}`;
+
+/** Decodes one Kafka message into a row, or a dead letter. */
+export function decodeMessage(topic: string, partition: number, msg: KafkaMessage, receivedAt: number): EventRow | DeadLetter {
+  let parsed: unknown;
+  const dead = (reason: string, errors: DeadLetter['errors'], appId = ''): DeadLetter => ({
+    topic, partition, offset: msg.offset, key: msg.key, value: msg.value, headers: msg.headers, appId, reason, errors,
+  });
+  if (!msg.value || msg.value.length === 0) return dead('invalid_json', [{ path: '', message: 'empty message' }]);
+  try {
+    parsed = JSON.parse(msg.value.toString('utf8'));
+  } catch (err) {
+    return dead('invalid_json', [{ path: '', message: `not valid JSON: ${(err as Error).message}` }]);
+  }
+  const r = normalizeEvent(parsed, undefined, receivedAt);
+  if (r.row) return r.row;
+  const app = (parsed as { app_id?: unknown } | null)?.app_id;
+  return dead(reasonOf(r.errors), r.errors, typeof app === 'string' && app.length <= 128 ? app : '');
+}
+
+export class IngestConsumer {
+  private readonly consumer: Consumer;
+  private readonly dlqProducer: Producer;
+  private readonly log: Logger;
+  private pending: Batch = emptyBatch();
+  private storing: Promise<void> | null = null;
+  private ageTimer: NodeJS.Timeout | null = null;
+  /** Partitions this member owns in the current generation. */
+  private owned = new Set<string>();
+  /** Highest offset committed per partition by this member, so a late commit never moves one back. */
+  private committed = new Map<string, bigint>();
+  private pausedForFailure = false;
+  private stopping = false;
+  private abandon = false;
+  private started = false;
+  private wake: (() => void) | null = null;
+
+  constructor(readonly opts: IngestConsumerOptions) {
+    this.log = (opts.log ?? rootLog).child({ component: 'ingest', group: opts.groupId, topic: opts.topic });
+    this.consumer = opts.kafka.consumer({
+      groupId: opts.groupId,
+      sessionTimeout: opts.sessionTimeoutMs ?? 30_000,
+      rebalanceTimeout: opts.rebalanceTimeoutMs ?? 60_000,
+      heartbeatInterval: opts.heartbeatIntervalMs ?? 3_000,
+      allowAutoTopicCreation: true,
+      maxBytesPerPartition: 4 * 1024 * 1024,
+      maxWaitTimeInMs: Math.min(500, opts.batchMaxMs),
+    });
+    this.dlqProducer = createProducer(opts.kafka);
+  }
+
+  async start(): Promise<void> {
+    const { GROUP_JOIN, CRASH } = this.consumer.events;
+    this.consumer.on(GROUP_JOIN, (e) => this.onGroupJoin(e.payload.memberAssignment));
+    this.consumer.on(CRASH, (e) => this.log.error('consumer crashed', { error: e.payload.error, restart: e.payload.restart }));
+    await this.dlqProducer.connect();
+    await this.consumer.connect();
+    await this.consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? true });
+    await this.consumer.run({
+      autoCommit: false,
+      eachBatchAutoResolve: false,
+      partitionsConsumedConcurrently: 1,
+      eachBatch: (p) => this.onBatch(p),
+    });
+    this.started = true;
+    this.log.info('ingest consumer started', { batchMaxEvents: this.opts.batchMaxEvents, batchMaxMs: this.opts.batchMaxMs });
+  }
+
+  /**
+   * Stops cleanly: fetches nothing more, stores and commits the pending batch
+   * (abandoning it, uncommitted, if that takes longer than shutdownTimeoutMs),
+   * then leaves the group.
+   */
+  async stop(): Promise<void> {
+    if (this.stopping) return;
+    this.stopping = true;
+    if (this.started) this.consumer.pause([{ topic: this.opts.topic }]);
+    const deadline = setTimeout(() => {
+      this.abandon = true;
+      this.wake?.();
+      this.log.warn('shutdown timeout: abandoning the batch being stored; it stays uncommitted and will be redelivered');
+    }, this.opts.shutdownTimeoutMs ?? 15_000);
+    try {
+      this.kick();
+      while (this.storing && !this.abandon) {
+        await this.storing;
+        this.kick();
+      }
+    } finally {
+      clearTimeout(deadline);
+      if (this.ageTimer) clearTimeout(this.ageTimer);
+    }
+    await this.consumer.disconnect();
+    await this.dlqProducer.disconnect();
+    this.log.info('ingest consumer stopped');
+  }
+
+  private onGroupJoin(assignment: Record<string, number[]>): void {
+    const owned = new Set<string>();
+    for (const [topic, partitions] of Object.entries(assignment)) for (const p of partitions) owned.add(tp(topic, p));
+    for (const k of this.committed.keys()) if (!owned.has(k)) this.committed.delete(k);
+    const dropped = this.pending.messages;
+    this.owned = owned;
+    this.pending = emptyBatch();
+    if (this.ageTimer) {
+      clearTimeout(this.ageTimer);
+      this.ageTimer = null;
+    }
+    this.log.info('partitions assigned', { partitions: [...owned].map((k) => k.split('\u0000')[1]).join(','), droppedPending: dropped });
+  }
+
+  private async onBatch(p: EachBatchPayload): Promise<void> {
+    const { batch } = p;
+    const key = tp(batch.topic, batch.partition);
+    const receivedAt = Math.floor(Date.now() / 1000);
+    for (const msg of batch.messages) {
+      if (!p.isRunning() || p.isStale() || this.stopping) return;
+      const decoded = decodeMessage(batch.topic, batch.partition, msg, receivedAt);
+      const b = this.pending;
+      if (b.messages === 0) b.firstAt = Date.now();
+      if ('reason' in decoded) b.dead.push(decoded);
+      else {
+        b.rows.push(decoded);
+        b.rowPartitions.push(batch.partition);
+      }
+      b.messages++;
+      const o = b.offsets.get(key);
+      if (o) o.last = BigInt(msg.offset);
+      else b.offsets.set(key, { topic: batch.topic, partition: batch.partition, last: BigInt(msg.offset) });
+      p.resolveOffset(msg.offset);
+      if (b.messages >= this.opts.batchMaxEvents) {
+        this.kick();
+        // Both batches full: wait here (heartbeating) instead of fetching more.
+        while (this.pending.messages >= this.opts.batchMaxEvents && !this.stopping) {
+          await Promise.race([this.storing ?? Promise.resolve(), sleep(this.opts.heartbeatIntervalMs ?? 3000)]);
+          this.kick();
+          await p.heartbeat();
+        }
+      }
+    }
+    m.consumed.inc({}, batch.messages.length);
+    const lag = Number(BigInt(batch.highWatermark) - BigInt(batch.lastOffset()) - 1n);
+    m.lag.set(Math.max(0, lag), { topic: batch.topic, partition: String(batch.partition) });
+    this.kick();
+  }
+
+  /** Starts storing the pending batch when it is full, old enough, or we are draining. */
+  private kick(): void {
+    if (this.storing || this.pending.messages === 0) return;
+    const age = Date.now() - this.pending.firstAt;
+    if (this.pending.messages < this.opts.batchMaxEvents && age < this.opts.batchMaxMs && !this.stopping) {
+      this.ageTimer ??= setTimeout(() => {
+        this.ageTimer = null;
+        this.kick();
+      }, this.opts.batchMaxMs - age);
+      return;
+    }
+    if (this.ageTimer) {
+      clearTimeout(this.ageTimer);
+      this.ageTimer = null;
+    }
+    const batch = this.pending;
+    this.pending = emptyBatch();
+    this.storing = this.store(batch)
+      .catch((err: unknown) => this.log.error('batch store failed unexpectedly; it stays uncommitted', { error: err }))
+      .finally(() => {
+        this.storing = null;
+        this.kick();
+      });
+  }
+
+  /** Keeps only what came from partitions this member still owns; true when something was dropped. */
+  private keepOwned(b: Batch): boolean {
+    const lost = [...b.offsets.keys()].filter((k) => !this.owned.has(k));
+    if (lost.length === 0) return false;
+    this.log.info('dropping revoked partitions from the batch being stored', { partitions: lost.length });
+    for (const k of lost) b.offsets.delete(k);
+    const rows: EventRow[] = [];
+    const parts: number[] = [];
+    for (let i = 0; i < b.rows.length; i++) {
+      const part = b.rowPartitions[i] as number;
+      if (!this.owned.has(tp(this.opts.topic, part))) continue;
+      rows.push(b.rows[i] as EventRow);
+      parts.push(part);
+    }
+    b.rows = rows;
+    b.rowPartitions = parts;
+    b.dead = b.dead.filter((d) => this.owned.has(tp(d.topic, d.partition)));
+    return true;
+  }
+
+  private async store(b: Batch): Promise<void> {
+    const t0 = performance.now();
+    let attempt = 0;
+    for (;;) {
+      if (this.abandon) return;
+      try {
+        this.keepOwned(b);
+        if (b.offsets.size === 0) return;
+        const d = await dedupBatch(this.opts.ch, b.rows);
+        // A rebalance during the lookup hands partitions to another member; store none of theirs.
+        let fresh = d.fresh;
+        if (this.keepOwned(b)) {
+          const kept = new Set(b.rows);
+          fresh = fresh.filter((r) => kept.has(r));
+        }
+        await insertEventRows(this.opts.ch, fresh);
+        await sendDeadLetters(this.dlqProducer, this.opts.dlqTopic, b.dead);
+        await recordDeadLetterCounts(this.opts.ch, b.dead);
+        m.stored.inc({}, fresh.length);
+        m.deduplicated.inc({ source: 'batch' }, d.inBatch);
+        m.deduplicated.inc({ source: 'stored' }, d.stored);
+        await this.commit(b);
+        const seconds = (performance.now() - t0) / 1000;
+        m.batchEvents.observe(b.messages);
+        m.batchSeconds.observe(seconds);
+        m.batchAgeSeconds.observe((Date.now() - b.firstAt) / 1000);
+        this.log.info('batch stored', {
+          messages: b.messages, stored: fresh.length, duplicates: d.inBatch + d.stored, deadLettered: b.dead.length,
+          ms: Math.round(seconds * 1000), attempts: attempt + 1,
+        });
+        if (this.pausedForFailure) this.resumeAfterFailure();
+        return;
+      } catch (err) {
+        attempt++;
+        m.storeErrors.inc();
+        const delay = Math.min(this.opts.retryMaxMs ?? 30_000, (this.opts.retryInitialMs ?? 200) * 2 ** Math.min(attempt - 1, 20));
+        const jittered = Math.round(delay * (0.5 + Math.random() / 2));
+        this.log.warn('storing a batch failed; retrying', { error: err, attempt, retryInMs: jittered, messages: b.messages });
+        if (!this.pausedForFailure) this.pauseForFailure();
+        await new Promise<void>((resolve) => {
+          const t = setTimeout(resolve, jittered);
+          this.wake = () => {
+            clearTimeout(t);
+            resolve();
+          };
+        });
+        this.wake = null;
+      }
+    }
+  }
+
+  private async commit(b: Batch): Promise<void> {
+    const offsets: { topic: string; partition: number; offset: string }[] = [];
+    for (const [k, o] of b.offsets) {
+      if (!this.owned.has(k)) continue;
+      const next = o.last + 1n;
+      if ((this.committed.get(k) ?? -1n) >= next) continue;
+      offsets.push({ topic: o.topic, partition: o.partition, offset: next.toString() });
+    }
+    if (offsets.length === 0) return;
+    try {
+      await this.consumer.commitOffsets(offsets);
+      for (const o of offsets) this.committed.set(tp(o.topic, o.partition), BigInt(o.offset));
+    } catch (err) {
+      // The events are stored; an uncommitted offset only means they are read
+      // again, and the dedup lookup drops them.
+      this.log.warn('offset commit failed; the stored batch will be redelivered and deduplicated', { error: err });
+    }
+  }
+
+  private pauseForFailure(): void {
+    this.pausedForFailure = true;
+    m.paused.set(1);
+    if (!this.stopping) this.consumer.pause([{ topic: this.opts.topic }]);
+    this.log.warn('paused consumption until storing succeeds again');
+  }
+
+  private resumeAfterFailure(): void {
+    this.pausedForFailure = false;
+    m.paused.set(0);
+    if (!this.stopping) this.consumer.resume([{ topic: this.opts.topic }]);
+    this.log.info('resumed consumption');
+  }
+}

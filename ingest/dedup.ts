@@ -1,0 +1,77 @@
+// Keeps redelivered events out of `events` (see sql/README.md, "Deduplication").
+// Before a batch is inserted, its (app_id, ts, event_id)s are looked up in
+// `event_ids` — sorted by (app_id, ts, event_id), so the lookup reads only the
+// granules of the batch's timestamps — and every id already stored, or seen
+// earlier in the same batch, is dropped.
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { sql, tuple } from '../lib/sql.ts';
+import type { EventRow } from './normalize.ts';
+
+/** Ids per lookup query: bounds the query text (~40 bytes an id) well under max_query_size below. */
+const IDS_PER_QUERY = 10_000;
+const MAX_QUERY_SIZE = 16 * 1024 * 1024;
+
+export interface DedupResult {
+  fresh: EventRow[];
+  /** Dropped because the same (app_id, event_id) appeared earlier in the batch. */
+  inBatch: number;
+  /** Dropped because `event_ids` already holds the (app_id, ts, event_id). */
+  stored: number;
+}
+
+/** Drops in-batch duplicates by (app_id, event_id); the first occurrence wins. Pure. */
+export function dropInBatchDuplicates(rows: readonly EventRow[]): { unique: EventRow[]; dropped: number } {
+  const seen = new Set<string>();
+  const unique: EventRow[] = [];
+  for (const r of rows) {
+    const k = r.app_id + '\u0000' + r.event_id;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    unique.push(r);
+  }
+  return { unique, dropped: rows.length - unique.length };
+}
+
+/** The (ts, event_id) keys of `rows` already present in event_ids, as `${ts}\0${event_id}` per app. */
+export async function storedKeys(ch: ClickHouse, appId: string, rows: readonly EventRow[]): Promise<Set<string>> {
+  const found = new Set<string>();
+  for (let i = 0; i < rows.length; i += IDS_PER_QUERY) {
+    const chunk = rows.slice(i, i + IDS_PER_QUERY);
+    const tsSet = [...new Set(chunk.map((r) => r.ts))].map((t) => new Date(t * 1000));
+    const ids = [...new Set(chunk.map((r) => r.event_id))];
+    const q = sql`SELECT toUInt32(ts) AS t, event_id FROM event_ids
+      WHERE app_id = ${appId} AND ts IN ${tuple(tsSet)} AND event_id IN ${tuple(ids)}`;
+    const rs = await ch.client.query({
+      query: q.text,
+      format: 'JSONEachRow',
+      clickhouse_settings: { max_query_size: String(MAX_QUERY_SIZE), max_execution_time: 60 },
+    });
+    for (const r of (await rs.json()) as { t: number | string; event_id: string }[]) found.add(`${Number(r.t)}\u0000${r.event_id}`);
+  }
+  return found;
+}
+
+/** Removes in-batch duplicates and events already stored. */
+export async function dedupBatch(ch: ClickHouse, rows: readonly EventRow[]): Promise<DedupResult> {
+  const { unique, dropped } = dropInBatchDuplicates(rows);
+  const byApp = new Map<string, EventRow[]>();
+  for (const r of unique) {
+    let list = byApp.get(r.app_id);
+    if (!list) byApp.set(r.app_id, (list = []));
+    list.push(r);
+  }
+  const fresh: EventRow[] = [];
+  let stored = 0;
+  for (const [appId, list] of byApp) {
+    const found = await storedKeys(ch, appId, list);
+    if (found.size === 0) {
+      for (const r of list) fresh.push(r);
+      continue;
+    }
+    for (const r of list) {
+      if (found.has(`${r.ts}\u0000${r.event_id}`)) stored++;
+      else fresh.push(r);
+    }
+  }
+  return { fresh, inBatch: dropped, stored };
+}

@@ -1,0 +1,146 @@
+// The event contract (spec/events-and-profiles.md §1) as ONE zod schema, used
+// by the HTTP accept path and the Kafka consumer alike, so an event is valid
+// on one path exactly when it is valid on the other.
+//
+// Decisions the contract leaves open (documented in ingest/README section of sql/README.md):
+// - Unknown top-level fields are rejected (the API rejects unknown body fields;
+//   Kafka follows the same rule so a typo never silently drops data).
+// - `properties` are for track events and `traits` for identify events; sending
+//   either on the other type is rejected rather than silently ignored.
+// - `context` accepts only the five named keys; a null context value means
+//   "not provided" (it does not remove the trait — only identify traits do that).
+// - `app_id` is optional in the schema; the Kafka path requires it and the HTTP
+//   path takes it from the API key (see normalizeEvent).
+import { z } from 'zod';
+
+export const EVENT_NAME_RE = /^[A-Za-z0-9_.:\- ]{1,128}$/;
+export const MAX_PROPERTIES_BYTES = 16 * 1024;
+export const MAX_FUTURE_MS = 24 * 3600 * 1000;
+export const CONTEXT_KEYS = ['platform', 'app_version', 'country', 'timezone', 'locale'] as const;
+
+// ISO 8601 date-time with a mandatory offset or Z; seconds and fractions optional.
+const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?(?:([Zz])|([+-])(\d{2}):?(\d{2}))$/;
+const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
+
+/** Epoch milliseconds of an ISO 8601 timestamp with offset, truncated to the second; undefined when malformed. */
+export function parseIsoTimestamp(s: string): number | undefined {
+  const m = ISO_RE.exec(s);
+  if (!m) return undefined;
+  const year = +m[1]!, month = +m[2]!, day = +m[3]!, hour = +m[4]!, minute = +m[5]!;
+  const second = m[6] === undefined ? 0 : +m[6];
+  if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined;
+  const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
+  if (day > (month === 2 && !leap ? 28 : DAYS_IN_MONTH[month - 1]!)) return undefined;
+  let offsetMin = 0;
+  if (m[7] === undefined) {
+    const oh = +m[9]!, om = +m[10]!;
+    if (oh > 23 || om > 59) return undefined;
+    offsetMin = (m[8] === '-' ? -1 : 1) * (oh * 60 + om);
+  }
+  return Date.UTC(year, month - 1, day, hour, minute, second) - offsetMin * 60_000;
+}
+
+export function isPlainObject(v: unknown): v is Record<string, unknown> {
+  if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
+  const proto = Object.getPrototypeOf(v);
+  return proto === Object.prototype || proto === null;
+}
+
+/** UTF-8 byte length of a string without allocating a Buffer for the common ASCII case. */
+function utf8Length(s: string): number {
+  for (let i = 0; i < s.length; i++) if (s.charCodeAt(i) > 0x7f) return Buffer.byteLength(s, 'utf8');
+  return s.length;
+}
+
+/** `ts` → epoch milliseconds at second precision; range checked against the server clock at validation time. */
+const Timestamp = z
+  .union([z.string(), z.number()], {
+    error: (iss) => (iss.input === undefined ? 'ts is required' : 'ts must be an ISO 8601 string with an offset or Z, or epoch milliseconds'),
+  })
+  .transform((v, ctx) => {
+    let ms: number | undefined;
+    if (typeof v === 'number') {
+      ms = Number.isFinite(v) ? Math.floor(v / 1000) * 1000 : undefined;
+    } else {
+      ms = parseIsoTimestamp(v);
+    }
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'ts must be an ISO 8601 date-time with an offset or Z (e.g. 2024-05-01T12:00:00Z), or epoch milliseconds' });
+      return z.NEVER;
+    }
+    if (ms < 0) {
+      ctx.addIssue({ code: 'custom', message: 'ts is before 1970-01-01T00:00:00Z' });
+      return z.NEVER;
+    }
+    if (ms > Date.now() + MAX_FUTURE_MS) {
+      ctx.addIssue({ code: 'custom', message: 'ts is more than 24 h in the future' });
+      return z.NEVER;
+    }
+    return ms;
+  });
+
+const Properties = z.custom<Record<string, unknown>>(isPlainObject, { error: 'properties must be a JSON object' });
+
+const TraitValue = z.union([z.string(), z.number(), z.boolean(), z.null()], {
+  error: 'a trait value must be a string, number, boolean or null',
+});
+
+const ContextValue = z.string().min(1).max(256).nullable().optional();
+
+export const Context = z.strictObject(
+  Object.fromEntries(CONTEXT_KEYS.map((k) => [k, ContextValue])) as Record<(typeof CONTEXT_KEYS)[number], typeof ContextValue>,
+  { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'context must be a JSON object') },
+);
+
+export const EventSchema = z
+  .strictObject(
+    {
+      type: z.enum(['track', 'identify'], { error: 'type must be "track" or "identify"' }).default('track'),
+      event_id: z.string().min(1, 'event_id must not be empty').max(128, 'event_id is longer than 128 characters').optional(),
+      app_id: z.string().min(1, 'app_id must not be empty').max(128, 'app_id is longer than 128 characters').optional(),
+      user_id: z.string({ error: 'user_id is required (a string)' }).min(1, 'user_id must not be empty').max(256, 'user_id is longer than 256 characters'),
+      event: z
+        .string({ error: 'event must be a string' })
+        .regex(EVENT_NAME_RE, 'event must be 1..128 characters of A-Z a-z 0-9 _ . : - and space')
+        .optional(),
+      ts: Timestamp,
+      properties: Properties.optional(),
+      traits: z.record(z.string(), TraitValue, { error: 'traits must be a JSON object' }).optional(),
+      context: Context.optional(),
+    },
+    { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'an event must be a JSON object') },
+  )
+  .superRefine((e, ctx) => {
+    if (e.type === 'track') {
+      if (e.event === undefined) ctx.addIssue({ code: 'custom', path: ['event'], message: 'event is required for track events' });
+      if (e.traits !== undefined) ctx.addIssue({ code: 'custom', path: ['traits'], message: 'traits are only allowed on identify events' });
+    } else {
+      if (e.event !== undefined) ctx.addIssue({ code: 'custom', path: ['event'], message: 'event is only allowed on track events' });
+      if (e.properties !== undefined) ctx.addIssue({ code: 'custom', path: ['properties'], message: 'properties are only allowed on track events (use traits)' });
+    }
+    if (e.properties !== undefined && utf8Length(JSON.stringify(e.properties)) > MAX_PROPERTIES_BYTES) {
+      ctx.addIssue({ code: 'custom', path: ['properties'], message: `properties exceed ${MAX_PROPERTIES_BYTES} bytes as JSON` });
+    }
+  });
+
+/** What a client sends. */
+export type EventInput = z.input<typeof EventSchema>;
+/** A validated event; `ts` is epoch milliseconds truncated to the second. */
+export type ValidEvent = z.output<typeof EventSchema>;
+
+export interface FieldError {
+  path: string;
+  message: string;
+}
+
+export function issuesToErrors(issues: readonly z.core.$ZodIssue[]): FieldError[] {
+  const out: FieldError[] = [];
+  for (const i of issues) {
+    if (i.code === 'unrecognized_keys') {
+      for (const k of i.keys) out.push({ path: [...i.path, k].join('.'), message: `unknown field "${k}"` });
+    } else {
+      out.push({ path: i.path.map(String).join('.'), message: i.message });
+    }
+  }
+  return out;
+}
