@@ -1,0 +1,105 @@
+// `warbler serve`: the HTTP API on Node's http server. Writes
+// $WARBLER_HOME/api.pid (so `warbler down` can stop it) and shuts down
+// gracefully on SIGTERM/SIGINT: stop accepting, let in-flight requests finish,
+// then close the Kafka producer and ClickHouse.
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { createApp } from '../api/app.ts';
+import { ensureDemoKey, KeyStore } from '../api/auth.ts';
+import { listen } from '../api/node-server.ts';
+import { allRoutes } from '../api/routes/index.ts';
+import { ClickHouse } from '../lib/clickhouse.ts';
+import { loadConfig } from '../lib/config.ts';
+import { createProducer, kafkaFromConfig } from '../lib/kafka.ts';
+import { log } from '../lib/log.ts';
+import { isAlive } from '../lib/stack.ts';
+
+const USAGE = `usage: warbler serve [--host H] [--port P] [--no-demo-key]
+
+Serves the HTTP API (default ${'$'}WARBLER_API_HOST:${'$'}WARBLER_API_PORT, 127.0.0.1:8080).
+API keys come from ${'$'}WARBLER_KEYS_FILE (default ${'$'}WARBLER_HOME/keys.json) and/or
+${'$'}WARBLER_API_KEYS (the same JSON inline). When neither exists, an admin key for
+the app "demo" is created and saved to ${'$'}WARBLER_HOME/demo-admin-key.txt (mode 600),
+unless --no-demo-key is given.`;
+
+export async function runServe(argv: string[]): Promise<number> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      host: { type: 'string' },
+      port: { type: 'string' },
+      'no-demo-key': { type: 'boolean', default: false },
+      help: { type: 'boolean', short: 'h', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    process.stdout.write(USAGE + '\n');
+    return 0;
+  }
+  const cfg = loadConfig();
+  const host = values.host ?? cfg.WARBLER_API_HOST;
+  const port = values.port !== undefined ? Number(values.port) : cfg.WARBLER_API_PORT;
+  if (!Number.isInteger(port) || port < 0 || port > 65535) {
+    process.stderr.write(`warbler serve: --port must be 0..65535\n`);
+    return 2;
+  }
+
+  const pidFile = join(cfg.WARBLER_HOME, 'api.pid');
+  if (existsSync(pidFile)) {
+    const other = Number(readFileSync(pidFile, 'utf8'));
+    if (other !== process.pid && isAlive(other)) {
+      process.stderr.write(`warbler serve: already running (pid ${other}, ${pidFile}); stop it with \`warbler down\` or kill ${other}\n`);
+      return 1;
+    }
+  }
+
+  if (!values['no-demo-key'] && !process.env.WARBLER_API_KEYS) {
+    const demo = ensureDemoKey(cfg);
+    if (demo.created) {
+      process.stdout.write(`created an admin API key for app "demo": ${demo.key}\n  (saved to ${demo.keyFile}, mode 600; hashed in ${demo.file})\n`);
+    }
+  }
+  const keys = KeyStore.fromConfig(cfg);
+
+  // Jobs and exports run long; request queries get their own limit (limits.queryTimeoutS).
+  const ch = new ClickHouse({
+    url: cfg.clickhouseUrl,
+    database: cfg.WARBLER_CLICKHOUSE_DATABASE,
+    username: cfg.WARBLER_CLICKHOUSE_USER,
+    password: cfg.WARBLER_CLICKHOUSE_PASSWORD,
+    queryTimeoutS: 3600,
+  });
+  const kafka = kafkaFromConfig(cfg, 'warbler-api');
+  const producer = createProducer(kafka);
+  await producer.connect();
+
+  const { app, ctx } = createApp({ ch, producer, kafka, config: cfg, keys }, allRoutes);
+  const server = await listen(app.fetch, { host, port, maxBodyBytes: ctx.limits.maxBodyBytes });
+  mkdirSync(cfg.WARBLER_HOME, { recursive: true });
+  writeFileSync(pidFile, String(process.pid));
+  log.info('api listening', { url: server.url, keys: keys.size, database: cfg.WARBLER_CLICKHOUSE_DATABASE, pid_file: pidFile });
+  process.stdout.write(`warbler api listening on ${server.url} (pid ${process.pid})\n`);
+
+  await new Promise<void>((resolve) => {
+    let stopping = false;
+    const stop = async (signal: string) => {
+      if (stopping) return;
+      stopping = true;
+      log.info('api stopping', { signal });
+      try {
+        await server.close(15_000);
+        await producer.disconnect().catch((e) => log.warn('producer disconnect failed', { error: e }));
+        await ch.close();
+      } finally {
+        if (existsSync(pidFile) && readFileSync(pidFile, 'utf8') === String(process.pid)) rmSync(pidFile);
+        log.info('api stopped');
+        resolve();
+      }
+    };
+    process.once('SIGTERM', () => void stop('SIGTERM'));
+    process.once('SIGINT', () => void stop('SIGINT'));
+  });
+  return 0;
+}
