@@ -3,7 +3,7 @@
 // Adding a kind here must break every exhaustive `switch (node.kind)` until it
 // has a rule everywhere — that is the point of the `never` checks downstream.
 
-/** Byte offsets into the source text; present only for nodes parsed from text. */
+/** UTF-16 offsets (JavaScript string indices) into the source text, so text.slice(start, end) is the node; present only for nodes parsed from text. */
 export interface Span {
   start: number;
   end: number;

@@ -107,7 +107,7 @@ export const PropJsonSchema: z.ZodType<JsonProp> = z.lazy(() =>
     z.strictObject({ not: PropJsonSchema }),
     predicates('prop'),
   ]),
-) as z.ZodType<JsonProp>;
+).meta({ id: 'SegmentWhere', description: 'conditions on the properties of one event' }) as z.ZodType<JsonProp>;
 
 const EventName = Name('event name').describe('1..128 characters of [A-Za-z0-9_.:- ]');
 
@@ -159,7 +159,7 @@ export const SegmentJsonSchema: z.ZodType<JsonExpr> = z.lazy(() =>
     z.strictObject({ tag: Name('tag') }),
     z.strictObject({ in_segment: Name('segment reference').describe('a saved segment id or name') }),
   ]),
-) as z.ZodType<JsonExpr>;
+).meta({ id: 'SegmentExpression', description: 'the JSON form of a segment expression (segments.md)' }) as z.ZodType<JsonExpr>;
 
 /** Union options in schema order, named by the key that tells them apart. */
 const EXPR_KINDS = ['and', 'or', 'not', 'attr', 'did', 'first_did', 'stopped', 'sequence', 'agg', 'tag', 'in_segment'];
