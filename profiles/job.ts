@@ -19,17 +19,18 @@ import { ident, sql } from '../lib/sql.ts';
 import { latestRun, listRuns } from './read.ts';
 import {
   STAGE0_COLUMNS,
-  STAGE1_COLUMNS,
   changedTableSql,
   changedUsersSql,
-  profilesInsertSql,
-  purchasersSql,
+  profilesFromPreviousSql,
+  profilesFromStage0Sql,
+  purchasersSourceSql,
+  rfmScoresInsertSql,
+  rfmTableSql,
   stage0InsertSql,
-  stage1CopySql,
-  stage1FromStage0Sql,
   stageTableSql,
   timezoneCandidatesSql,
   windowOf,
+  type RfmTables,
 } from './sql.ts';
 
 export type ProfileMode = 'full' | 'incremental';
@@ -53,6 +54,8 @@ export interface BuildResult {
   seconds: number;
   previous_run_id?: string;
   recomputed_users?: number;
+  /** Seconds per step, for benchmarks and logs. */
+  steps: Record<string, number>;
 }
 
 export const DEFAULT_RECEIVED_MARGIN_S = 300;
@@ -114,8 +117,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const rlog = log.child({ app_id: appId, run_id: runId });
   const report = (p: number) => opts.onProgress?.(Math.min(1, Math.max(0, p)));
   const stage0 = `profile_stage0_${runId}`;
-  const stage1 = `profile_stage1_${runId}`;
   const changed = `profile_changed_${runId}`;
+  const rfm: RfmTables = { r: `profile_rfm_r_${runId}`, f: `profile_rfm_f_${runId}`, m: `profile_rfm_m_${runId}` };
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -141,10 +144,18 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
   const created: string[] = [];
   let recomputed: number | undefined;
+  const steps: Record<string, number> = {};
+  let stepStart = performance.now();
+  const step = (name: string) => {
+    const now = performance.now();
+    steps[name] = +((now - stepStart) / 1000).toFixed(3);
+    stepStart = now;
+  };
   try {
     const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(appId));
     const zones = await validTimezones(ch, candidates.map((r) => r.value));
     report(0.03);
+    step('timezones');
 
     let usersIn;
     if (mode === 'incremental' && previous) {
@@ -157,27 +168,36 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const n = await ch.one<{ n: string }>(sql`SELECT uniqExact(user_id) AS n FROM ${ident(changed)}`);
       recomputed = Number(n?.n ?? 0);
       report(0.1);
+      step('changed_users');
     }
 
     await ch.exec(stageTableSql(stage0, STAGE0_COLUMNS, ['tz', 'user_id']));
     created.push(stage0);
-    await ch.exec(stageTableSql(stage1, STAGE1_COLUMNS, ['user_id']));
-    created.push(stage1);
     await ch.exec(stage0InsertSql({ appId, window: w, stage0, validTimezones: zones, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 });
-    report(0.55);
+    report(0.6);
+    step('scan_events');
+
+    const incremental = mode === 'incremental' && previous ? { appId, runId: previous.run_id, changed } : undefined;
+    const purchasers = purchasersSourceSql({ stage0, ...(incremental ? { previous: incremental } : {}) });
+    const n = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM (${purchasers})`))?.n ?? 0);
+    for (const [metric, key, score] of [['r', 'rv', 'r_score'], ['f', 'fv', 'f_score'], ['m', 'mv', 'm_score']] as const) {
+      await ch.exec(rfmTableSql(rfm[metric], key, score));
+      created.push(rfm[metric]);
+      if (n > 0) await ch.exec(rfmScoresInsertSql({ table: rfm[metric], metric, asOf, purchasers, n }), { timeoutS: 3600 });
+    }
+    report(0.65);
+    step('rfm_scores');
 
     const tzs = (await ch.rows<{ tz: string }>(sql`SELECT DISTINCT tz FROM ${ident(stage0)} ORDER BY tz`)).map((r) => r.tz);
     for (let i = 0; i < tzs.length; i += TZ_CHUNK) {
-      await ch.exec(stage1FromStage0Sql({ stage0, stage1, timezones: tzs.slice(i, i + TZ_CHUNK) }), { timeoutS: 3600 });
-      report(0.55 + (0.15 * Math.min(tzs.length, i + TZ_CHUNK)) / tzs.length);
+      await ch.exec(profilesFromStage0Sql({ appId, runId, window: w, stage0, timezones: tzs.slice(i, i + TZ_CHUNK), rfm }), { timeoutS: 3600 });
+      report(0.65 + (0.25 * Math.min(tzs.length, i + TZ_CHUNK)) / tzs.length);
     }
-    if (mode === 'incremental' && previous) {
-      await ch.exec(stage1CopySql({ appId, previousRunId: previous.run_id, stage1, changed }), { timeoutS: 3600 });
+    step('write_profiles');
+    if (incremental) {
+      await ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previousRunId: incremental.runId, changed, rfm }), { timeoutS: 3600 });
+      step('copy_unchanged');
     }
-    report(0.72);
-
-    const purchasers = Number((await ch.one<{ n: string }>(purchasersSql(stage1)))?.n ?? 0);
-    await ch.exec(profilesInsertSql({ appId, runId, asOf, stage1, purchasers }), { timeoutS: 3600 });
     report(0.95);
 
     const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`))?.n ?? 0);
@@ -188,6 +208,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       users,
       mode,
       seconds: +((performance.now() - t0) / 1000).toFixed(3),
+      steps,
     };
     if (previous && mode === 'incremental') {
       result.previous_run_id = previous.run_id;

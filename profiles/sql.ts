@@ -1,14 +1,17 @@
 // The profile job as ClickHouse SQL. Every heavy step is an INSERT … SELECT that
 // runs inside ClickHouse; Node only sequences the steps. Pipeline of one run:
 //
-//   events ──(1) one scan per user──► stage0 (per-user aggregates, traits, the
-//                                     user's valid timezone, 90d track timestamps)
-//   stage0 ──(2) one branch per timezone──► stage1 (+ best_hour)
-//   previous run ──(2') incremental only: unchanged users copied──► stage1
-//   stage1 ──(3) population-level parts (recency, RFM quintiles), random_bucket──► profiles
+//   events ──(1) one scan, one row per user──► stage0 (per-user aggregates, traits,
+//                                     the user's valid timezone, 90d track timestamps)
+//   stage0 (+ previous run's unchanged users) ──(2) value → score──► three small RFM tables
+//   stage0 ──(3) one branch per timezone, + RFM, recency, random_bucket──► profiles
+//   previous run ──(3') incremental only: unchanged users, + RFM, recency──► profiles
 //
+// The scan keeps the per-event work small: one indexOf per property, the 7d/30d
+// counts and active days derived afterwards from the 90d timestamp list (a
+// per-user array, far cheaper than per-user hash sets in the aggregation).
 // best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour, so
-// stage0 is sorted by timezone and step 2 reads each timezone's key range with
+// stage0 is sorted by timezone and step 3 reads each timezone's key range with
 // its own constant-tz branch (UNION ALL). Every event is converted exactly once,
 // by ClickHouse's own tz database, DST included. Mode of a list without lambdas
 // that capture columns (18.16 cannot): sort it, number repeated values with
@@ -21,25 +24,22 @@ import { currentTraitsSql } from './traits.ts';
 
 export const DAY_S = 86400;
 
-/** Columns a profile row carries from stage1 into `profiles` unchanged. */
+/** Columns stage0 holds per user and `profiles` takes over unchanged. */
 const CARRIED = [
-  'user_id', 'first_seen', 'last_seen', 'events_total', 'events_7d', 'events_30d', 'active_days_30d',
-  'views_30d', 'clicks_30d', 'purchases_30d', 'purchases_total', 'revenue_total', 'revenue_30d',
-  'top_category', 'platform', 'country', 'timezone', 'locale', 'app_version', 'trait_keys', 'trait_values', 'trait_types',
+  'user_id', 'first_seen', 'last_seen', 'events_total', 'views_30d', 'clicks_30d', 'purchases_30d', 'purchases_total',
+  'revenue_total', 'revenue_30d', 'top_category', 'platform', 'country', 'timezone', 'locale', 'app_version',
+  'trait_keys', 'trait_values', 'trait_types',
 ] as const;
 
 const STAGE_TYPES: Record<string, string> = {
-  user_id: 'String', first_seen: 'DateTime', last_seen: 'DateTime', events_total: 'UInt64', events_7d: 'UInt64',
-  events_30d: 'UInt64', active_days_30d: 'UInt32', views_30d: 'UInt64', clicks_30d: 'UInt64', purchases_30d: 'UInt64',
-  purchases_total: 'UInt64', revenue_total: 'Float64', revenue_30d: 'Float64', top_category: 'Nullable(String)',
-  platform: 'Nullable(String)', country: 'Nullable(String)', timezone: 'Nullable(String)', locale: 'Nullable(String)',
-  app_version: 'Nullable(String)', trait_keys: 'Array(String)', trait_values: 'Array(String)', trait_types: 'Array(UInt8)',
-  last_purchase_at: 'DateTime', best_hour: 'Nullable(UInt8)', tz: 'String', ts90: 'Array(DateTime)',
+  user_id: 'String', first_seen: 'DateTime', last_seen: 'DateTime', events_total: 'UInt64', views_30d: 'UInt64',
+  clicks_30d: 'UInt64', purchases_30d: 'UInt64', purchases_total: 'UInt64', revenue_total: 'Float64', revenue_30d: 'Float64',
+  top_category: 'Nullable(String)', platform: 'Nullable(String)', country: 'Nullable(String)', timezone: 'Nullable(String)',
+  locale: 'Nullable(String)', app_version: 'Nullable(String)', trait_keys: 'Array(String)', trait_values: 'Array(String)',
+  trait_types: 'Array(UInt8)', last_purchase_at: 'DateTime', tz: 'String', ts90: 'Array(DateTime)',
 };
 
-/** stage1 columns: everything the final step needs per user. last_purchase_at is 0 when none. */
-export const STAGE1_COLUMNS = [...CARRIED, 'last_purchase_at', 'best_hour'] as const;
-/** stage0 columns: stage1's without best_hour, plus the inputs of best_hour. */
+/** stage0 columns; last_purchase_at is 0 when none. */
 export const STAGE0_COLUMNS = [...CARRIED, 'last_purchase_at', 'tz', 'ts90'] as const;
 
 export const NAMED_TRAITS = ['platform', 'country', 'timezone', 'locale', 'app_version'] as const;
@@ -93,9 +93,6 @@ SELECT ${cols(STAGE0_COLUMNS)} FROM (
         min(ts) AS first_seen,
         max(ts) AS last_seen,
         countIf(tr) AS events_total,
-        countIf(tr AND ts > ${w.d7}) AS events_7d,
-        countIf(tr AND ts > ${w.d30}) AS events_30d,
-        toUInt32(uniqExactIf(intDiv(toUInt32(ts), ${DAY_S}), tr AND ts > ${w.d30})) AS active_days_30d,
         countIf(tr AND event = 'view' AND ts > ${w.d30}) AS views_30d,
         countIf(tr AND event = 'click' AND ts > ${w.d30}) AS clicks_30d,
         countIf(pu AND ts > ${w.d30}) AS purchases_30d,
@@ -103,15 +100,15 @@ SELECT ${cols(STAGE0_COLUMNS)} FROM (
         sumIf(amount, pu AND NOT isNaN(amount)) AS revenue_total,
         sumIf(amount, pu AND NOT isNaN(amount) AND ts > ${w.d30}) AS revenue_30d,
         maxIf(ts, pu) AS last_purchase_at,
-        groupArrayIf(category, has_category AND (pu OR (tr AND event = 'view')) AND ts > ${w.d90}) AS cats90,
+        groupArrayIf(prop_strings[category_at], category_at > 0 AND (pu OR (tr AND event = 'view')) AND ts > ${w.d90}) AS cats90,
         groupArrayIf(ts, tr AND ts > ${w.d90}) AS ts90
       FROM (
-        SELECT user_id, ts, event,
+        SELECT user_id, ts, event, prop_strings,
           type = 'track' AS tr,
           tr AND event = 'purchase' AS pu,
-          if(has(prop_keys, 'amount'), prop_numbers[indexOf(prop_keys, 'amount')], nan) AS amount,
-          has(prop_keys, 'category') AS has_category,
-          prop_strings[indexOf(prop_keys, 'category')] AS category
+          -- A missing amount reads element 0, the default 0, which adds nothing to a sum.
+          prop_numbers[indexOf(prop_keys, 'amount')] AS amount,
+          indexOf(prop_keys, 'category') AS category_at
         FROM events
         WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
       )
@@ -127,28 +124,6 @@ SELECT ${cols(STAGE0_COLUMNS)} FROM (
     ) USING user_id
   )
 )`;
-}
-
-/** Step 2: best_hour for the users of a group of timezones, stage0 → stage1. */
-export function stage1FromStage0Sql(p: { stage0: string; stage1: string; timezones: readonly string[] }): Sql {
-  if (p.timezones.length === 0) throw new RangeError('no timezones');
-  const carried = [...CARRIED, 'last_purchase_at'];
-  const branches = p.timezones.map(
-    (tz) => sql`SELECT ${cols(carried)},
-      arraySort(arrayMap(t -> toHour(t, ${tz}), ts90)) AS hs, arrayEnumerateUniq(hs) AS he,
-      if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS best_hour
-    FROM ${ident(p.stage0)} WHERE tz = ${tz}`,
-  );
-  return sql`INSERT INTO ${ident(p.stage1)} (${cols(STAGE1_COLUMNS)})
-SELECT ${cols(STAGE1_COLUMNS)} FROM (${join(branches, '\nUNION ALL\n')})`;
-}
-
-/** Step 2': incremental runs copy the users that cannot have changed from the previous run. */
-export function stage1CopySql(p: { appId: string; previousRunId: string; stage1: string; changed: string }): Sql {
-  const select = STAGE1_COLUMNS.map((c) => (c === 'last_purchase_at' ? sql`ifNull(last_purchase_at, toDateTime(0))` : ident(c)));
-  return sql`INSERT INTO ${ident(p.stage1)} (${cols(STAGE1_COLUMNS)})
-SELECT ${join(select)} FROM profiles
-WHERE app_id = ${p.appId} AND run_id = ${p.previousRunId} AND user_id NOT IN ${ident(p.changed)}`;
 }
 
 /** Users whose profile can differ from the previous run's: new arrivals, and events entering or leaving a window. */
@@ -171,48 +146,103 @@ const R_VALUE = (asOf: Date) => sql`-toInt64(${RECENCY_DAYS(asOf)})`;
 const F_VALUE = sql`toInt64(purchases_total)`;
 const M_VALUE = sql`toInt64(floor(revenue_total * 1000000 + 0.5))`;
 
+export interface RfmTables {
+  r: string;
+  f: string;
+  m: string;
+}
+
+export function rfmTableSql(table: string, key: 'rv' | 'fv' | 'mv', score: 'r_score' | 'f_score' | 'm_score'): Sql {
+  return sql`CREATE TABLE ${ident(table)} (${ident(key)} Int64, ${ident(score)} UInt8) ENGINE = Memory`;
+}
+
+/**
+ * The run's purchasers (last_purchase_at, purchases_total, revenue_total): stage0's,
+ * plus in incremental runs the previous run's unchanged users.
+ */
+export function purchasersSourceSql(p: { stage0: string; previous?: { appId: string; runId: string; changed: string } }): Sql {
+  const fresh = sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(p.stage0)} WHERE purchases_total > 0`;
+  if (!p.previous) return fresh;
+  return sql`${fresh}
+  UNION ALL
+  SELECT ifNull(lp, toDateTime(0)) AS last_purchase_at, purchases_total, revenue_total FROM (
+    SELECT last_purchase_at AS lp, purchases_total, revenue_total FROM profiles
+    WHERE app_id = ${p.previous.appId} AND run_id = ${p.previous.runId} AND purchases_total > 0 AND user_id NOT IN ${ident(p.previous.changed)}
+  )`;
+}
+
 /** value → score for one metric: ceil(5 * (2 * smaller + equal) / (2 * n)), see rfm.ts. */
-function scoreTableSql(stage1: string, value: Sql, key: string, score: string, purchasers: number): Sql {
-  return sql`SELECT v AS ${ident(key)}, toUInt8(intDiv(5 * (2 * (cum - c) + c) + ${2 * purchasers} - 1, ${2 * purchasers})) AS ${ident(score)}
+export function rfmScoresInsertSql(p: { table: string; metric: 'r' | 'f' | 'm'; asOf: Date; purchasers: Sql; n: number }): Sql {
+  const value = p.metric === 'r' ? R_VALUE(p.asOf) : p.metric === 'f' ? F_VALUE : M_VALUE;
+  const twoN = 2 * p.n;
+  return sql`INSERT INTO ${ident(p.table)}
+  SELECT v, toUInt8(intDiv(5 * (2 * (cum - c) + c) + ${twoN} - 1, ${twoN}))
   FROM (
     SELECT arraySort(groupArray((v, c))) AS s, arrayMap(x -> x.1, s) AS vs, arrayMap(x -> x.2, s) AS cs, arrayCumSum(cs) AS cums
-    FROM (SELECT ${value} AS v, count() AS c FROM ${ident(stage1)} WHERE purchases_total > 0 GROUP BY v)
+    FROM (SELECT ${value} AS v, count() AS c FROM (${p.purchasers}) GROUP BY v)
   ) ARRAY JOIN vs AS v, cs AS c, cums AS cum`;
 }
 
-export function purchasersSql(stage1: string): Sql {
-  return sql`SELECT count() AS n FROM ${ident(stage1)} WHERE purchases_total > 0`;
+/** Rows of `source` (with every profile input column) joined to the three score tables. */
+function withScores(source: Sql, asOf: Date, t: RfmTables): Sql {
+  const base = sql`SELECT *, ${R_VALUE(asOf)} AS rv, ${F_VALUE} AS fv, ${M_VALUE} AS mv FROM (${source})`;
+  const withR = sql`SELECT * FROM (${base}) ANY LEFT JOIN ${ident(t.r)} USING rv`;
+  const withF = sql`SELECT * FROM (${withR}) ANY LEFT JOIN ${ident(t.f)} USING fv`;
+  return sql`SELECT * FROM (${withF}) ANY LEFT JOIN ${ident(t.m)} USING mv`;
 }
 
-/** Step 3: the run's rows, with the population-level fields computed over all of them. */
-export function profilesInsertSql(p: { appId: string; runId: string; asOf: Date; stage1: string; purchasers: number }): Sql {
-  const { asOf } = p;
+const OUTPUT_COLUMNS = [
+  'app_id', 'run_id', 'as_of', ...CARRIED, 'events_7d', 'events_30d', 'active_days_30d', 'avg_order_value', 'last_purchase_at',
+  'recency_days', 'r_score', 'f_score', 'm_score', 'rfm_segment', 'best_hour', 'random_bucket',
+];
+
+/** The INSERT of profile rows from a source with CARRIED, events_7d, events_30d, active_days_30d, last_purchase_at (0 = none), best_hour. */
+function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmTables }): Sql {
   const seg = segmentTable();
-  const keys = seg.keys;
-  let source: Sql;
-  if (p.purchasers > 0) {
-    const base = sql`SELECT *, ${R_VALUE(asOf)} AS rv, ${F_VALUE} AS fv, ${M_VALUE} AS mv FROM ${ident(p.stage1)}`;
-    const withR = sql`SELECT * FROM (${base}) ANY LEFT JOIN (${scoreTableSql(p.stage1, R_VALUE(asOf), 'rv', 'r_score', p.purchasers)}) USING rv`;
-    const withF = sql`SELECT * FROM (${withR}) ANY LEFT JOIN (${scoreTableSql(p.stage1, F_VALUE, 'fv', 'f_score', p.purchasers)}) USING fv`;
-    source = sql`SELECT * FROM (${withF}) ANY LEFT JOIN (${scoreTableSql(p.stage1, M_VALUE, 'mv', 'm_score', p.purchasers)}) USING mv`;
-  } else {
-    source = sql`SELECT *, toUInt8(0) AS r_score, toUInt8(0) AS f_score, toUInt8(0) AS m_score FROM ${ident(p.stage1)}`;
-  }
   const buyer = raw('purchases_total > 0');
-  const segment = sql`transform(toUInt16(r_score * 10 + intDiv(f_score + m_score + 1, 2)), ${raw('[' + keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
-  return sql`INSERT INTO profiles (app_id, run_id, as_of, ${cols(CARRIED)}, avg_order_value, last_purchase_at, recency_days,
-  r_score, f_score, m_score, rfm_segment, best_hour, random_bucket)
-SELECT ${p.appId}, ${p.runId}, ${asOf}, ${cols(CARRIED)},
+  const segment = sql`transform(toUInt16(r_score * 10 + intDiv(f_score + m_score + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
+  return sql`INSERT INTO profiles (${cols(OUTPUT_COLUMNS)})
+SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)}, events_7d, events_30d, active_days_30d,
   if(${buyer}, revenue_total / purchases_total, NULL),
   if(${buyer}, last_purchase_at, NULL),
-  if(${buyer}, toUInt32(${RECENCY_DAYS(asOf)}), NULL),
+  if(${buyer}, toUInt32(${RECENCY_DAYS(p.asOf)}), NULL),
   if(${buyer}, r_score, NULL),
   if(${buyer}, f_score, NULL),
   if(${buyer}, m_score, NULL),
   if(${buyer}, ${segment}, NULL),
   best_hour,
   ${randomBucketSql(p.appId)}
-FROM (${source})`;
+FROM (${withScores(p.source, p.asOf, p.rfm)})`;
+}
+
+/** Step 3: the profile rows of the users of a group of timezones, from stage0. */
+export function profilesFromStage0Sql(p: { appId: string; runId: string; window: Window; stage0: string; timezones: readonly string[]; rfm: RfmTables }): Sql {
+  if (p.timezones.length === 0) throw new RangeError('no timezones');
+  const w = p.window;
+  const branches = p.timezones.map(
+    (tz) => sql`SELECT *,
+      arraySort(arrayMap(t -> toHour(t, ${tz}), ts90)) AS hs, arrayEnumerateUniq(hs) AS he,
+      if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS best_hour
+    FROM ${ident(p.stage0)} WHERE tz = ${tz}`,
+  );
+  const source = sql`SELECT *,
+    toUInt64(arrayCount(t -> t > ${w.d7}, ts90)) AS events_7d,
+    arrayFilter(t -> t > ${w.d30}, ts90) AS ts30,
+    toUInt64(length(ts30)) AS events_30d,
+    toUInt32(arrayUniq(arrayMap(t -> intDiv(toUInt32(t), ${DAY_S}), ts30))) AS active_days_30d
+  FROM (${join(branches, '\n  UNION ALL\n  ')})`;
+  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm });
+}
+
+/** Step 3': incremental runs take the users that cannot have changed from the previous run, with as_of-dependent fields recomputed. */
+export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previousRunId: string; changed: string; rfm: RfmTables }): Sql {
+  const source = sql`SELECT ${cols(CARRIED)}, events_7d, events_30d, active_days_30d, best_hour, ifNull(lp, toDateTime(0)) AS last_purchase_at
+  FROM (
+    SELECT ${cols(CARRIED)}, events_7d, events_30d, active_days_30d, best_hour, last_purchase_at AS lp
+    FROM profiles
+    WHERE app_id = ${p.appId} AND run_id = ${p.previousRunId} AND user_id NOT IN ${ident(p.changed)}
+  )`;
+  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.asOf, source, rfm: p.rfm });
 }
 
 /** 0..9999, stable per (app_id, user_id): cityHash64 is the same on every ClickHouse version. */
