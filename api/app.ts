@@ -12,6 +12,7 @@ import type { Config } from '../lib/config.ts';
 import { log } from '../lib/log.ts';
 import type { Sql } from '../lib/sql.ts';
 import { killQuery } from './export.ts';
+import { createEventProducer, type EventProducer } from '../ingest/producer.ts';
 import { metrics as processMetrics, type Registry } from '../lib/metrics.ts';
 import { type ApiKey, hasRole, type KeyStore } from './auth.ts';
 import { routeFor, type Route } from './openapi.ts';
@@ -39,8 +40,10 @@ export interface AppDeps {
   ch: ClickHouse;
   /** A connected producer (acks -1 on every send). */
   producer: Producer;
-  /** For reachability checks; optional when the caller has only a producer. */
+  /** For reachability checks and the events producer; optional when the caller has only a producer. */
   kafka?: Kafka;
+  /** Producer of POST /v1/events (default: one on `kafka` for the configured events topic). */
+  events?: EventProducer;
   config: Config;
   keys: KeyStore;
   metrics?: Registry;
@@ -48,6 +51,7 @@ export interface AppDeps {
 }
 
 export interface AppContext extends AppDeps {
+  events?: EventProducer;
   limits: Limits;
   metrics: Registry;
   /** Routes of the app (the OpenAPI document is built from them). */
@@ -167,6 +171,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
     ...deps,
     limits: { ...defaultLimits(deps.config), ...deps.limits },
     metrics: deps.metrics ?? processMetrics,
+    events: deps.events ?? (deps.kafka ? createEventProducer(deps.kafka, deps.config.WARBLER_EVENTS_TOPIC) : undefined),
     routes: [],
   };
   for (const make of routeSets) ctx.routes.push(...make(ctx));

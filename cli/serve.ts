@@ -91,6 +91,7 @@ export async function runServe(argv: string[]): Promise<number> {
       try {
         await server.close(15_000);
         await producer.disconnect().catch((e) => log.warn('producer disconnect failed', { error: e }));
+        await ctx.events?.close().catch((e) => log.warn('events producer disconnect failed', { error: e }));
         await ch.close();
       } finally {
         if (existsSync(pidFile) && readFileSync(pidFile, 'utf8') === String(process.pid)) rmSync(pidFile);

@@ -55,6 +55,7 @@ export async function harness(opts: { limits?: Partial<Limits>; prefix?: string 
   const { app, ctx } = createApp(deps, allRoutes);
   afterAll(async () => {
     await producer.disconnect();
+    await ctx.events?.close();
   });
   return {
     ch,

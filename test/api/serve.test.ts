@@ -86,13 +86,13 @@ describe('warbler serve', () => {
   });
 
   it('finishes an in-flight export on SIGTERM, then exits and removes its pid file', async () => {
-    const seg = await (
+    const seg = (await (
       await fetch(`${url}/v1/segments`, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
         body: JSON.stringify({ name: 'all', expression: 'did(view)' }),
       })
-    ).json();
+    ).json()) as { id: string };
     const res = await fetch(`${url}/v1/segments/${seg.id}/users?as_of=2030-01-01T00:00:00Z`, { headers: { authorization: `Bearer ${key}` } });
     expect(res.status).toBe(200);
     const reader = res.body!.getReader();

@@ -1,0 +1,109 @@
+// GET /v1/stats: what is stored for the key's app, and how far ingest is behind.
+import type { Kafka } from 'kafkajs';
+import { z } from 'zod';
+import { ingestStats } from '../../ingest/stats.ts';
+import { sql } from '../../lib/sql.ts';
+import { route, type AppContext } from '../app.ts';
+
+const StatsQuerySchema = z
+  .object({ days: z.coerce.number().int().min(1).max(3660).default(30).meta({ description: 'days of per-day counts (ending today, UTC)' }) })
+  .strict();
+
+const StatsSchema = z
+  .object({
+    app_id: z.string(),
+    events: z.object({
+      total: z.number().int(),
+      by_type: z.object({ track: z.number().int(), identify: z.number().int() }),
+      by_day: z.array(z.object({ day: z.string(), track: z.number().int(), identify: z.number().int() })).meta({ description: 'UTC days with events, oldest first' }),
+    }),
+    users: z.number().int(),
+    last_event_at: z.string().nullable().meta({ description: 'greatest event ts' }),
+    last_received_at: z.string().nullable().meta({ description: 'when the latest stored event was received' }),
+    ingest_lag: z.object({
+      messages: z.number().int().nullable().meta({ description: 'events produced to Kafka but not yet stored (all apps); null when Kafka cannot be asked' }),
+      topic: z.string(),
+      consumer_group: z.string(),
+      error: z.string().optional(),
+    }),
+    dead_lettered: z.number().int(),
+    dead_lettered_by_reason: z.record(z.string(), z.number().int()),
+  })
+  .meta({ id: 'Stats' });
+
+const iso = (s: string) => s.replace(' ', 'T') + 'Z';
+
+/** Messages of the events topic beyond the ingest group's committed offsets. */
+async function consumerLag(kafka: Kafka | undefined, topic: string, groupId: string): Promise<{ messages: number | null; error?: string }> {
+  if (!kafka) return { messages: null, error: 'no Kafka client configured' };
+  const admin = kafka.admin();
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    const work = (async () => {
+      await admin.connect();
+      const [ends, committed] = await Promise.all([admin.fetchTopicOffsets(topic), admin.fetchOffsets({ groupId, topics: [topic] })]);
+      const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+      let lag = 0;
+      for (const p of ends) {
+        const c = done.get(p.partition) ?? -1;
+        // -1: the group never committed here; everything from the log start is pending.
+        lag += Number(p.high) - (c >= 0 ? c : Number(p.low));
+      }
+      return lag;
+    })();
+    const timeout = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error('Kafka did not answer within 3 s')), 3000)));
+    return { messages: await Promise.race([work, timeout]) };
+  } catch (e) {
+    return { messages: null, error: (e as Error).message };
+  } finally {
+    clearTimeout(timer);
+    await admin.disconnect().catch(() => undefined);
+  }
+}
+
+export function statsRoutes(ctx: AppContext) {
+  return [
+    route(
+      {
+        method: 'get',
+        path: '/v1/stats',
+        operationId: 'getStats',
+        summary: 'Events stored (by type and day), users, last event time, ingest lag, dead-lettered count',
+        tag: 'stats',
+        role: 'read',
+        query: StatsQuerySchema,
+        response: { status: 200, description: 'the app\'s figures', schema: StatsSchema },
+      },
+      async ({ ch, appId, query }) => {
+        const since = new Date(Date.now() - (query.days - 1) * 86_400_000);
+        const [totals, days, ingest, lag] = await Promise.all([
+          ch.one<{ track: string; identify: string; users: string; last_ts: string; last_received: string; n: string }>(sql`
+            SELECT countIf(type = 'track') AS track, countIf(type = 'identify') AS identify, uniqExact(user_id) AS users,
+              toString(max(ts)) AS last_ts, toString(max(received_at)) AS last_received, count() AS n
+            FROM events WHERE app_id = ${appId}`),
+          ch.rows<{ day: string; track: string; identify: string }>(sql`
+            SELECT toString(toDate(ts)) AS day, countIf(type = 'track') AS track, countIf(type = 'identify') AS identify
+            FROM events WHERE app_id = ${appId} AND ts >= toDateTime(toDate(${since}))
+            GROUP BY day ORDER BY day`),
+          ingestStats(ch, appId),
+          consumerLag(ctx.kafka, ctx.config.WARBLER_EVENTS_TOPIC, ctx.config.WARBLER_CONSUMER_GROUP),
+        ]);
+        const n = Number(totals?.n ?? 0);
+        return {
+          app_id: appId,
+          events: {
+            total: n,
+            by_type: { track: Number(totals?.track ?? 0), identify: Number(totals?.identify ?? 0) },
+            by_day: days.map((d) => ({ day: d.day, track: Number(d.track), identify: Number(d.identify) })),
+          },
+          users: Number(totals?.users ?? 0),
+          last_event_at: n > 0 && totals ? iso(totals.last_ts) : null,
+          last_received_at: n > 0 && totals ? iso(totals.last_received) : null,
+          ingest_lag: { ...lag, topic: ctx.config.WARBLER_EVENTS_TOPIC, consumer_group: ctx.config.WARBLER_CONSUMER_GROUP },
+          dead_lettered: ingest.dead_lettered,
+          dead_lettered_by_reason: ingest.dead_lettered_by_reason,
+        };
+      },
+    ),
+  ];
+}
