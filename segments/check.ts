@@ -170,6 +170,8 @@ const isWordChar = (c: string): boolean => /^[A-Za-z0-9_]$/.test(c);
 const isOctal = (c: string | undefined): boolean => c !== undefined && c >= '0' && c <= '7';
 const isHex = (c: string | undefined): boolean => c !== undefined && /^[0-9A-Fa-f]$/.test(c);
 
+const LONG_NAMES_OF_FOUR_LETTERS = new Set(['Thai', 'Cham', 'Lisu', 'Modi', 'Newa', 'Toto']);
+
 function unicodeClassKnown(name: string): boolean {
   if (name === 'Any') return true;
   if (/^[A-Z][a-z]?$/.test(name)) {
@@ -181,6 +183,8 @@ function unicodeClassKnown(name: string): boolean {
     }
   }
   if (!/^[A-Z][A-Za-z_]*$/.test(name)) return false;
+  // JavaScript also knows the four-letter ISO 15924 aliases (Grek, Latn); RE2 knows only long names.
+  if (/^[A-Z][a-z]{3}$/.test(name) && !LONG_NAMES_OF_FOUR_LETTERS.has(name)) return false;
   try {
     new RegExp(`\\p{Script=${name}}`, 'u');
     return true;
@@ -195,6 +199,7 @@ function unicodeClassKnown(name: string): boolean {
  * lookarounds and backreferences, which RE2 rejects, and rejects (?P<n>…), \pN,
  * [[:alpha:]] and \Q…\E, which RE2 allows. Returns why the pattern is invalid.
  * Named groups must use (?P<name>…): the RE2 bundled with ClickHouse 18.16 predates (?<name>…).
+ * Stricter than that old RE2 where current RE2 is: duplicate group names, a trailing backslash.
  */
 export function re2Problem(pattern: string): string | undefined {
   if (LONE_SURROGATE.test(pattern)) return 'pattern is not valid UTF-8 (lone surrogate)';
@@ -239,7 +244,8 @@ export function re2Problem(pattern: string): string | undefined {
       return i + 3;
     }
     if ('afnrtv'.includes(c)) return i + 1;
-    if (c.codePointAt(0)! < 0x80 && !isWordChar(c)) return i + 1;
+    // RE2 reads any escaped ASCII character other than a letter or digit as itself (\_ included).
+    if (c.codePointAt(0)! < 0x80 && !/^[A-Za-z0-9]$/.test(c)) return i + 1;
     return `invalid escape sequence \\${c}${c === 'Z' ? ' (RE2 has \\z, not \\Z)' : ''}`;
   };
 
@@ -287,14 +293,12 @@ export function re2Problem(pattern: string): string | undefined {
         if (rest.startsWith('P=') || rest.startsWith('P>')) return 'backreferences and recursion are not supported by RE2';
         // Flags: (?imsU-imsU) or (?imsU-imsU:…)
         let j = i + 2;
-        let sawFlag = false;
         let sawMinus = false;
         let flagAfterMinus = false;
         for (;;) {
           const f = cs[j];
           if (f === undefined) return 'missing closing )';
           if ('imsU'.includes(f)) {
-            sawFlag = true;
             if (sawMinus) flagAfterMinus = true;
             j++;
             continue;
@@ -304,18 +308,15 @@ export function re2Problem(pattern: string): string | undefined {
             j++;
             continue;
           }
-          if ((f === ':' || f === ')') && (f === ':' || sawFlag) && (!sawMinus || flagAfterMinus)) {
+          if ((f === ':' || f === ')') && (!sawMinus || flagAfterMinus)) {
             if (f === ':') stack.push({ max: 1, last: null, lastWasRepeat: false });
             i = j + 1;
             break;
           }
           return `invalid or unsupported Perl syntax ${shown(cs.slice(i, j + 1).join(''))}`;
         }
-        // A flags-only group is not an operand: `(?i)*` has nothing to repeat.
-        if (cs[i - 1] === ')') {
-          top().last = null;
-          top().lastWasRepeat = false;
-        }
+        // A flags-only group such as (?i) adds nothing: a following `*` repeats what came before it.
+        top().lastWasRepeat = false;
         continue;
       }
       stack.push({ max: 1, last: null, lastWasRepeat: false });
@@ -340,7 +341,9 @@ export function re2Problem(pattern: string): string | undefined {
       let j = i + 1;
       if (c === '{') {
         const m = /^\{(\d+)(,(\d*))?\}/.exec(cs.slice(i, i + 24).join(''));
-        if (!m) {
+        // RE2 reads `{` literally unless a well-formed count follows (no leading zeros).
+        const wellFormed = (d: string | undefined): boolean => d === undefined || d === '' || (d.length < 9 && !/^0\d/.test(d));
+        if (!m || !wellFormed(m[1]) || !wellFormed(m[3])) {
           // Not a repetition: RE2 reads `{` literally.
           atom();
           i++;
@@ -374,8 +377,9 @@ export function re2Problem(pattern: string): string | undefined {
         if (d === ']' && !first) break;
         first = false;
         if (d === '[' && cs[j + 1] === ':') {
-          const close = cs.indexOf(':', j + 2);
-          if (close > 0 && cs[close + 1] === ']') {
+          let close = j + 2;
+          while (close + 1 < cs.length && !(cs[close] === ':' && cs[close + 1] === ']')) close++;
+          if (close + 1 < cs.length) {
             let name = cs.slice(j + 2, close).join('');
             if (name.startsWith('^')) name = name.slice(1);
             if (!POSIX_CLASSES.has(name)) return `invalid character class range [:${name}:]`;

@@ -1,4 +1,6 @@
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { sql } from '../../lib/sql.ts';
 import {
   checkSegment,
   duration,
@@ -10,6 +12,7 @@ import {
   tryParseSegment,
 } from '../../segments/index.ts';
 import type { CheckContext, Expr, SavedSegment, SegmentError } from '../../segments/index.ts';
+import { testDatabase } from '../support/env.ts';
 
 /** Problems the checker finds in a text expression (parse runs the checker). */
 function problems(text: string): SegmentError[] {
@@ -104,7 +107,7 @@ describe('RE2 regular expressions', () => {
   it.each([
     '^a.*z$', '', '(?i)vip', '(?i:ab)c', '(?-s:.)', '(?U)a*', '(?P<year>\\d{4})-(?P<m>\\d\\d)', '[[:alpha:]_]+', '[^[:space:]]',
     '\\pL+\\p{Greek}\\PN\\p{^Han}', '\\Q(.*)\\E', 'a{2}b{1,}c{0,3}?', 'a{,3}', '{', 'x{y}', '[]a]', '[a-]', '[\\d\\-x]',
-    '\\x41\\x{1F600}\\123\\0', '\\A\\z\\b\\B\\C', 'a|b|', '()', '\\.\\*\\+\\?\\(\\)\\[\\]\\{\\}\\|\\^\\$\\\\\\/', '😀+', '(a{10}){100}',
+    '\\x41\\x{1F600}\\123\\0', '\\A\\z\\b\\B\\C', 'a|b|', '()', '\\.\\*\\+\\?\\(\\)\\[\\]\\{\\}\\|\\^\\$\\\\\\/', '😀+', '(a{10}){100}', '(?)', '\\_', 'a(?i)*', 'a{01}{2}',
   ])('accepts %s', (pattern) => {
     expect(re2Problem(pattern)).toBeUndefined();
   });
@@ -121,7 +124,7 @@ describe('RE2 regular expressions', () => {
     ['(?P<n>a)(?P<n>b)', /duplicate capture group name/],
     ['(?>a)', /unsupported Perl syntax/],
     ['(?#c)', /unsupported Perl syntax/],
-    ['(?)', /unsupported Perl syntax/],
+    ['(?-)', /unsupported Perl syntax/],
     ['(?i-)', /unsupported Perl syntax/],
     ['a**', /repetitions cannot be stacked/],
     ['a*+', /repetitions cannot be stacked/],
@@ -139,7 +142,7 @@ describe('RE2 regular expressions', () => {
     ['[[:foo:]]', /invalid character class range/],
     ['\\p{Klingon}', /unknown Unicode class/],
     ['\\Z', /RE2 has \\z, not \\Z/],
-    ['\\_', /invalid escape sequence/],
+    ['\\p{Grek}', /unknown Unicode class/],
     ['\\k<n>', /invalid escape sequence/],
     ['a\\', /trailing \\/],
     ['\ud800', /not valid UTF-8/],
@@ -150,6 +153,39 @@ describe('RE2 regular expressions', () => {
   it('reports the problem for `matches` with its path and position', () => {
     expect(problems('x = 1 and\n  email matches "(?=x)"')[0]).toMatchObject({ code: 'bad_regex', path: ['and', 1, 'value'], line: 2, column: 3 });
     expect(codes('did(e where p matches "a**")')).toEqual(['bad_regex']);
+  });
+});
+
+describe('RE2 validation against the real thing', () => {
+  // ClickHouse 18.16's match() compiles patterns with its bundled RE2. Whatever it
+  // rejects, we must reject before a query runs. We are stricter only where current
+  // RE2 is (duplicate group names) or where ClickHouse skips RE2 for plain-text
+  // patterns (a trailing backslash).
+  it('rejects every pattern ClickHouse rejects, on fixed and random patterns', async () => {
+    const ch = await testDatabase('seg_re2');
+    const alphabet = fc.constantFrom(...'ab()[]{}*+?|^$.\\-,0129:<>=!PpdQEzZxisU#_é'.split(''));
+    const random = fc.sample(fc.array(alphabet, { maxLength: 8 }).map((a) => a.join('')), { numRuns: 400, seed: 20261128 });
+    const fixed = [
+      '(?)', '(?-)', '(?i)(?-i)', 'a(?i)*', '\\_', '\\p{Grek}', '\\p{Greek}', '\\pL', '[[:a:b:]]', 'a{01}', 'a{01}{2}', '[a-\\d]',
+      '(?P<n>a)(?P<n>b)', '(a)\\', '(a{100}){100}', '(a{10}){100}', '\\Q(\\E', '(?=a)', '(a)\\1', '\\12', '\\8', '[z-a]', 'a**',
+    ];
+    const disagreements: string[] = [];
+    for (const pattern of [...fixed, ...random]) {
+      let rejected: string | undefined;
+      try {
+        await ch.rows(sql`SELECT match('abc', ${pattern}) AS m`);
+      } catch (e) {
+        const message = String((e as Error).message);
+        if (!/re2/i.test(message)) throw e;
+        rejected = message;
+      }
+      const mine = re2Problem(pattern);
+      if (rejected !== undefined && mine === undefined) disagreements.push(`accepted ${JSON.stringify(pattern)}: ClickHouse says ${rejected.slice(0, 120)}`);
+      if (rejected === undefined && mine !== undefined && !/duplicate capture group name|trailing \\/.test(mine)) {
+        disagreements.push(`rejected ${JSON.stringify(pattern)} (${mine}) which ClickHouse accepts`);
+      }
+    }
+    expect(disagreements).toEqual([]);
   });
 });
 
