@@ -53,6 +53,17 @@ describe('warbler kmeans on the S1 benchmark (15 Gaussian clusters)', () => {
   });
 });
 
+describe('k-means on S2 (15 Gaussian clusters, more overlap)', () => {
+  it('k = 15 still matches the true partition closely (ARI >= 0.9)', async () => {
+    const X = await readNumericRows(join(FIXTURES, 's2.data.gz'));
+    const truth = await readNumericRows(join(FIXTURES, 's2.labels0.gz'));
+    const fit = fitKMeans(X, 15, { seed: 1, restarts: 10 });
+    const ari = adjustedRandIndex(fit.labels, truth.values);
+    console.log(`S2: ARI=${ari.toFixed(4)}`);
+    expect(ari).toBeGreaterThanOrEqual(0.9);
+  });
+});
+
 describe('k-means on iris, k = 3', () => {
   it('reaches the published total within-cluster SS of 78.85 (within 1%) with sizes 50/62/38', async () => {
     const X = await readNumericRows(join(FIXTURES, 'iris.data.gz'));
