@@ -24,6 +24,7 @@ export class InputError extends Error {
     message: string,
   ) {
     super(`${path}:${line}: ${message}`);
+    this.name = 'InputError';
   }
 }
 

@@ -70,6 +70,7 @@ export class ClusterJobError extends Error {
     readonly errors: { path: string; message: string }[] = [],
   ) {
     super(message);
+    this.name = 'ClusterJobError';
   }
 }
 
