@@ -1,0 +1,208 @@
+// The profile job at scale, against a baseline measured in the same run:
+//   baseline     SELECT user_id, count() FROM events WHERE app_id = … GROUP BY user_id
+//   full         buildProfiles(full) — every built-in field for every user
+//   incremental  after 1% new events (sessions of recently active users, the
+//                next hour) and as_of moved forward by that hour
+// Targets: full ≤ 3× baseline, incremental ≤ 15% of full. Also checks that the
+// incremental run equals a full run at the same as_of (row checksums).
+// Runs in its own database, dropped at the end.
+// Usage: npx tsx bench/profiles.ts [--events 20000000] [--users 1000000] [--runs 3]
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ClickHouse } from '../lib/clickhouse.ts';
+import { loadConfig } from '../lib/config.ts';
+import { migrate } from '../lib/migrate.ts';
+import { ident, raw, sql } from '../lib/sql.ts';
+import { up } from '../lib/stack.ts';
+import { buildProfiles, type BuildResult } from '../profiles/job.ts';
+
+const { values } = parseArgs({ options: { events: { type: 'string', default: '20000000' }, users: { type: 'string', default: '1000000' }, runs: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false } } });
+const N = Number(values.events);
+const U = Number(values.users);
+const RUNS = Number(values.runs);
+const APP = 'bench';
+const HOUR = 3600;
+
+const cfg = loadConfig();
+const stack = await up(cfg);
+const db = `bench_profiles_${Date.now()}`;
+const ch = new ClickHouse({ url: stack.clickhouseUrl, database: db, queryTimeoutS: 3600 });
+const say = (m: string) => process.stderr.write(m + '\n');
+const secs = (t: number) => +((performance.now() - t) / 1000).toFixed(3);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+// Realistic shape, from numbers(): activity skewed across users (a few heavy,
+// many light), more events recently than a year ago, 5% identify calls setting
+// timezone (20 zones incl. DST ones and an invalid name), platform and country;
+// 60% view, 20% click, 15% add_to_cart, 5% purchase with amount/category/item.
+const ZONES = ['America/New_York', 'America/Los_Angeles', 'America/Chicago', 'America/Sao_Paulo', 'Europe/Berlin', 'Europe/London', 'Europe/Paris', 'Europe/Madrid', 'Europe/Moscow', 'Asia/Kolkata', 'Asia/Shanghai', 'Asia/Tokyo', 'Asia/Singapore', 'Asia/Dubai', 'Australia/Sydney', 'Pacific/Auckland', 'Africa/Lagos', 'UTC', 'Asia/Kathmandu', 'Mars/Olympus'];
+const CATEGORIES = ['books', 'toys', 'garden', 'electronics', 'fashion', 'beauty', 'sports', 'food', 'home', 'music', 'games', 'office'];
+
+function eventsSql(p: { count: number; offset: number; userExpr: string; tsExpr: string; receivedExpr: string }) {
+  // Every value here is a program constant or a number; the expressions are program text.
+  const r = (salt: number) => `(intHash64(number * 7 + ${salt}) % 1000000) / 1000000.`;
+  const kind = `(intHash64(number * 13 + 5) % 100)`;
+  return sql`INSERT INTO events (app_id, user_id, ts, event_id, type, event, prop_keys, prop_strings, prop_numbers, properties, trait_keys, trait_values, trait_types, context, received_at)
+SELECT ${APP}, user_id, ts, event_id, type, event, prop_keys, prop_strings, prop_numbers, properties, trait_keys, trait_values, trait_types, context, received_at FROM (
+  SELECT
+    concat('u', toString(${ident('__u')})) AS user_id,
+    ts,
+    hex(intHash64(number + ${p.offset} + 1000000007)) AS event_id,
+    if(${ident('__k')} < 5, 'identify', 'track') AS type,
+    multiIf(${ident('__k')} < 5, '', ${ident('__k')} < 65, 'view', ${ident('__k')} < 85, 'click', ${ident('__k')} < 100 - 5, 'add_to_cart', 'purchase') AS event,
+    multiIf(event = 'purchase', ['amount', 'currency', 'category', 'item_id'], event = 'view', ['category', 'item_id', 'page'], event = 'click', ['target', 'campaign_id'], event = 'add_to_cart', ['item_id'], emptyArrayString()) AS prop_keys,
+    multiIf(event = 'purchase', [toString(${ident('__amt')}), 'EUR', ${ident('__cat')}, ${ident('__item')}], event = 'view', [${ident('__cat')}, ${ident('__item')}, '/p'], event = 'click', ['banner', 'c1'], event = 'add_to_cart', [${ident('__item')}], emptyArrayString()) AS prop_strings,
+    multiIf(event = 'purchase', [${ident('__amt')}, nan, nan, nan], event = 'view', [nan, nan, nan], event = 'click', [nan, nan], event = 'add_to_cart', [nan], emptyArrayFloat64()) AS prop_numbers,
+    multiIf(event = 'purchase', concat('{"amount":', toString(${ident('__amt')}), ',"currency":"EUR","category":"', ${ident('__cat')}, '","item_id":"', ${ident('__item')}, '"}'),
+            event = 'view', concat('{"category":"', ${ident('__cat')}, '","item_id":"', ${ident('__item')}, '","page":"/p"}'), '{}') AS properties,
+    if(type = 'identify', ['timezone', 'platform', 'country'], emptyArrayString()) AS trait_keys,
+    if(type = 'identify', [${ZONES}[1 + intHash64(${ident('__u')}) % ${ZONES.length}], ['ios', 'android', 'web'][1 + intHash64(${ident('__u')} + 1) % 3], ['DE', 'US', 'FR', 'IN', 'BR', 'JP', 'AU', 'GB', 'CN', 'NG'][1 + intHash64(${ident('__u')} + 2) % 10]], emptyArrayString()) AS trait_values,
+    if(type = 'identify', [1, 1, 1], emptyArrayUInt8()) AS trait_types,
+    '{}' AS context,
+    ${raw(p.receivedExpr)} AS received_at
+  FROM (
+    SELECT number,
+      ${raw(p.userExpr)} AS ${ident('__u')},
+      ${raw(p.tsExpr)} AS ts,
+      ${raw(kind)} AS ${ident('__k')},
+      round(5 + 195 * ${raw(r(3))}, 2) AS ${ident('__amt')},
+      ${CATEGORIES}[1 + intHash64(number * 11 + ${ident('__u')}) % ${CATEGORIES.length}] AS ${ident('__cat')},
+      concat('i', toString(intHash64(number * 17) % 50000)) AS ${ident('__item')}
+    FROM numbers(${p.offset}, ${p.count})
+  )
+)`;
+}
+
+async function checksum(runId: string): Promise<string> {
+  const row = await ch.one<{ c: string; n: string }>(sql`
+    -- avg_order_value is revenue_total / purchases_total, both compared; its last digits vary with float summation order.
+    SELECT toString(sum(cityHash64(user_id, toUInt32(first_seen), toUInt32(last_seen), events_total, events_7d, events_30d, active_days_30d,
+      views_30d, clicks_30d, purchases_30d, purchases_total, round(revenue_total, 2), round(revenue_30d, 2),
+      ifNull(toUInt32(last_purchase_at), 0), ifNull(recency_days, 999999), ifNull(r_score, 0), ifNull(f_score, 0), ifNull(m_score, 0),
+      ifNull(rfm_segment, ''), ifNull(top_category, '\\0'), ifNull(best_hour, 99), ifNull(timezone, '\\0'), ifNull(platform, '\\0'),
+      ifNull(country, '\\0'), trait_keys, trait_values, random_bucket))) AS c, toString(count()) AS n
+    FROM profiles WHERE app_id = ${APP} AND run_id = ${runId}`);
+  return `${row?.n}:${row?.c}`;
+}
+
+try {
+  await migrate(ch);
+  const t0 = Math.floor(Date.now() / 1000) - HOUR * 2;
+  say(`loading ${N} events for ${U} users into ${db}…`);
+  let t = performance.now();
+  const chunk = 5_000_000;
+  for (let off = 0; off < N; off += chunk) {
+    await ch.exec(
+      eventsSql({
+        count: Math.min(chunk, N - off),
+        offset: off,
+        // Skewed activity: user = floor(U * r^1.6).
+        userExpr: `toUInt64(floor(${U} * pow((intHash64(number) % 1000000) / 1000000., 1.6)))`,
+        // More events recently: age = 365 d * r^1.5.
+        tsExpr: `toDateTime(${t0} - toUInt32(31536000 * pow((intHash64(number + 99) % 1000000) / 1000000., 1.5)))`,
+        receivedExpr: `ts + 2`,
+      }),
+      { timeoutS: 3600 },
+    );
+    say(`  ${Math.min(off + chunk, N)} events`);
+  }
+  const loadS = secs(t);
+  say(`loaded in ${loadS} s; merging parts (OPTIMIZE … FINAL) for a steady state…`);
+  t = performance.now();
+  await ch.exec(sql`OPTIMIZE TABLE events FINAL`, { timeoutS: 3600 });
+  await ch.exec(sql`OPTIMIZE TABLE user_traits FINAL`, { timeoutS: 3600 });
+  say(`merged in ${secs(t)} s`);
+  const stats = await ch.one<{ users: string; events: string }>(sql`SELECT uniqExact(user_id) AS users, count() AS events FROM events WHERE app_id = ${APP}`);
+
+  const baseline: number[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    t = performance.now();
+    await ch.exec(sql`SELECT count() FROM (SELECT user_id, count() FROM events WHERE app_id = ${APP} GROUP BY user_id)`, { timeoutS: 3600 });
+    baseline.push(secs(t));
+  }
+  say(`baseline scan: ${baseline.join(', ')} s`);
+
+  const asOf1 = new Date(t0 * 1000);
+  const full: BuildResult[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    full.push(await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' }));
+    say(`full run: ${full[i]!.seconds} s, ${full[i]!.users} users ${JSON.stringify(full[i]!.steps)}`);
+  }
+
+  // 1% new events: sessions of 10 events by N/1000 recently active users during the next hour.
+  const newEvents = Math.round(N / 100);
+  const sessions = Math.max(1, Math.round(newEvents / 10));
+  t = performance.now();
+  await ch.exec(
+    eventsSql({
+      count: newEvents,
+      offset: N,
+      userExpr: `toUInt64(floor(${U} * pow((intHash64(intDiv(number, 10)) % 1000000) / 1000000., 1.6)))`,
+      tsExpr: `toDateTime(${t0} + 1 + intHash64(intDiv(number, 10)) % ${HOUR - 600} + number % 10 * 60)`,
+      receivedExpr: `now()`,
+    }),
+    { timeoutS: 3600 },
+  );
+  say(`added ${newEvents} events in ${sessions} sessions (${secs(t)} s)`);
+
+  const asOf2 = new Date((t0 + HOUR) * 1000);
+  const incremental: BuildResult[] = [];
+  for (let i = 0; i < RUNS; i++) {
+    // Each incremental run starts from the same full run at asOf1, so each measures the same work.
+    await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' });
+    incremental.push(await buildProfiles(ch, APP, { asOf: asOf2, mode: 'incremental' }));
+    say(`incremental run: ${incremental[i]!.seconds} s, ${incremental[i]!.recomputed_users} of ${incremental[i]!.users} users recomputed ${JSON.stringify(incremental[i]!.steps)}`);
+  }
+  const last = incremental[incremental.length - 1]!;
+  const check = await buildProfiles(ch, APP, { asOf: asOf2, mode: 'full' });
+  const [incSum, fullSum] = [await checksum(last.run_id), await checksum(check.run_id)];
+  say(`incremental = full at the same as_of: ${incSum === fullSum} (${incSum} vs ${fullSum})`);
+
+  const b = median(baseline);
+  const f = median(full.map((r) => r.seconds));
+  const inc = median(incremental.map((r) => r.seconds));
+  const out = {
+    events: Number(stats?.events),
+    users_with_events: Number(stats?.users),
+    new_events: newEvents,
+    runs: RUNS,
+    load_seconds: loadS,
+    seconds: { baseline_scan: b, full: f, incremental: inc, full_after_new_events: check.seconds },
+    all_seconds: { baseline_scan: baseline, full: full.map((r) => r.seconds), incremental: incremental.map((r) => r.seconds) },
+    ratios: { full_to_baseline: +(f / b).toFixed(2), incremental_to_full: +(inc / f).toFixed(3) },
+    targets: { full_to_baseline: 3, incremental_to_full: 0.15 },
+    recomputed_users: last.recomputed_users,
+    profile_users: last.users,
+    incremental_equals_full: incSum === fullSum,
+    clickhouse: '18.16.1',
+    machine: '2 cores',
+  };
+  writeFileSync('bench/results/profiles.json', JSON.stringify(out, null, 2) + '\n');
+  const ok = (v: number, target: number) => (v <= target ? 'met' : 'NOT met');
+  writeFileSync(
+    'bench/results/profiles.md',
+    `# Profile job benchmark
+
+\`npx tsx bench/profiles.ts\` — ${out.events.toLocaleString('en')} events, ${out.users_with_events.toLocaleString('en')} users with events,
+ClickHouse 18.16 on this 2-core machine, medians of ${RUNS} runs, parts merged before measuring.
+
+| measurement | seconds |
+|---|---|
+| baseline: \`SELECT user_id, count() … GROUP BY user_id\` | ${b} |
+| full profile job | ${f} |
+| incremental job after ${newEvents.toLocaleString('en')} new events (1%), as_of + 1 h | ${inc} |
+
+| ratio | value | target | |
+|---|---|---|---|
+| full / baseline | ${out.ratios.full_to_baseline} | ≤ 3 | ${ok(out.ratios.full_to_baseline, 3)} |
+| incremental / full | ${out.ratios.incremental_to_full} | ≤ 0.15 | ${ok(out.ratios.incremental_to_full, 0.15)} |
+
+Incremental recomputed ${last.recomputed_users?.toLocaleString('en')} of ${last.users.toLocaleString('en')} users and equals a full run at the
+same as_of (row checksums): **${out.incremental_equals_full}**.
+`,
+  );
+  say(JSON.stringify(out, null, 2));
+} finally {
+  if (!values.keep) await ch.exec(sql`DROP DATABASE IF EXISTS ${ident(db)}`).catch(() => undefined);
+  await ch.close();
+}
