@@ -848,7 +848,13 @@ function refsOf(root: Expr): string[] {
  */
 export function checkSegment(expr: Expr, ctx: CheckContext = {}): SegmentError[] {
   const checker = new Checker(ctx);
-  checker.expr(expr, [], 1);
+  try {
+    checker.expr(expr, [], 1);
+  } catch (e) {
+    // Only an object that is not an AST at all gets here (e.g. client JSON shaped
+    // like one); read such input with fromJson, which validates its shape.
+    return [{ code: 'invalid_ast', message: `not a segment AST: ${(e as Error).message}`, path: [] }];
+  }
   if (checker.nodes > LIMITS.maxNodes) {
     checker.add('too_many_nodes', `expression has ${checker.nodes} conditions; at most ${LIMITS.maxNodes} are allowed`, [], expr.span);
   }

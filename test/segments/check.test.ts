@@ -301,3 +301,11 @@ describe('in_segment: existence and cycles through saved segments', () => {
     });
   });
 });
+
+describe('malformed ASTs', () => {
+  it('yield an invalid_ast error rather than a TypeError', () => {
+    for (const junk of [{ kind: 'and' }, { kind: 'attr', attr: 'x', op: 'between', value: 5 }, { kind: 'nope' }, { kind: 'not' }]) {
+      expect(checkSegment(junk as unknown as Expr).map((e) => e.code)).toEqual(['invalid_ast']);
+    }
+  });
+});
