@@ -3,7 +3,7 @@
 // texts also round-trip through the printer and the JSON form.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { fromJson, parseSegment, printSegment, SegmentSyntaxError, stripSpans, toJson } from '../../segments/index.ts';
+import { fromJson, parseSegment, printSegment, re2Problem, SegmentSyntaxError, stripSpans, toJson } from '../../segments/index.ts';
 import type { Expr } from '../../segments/index.ts';
 
 function outcome(text: string): Expr | SegmentSyntaxError {
@@ -98,6 +98,21 @@ describe('fuzz: the parser only ever returns an AST or a SegmentSyntaxError', ()
 
   it('mutations of valid expressions', () => {
     fc.assert(fc.property(mutated, assertWellBehaved), { numRuns: 1500 });
+  });
+
+  it('the RE2 validator answers (string or undefined) for any pattern', () => {
+    const regexUnit = fc.oneof(fc.constantFrom(...'()[]{}*+?|^$.\\-,:<>=!PpQEx0123456789^_'.split('')), fc.string({ unit: 'binary', maxLength: 1 }));
+    fc.assert(
+      fc.property(fc.string({ unit: regexUnit, maxLength: 40 }), (pattern) => {
+        const r = re2Problem(pattern);
+        expect(r === undefined || typeof r === 'string').toBe(true);
+      }),
+      { numRuns: 2000 },
+    );
+    for (const p of ['['.repeat(8000), '[[:'.repeat(5000), '('.repeat(16_000), '\\p{'.repeat(4000), 'a{1000}'.repeat(2000)]) {
+      expect(typeof re2Problem(p)).toBe('string');
+    }
+    expect(re2Problem('\\Q'.repeat(5000))).toBeUndefined(); // all quoted literal text
   });
 
   it('adversarial shapes: depth, length, repetition', () => {
