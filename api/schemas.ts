@@ -179,6 +179,20 @@ export const EvaluateResultSchema = z
   })
   .meta({ id: 'EvaluateResult' });
 
+export const ExplainResultSchema = z
+  .object({
+    as_of: IsoUtcSchema,
+    profiles_as_of: IsoUtcSchema.nullable(),
+    expression: z.string().meta({ description: 'the canonical text form' }),
+    universe: z.number().int().meta({ description: 'users of the app with an event at or before as_of' }),
+    count: z.number().int().meta({ description: 'members (the root node)' }),
+    query: z.string().meta({ description: 'the ClickHouse query that lists the members' }),
+    nodes: z
+      .array(z.object({ path: z.string(), expression: z.string(), count: z.number().int() }))
+      .meta({ description: 'every node of the expression, root first ($), with the users of the universe it matches' }),
+  })
+  .meta({ id: 'ExplainResult' });
+
 export const SegmentBodySchema = z
   .object({
     name: z.string().min(1).max(200),

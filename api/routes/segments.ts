@@ -1,10 +1,11 @@
 // Segments: evaluate and explain an expression, and the saved-segment CRUD.
 import { printSegment } from '../../segments/print.ts';
-import { evaluateSegment } from '../../segments/evaluate.ts';
+import { formatPath } from '../../segments/errors.ts';
+import { evaluateSegment, isoSeconds, prepareSegment } from '../../segments/evaluate.ts';
 import { createSegment, deleteSegment, getSegment, listSegments, updateSegment, type SegmentRecord } from '../../segments/saved.ts';
 import { route, type AppContext } from '../app.ts';
 import { notFound } from '../problem.ts';
-import { EvaluateBodySchema, EvaluateResultSchema, SegmentBodySchema, SegmentListSchema, SegmentPathSchema, SegmentRecordSchema } from '../schemas.ts';
+import { ExplainBodySchema, ExplainResultSchema, EvaluateBodySchema, EvaluateResultSchema, SegmentBodySchema, SegmentListSchema, SegmentPathSchema, SegmentRecordSchema } from '../schemas.ts';
 
 export function segmentView(r: SegmentRecord) {
   return {
@@ -33,6 +34,37 @@ export function segmentRoutes(_ctx: AppContext) {
         problems: [504],
       },
       async ({ ch, appId, body }) => evaluateSegment(ch, appId, body.expression, { asOf: body.as_of, limit: body.limit, fields: body.fields }),
+    ),
+    route(
+      {
+        method: 'post',
+        path: '/v1/segments/explain',
+        operationId: 'explainSegment',
+        summary: 'The generated ClickHouse query, and how many users of the universe match each node of the expression',
+        tag: 'segments',
+        role: 'read',
+        body: ExplainBodySchema,
+        response: { status: 200, description: 'query and per-node counts', schema: ExplainResultSchema },
+        problems: [504],
+      },
+      async ({ ch, appId, body }) => {
+        const p = await prepareSegment(ch, appId, body.expression, body.as_of);
+        const row = (await ch.one<Record<string, string | number>>(p.compiled.nodeCounts)) ?? {};
+        const nodes = p.compiled.nodes.map((n) => ({
+          path: formatPath(n.path) || '$',
+          expression: printSegment(n.node),
+          count: Number(row[n.column] ?? 0),
+        }));
+        return {
+          as_of: isoSeconds(p.asOf),
+          profiles_as_of: p.profilesAsOf ? isoSeconds(p.profilesAsOf) : null,
+          expression: printSegment(p.expr),
+          universe: Number(row.universe ?? 0),
+          count: nodes[0]?.count ?? 0,
+          query: p.compiled.members.text,
+          nodes,
+        };
+      },
     ),
     route(
       {

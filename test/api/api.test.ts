@@ -155,6 +155,19 @@ describe('segments', () => {
     expect(j.users.map((u: any) => u.user_id)).not.toContain('carol');
   });
 
+  it('explains: the query and the users each node matches', async () => {
+    const res = await h.call('POST', '/v1/segments/explain', { as: ['app_a', 'read'], body: { expression: 'did(view) and not did(purchase)' } });
+    expect(res.status).toBe(200);
+    const r = await json(res);
+    expect(r).toMatchObject({ universe: APP_A_VIEWERS.length + 1, count: 28, expression: 'did(view) and not did(purchase)' });
+    expect(r.query).toMatch(/^SELECT/);
+    expect(r.nodes[0]).toEqual({ path: '$', expression: 'did(view) and not did(purchase)', count: 28 });
+    const byText = Object.fromEntries(r.nodes.map((n: any) => [n.expression, n.count]));
+    expect(byText).toMatchObject({ 'did(view)': APP_A_VIEWERS.length, 'did(purchase)': 16, 'not did(purchase)': 28 });
+    const b = await json(await h.call('POST', '/v1/segments/explain', { as: ['app_b', 'read'], body: { expression: 'did(view)' } }));
+    expect(b).toMatchObject({ universe: 2, count: 1 });
+  });
+
   it('saves, lists, reads, updates and deletes segments; names are unique per app', async () => {
     let res = await h.call('POST', '/v1/segments', { as: ['app_a', 'admin'], body: { name: 'buyers', expression: 'did(purchase)', description: 'd' } });
     expect(res.status).toBe(201);
