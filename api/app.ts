@@ -108,7 +108,8 @@ export function toProblem(err: unknown): Problem {
   if (err instanceof SegmentConflictError) return new ProblemError(409, err.message, { errors: [{ path: 'body.name', message: err.message }] }).problem;
   if (err instanceof JobConflictError) return new ProblemError(409, err.message).problem;
   const e = err as { name?: string; message?: string; code?: string | number };
-  const code = e?.code !== undefined ? String(e.code) : '';
+  // The client parses ClickHouse error codes only from newer servers' messages; 18.16 says `Code: 159, …`.
+  const code = e?.code !== undefined ? String(e.code) : (/^Code: (\d+)/.exec(e?.message ?? '')?.[1] ?? '');
   // ClickHouse: 159 TIMEOUT_EXCEEDED (max_execution_time), 394 QUERY_WAS_CANCELLED.
   if (code === '159') return new ProblemError(504, 'the query ran past its time limit and was cancelled in ClickHouse').problem;
   if (code === '394') return new ProblemError(499, 'the query was cancelled').problem;
