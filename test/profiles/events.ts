@@ -1,8 +1,11 @@
 // A seeded random event generator aimed at the profile contract's edges (DST
 // days, window boundaries to the second, ties, invalid zone names, identify-only
-// users, users seen only after as_of, non-numeric amounts), and the conversion of
-// an event to an `events` row with the column layout of 001_events.sql.
+// users, users seen only after as_of, non-numeric amounts). Events are stored the
+// way ingest stores them: validated and normalised by ingest/normalize.ts, then
+// inserted by ingest/sink.ts.
 import type { ClickHouse } from '../../lib/clickhouse.ts';
+import { normalizeEvent } from '../../ingest/normalize.ts';
+import { insertEventRows } from '../../ingest/sink.ts';
 import { traitChanges, type Scalar, type TestEvent } from './reference.ts';
 
 export function rng(seed: number): () => number {
@@ -91,47 +94,33 @@ export function generate(seed: number, o: GenOptions): TestEvent[] {
       }
       if (r() < 0.2) properties.nested = { category: 'nested-should-not-count', amount: 1000 };
       const context: Record<string, string> = {};
-      if (r() < 0.15) context.timezone = pick(ZONES) ?? 'UTC';
+      if (r() < 0.15) context.timezone = pick(ZONES) || 'UTC';
       if (r() < 0.2) context.platform = pick(['ios', 'android', 'web']);
       if (r() < 0.1) context.country = pick(['DE', 'US', 'AU']);
       events.push({ ...base(), ts, type: 'track', event: name, properties, context });
       // Same-second twins decide trait ties by event_id.
-      if (r() < 0.05) events.push({ ...base(), ts, type: 'track', event: name, properties, context: { timezone: pick(ZONES) ?? 'UTC' } });
+      if (r() < 0.05) events.push({ ...base(), ts, type: 'track', event: name, properties, context: { timezone: pick(ZONES) || 'UTC' } });
     }
   }
   return events;
 }
 
-export function eventRow(appId: string, e: TestEvent): Record<string, unknown> {
-  const prop_keys: string[] = [];
-  const prop_strings: string[] = [];
-  const prop_numbers: (number | string)[] = [];
-  for (const [k, v] of Object.entries(e.properties)) {
-    if (typeof v !== 'string' && typeof v !== 'number' && typeof v !== 'boolean') continue;
-    prop_keys.push(k);
-    prop_strings.push(String(v));
-    prop_numbers.push(typeof v === 'number' ? v : 'nan');
-  }
-  const changes = traitChanges(e);
-  return {
-    app_id: appId,
-    user_id: e.user_id,
-    ts: e.ts,
-    event_id: e.event_id,
-    type: e.type,
-    event: e.type === 'track' ? e.event : '',
-    prop_keys,
-    prop_strings,
-    prop_numbers,
-    properties: JSON.stringify(e.properties),
-    trait_keys: changes.map((c) => c[0]),
-    trait_values: changes.map(([, v]) => (v === null ? '' : String(v))),
-    trait_types: changes.map(([, v]) => (v === null ? 0 : typeof v === 'string' ? 1 : typeof v === 'number' ? 2 : 3)),
-    context: JSON.stringify(e.context),
-    received_at: e.received_at,
-  };
+/** The event as a producer sends it. */
+export function rawEvent(e: TestEvent): Record<string, unknown> {
+  const raw: Record<string, unknown> = { type: e.type, event_id: e.event_id, user_id: e.user_id, ts: e.ts * 1000 };
+  if (e.type === 'track') {
+    raw.event = e.event;
+    if (Object.keys(e.properties).length) raw.properties = e.properties;
+  } else raw.traits = e.traits;
+  if (Object.keys(e.context).length) raw.context = e.context;
+  return raw;
 }
 
 export async function insertEvents(ch: ClickHouse, appId: string, events: readonly TestEvent[]): Promise<void> {
-  for (let i = 0; i < events.length; i += 5000) await ch.insert('events', events.slice(i, i + 5000).map((e) => eventRow(appId, e)));
+  const rows = events.map((e) => {
+    const n = normalizeEvent(rawEvent(e), appId, e.received_at);
+    if (!n.row) throw new Error(`generator produced an invalid event ${JSON.stringify(rawEvent(e))}: ${JSON.stringify(n.errors)}`);
+    return n.row;
+  });
+  for (let i = 0; i < rows.length; i += 5000) await insertEventRows(ch, rows.slice(i, i + 5000));
 }
