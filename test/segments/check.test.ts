@@ -146,6 +146,8 @@ describe('RE2 regular expressions', () => {
     ['\\k<n>', /invalid escape sequence/],
     ['a\\', /trailing \\/],
     ['\ud800', /not valid UTF-8/],
+    ['(a{1000})'.repeat(700), /pattern too large for RE2/],
+    ['\\pL{1,500}', /pattern too large for RE2/],
   ])('rejects %s', (pattern, message) => {
     expect(re2Problem(pattern)).toMatch(message);
   });
@@ -159,8 +161,8 @@ describe('RE2 regular expressions', () => {
 describe('RE2 validation against the real thing', () => {
   // ClickHouse 18.16's match() compiles patterns with its bundled RE2. Whatever it
   // rejects, we must reject before a query runs. We are stricter only where current
-  // RE2 is (duplicate group names) or where ClickHouse skips RE2 for plain-text
-  // patterns (a trailing backslash).
+  // RE2 is (duplicate group names), where ClickHouse skips RE2 for plain-text
+  // patterns (a trailing backslash), and near the program-size limit, which we estimate.
   it('rejects every pattern ClickHouse rejects, on fixed and random patterns', async () => {
     const ch = await testDatabase('seg_re2');
     const alphabet = fc.constantFrom(...'ab()[]{}*+?|^$.\\-,0129:<>=!PpdQEzZxisU#_é'.split(''));
@@ -168,6 +170,9 @@ describe('RE2 validation against the real thing', () => {
     const fixed = [
       '(?)', '(?-)', '(?i)(?-i)', 'a(?i)*', '\\_', '\\p{Grek}', '\\p{Greek}', '\\pL', '[[:a:b:]]', 'a{01}', 'a{01}{2}', '[a-\\d]',
       '(?P<n>a)(?P<n>b)', '(a)\\', '(a{100}){100}', '(a{10}){100}', '\\Q(\\E', '(?=a)', '(a)\\1', '\\12', '\\8', '[z-a]', 'a**',
+      // Compiled size: RE2 refuses programs beyond ~700k instructions.
+      '(a{1000})'.repeat(600), '(a{1000})'.repeat(700), '(\\pL)'.repeat(400), '(\\pL)'.repeat(460), '\\pL{1,300}', '\\pL{1,500}',
+      '[^a]{1000}', '(.){1000}'.repeat(40), '(.){1000}'.repeat(70),
     ];
     const disagreements: string[] = [];
     for (const pattern of [...fixed, ...random]) {
@@ -181,7 +186,7 @@ describe('RE2 validation against the real thing', () => {
       }
       const mine = re2Problem(pattern);
       if (rejected !== undefined && mine === undefined) disagreements.push(`accepted ${JSON.stringify(pattern)}: ClickHouse says ${rejected.slice(0, 120)}`);
-      if (rejected === undefined && mine !== undefined && !/duplicate capture group name|trailing \\/.test(mine)) {
+      if (rejected === undefined && mine !== undefined && !/duplicate capture group name|trailing \\|too large/.test(mine)) {
         disagreements.push(`rejected ${JSON.stringify(pattern)} (${mine}) which ClickHouse accepts`);
       }
     }
