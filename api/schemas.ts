@@ -259,7 +259,6 @@ export const ProfileSchema = z
     cluster_label: nullableString,
     random_bucket: z.number().int().min(0).max(9999),
   })
-  .strict()
   .meta({ id: 'Profile' });
 
 export const TagChangeSchema = z
