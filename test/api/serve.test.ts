@@ -65,8 +65,8 @@ describe('warbler serve', () => {
     expect(keys).toEqual({ keys: [{ name: expect.any(String), app_id: 'demo', roles: ['admin'], sha256: hashKey(key) }] });
     expect(JSON.stringify(keys)).not.toContain(key);
     expect(readFileSync(join(home, 'api.pid'), 'utf8')).toBe(String(child.pid));
-    const res = await fetch(`${url}/v1/segments`, { headers: { authorization: `Bearer ${key}` } });
-    expect(await res.json()).toEqual({ segments: [] });
+    const res = await fetch(`${url}/v1/stats`, { headers: { authorization: `Bearer ${key}` } });
+    expect(await res.json()).toMatchObject({ app_id: 'demo', users: 200_000 });
   });
 
   it('refuses a body larger than the limit before reading it', async () => {
