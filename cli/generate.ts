@@ -4,7 +4,10 @@ import { loadConfig } from '../lib/config.ts';
 import { log } from '../lib/log.ts';
 import { migrate } from '../lib/migrate.ts';
 import { generateEvents, GenerateOptionsError, resolveOptions, type DemoRecord, type GenerateOptions } from '../demo/generate.ts';
-import { ClickHouseSink, NdjsonSink, type EventSink } from '../demo/sinks.ts';
+import { ClickHouseSink, KafkaSink, NdjsonSink, type EventSink } from '../demo/sinks.ts';
+import { createEventProducer } from '../ingest/producer.ts';
+import { createKafka } from '../lib/kafka.ts';
+import type { Admin } from 'kafkajs';
 import { clickhouseFromConfig } from './stack.ts';
 
 const USAGE = `usage: warbler generate [options] (--out FILE.ndjson | --clickhouse | --kafka)
@@ -20,7 +23,10 @@ const USAGE = `usage: warbler generate [options] (--out FILE.ndjson | --clickhou
   --out FILE         write NDJSON to FILE ('-' for stdout), duplicates and invalid lines included
   --clickhouse       insert valid events straight into the configured database (benchmark set-up;
                      duplicates and invalid records are dropped, as ingest would)
-  --kafka            produce every record to the events topic
+  --kafka            produce every record to the events topic (WARBLER_EVENTS_TOPIC), keyed by app and user
+  --max-lag N        with --kafka: pause while the ingest group (WARBLER_CONSUMER_GROUP) lags more than N
+                     messages (default 150000; the local mock broker drops what a lagging consumer has not
+                     read); 0 disables the check
 `;
 
 export async function runGenerate(argv: string[]): Promise<number> {
@@ -40,6 +46,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
         out: { type: 'string' },
         clickhouse: { type: 'boolean', default: false },
         kafka: { type: 'boolean', default: false },
+        'max-lag': { type: 'string', default: '150000' },
         help: { type: 'boolean', short: 'h', default: false },
       },
       strict: true,
@@ -70,6 +77,8 @@ export async function runGenerate(argv: string[]): Promise<number> {
     end = Date.parse(values.end);
     if (!Number.isFinite(end) || !/(Z|[+-]\d\d:?\d\d)$/i.test(values.end)) problems.push(`--end: not an ISO 8601 instant with Z or an offset: ${JSON.stringify(values.end)}`);
   }
+  const maxLagArg = num('max-lag', values['max-lag']);
+  if (maxLagArg !== undefined && !(Number.isInteger(maxLagArg) && maxLagArg >= 0)) problems.push('--max-lag: a whole number >= 0');
   const options: GenerateOptions = {
     seed: values.seed,
     users: num('users', values.users),
@@ -92,16 +101,21 @@ export async function runGenerate(argv: string[]): Promise<number> {
     return 2;
   }
 
-  if (values.kafka) {
-    // The producer side (topic, keys, throttling on consumer lag) belongs to ingest;
-    // until it provides a sink, say so rather than pretend.
-    process.stderr.write('warbler generate: --kafka is not available yet (the ingest producer sink is not wired); use --out or --clickhouse\n');
-    return 2;
-  }
-
   let sink: EventSink;
   let closeClient: (() => Promise<void>) | undefined;
-  if (values.clickhouse) {
+  if (values.kafka) {
+    const cfg = loadConfig();
+    const kafka = createKafka(cfg.kafkaBrokers, 'warbler-generate');
+    const admin = kafka.admin();
+    await admin.connect();
+    const maxLag = maxLagArg!;
+    const throttle = new LagThrottle(admin, cfg.WARBLER_CONSUMER_GROUP, cfg.WARBLER_EVENTS_TOPIC, maxLag);
+    sink = new KafkaSink(createEventProducer(kafka, cfg.WARBLER_EVENTS_TOPIC), {
+      appId: resolved.appId,
+      afterBatch: (sent) => (maxLag > 0 && sent % 50_000 < 5000 ? throttle.waitForRoom() : Promise.resolve()),
+    });
+    closeClient = () => admin.disconnect();
+  } else if (values.clickhouse) {
     const ch = clickhouseFromConfig(loadConfig());
     await migrate(ch);
     sink = new ClickHouseSink(ch);
@@ -133,7 +147,7 @@ export async function runGenerate(argv: string[]): Promise<number> {
     days: resolved.days,
     end: new Date(resolved.endMs).toISOString(),
     app_id: resolved.appId,
-    target: values.clickhouse ? 'clickhouse' : values.out,
+    target: values.clickhouse ? 'clickhouse' : values.kafka ? 'kafka' : values.out,
     records,
     ...counts,
     seconds: +seconds.toFixed(2),
@@ -168,5 +182,49 @@ class Progress {
     const rate = Math.round(this.records / ((now - this.start) / 1000 || 1));
     const line = `generate: ${this.records.toLocaleString('en-US')} records, user ${user.toLocaleString('en-US')}/${this.users.toLocaleString('en-US')}, ${rate.toLocaleString('en-US')}/s`;
     process.stderr.write(this.tty ? `\r${line}` : `${line}\n`);
+  }
+}
+
+/**
+ * Pauses production while the ingest consumer group lags more than `maxLag`
+ * messages behind the topic. Gives up with a clear error when the lag does
+ * not move for a minute: nobody is consuming, and producing on would only
+ * make a small broker drop data.
+ */
+class LagThrottle {
+  constructor(
+    private readonly admin: Admin,
+    private readonly group: string,
+    private readonly topic: string,
+    private readonly maxLag: number,
+  ) {}
+
+  async lag(): Promise<number> {
+    const [ends, committed] = await Promise.all([
+      this.admin.fetchTopicOffsets(this.topic),
+      this.admin.fetchOffsets({ groupId: this.group, topics: [this.topic] }),
+    ]);
+    const done = new Map((committed[0]?.partitions ?? []).map((p) => [p.partition, Number(p.offset)]));
+    let lag = 0;
+    for (const p of ends) lag += Number(p.high) - Math.max(done.get(p.partition) ?? -1, Number(p.low));
+    return lag;
+  }
+
+  async waitForRoom(): Promise<void> {
+    let lag = await this.lag();
+    let last = lag;
+    let stuckSince = performance.now();
+    while (lag > this.maxLag) {
+      await new Promise((r) => setTimeout(r, 250));
+      lag = await this.lag();
+      if (lag < last) {
+        last = lag;
+        stuckSince = performance.now();
+      } else if (performance.now() - stuckSince > 60_000) {
+        throw new Error(
+          `consumer group ${this.group} is not draining ${this.topic} (lag ${lag}); start \`warbler ingest\`, or pass --max-lag 0 to produce without waiting`,
+        );
+      }
+    }
   }
 }

@@ -1,7 +1,6 @@
-// Where generated records go: an NDJSON file (or stdout), or straight into the
-// ClickHouse `events` table for benchmark set-up. A Kafka sink plugs in through
-// the same interface: `write` may return a promise to apply backpressure, and
-// the caller awaits it before producing more.
+// Where generated records go: an NDJSON file (or stdout), the events topic, or
+// straight into the ClickHouse `events` table for benchmark set-up. `write` may
+// return a promise to apply backpressure; the caller awaits it before producing more.
 import { once } from 'node:events';
 import { createWriteStream } from 'node:fs';
 import type { Writable } from 'node:stream';
@@ -9,7 +8,8 @@ import { parseIsoTimestamp, type ValidEvent } from '../ingest/event-schema.ts';
 import { toEventRow, type EventRow } from '../ingest/normalize.ts';
 import { insertEventRows } from '../ingest/sink.ts';
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { recordLine, type DemoEvent, type DemoRecord } from './generate.ts';
+import { eventKey, type EventMessage, type EventProducer } from '../ingest/producer.ts';
+import { recordLine, userIdOf, type DemoEvent, type DemoRecord } from './generate.ts';
 
 export interface EventSink {
   /** Accepts one record; a returned promise means "wait before the next write". */
@@ -186,4 +186,53 @@ let receivedCheckedAt = 0;
 function receivedNow(): number {
   if (receivedCheckedAt++ % 1000 === 0) receivedSecond = Math.floor(Date.now() / 1000);
   return receivedSecond;
+}
+
+// ---------------------------------------------------------------------------
+// Kafka
+
+export interface KafkaSinkOptions {
+  /** The generator's app id: with the user id, the message key (one user → one partition). */
+  appId: string;
+  /** Messages per produce call (default 5000). */
+  batchMessages?: number;
+  /** Awaited after each batch with the total sent: where a caller pauses while consumers lag. */
+  afterBatch?: (sent: number) => Promise<void>;
+}
+
+/**
+ * Produces every record — duplicates and invalid ones included, as a real
+ * stream would carry them — through ingest's producer, keyed like every other
+ * producer so redeliveries reach the same consumer as the original.
+ */
+export class KafkaSink implements EventSink {
+  private batch: EventMessage[] = [];
+  private readonly batchMessages: number;
+  sent = 0;
+
+  constructor(
+    private readonly producer: EventProducer,
+    private readonly opts: KafkaSinkOptions,
+  ) {
+    this.batchMessages = opts.batchMessages ?? 5000;
+  }
+
+  write(rec: DemoRecord): Promise<void> | void {
+    this.batch.push({ key: eventKey(this.opts.appId, userIdOf(rec.user)), value: rec.line });
+    if (this.batch.length >= this.batchMessages) return this.flush();
+  }
+
+  private async flush(): Promise<void> {
+    const messages = this.batch;
+    this.batch = [];
+    if (messages.length === 0) return;
+    await this.producer.send(messages);
+    this.sent += messages.length;
+    await this.opts.afterBatch?.(this.sent);
+  }
+
+  async close(): Promise<void> {
+    await this.flush();
+    await this.producer.close();
+  }
 }
