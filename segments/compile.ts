@@ -24,6 +24,7 @@
 // (`b3`, `t1_v`) or names from the whitelists below.
 import type { Duration, Expr, PropExpr, TimeWindow } from './ast.ts';
 import { unreachable } from './ast.ts';
+import { parseInstant } from './check.ts';
 import { resolveAttr } from './fields.ts';
 import { and, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
@@ -193,8 +194,8 @@ class Builder {
       }
       case 'between': {
         // ts is whole seconds: ts >= x ⇔ ts >= ceil(x), ts < x ⇔ ts < ceil(x).
-        const from = Math.ceil(Date.parse(w.from) / 1000);
-        const to = Math.min(end, Math.ceil(Date.parse(w.to) / 1000));
+        const from = ceilSeconds(w.from);
+        const to = Math.min(end, ceilSeconds(w.to));
         this.needFrom(from);
         return { from, to };
       }
@@ -413,6 +414,12 @@ class Builder {
   }
 }
 
+function ceilSeconds(iso: string): number {
+  const at = parseInstant(iso);
+  if (!at) throw new Error(`not an ISO 8601 instant: ${JSON.stringify(iso)}`);
+  return at.seconds + (at.nanos > 0 ? 1 : 0);
+}
+
 function compareNumbers(a: number, op: 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte', b: number): boolean {
   switch (op) {
     case 'eq':
@@ -526,11 +533,10 @@ function missingProfileColumns(b: Builder): Sql[] {
   ]);
 }
 
-export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment {
-  const b = new Builder(ctx);
-  const root = b.compile(expr, []);
+/** The subqueries of a compiled builder: the shared scan, the side joins, the universe-driven join. */
+function assemble(b: Builder) {
   const asOf = secondsDate(b.asOfSec);
-  const { appId } = ctx;
+  const { appId } = b.ctx;
 
   const hasScan = b.scanColumns.length > 0;
   const scanWhere = (): Sql => {
@@ -560,10 +566,16 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
 
   const sideQueries = sides(b);
   const scanSide: Side[] = hasScan ? [{ query: scan(), columns: scanNames }] : [];
-
   // Universe-driven form: every user of the app, each node a column (explain, and
   // members whenever the expression may hold without events).
   const universe = joined(universeSql(appId, asOf), [], [...scanSide, ...sideQueries]);
+  return { hasScan, scan, scanNames, sideQueries, joined, universe };
+}
+
+export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment {
+  const b = new Builder(ctx);
+  const root = b.compile(expr, []);
+  const { hasScan, scan, scanNames, sideQueries, joined, universe } = assemble(b);
   const nodeCounts = sql`SELECT count() AS universe, ${join(b.nodes.map((n) => sql`sum(${raw(n.column)}) AS ${raw(n.column)}`))}
     FROM (SELECT user_id, ${join(b.nodeColumns)} FROM (${universe.from}))`;
 

@@ -17,6 +17,7 @@
 // exact two-valued logic.
 import type { CompareOp, Literal, Predicate } from './ast.ts';
 import { unreachable } from './ast.ts';
+import { parseInstant, type Instant } from './check.ts';
 import { join, literal, raw, sql, type Sql } from '../lib/sql.ts';
 
 /** SQL pieces describing one stored value of one row. */
@@ -64,11 +65,27 @@ export function not(part: Sql): Sql {
   return sql`(NOT ${part})`;
 }
 
-/** Milliseconds since the epoch of an ISO 8601 instant with an offset or Z, or undefined. */
-export function parseInstant(text: string): number | undefined {
-  if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/i.test(text)) return undefined;
-  const ms = Date.parse(text);
-  return Number.isFinite(ms) ? ms : undefined;
+/**
+ * `seconds op instant` for whole stored seconds, exact for fractional instants:
+ * with a fraction, `=` never holds, `>=` means `>`, `<` means `<=`.
+ */
+function compareInstant(seconds: Sql, op: CompareOp, at: Instant): Sql {
+  const s = at.seconds;
+  if (at.nanos === 0) return sql`${seconds} ${compareOperator(op)} ${s}`;
+  switch (op) {
+    case 'eq':
+      return FALSE;
+    case 'neq':
+      return TRUE;
+    case 'gt':
+    case 'gte':
+      return sql`${seconds} > ${s}`;
+    case 'lt':
+    case 'lte':
+      return sql`${seconds} <= ${s}`;
+    default:
+      return unreachable(op);
+  }
 }
 
 function booleanText(v: StoredValue): Sql | undefined {
@@ -114,9 +131,9 @@ export function compareValue(v: StoredValue, op: CompareOp, lit: Literal): Sql {
     return sql`(${guard} AND ${t.text} ${o} ${lit ? 'true' : 'false'})`;
   }
   if (v.kind === 'instant') {
-    const ms = parseInstant(lit);
-    if (ms === undefined) return FALSE;
-    return sql`(${v.present} AND ${v.seconds} ${o} ${float(ms / 1000)})`;
+    const at = parseInstant(lit);
+    if (at === undefined) return FALSE;
+    return sql`(${v.present} AND ${compareInstant(v.seconds, op, at)})`;
   }
   const t = textOf(v);
   if (!t) return FALSE;
@@ -183,7 +200,8 @@ export function traitValue(valueColumn: Sql, typeColumn: Sql): DynamicValue {
     present: sql`(${typeColumn} IN (1, 2, 3))`,
     isNumber: sql`(${typeColumn} = 2)`,
     number: sql`toFloat64OrZero(${valueColumn})`,
-    text: valueColumn,
+    // A boolean trait may be stored as 1/0; it compares as its text true/false.
+    text: sql`if(${typeColumn} = 3, if(${valueColumn} IN ('true', '1'), 'true', 'false'), ${valueColumn})`,
   };
 }
 

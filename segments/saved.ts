@@ -1,0 +1,250 @@
+// Saved segments: named expressions per app in the `segments` table.
+//
+// Every change writes a new row version (ReplacingMergeTree(version)); readers
+// take the highest version per segment with argMax, so they never need FINAL.
+// Deleting writes a version with deleted = 1. Names are unique per app among
+// live segments: create/update check it before writing. Two concurrent writers
+// could still race past the check; the table has no unique constraint, so the
+// check is repeated after the write and the later writer backs out.
+import { randomBytes } from 'node:crypto';
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { sql } from '../lib/sql.ts';
+import type { Expr } from './ast.ts';
+import { checkSegment, type SavedSegment } from './check.ts';
+import { SegmentSyntaxError, type SegmentError } from './errors.ts';
+import { parseSegment } from './parse.ts';
+
+export interface SegmentRecord {
+  id: string;
+  name: string;
+  description: string;
+  /** Canonical JSON form. */
+  expression: unknown;
+  expr: Expr;
+  updated_at: string;
+  version: number;
+}
+
+export interface SegmentInput {
+  name: string;
+  description?: string;
+  /** Text form, JSON form or an AST. */
+  expression: unknown;
+}
+
+export class SegmentNotFoundError extends Error {
+  constructor(readonly ref: string) {
+    super(`segment ${JSON.stringify(ref)} does not exist`);
+    this.name = 'SegmentNotFoundError';
+  }
+}
+
+export class SegmentConflictError extends Error {
+  constructor(readonly segmentName: string) {
+    super(`a segment named ${JSON.stringify(segmentName)} already exists`);
+    this.name = 'SegmentConflictError';
+  }
+}
+
+const NAME_RE = /^[^\u0000-\u001f\u007f]{1,200}$/u;
+
+interface Row {
+  segment_id: string;
+  name: string;
+  description: string;
+  expression: string;
+  deleted: number;
+  updated_at: number;
+  version: string;
+}
+
+/** JSON form ⇄ AST, from segments/json-form.ts (loaded lazily so this file has no hard cycle on it). */
+async function jsonForm(): Promise<{ toJson: (e: Expr) => unknown; fromJson: (v: unknown) => Expr }> {
+  const specifier = './json-form.ts';
+  const m = (await import(specifier)) as Record<string, unknown>;
+  const toJson = (m.toJson ?? m.toJsonForm) as ((e: Expr) => unknown) | undefined;
+  const fromJson = (m.fromJson ?? m.fromJsonForm) as ((v: unknown) => Expr) | undefined;
+  if (!toJson || !fromJson) throw new Error('segments/json-form.ts exports neither toJson/fromJson nor toJsonForm/fromJsonForm');
+  return { toJson, fromJson };
+}
+
+function isAst(v: unknown): v is Expr {
+  return typeof v === 'object' && v !== null && typeof (v as { kind?: unknown }).kind === 'string';
+}
+
+/** Any accepted expression input → AST (syntax and local rules checked). */
+export async function toExpr(input: unknown): Promise<Expr> {
+  if (typeof input === 'string') return parseSegment(input);
+  if (isAst(input)) {
+    const errors = checkSegment(input);
+    if (errors.length > 0) throw new SegmentSyntaxError(errors);
+    return input;
+  }
+  return (await jsonForm()).fromJson(input);
+}
+
+async function latestRows(ch: ClickHouse, appId: string): Promise<Row[]> {
+  return ch.rows<Row>(sql`
+    SELECT segment_id, argMax(name, version) AS name, argMax(description, version) AS description,
+      argMax(expression, version) AS expression, argMax(deleted, version) AS deleted,
+      toUInt32(argMax(updated_at, version)) AS updated_at, toString(max(version)) AS version
+    FROM segments WHERE app_id = ${appId} GROUP BY segment_id`);
+}
+
+async function toRecord(r: Row): Promise<SegmentRecord> {
+  const { fromJson } = await jsonForm();
+  const expression = JSON.parse(r.expression) as unknown;
+  return {
+    id: r.segment_id,
+    name: r.name,
+    description: r.description,
+    expression,
+    expr: fromJson(expression),
+    updated_at: new Date(Number(r.updated_at) * 1000).toISOString().replace(/\.000Z$/, 'Z'),
+    version: Number(r.version),
+  };
+}
+
+/** Live saved segments of the app, by name. */
+export async function listSegments(ch: ClickHouse, appId: string): Promise<SegmentRecord[]> {
+  const rows = (await latestRows(ch, appId)).filter((r) => Number(r.deleted) === 0);
+  const out = await Promise.all(rows.map(toRecord));
+  return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
+}
+
+/** A live segment by id or by name. */
+export async function getSegment(ch: ClickHouse, appId: string, ref: string): Promise<SegmentRecord | undefined> {
+  const all = await listSegments(ch, appId);
+  return all.find((s) => s.id === ref) ?? all.find((s) => s.name === ref);
+}
+
+/** Resolver for the checker and the compiler: id or name → saved expression. */
+export function segmentResolver(all: readonly SegmentRecord[]): (ref: string) => SavedSegment | undefined {
+  const byId = new Map(all.map((s) => [s.id, s]));
+  const byName = new Map(all.map((s) => [s.name, s]));
+  return (ref) => {
+    const s = byId.get(ref) ?? byName.get(ref);
+    return s ? { id: s.id, expr: s.expr } : undefined;
+  };
+}
+
+function validationError(path: string, code: string, message: string): SegmentSyntaxError {
+  const e: SegmentError = { code, message, path: [path] };
+  return new SegmentSyntaxError([e]);
+}
+
+async function validated(ch: ClickHouse, appId: string, input: SegmentInput, selfId?: string): Promise<{ expr: Expr; all: SegmentRecord[] }> {
+  if (typeof input.name !== 'string' || !NAME_RE.test(input.name)) {
+    throw validationError('name', 'bad_name', 'name must be 1..200 characters without control characters');
+  }
+  if (input.description !== undefined && (typeof input.description !== 'string' || input.description.length > 2000)) {
+    throw validationError('description', 'bad_description', 'description must be a string of at most 2000 characters');
+  }
+  const expr = await toExpr(input.expression);
+  const all = await listSegments(ch, appId);
+  const self = selfId ? all.find((s) => s.id === selfId) : undefined;
+  const errors = checkSegment(expr, {
+    resolveSegment: segmentResolver(all.filter((s) => s.id !== selfId)),
+    self: self ? [self.id, self.name, input.name] : [input.name],
+  });
+  if (errors.length > 0) throw new SegmentSyntaxError(errors);
+  if (all.some((s) => s.name === input.name && s.id !== selfId)) throw new SegmentConflictError(input.name);
+  return { expr, all };
+}
+
+function newSegmentId(): string {
+  return 'seg_' + Date.now().toString(36) + randomBytes(6).toString('hex');
+}
+
+/** Versions grow with time; the random low digits keep two writes in one ms apart. */
+function nextVersion(): bigint {
+  return BigInt(Date.now()) * 1000n + BigInt(randomBytes(2).readUInt16BE(0) % 1000);
+}
+
+async function write(ch: ClickHouse, appId: string, id: string, name: string, description: string, expression: unknown, deleted: boolean): Promise<void> {
+  await ch.insert('segments', [
+    {
+      app_id: appId,
+      segment_id: id,
+      name,
+      description,
+      expression: JSON.stringify(expression),
+      deleted: deleted ? 1 : 0,
+      updated_at: Math.floor(Date.now() / 1000),
+      version: nextVersion().toString(),
+    },
+  ]);
+}
+
+/** After a write, the older of two live segments with one name wins; the newer one is withdrawn. */
+async function enforceUniqueName(ch: ClickHouse, appId: string, id: string, name: string, undo: () => Promise<void>): Promise<void> {
+  const rows = (await latestRows(ch, appId)).filter((r) => Number(r.deleted) === 0 && r.name === name);
+  if (rows.length <= 1) return;
+  const winner = rows.reduce((a, b) => (BigInt(a.version) <= BigInt(b.version) ? a : b));
+  if (winner.segment_id !== id) {
+    await undo();
+    throw new SegmentConflictError(name);
+  }
+}
+
+export async function createSegment(ch: ClickHouse, appId: string, input: SegmentInput): Promise<SegmentRecord> {
+  const { expr } = await validated(ch, appId, input);
+  const { toJson } = await jsonForm();
+  const id = newSegmentId();
+  const expression = toJson(expr);
+  await write(ch, appId, id, input.name, input.description ?? '', expression, false);
+  await enforceUniqueName(ch, appId, id, input.name, () => write(ch, appId, id, input.name, input.description ?? '', expression, true));
+  const rec = await getSegment(ch, appId, id);
+  if (!rec) throw new Error(`segment ${id} vanished after create`);
+  return rec;
+}
+
+export async function updateSegment(ch: ClickHouse, appId: string, id: string, input: SegmentInput): Promise<SegmentRecord> {
+  const before = (await listSegments(ch, appId)).find((s) => s.id === id);
+  if (!before) throw new SegmentNotFoundError(id);
+  const { expr } = await validated(ch, appId, input, id);
+  const { toJson } = await jsonForm();
+  await write(ch, appId, id, input.name, input.description ?? '', toJson(expr), false);
+  await enforceUniqueName(ch, appId, id, input.name, () =>
+    write(ch, appId, id, before.name, before.description, before.expression, false),
+  );
+  const rec = await getSegment(ch, appId, id);
+  if (!rec) throw new Error(`segment ${id} vanished after update`);
+  return rec;
+}
+
+/**
+ * Deletes a segment. Refused while another live segment refers to it by id or
+ * name: that one would stop evaluating.
+ */
+export async function deleteSegment(ch: ClickHouse, appId: string, id: string): Promise<void> {
+  const all = await listSegments(ch, appId);
+  const target = all.find((s) => s.id === id);
+  if (!target) throw new SegmentNotFoundError(id);
+  const users = all.filter((s) => s.id !== id && refersTo(s.expr, [target.id, target.name]));
+  if (users.length > 0) {
+    throw new SegmentSyntaxError([
+      {
+        code: 'segment_in_use',
+        message: `segment ${JSON.stringify(target.name)} is used by ${users.map((u) => JSON.stringify(u.name)).join(', ')}`,
+        path: ['id'],
+      },
+    ]);
+  }
+  await write(ch, appId, id, target.name, target.description, target.expression, true);
+}
+
+/** Does the expression name one of `refs` in an in_segment (directly)? */
+export function refersTo(e: Expr, refs: readonly string[]): boolean {
+  switch (e.kind) {
+    case 'and':
+    case 'or':
+      return e.items.some((x) => refersTo(x, refs));
+    case 'not':
+      return refersTo(e.item, refs);
+    case 'in_segment':
+      return refs.includes(e.ref);
+    default:
+      return false;
+  }
+}
