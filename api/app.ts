@@ -15,7 +15,8 @@ import { killQuery } from './export.ts';
 import { createEventProducer, type EventProducer } from '../ingest/producer.ts';
 import { metrics as processMetrics, type Registry } from '../lib/metrics.ts';
 import { type ApiKey, hasRole, type KeyStore } from './auth.ts';
-import { routeFor, type Route } from './openapi.ts';
+import type { Route } from './openapi.ts';
+import { allRoutes } from './routes/index.ts';
 import { ClusterJobError } from '../profiles/clusters-job.ts';
 import { TagInputError } from '../profiles/tags.ts';
 import { JobConflictError } from '../lib/jobs.ts';
@@ -69,9 +70,6 @@ export function defaultLimits(cfg: Config): Limits {
 }
 
 type Env = { Variables: { key?: ApiKey } };
-
-/** Declares a route of this app (see api/routes/*). */
-export const route = routeFor<AppContext>();
 
 const honoPath = (p: string) => p.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ':$1');
 
@@ -167,7 +165,8 @@ function parseWith<S extends z.ZodType>(schema: S, value: unknown, where: string
   return r.data;
 }
 
-export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<AppContext>[])[]): { app: Hono<Env>; ctx: AppContext } {
+/** The API over its dependencies: every route of api/routes unless `routeSets` narrows it. */
+export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<AppContext>[])[] = allRoutes): { app: Hono<Env>; ctx: AppContext } {
   const ctx: AppContext = {
     ...deps,
     limits: { ...defaultLimits(deps.config), ...deps.limits },

@@ -8,7 +8,6 @@ import { parseArgs } from 'node:util';
 import { createApp } from '../api/app.ts';
 import { ensureDemoKey, KeyStore } from '../api/auth.ts';
 import { listen } from '../api/node-server.ts';
-import { allRoutes } from '../api/routes/index.ts';
 import { ClickHouse } from '../lib/clickhouse.ts';
 import { loadConfig } from '../lib/config.ts';
 import { createProducer, kafkaFromConfig } from '../lib/kafka.ts';
@@ -75,7 +74,7 @@ export async function runServe(argv: string[]): Promise<number> {
   const producer = createProducer(kafka);
   await producer.connect();
 
-  const { app, ctx } = createApp({ ch, producer, kafka, config: cfg, keys }, allRoutes);
+  const { app, ctx } = createApp({ ch, producer, kafka, config: cfg, keys });
   const server = await listen(app.fetch, { host, port, maxBodyBytes: ctx.limits.maxBodyBytes });
   mkdirSync(cfg.WARBLER_HOME, { recursive: true });
   writeFileSync(pidFile, String(process.pid));

@@ -1,6 +1,7 @@
 // GET /v1/clusters: the app's latest cluster model.
 import { latestModel } from '../../profiles/clusters-job.ts';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 import { notFound } from '../problem.ts';
 import { ClusterModelSchema } from '../schemas.ts';
 

@@ -4,7 +4,8 @@
 import { z } from 'zod';
 import { acceptEvents, MAX_BATCH_EVENTS, MAX_BODY_BYTES } from '../../ingest/accept.ts';
 import { EventSchema } from '../../ingest/event-schema.ts';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 import { documentedAs } from '../openapi.ts';
 import { ProblemError } from '../problem.ts';
 

@@ -5,7 +5,8 @@ import { getJob, startJob } from '../../lib/jobs.ts';
 import { resolveFeatures } from '../../profiles/cluster-features.ts';
 import { trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles } from '../../profiles/job.ts';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 import { notFound, ProblemError } from '../problem.ts';
 import { ClusterJobBodySchema, JobAcceptedSchema, JobPathSchema, JobSchema, ProfileJobBodySchema } from '../schemas.ts';
 

@@ -8,7 +8,8 @@ import { profileField } from '../../segments/fields.ts';
 import { getSegment, type SegmentRecord } from '../../segments/saved.ts';
 import { createSnapshot, getSnapshot, isoSeconds, snapshotMembersPage } from '../../segments/snapshots.ts';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 import { EXPORT_CONTENT_TYPES, membersWithFields, startExport, type FieldCatalog } from '../export.ts';
 import { notFound, ProblemError } from '../problem.ts';
 import {

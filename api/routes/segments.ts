@@ -3,7 +3,8 @@ import { printSegment } from '../../segments/print.ts';
 import { formatPath } from '../../segments/errors.ts';
 import { evaluateSegment, isoSeconds, prepareSegment } from '../../segments/evaluate.ts';
 import { createSegment, deleteSegment, getSegment, listSegments, updateSegment, type SegmentRecord } from '../../segments/saved.ts';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 import { notFound } from '../problem.ts';
 import { ExplainBodySchema, ExplainResultSchema, EvaluateBodySchema, EvaluateResultSchema, SegmentBodySchema, SegmentListSchema, SegmentPathSchema, SegmentRecordSchema } from '../schemas.ts';
 

@@ -3,7 +3,8 @@ import type { Kafka } from 'kafkajs';
 import { z } from 'zod';
 import { ingestStats } from '../../ingest/stats.ts';
 import { sql } from '../../lib/sql.ts';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 
 const StatsQuerySchema = z
   .object({ days: z.coerce.number().int().min(1).max(3660).default(30).meta({ description: 'days of per-day counts (ending today, UTC)' }) })

@@ -1,6 +1,7 @@
 // Liveness, metrics and the OpenAPI document: the routes that need no key.
 import { z } from 'zod';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 import { openApiDocument } from '../openapi.ts';
 
 const HealthSchema = z

@@ -1,7 +1,8 @@
 // Users: one profile, and tags (one user, or one tag for many users).
 import { getProfile } from '../../profiles/read.ts';
 import { setTag, tagUsers } from '../../profiles/tags.ts';
-import { route, type AppContext } from '../app.ts';
+import type { AppContext } from '../app.ts';
+import { route } from './route.ts';
 import { notFound } from '../problem.ts';
 import {
   ProfileSchema,

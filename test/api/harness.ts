@@ -4,7 +4,6 @@
 import { Kafka, logLevel, type Consumer, type Producer } from 'kafkajs';
 import { afterAll } from 'vitest';
 import { createApp, type AppDeps, type Limits } from '../../api/app.ts';
-import { allRoutes } from '../../api/routes/index.ts';
 import { KeyStore, type Role } from '../../api/auth.ts';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { loadConfig, type Config } from '../../lib/config.ts';
@@ -52,7 +51,7 @@ export async function harness(opts: { limits?: Partial<Limits>; prefix?: string 
   await producer.connect();
   const keys = KeyStore.fromPlain(APPS.flatMap((app) => ROLE_NAMES.map((role) => ({ key: keyOf(app, role), appId: app, roles: [role] }))));
   const deps: AppDeps = { ch, producer, kafka, config, keys, limits: opts.limits };
-  const { app, ctx } = createApp(deps, allRoutes);
+  const { app, ctx } = createApp(deps);
   afterAll(async () => {
     await producer.disconnect();
     await ctx.events?.close();
