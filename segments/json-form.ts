@@ -102,10 +102,10 @@ const group = <T extends z.ZodType>(item: T) => z.array(item).min(1).max(LIMITS.
 /** A where-clause: conditions on the properties of one event. */
 export const PropJsonSchema: z.ZodType<JsonProp> = z.lazy(() =>
   z.union([
+    predicates('prop'),
     z.strictObject({ and: group(PropJsonSchema) }),
     z.strictObject({ or: group(PropJsonSchema) }),
     z.strictObject({ not: PropJsonSchema }),
-    predicates('prop'),
   ]),
 ).meta({ id: 'SegmentWhere', description: 'conditions on the properties of one event' }) as z.ZodType<JsonProp>;
 
@@ -114,9 +114,7 @@ const EventName = Name('event name').describe('1..128 characters of [A-Za-z0-9_.
 /** The JSON form of a segment expression. */
 export const SegmentJsonSchema: z.ZodType<JsonExpr> = z.lazy(() =>
   z.union([
-    z.strictObject({ and: group(SegmentJsonSchema) }),
-    z.strictObject({ or: group(SegmentJsonSchema) }),
-    z.strictObject({ not: SegmentJsonSchema }),
+    // Comparisons first: they are most of the nodes, and a union tries options in order.
     predicates('attr'),
     z.strictObject({
       did: EventName,
@@ -131,6 +129,9 @@ export const SegmentJsonSchema: z.ZodType<JsonExpr> = z.lazy(() =>
       within: DurationSchema.optional(),
       between: WindowBetween.optional(),
     }),
+    z.strictObject({ and: group(SegmentJsonSchema) }),
+    z.strictObject({ or: group(SegmentJsonSchema) }),
+    z.strictObject({ not: SegmentJsonSchema }),
     z.strictObject({
       first_did: EventName,
       where: PropJsonSchema.optional(),
@@ -162,8 +163,9 @@ export const SegmentJsonSchema: z.ZodType<JsonExpr> = z.lazy(() =>
 ).meta({ id: 'SegmentExpression', description: 'the JSON form of a segment expression (segments.md)' }) as z.ZodType<JsonExpr>;
 
 /** Union options in schema order, named by the key that tells them apart. */
-const EXPR_KINDS = ['and', 'or', 'not', 'attr', 'did', 'first_did', 'stopped', 'sequence', 'agg', 'tag', 'in_segment'];
-const PROP_KINDS = ['and', 'or', 'not', 'prop'];
+const EXPR_KINDS = ['attr', 'did', 'and', 'or', 'not', 'first_did', 'stopped', 'sequence', 'agg', 'tag', 'in_segment'];
+const PROP_KINDS = ['prop', 'and', 'or', 'not'];
+const KEY_LIST = (kinds: string[]): string => ['and', 'or', 'not', ...kinds.filter((k) => !['and', 'or', 'not'].includes(k))].join(', ');
 
 // ---- zod issues → SegmentErrors ----
 
@@ -222,13 +224,14 @@ function issuesToErrors(issues: readonly z.core.$ZodIssue[], input: unknown, out
           out.push(jsonError('invalid_type', `expected ${what} object, got ${describeValue(here)}`, path));
           break;
         }
+        // The first kind key present names the branch whose complaints matter.
         const index = kinds.findIndex((k) => Object.hasOwn(here, k));
         if (index < 0) {
           const keys = Object.keys(here).slice(0, 5).map((k) => `'${k}'`).join(', ');
           out.push(
             jsonError(
               'invalid_condition',
-              `expected ${what} with one of the keys ${kinds.join(', ')}${keys ? `; found ${keys}` : ''}`,
+              `expected ${what} with one of the keys ${KEY_LIST(kinds)}${keys ? `; found ${keys}` : ''}`,
               path,
             ),
           );
