@@ -12,6 +12,7 @@ import { sql } from '../lib/sql.ts';
 import type { Expr } from './ast.ts';
 import { checkSegment, type SavedSegment } from './check.ts';
 import { SegmentSyntaxError, type SegmentError } from './errors.ts';
+import { fromJson, toJson } from './json-form.ts';
 import { parseSegment } from './parse.ts';
 
 export interface SegmentRecord {
@@ -58,16 +59,6 @@ interface Row {
   version: string;
 }
 
-/** JSON form ⇄ AST, from segments/json-form.ts (loaded lazily so this file has no hard cycle on it). */
-async function jsonForm(): Promise<{ toJson: (e: Expr) => unknown; fromJson: (v: unknown) => Expr }> {
-  const specifier = './json-form.ts';
-  const m = (await import(specifier)) as Record<string, unknown>;
-  const toJson = (m.toJson ?? m.toJsonForm) as ((e: Expr) => unknown) | undefined;
-  const fromJson = (m.fromJson ?? m.fromJsonForm) as ((v: unknown) => Expr) | undefined;
-  if (!toJson || !fromJson) throw new Error('segments/json-form.ts exports neither toJson/fromJson nor toJsonForm/fromJsonForm');
-  return { toJson, fromJson };
-}
-
 function isAst(v: unknown): v is Expr {
   return typeof v === 'object' && v !== null && typeof (v as { kind?: unknown }).kind === 'string';
 }
@@ -80,7 +71,7 @@ export async function toExpr(input: unknown): Promise<Expr> {
     if (errors.length > 0) throw new SegmentSyntaxError(errors);
     return input;
   }
-  return (await jsonForm()).fromJson(input);
+  return fromJson(input);
 }
 
 async function latestRows(ch: ClickHouse, appId: string): Promise<Row[]> {
@@ -92,7 +83,6 @@ async function latestRows(ch: ClickHouse, appId: string): Promise<Row[]> {
 }
 
 async function toRecord(r: Row): Promise<SegmentRecord> {
-  const { fromJson } = await jsonForm();
   const expression = JSON.parse(r.expression) as unknown;
   return {
     id: r.segment_id,
@@ -189,7 +179,6 @@ async function enforceUniqueName(ch: ClickHouse, appId: string, id: string, name
 
 export async function createSegment(ch: ClickHouse, appId: string, input: SegmentInput): Promise<SegmentRecord> {
   const { expr } = await validated(ch, appId, input);
-  const { toJson } = await jsonForm();
   const id = newSegmentId();
   const expression = toJson(expr);
   await write(ch, appId, id, input.name, input.description ?? '', expression, false);
@@ -203,7 +192,6 @@ export async function updateSegment(ch: ClickHouse, appId: string, id: string, i
   const before = (await listSegments(ch, appId)).find((s) => s.id === id);
   if (!before) throw new SegmentNotFoundError(id);
   const { expr } = await validated(ch, appId, input, id);
-  const { toJson } = await jsonForm();
   await write(ch, appId, id, input.name, input.description ?? '', toJson(expr), false);
   await enforceUniqueName(ch, appId, id, input.name, () =>
     write(ch, appId, id, before.name, before.description, before.expression, false),
