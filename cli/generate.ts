@@ -165,16 +165,19 @@ class Progress {
 
   constructor(private readonly users: number) {}
 
+  private user = 0;
+
   tick(rec: DemoRecord): void {
+    this.user = rec.user + 1;
     if ((++this.records & 0x3fff) !== 0) return;
     const now = performance.now();
     if (now - this.last < (this.tty ? 1000 : 5000)) return;
     this.last = now;
-    this.print(rec.user + 1, now);
+    this.print(this.user, now);
   }
 
   done(): void {
-    this.print(this.users, performance.now());
+    this.print(this.user, performance.now());
     if (this.tty) process.stderr.write('\n');
   }
 
