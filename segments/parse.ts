@@ -838,10 +838,12 @@ class Parser {
 function toErrors(source: string, problems: Problem[]): SegmentError[] {
   const sorted = [...problems].sort((a, b) => a.offset - b.offset);
   const seen = new Set<string>();
+  // A syntax error where the lexer already complained (`!x`, `=~`) is an echo.
+  const lexical = new Set(problems.filter((p) => p.code !== 'syntax').map((p) => p.offset));
   const out: SegmentError[] = [];
   for (const p of sorted) {
     const key = `${p.offset}\u0000${p.message}`;
-    if (seen.has(key)) continue;
+    if (seen.has(key) || (p.code === 'syntax' && lexical.has(p.offset))) continue;
     seen.add(key);
     out.push(atOffset({ code: p.code, message: p.message }, source, p.offset));
     if (out.length >= MAX_REPORTED_ERRORS) break;
