@@ -4,6 +4,7 @@ import {
   fromJson,
   parseSegment,
   printSegment,
+  readSegment,
   SegmentJsonSchema,
   SegmentSyntaxError,
   stripSpans,
@@ -174,5 +175,23 @@ describe('the zod schema', () => {
   it('validates the JSON form on its own (safeParse)', () => {
     expect(SegmentJsonSchema.safeParse({ did: 'x', within: '3d' }).success).toBe(true);
     expect(SegmentJsonSchema.safeParse({ did: 'x', within: '3d', junk: 1 }).success).toBe(false);
+  });
+});
+
+describe('readSegment: either form, one answer', () => {
+  it('reads text and JSON to the same AST and checks references', () => {
+    const text = readSegment('did(purchase, count >= 2, within 30d)');
+    const json = readSegment({ did: 'purchase', count: { op: 'gte', value: 2 }, within: '30d' });
+    expect(text.ok && json.ok && stripSpans(text.value)).toEqual(json.ok && json.value);
+    const resolveSegment = (ref: string) => (ref === 'vip' ? parseSegment('tag("vip")') : undefined);
+    expect(readSegment('in_segment("vip")', { resolveSegment }).ok).toBe(true);
+    expect(readSegment({ in_segment: 'nope' }, { resolveSegment })).toMatchObject({
+      ok: false,
+      errors: [{ code: 'unknown_segment', path: ['in_segment'] }],
+    });
+    expect(readSegment('in_segment("nope")', { resolveSegment })).toMatchObject({
+      ok: false,
+      errors: [{ code: 'unknown_segment', line: 1, column: 1 }],
+    });
   });
 });
