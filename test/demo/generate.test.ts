@@ -185,9 +185,12 @@ describe('the event contract', () => {
   });
 
   it('only JSON lines when raw lines are off', () => {
+    let invalid = 0;
     for (const r of generateEvents({ ...BASE, users: 200, invalidShare: 0.2, rawLines: false })) {
       expect(() => JSON.parse(r.line)).not.toThrow();
+      if (r.kind === 'invalid') invalid++;
     }
+    expect(invalid).toBeGreaterThan(500);
   });
 
   it('each user starts with an identify carrying the traits, then keeps time order', () => {
