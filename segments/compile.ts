@@ -103,6 +103,20 @@ interface Compiled {
   empty: Empty;
   /** Only scan columns are involved, so it can be evaluated in the scan's HAVING. */
   scanOnly: boolean;
+  /**
+   * A subquery whose rows include every user for whom the node holds, all of
+   * them in the universe: the scan (an event at or before as_of), traits (set
+   * by such an event) or the profile run (computed from such events).
+   */
+  source: Source;
+}
+
+type Source = 'scan' | 'traits' | 'profile' | null;
+
+/** What the scan's WHERE already guarantees for every row, learned by a first compile pass. */
+interface ScanBounds {
+  lowSec: number;
+  events: ReadonlySet<string>;
 }
 
 class Builder {
@@ -125,7 +139,10 @@ class Builder {
   /** > 0 while compiling a saved segment's expression: its nodes are not listed. */
   private unlisted = 0;
 
-  constructor(readonly ctx: CompileContext) {}
+  constructor(
+    readonly ctx: CompileContext,
+    private readonly known?: ScanBounds,
+  ) {}
 
   get asOfSec(): number {
     return Math.floor(this.ctx.asOf.getTime() / 1000);
@@ -205,12 +222,21 @@ class Builder {
   }
 
   rangeSql(r: { from: number; to: number }): Sql {
-    return and([this.tsAtLeast(r.from), this.tsBelow(r.to)].filter((s) => s.text !== '1'));
+    return and([this.rowAtLeast(r.from), this.rowBelow(r.to)].filter((s) => s.text !== '1'));
+  }
+
+  /** `ts >= sec` for a scanned row: nothing when the scan's WHERE already implies it. */
+  rowAtLeast(sec: number): Sql {
+    return this.known && sec <= this.known.lowSec ? raw('1') : this.tsAtLeast(sec);
+  }
+
+  rowBelow(sec: number): Sql {
+    return sec > this.asOfSec ? raw('1') : this.tsBelow(sec);
   }
 
   eventCondition(event: string, where: PropExpr | undefined, range: Sql | undefined): Sql {
     this.events.add(event);
-    const parts = [sql`event = ${event}`];
+    const parts = this.known && this.known.events.size === 1 ? [] : [sql`event = ${event}`];
     if (where) parts.push(propSql(where));
     if (range && range.text !== '1') parts.push(range);
     return and(parts);
@@ -236,8 +262,16 @@ class Builder {
     return { ...c, aliased: raw(column) };
   }
 
-  private leaf(inline: Sql, empty: Empty, scanOnly: boolean): Compiled {
-    return { inline, aliased: inline, empty, scanOnly };
+  private leaf(inline: Sql, empty: Empty, scanOnly: boolean, source: Source = scanOnly && empty === 'false' ? 'scan' : null): Compiled {
+    return { inline, aliased: inline, empty, scanOnly, source };
+  }
+
+  private attrSource(e: Extract<Expr, { kind: 'attr' }>): Source {
+    if (e.op === 'is_null') return null;
+    const target = resolveAttr(e.attr);
+    if (target.kind === 'trait' || LIVE_TRAIT_FIELDS.has(target.name)) return 'traits';
+    if (PROFILE_COLUMNS[target.name] && this.ctx.profileRunId !== null) return 'profile';
+    return null;
   }
 
   private rule(e: Expr, path: NodePath): Compiled {
@@ -252,20 +286,26 @@ class Builder {
           e.kind === 'and'
             ? empties.includes('false') ? 'false' : empties.every((x) => x === 'true') ? 'true' : 'unknown'
             : empties.includes('true') ? 'true' : empties.every((x) => x === 'false') ? 'false' : 'unknown';
+        const sources = kids.map((k) => k.source);
+        const source: Source =
+          e.kind === 'and'
+            ? ((['scan', 'profile', 'traits'] as const).find((x) => sources.includes(x)) ?? null)
+            : sources.every((x) => x !== null && x === sources[0]) ? sources[0]! : null;
         return {
           inline: combine(kids.map((k) => k.inline)),
           aliased: combine(kids.map((k) => k.aliased)),
           empty,
           scanOnly: kids.every((k) => k.scanOnly),
+          source,
         };
       }
       case 'not': {
         const k = this.compile(e.item, [...path, 'not']);
         const empty: Empty = k.empty === 'true' ? 'false' : k.empty === 'false' ? 'true' : 'unknown';
-        return { inline: not(k.inline), aliased: not(k.aliased), empty, scanOnly: k.scanOnly };
+        return { inline: not(k.inline), aliased: not(k.aliased), empty, scanOnly: k.scanOnly, source: null };
       }
       case 'attr':
-        return this.leaf(this.attrSql(e), 'unknown', false);
+        return this.leaf(this.attrSql(e), 'unknown', false, this.attrSource(e));
       case 'did': {
         const range = this.windowRange(e.window);
         const c = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rangeSql(range))})`);
@@ -280,7 +320,7 @@ class Builder {
         this.needFrom(0);
         const inside = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rangeSql(range))})`);
         if (range.from <= 0) return this.leaf(sql`(${inside} > 0)`, 'false', true);
-        const before = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.tsBelow(range.from))})`);
+        const before = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rowBelow(range.from))})`);
         return this.leaf(sql`(${inside} > 0 AND ${before} = 0)`, 'false', true);
       }
       case 'stopped': {
@@ -290,7 +330,7 @@ class Builder {
         const earlier = this.addScan(
           sql`countIf(${this.eventCondition(e.event, e.where, this.rangeSql({ from: earlierFrom, to: recentFrom }))})`,
         );
-        const recent = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.tsAtLeast(recentFrom))})`);
+        const recent = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rowAtLeast(recentFrom))})`);
         return this.leaf(sql`(${earlier} > 0 AND ${recent} = 0)`, 'false', true);
       }
       case 'sequence':
@@ -309,7 +349,7 @@ class Builder {
         const inner = this.compile(saved, [...path, 'in_segment']);
         this.unlisted--;
         this.inlining.pop();
-        return { inline: inner.inline, aliased: inner.inline, empty: inner.empty, scanOnly: inner.scanOnly };
+        return { ...inner, aliased: inner.inline };
       }
       default:
         return unreachable(e);
@@ -384,7 +424,7 @@ class Builder {
     if (e.inLast) {
       const from = this.durationFrom(e.inLast);
       this.needFrom(from);
-      range = this.tsAtLeast(from);
+      range = this.rowAtLeast(from);
     } else this.needFrom(0);
     const steps = e.steps.map((s) =>
       this.addScan(sql`arraySort(groupArrayIf(toUInt32(ts), ${this.eventCondition(s.event, s.where, range)}))`, 's'),
@@ -461,6 +501,7 @@ function universeSql(appId: string, asOf: Date): Sql {
 }
 
 interface Side {
+  kind: 'traits' | 'tags' | 'profile' | 'cluster';
   query: Sql;
   columns: string[];
 }
@@ -478,6 +519,7 @@ function sides(b: Builder): Side[] {
       names.push(`${a}_v`, `${a}_t`);
     }
     out.push({
+      kind: 'traits',
       query: sql`SELECT user_id, ${join(cols)} FROM user_traits
         WHERE app_id = ${appId} AND ts <= ${asOf} AND key IN (${join([...b.traits.keys()].map((k) => sql`${k}`))})
         GROUP BY user_id`,
@@ -487,6 +529,7 @@ function sides(b: Builder): Side[] {
   if (b.tags.size > 0) {
     const cols = [...b.tags].map(([tag, a]) => sql`argMaxIf(present, seq, tag = ${tag}) AS ${raw(a)}`);
     out.push({
+      kind: 'tags',
       query: sql`SELECT user_id, ${join(cols)} FROM user_tags
         WHERE app_id = ${appId} AND changed_at <= ${asOf} AND tag IN (${join([...b.tags.keys()].map((k) => sql`${k}`))})
         GROUP BY user_id`,
@@ -505,12 +548,14 @@ function sides(b: Builder): Side[] {
       names.push(`p_${f}`, `p_${f}__present`);
     }
     out.push({
+      kind: 'profile',
       query: sql`SELECT user_id, ${join(cols)} FROM profiles WHERE app_id = ${appId} AND run_id = ${b.ctx.profileRunId}`,
       columns: names,
     });
   }
   if (b.usesCluster) {
     out.push({
+      kind: 'cluster',
       query: sql`SELECT user_id, 1 AS c__present, toFloat64(cluster) AS c__cluster, cluster_label AS c__label
         FROM cluster_assignments
         WHERE app_id = ${appId} AND version = (SELECT max(version) FROM cluster_models WHERE app_id = ${appId})`,
@@ -549,7 +594,7 @@ function assemble(b: Builder) {
     sql`SELECT user_id, ${join(b.scanColumns)} FROM events WHERE ${scanWhere()} GROUP BY user_id${having ? sql` HAVING ${having}` : raw('')}`;
   const scanNames = b.scanNames;
 
-  const joined = (driver: Sql, driverColumns: string[], others: Side[]): { from: Sql; columns: string[] } => {
+  const joined = (driver: Sql, driverColumns: string[], others: Omit<Side, 'kind'>[]): { from: Sql; columns: string[] } => {
     let from = driver;
     let columns = driverColumns;
     for (const s of others) {
@@ -565,7 +610,7 @@ function assemble(b: Builder) {
   };
 
   const sideQueries = sides(b);
-  const scanSide: Side[] = hasScan ? [{ query: scan(), columns: scanNames }] : [];
+  const scanSide: Omit<Side, 'kind'>[] = hasScan ? [{ query: scan(), columns: scanNames }] : [];
   // Universe-driven form: every user of the app, each node a column (explain, and
   // members whenever the expression may hold without events).
   const universe = joined(universeSql(appId, asOf), [], [...scanSide, ...sideQueries]);
@@ -573,16 +618,28 @@ function assemble(b: Builder) {
 }
 
 export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment {
-  const b = new Builder(ctx);
+  // Pass 1 learns what the scan's WHERE will guarantee (earliest ts, event
+  // names); pass 2 leaves those conditions out of every per-row -If.
+  const first = new Builder(ctx);
+  first.compile(expr, []);
+  const b = new Builder(ctx, { lowSec: first.lowSec, events: first.events });
   const root = b.compile(expr, []);
   const { hasScan, scan, scanNames, sideQueries, joined, universe } = assemble(b);
   const nodeCounts = sql`SELECT count() AS universe, ${join(b.nodes.map((n) => sql`sum(${raw(n.column)}) AS ${raw(n.column)}`))}
     FROM (SELECT user_id, ${join(b.nodeColumns)} FROM (${universe.from}))`;
 
-  const usesUniverse = !hasScan || root.empty !== 'false';
+  const scanDriven = hasScan && root.empty === 'false';
+  const sideDriver = scanDriven ? undefined : sideQueries.find((s) => s.kind === root.source);
+  const usesUniverse = !scanDriven && !sideDriver;
   let membersFrom: Sql;
   if (usesUniverse) {
     membersFrom = sql`SELECT user_id FROM (${universe.from}) WHERE ${root.inline}`;
+  } else if (sideDriver) {
+    // Every user for whom the root holds has a row in this side (a trait or a
+    // profile row, only ever made from events at or before as_of): it is a
+    // smaller driver than the universe, which is then not scanned at all.
+    const j = joined(sideDriver.query, sideDriver.columns, [...scanSide(scan, scanNames, hasScan), ...sideQueries.filter((s) => s !== sideDriver)]);
+    membersFrom = sql`SELECT user_id FROM (${j.from}) WHERE ${root.inline}`;
   } else {
     // The root needs a scanned event: drive from the scan, push its behavioral
     // conjuncts into HAVING so the joins see only candidates.
@@ -603,6 +660,10 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
     nodes: b.nodes,
     usesUniverse,
   };
+}
+
+function scanSide(scan: (having?: Sql) => Sql, columns: string[], hasScan: boolean): Omit<Side, 'kind'>[] {
+  return hasScan ? [{ query: scan(), columns }] : [];
 }
 
 export type { Duration };

@@ -121,7 +121,9 @@ export function generateApp(appId: string, seed: number, users = 50, userPrefix 
   const run = (run_id: string, as_of: number, complete: boolean): RefProfileRun => {
     const rows = new Map<string, Record<string, ProfileValue>>();
     for (const user of ids) {
-      if (r() < 0.15) continue; // not in this run
+      // A profile job has rows only for users with an event at or before its as_of.
+      if (!events.some((e) => e.user_id === user && e.ts <= as_of)) continue;
+      if (r() < 0.15) continue; // not in this run: a real run would have it, but missing rows must read as missing
       const row: Record<string, ProfileValue> = {};
       for (const f of PROFILE_NUMBERS) row[f] = f.startsWith('revenue') ? pick([0, 1, 2.5, 12.5, 40, 100]) : pick([0, 1, 2, 3, 5, 40]);
       for (const f of PROFILE_NULLABLE_NUMBERS) row[f] = r() < 0.3 ? null : f === 'avg_order_value' ? pick([0, 2.5, 12.5, 40]) : pick([0, 1, 2, 3, 4, 5]);
