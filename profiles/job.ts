@@ -216,6 +216,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     }
     rlog.info('profile run complete', { ...result });
     await dropSupersededRuns(ch, appId, runId, opts.keepPreviousRuns ?? 2).catch((e) => rlog.warn('could not drop old profile runs', { error: e }));
+    await dropAbandonedStageTables(ch).catch((e) => rlog.warn('could not drop abandoned stage tables', { error: e }));
     report(1);
     return result;
   } catch (err) {
@@ -258,4 +259,14 @@ export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentR
 export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: Date; mode?: ProfileMode } = {}): Promise<{ job_id: string }> {
   const recorded = { ...(params.asOf ? { as_of: isoSeconds(params.asOf) } : {}), mode: params.mode ?? 'incremental' };
   return startJob(ch, appId, 'profiles', recorded, (report) => buildProfiles(ch, appId, { ...params, onProgress: report }));
+}
+
+/** Stage tables of runs that died without their `finally` (a killed process), a day later. */
+export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
+  const rows = await ch.rows<{ name: string }>(sql`
+    SELECT name FROM system.tables
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|changed|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+      AND metadata_modification_time < now() - ${STALE_RUN_S}`);
+  for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
+  return rows.map((r) => r.name);
 }

@@ -1,15 +1,16 @@
 // The profile job as ClickHouse SQL. Every heavy step is an INSERT … SELECT that
 // runs inside ClickHouse; Node only sequences the steps. Pipeline of one run:
 //
-//   events ──(1) one scan, one row per user──► stage0 (per-user aggregates, traits,
+//   profile_events ──(1) one scan, one row per user──► stage0 (per-user aggregates, traits,
 //                                     the user's valid timezone, 90d track timestamps)
 //   stage0 (+ previous run's unchanged users) ──(2) value → score──► three small RFM tables
 //   stage0 ──(3) one branch per timezone, + RFM, recency, random_bucket──► profiles
 //   previous run ──(3') incremental only: unchanged users, + RFM, recency──► profiles
 //
-// The scan keeps the per-event work small: one indexOf per property, the 7d/30d
-// counts and active days derived afterwards from the 90d timestamp list (a
-// per-user array, far cheaper than per-user hash sets in the aggregation).
+// The scan keeps the per-event work small: it reads the narrow profile_events
+// (kind, amount, category; written with each event by a materialized view), and
+// the 7d/30d counts and active days are derived afterwards from the 90d
+// timestamp list (a per-user array, cheaper than per-user hash sets).
 // best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour, so
 // stage0 is sorted by timezone and step 3 reads each timezone's key range with
 // its own constant-tz branch (UNION ALL). Every event is converted exactly once,
@@ -73,7 +74,11 @@ export function timezoneCandidatesSql(appId: string): Sql {
   return sql`SELECT DISTINCT value FROM user_traits WHERE app_id = ${appId} AND key = 'timezone' AND value_type != 0`;
 }
 
-/** Step 1: one scan of the app's events (all users, or those in `usersIn`) into stage0. */
+/**
+ * Step 1: one scan of the app's events (all users, or those in `usersIn`) into
+ * stage0. It reads `profile_events` (020_profiles_events.sql), the narrow copy
+ * of each event the profile needs: kind, numeric purchase amount, category.
+ */
 export function stage0InsertSql(p: { appId: string; window: Window; stage0: string; validTimezones: readonly string[]; usersIn?: Sql }): Sql {
   const { appId, window: w } = p;
   const scope = p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``;
@@ -92,26 +97,19 @@ SELECT ${cols(STAGE0_COLUMNS)} FROM (
       SELECT user_id,
         min(ts) AS first_seen,
         max(ts) AS last_seen,
-        countIf(tr) AS events_total,
-        countIf(tr AND event = 'view' AND ts > ${w.d30}) AS views_30d,
-        countIf(tr AND event = 'click' AND ts > ${w.d30}) AS clicks_30d,
-        countIf(pu AND ts > ${w.d30}) AS purchases_30d,
-        countIf(pu) AS purchases_total,
-        sumIf(amount, pu AND NOT isNaN(amount)) AS revenue_total,
-        sumIf(amount, pu AND NOT isNaN(amount) AND ts > ${w.d30}) AS revenue_30d,
-        maxIf(ts, pu) AS last_purchase_at,
-        groupArrayIf(prop_strings[category_at], category_at > 0 AND (pu OR (tr AND event = 'view')) AND ts > ${w.d90}) AS cats90,
-        groupArrayIf(ts, tr AND ts > ${w.d90}) AS ts90
-      FROM (
-        SELECT user_id, ts, event, prop_strings,
-          type = 'track' AS tr,
-          tr AND event = 'purchase' AS pu,
-          -- A missing amount reads element 0, the default 0, which adds nothing to a sum.
-          prop_numbers[indexOf(prop_keys, 'amount')] AS amount,
-          indexOf(prop_keys, 'category') AS category_at
-        FROM events
-        WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
-      )
+        countIf(kind != 0) AS events_total,
+        countIf(kind = 1 AND ts > ${w.d30}) AS views_30d,
+        countIf(kind = 2 AND ts > ${w.d30}) AS clicks_30d,
+        countIf(kind = 3 AND ts > ${w.d30}) AS purchases_30d,
+        countIf(kind = 3) AS purchases_total,
+        -- amount is 0 on every other row, and x + 0 = x exactly.
+        sum(amount) AS revenue_total,
+        sumIf(amount, ts > ${w.d30}) AS revenue_30d,
+        maxIf(ts, kind = 3) AS last_purchase_at,
+        groupArrayIf(category, has_category = 1 AND ts > ${w.d90}) AS cats90,
+        groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90
+      FROM profile_events
+      WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
       GROUP BY user_id
     ) ANY LEFT JOIN (
       SELECT user_id,
