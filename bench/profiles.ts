@@ -111,8 +111,10 @@ try {
   t = performance.now();
   await ch.exec(sql`OPTIMIZE TABLE events FINAL`, { timeoutS: 3600 });
   await ch.exec(sql`OPTIMIZE TABLE user_traits FINAL`, { timeoutS: 3600 });
+  await ch.exec(sql`OPTIMIZE TABLE profile_events FINAL`, { timeoutS: 3600 });
   say(`merged in ${secs(t)} s`);
   const stats = await ch.one<{ users: string; events: string }>(sql`SELECT uniqExact(user_id) AS users, count() AS events FROM events WHERE app_id = ${APP}`);
+  const parts = await ch.rows<{ table: string; parts: string }>(sql`SELECT table, count() AS parts FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events') GROUP BY table`);
 
   const baseline: number[] = [];
   for (let i = 0; i < RUNS; i++) {
@@ -156,6 +158,7 @@ try {
   const last = incremental[incremental.length - 1]!;
   const check = await buildProfiles(ch, APP, { asOf: asOf2, mode: 'full' });
   const [incSum, fullSum] = [await checksum(last.run_id), await checksum(check.run_id)];
+  say(`steps of the last full run: ${JSON.stringify(full[full.length - 1]!.steps)}; of the last incremental: ${JSON.stringify(last.steps)}`);
   say(`incremental = full at the same as_of: ${incSum === fullSum} (${incSum} vs ${fullSum})`);
 
   const b = median(baseline);
@@ -174,6 +177,7 @@ try {
     recomputed_users: last.recomputed_users,
     profile_users: last.users,
     incremental_equals_full: incSum === fullSum,
+    active_parts: Object.fromEntries(parts.map((p) => [p.table, Number(p.parts)])),
     clickhouse: '18.16.1',
     machine: '2 cores',
   };
@@ -184,7 +188,8 @@ try {
     `# Profile job benchmark
 
 \`npx tsx bench/profiles.ts\` — ${out.events.toLocaleString('en')} events, ${out.users_with_events.toLocaleString('en')} users with events,
-ClickHouse 18.16 on this 2-core machine, medians of ${RUNS} runs, parts merged before measuring.
+ClickHouse 18.16 on this 2-core machine (shared with other work while measuring), medians of ${RUNS} runs;
+active parts: ${JSON.stringify(out.active_parts)}.
 
 | measurement | seconds |
 |---|---|
@@ -196,6 +201,8 @@ ClickHouse 18.16 on this 2-core machine, medians of ${RUNS} runs, parts merged b
 |---|---|---|---|
 | full / baseline | ${out.ratios.full_to_baseline} | ≤ 3 | ${ok(out.ratios.full_to_baseline, 3)} |
 | incremental / full | ${out.ratios.incremental_to_full} | ≤ 0.15 | ${ok(out.ratios.incremental_to_full, 0.15)} |
+
+Seconds per step — full: \`${JSON.stringify(full[full.length - 1]!.steps)}\`; incremental: \`${JSON.stringify(last.steps)}\`.
 
 Incremental recomputed ${last.recomputed_users?.toLocaleString('en')} of ${last.users.toLocaleString('en')} users and equals a full run at the
 same as_of (row checksums): **${out.incremental_equals_full}**.
