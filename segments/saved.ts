@@ -51,12 +51,12 @@ const NAME_RE = /^[^\u0000-\u001f\u007f]{1,200}$/u;
 
 interface Row {
   segment_id: string;
-  name: string;
-  description: string;
-  expression: string;
-  deleted: number;
-  updated_at: number;
-  version: string;
+  cur_name: string;
+  cur_description: string;
+  cur_expression: string;
+  cur_deleted: number;
+  cur_updated_at: number;
+  cur_version: string;
 }
 
 function isAst(v: unknown): v is Expr {
@@ -75,29 +75,30 @@ export async function toExpr(input: unknown): Promise<Expr> {
 }
 
 async function latestRows(ch: ClickHouse, appId: string): Promise<Row[]> {
+  // Aliases differ from column names: 18.16 would otherwise substitute them inside the other aggregates.
   return ch.rows<Row>(sql`
-    SELECT segment_id, argMax(name, version) AS name, argMax(description, version) AS description,
-      argMax(expression, version) AS expression, argMax(deleted, version) AS deleted,
-      toUInt32(argMax(updated_at, version)) AS updated_at, toString(max(version)) AS version
+    SELECT segment_id, argMax(name, version) AS cur_name, argMax(description, version) AS cur_description,
+      argMax(expression, version) AS cur_expression, argMax(deleted, version) AS cur_deleted,
+      toUInt32(argMax(updated_at, version)) AS cur_updated_at, toString(max(version)) AS cur_version
     FROM segments WHERE app_id = ${appId} GROUP BY segment_id`);
 }
 
 async function toRecord(r: Row): Promise<SegmentRecord> {
-  const expression = JSON.parse(r.expression) as unknown;
+  const expression = JSON.parse(r.cur_expression) as unknown;
   return {
     id: r.segment_id,
-    name: r.name,
-    description: r.description,
+    name: r.cur_name,
+    description: r.cur_description,
     expression,
     expr: fromJson(expression),
-    updated_at: new Date(Number(r.updated_at) * 1000).toISOString().replace(/\.000Z$/, 'Z'),
-    version: Number(r.version),
+    updated_at: new Date(Number(r.cur_updated_at) * 1000).toISOString().replace(/\.000Z$/, 'Z'),
+    version: Number(r.cur_version),
   };
 }
 
 /** Live saved segments of the app, by name. */
 export async function listSegments(ch: ClickHouse, appId: string): Promise<SegmentRecord[]> {
-  const rows = (await latestRows(ch, appId)).filter((r) => Number(r.deleted) === 0);
+  const rows = (await latestRows(ch, appId)).filter((r) => Number(r.cur_deleted) === 0);
   const out = await Promise.all(rows.map(toRecord));
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
@@ -166,11 +167,11 @@ async function write(ch: ClickHouse, appId: string, id: string, name: string, de
   ]);
 }
 
-/** After a write, the older of two live segments with one name wins; the newer one is withdrawn. */
+/** After a write, the earlier-created of two live segments with one name wins (ids sort by creation); the other backs out. */
 async function enforceUniqueName(ch: ClickHouse, appId: string, id: string, name: string, undo: () => Promise<void>): Promise<void> {
-  const rows = (await latestRows(ch, appId)).filter((r) => Number(r.deleted) === 0 && r.name === name);
+  const rows = (await latestRows(ch, appId)).filter((r) => Number(r.cur_deleted) === 0 && r.cur_name === name);
   if (rows.length <= 1) return;
-  const winner = rows.reduce((a, b) => (BigInt(a.version) <= BigInt(b.version) ? a : b));
+  const winner = rows.reduce((a, b) => (a.segment_id <= b.segment_id ? a : b));
   if (winner.segment_id !== id) {
     await undo();
     throw new SegmentConflictError(name);

@@ -43,6 +43,11 @@ export function compareOperator(op: CompareOp): Sql {
 
 /** A Float64 literal: typed, so a huge integer is not read as an exact UInt64 and compared "accurately". */
 export function float(n: number): Sql {
+  if (n !== 0 && Math.abs(n) < 2.2250738585072014e-308) {
+    // ClickHouse's parser refuses subnormal literals (5e-324): send k × 2^-1074, exact in doubles.
+    const k = n * 2 ** 600 * 2 ** 474;
+    return sql`(toFloat64(${k}) * exp2(-1074))`;
+  }
   return sql`toFloat64(${n})`;
 }
 
