@@ -110,11 +110,16 @@ export async function runGenerate(argv: string[]): Promise<number> {
     await admin.connect();
     const maxLag = maxLagArg!;
     const throttle = new LagThrottle(admin, cfg.WARBLER_CONSUMER_GROUP, cfg.WARBLER_EVENTS_TOPIC, maxLag);
-    sink = new KafkaSink(createEventProducer(kafka, cfg.WARBLER_EVENTS_TOPIC), {
+    const producer = createEventProducer(kafka, cfg.WARBLER_EVENTS_TOPIC);
+    sink = new KafkaSink(producer, {
       appId: resolved.appId,
       afterBatch: (sent) => (maxLag > 0 && sent % 50_000 < 5000 ? throttle.waitForRoom() : Promise.resolve()),
     });
-    closeClient = () => admin.disconnect();
+    // Also on failure: an open producer connection would keep the process alive.
+    closeClient = async () => {
+      await producer.close().catch(() => undefined);
+      await admin.disconnect();
+    };
   } else if (values.clickhouse) {
     const ch = clickhouseFromConfig(loadConfig());
     await migrate(ch);
