@@ -149,7 +149,7 @@ export function resolveOptions(o: GenerateOptions): ResolvedOptions {
   if (!Number.isInteger(r.users) || r.users < 1 || r.users > 100_000_000) problems.push('users: an integer 1..100000000');
   if (!Number.isFinite(r.days) || r.days <= 0 || r.days > 3650) problems.push('days: a number in (0, 3650]');
   if (!Number.isFinite(r.endMs) || r.endMs - r.days * DAY_MS < 0) problems.push('end: a valid instant, with the whole span after 1970');
-  if (r.appId.length === 0) problems.push('appId: a non-empty string');
+  if (r.appId.length === 0 || r.appId.length > 128) problems.push('appId: 1..128 characters');
   for (const k of ['duplicateShare', 'invalidShare', 'eventIdShare'] as const) {
     if (!(r[k] >= 0 && r[k] <= 1)) problems.push(`${k}: a share in [0, 1]`);
   }
