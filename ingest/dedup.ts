@@ -4,12 +4,19 @@
 // granules of the batch's timestamps — and every id already stored, or seen
 // earlier in the same batch, is dropped.
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { sql, tuple } from '../lib/sql.ts';
+import { type Sql, sql } from '../lib/sql.ts';
 import type { EventRow } from './normalize.ts';
 
 /** Ids per lookup query: bounds the query text (~40 bytes an id) well under max_query_size below. */
 const IDS_PER_QUERY = 10_000;
-const MAX_QUERY_SIZE = 16 * 1024 * 1024;
+export const MAX_QUERY_SIZE = 16 * 1024 * 1024;
+/** Headroom for large batches (18.16 defaults: 256 KiB of query text, 50,000 AST nodes). */
+export const LOOKUP_SETTINGS = {
+  max_query_size: String(MAX_QUERY_SIZE),
+  max_ast_elements: '2000000',
+  max_expanded_ast_elements: '2000000',
+  max_execution_time: 60,
+};
 
 export interface DedupResult {
   fresh: EventRow[];
@@ -32,19 +39,31 @@ export function dropInBatchDuplicates(rows: readonly EventRow[]): { unique: Even
   return { unique, dropped: rows.length - unique.length };
 }
 
+/**
+ * The lookup for one app's rows: (app_id, ts) is a prefix of event_ids' sort
+ * key, so only granules holding those seconds are read. The keys travel as two
+ * array literals turned into sets by subqueries: 18.16 parses an array literal
+ * as one AST node, while an IN list of 20,000 toDateTime(…) calls takes ~4x
+ * longer to analyse (bench/results/ingest.md); both forms read the same granules.
+ */
+export function lookupSql(appId: string, rows: readonly EventRow[]): Sql {
+  const tsSet = [...new Set(rows.map((r) => r.ts))];
+  const ids = [...new Set(rows.map((r) => r.event_id))];
+  return sql`SELECT toUInt32(ts) AS t, event_id FROM event_ids
+      WHERE app_id = ${appId}
+        AND ts IN (SELECT toDateTime(arrayJoin(${tsSet})))
+        AND event_id IN (SELECT arrayJoin(${ids}))`;
+}
+
 /** The (ts, event_id) keys of `rows` already present in event_ids, as `${ts}\0${event_id}` per app. */
 export async function storedKeys(ch: ClickHouse, appId: string, rows: readonly EventRow[]): Promise<Set<string>> {
   const found = new Set<string>();
   for (let i = 0; i < rows.length; i += IDS_PER_QUERY) {
     const chunk = rows.slice(i, i + IDS_PER_QUERY);
-    const tsSet = [...new Set(chunk.map((r) => r.ts))].map((t) => new Date(t * 1000));
-    const ids = [...new Set(chunk.map((r) => r.event_id))];
-    const q = sql`SELECT toUInt32(ts) AS t, event_id FROM event_ids
-      WHERE app_id = ${appId} AND ts IN ${tuple(tsSet)} AND event_id IN ${tuple(ids)}`;
     const rs = await ch.client.query({
-      query: q.text,
+      query: lookupSql(appId, chunk).text,
       format: 'JSONEachRow',
-      clickhouse_settings: { max_query_size: String(MAX_QUERY_SIZE), max_execution_time: 60 },
+      clickhouse_settings: LOOKUP_SETTINGS,
     });
     for (const r of (await rs.json()) as { t: number | string; event_id: string }[]) found.add(`${Number(r.t)}\u0000${r.event_id}`);
   }

@@ -1,0 +1,353 @@
+// Ingest benchmark, all phases in one run on the same generated events:
+//   1. raw baseline: the stored rows inserted as JSONEachRow over HTTP in large batches
+//      (serialisation not timed) — plus the same rows as RowBinary, the format the sink uses;
+//   2. the consumer pipeline without the broker: decode → validate → normalise → batch →
+//      dedup lookup → insert, one batch storing while the next is decoded (as in the consumer);
+//   3. dedup lookup cost as event_ids grows, and whether it reads only the primary-key range;
+//   4. end to end: HTTP accept path (acceptEvents) → Kafka → `warbler ingest` child → ClickHouse,
+//      producers throttled on consumer lag (the mock broker keeps only a few MB per partition).
+// Results: bench/results/ingest.json and .md. Never asserted by tests.
+//
+//   npx tsx bench/ingest.ts [--events 1000000] [--skip-e2e] [--only pipeline]
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { setTimeout as sleep } from 'node:timers/promises';
+import type { KafkaMessage } from 'kafkajs';
+import { ClickHouse } from '../lib/clickhouse.ts';
+import { loadConfig, REPO_ROOT } from '../lib/config.ts';
+import { createKafka } from '../lib/kafka.ts';
+import { migrate } from '../lib/migrate.ts';
+import { ident, raw, sql } from '../lib/sql.ts';
+import { generateEvents } from '../demo/generate.ts';
+import { acceptEvents } from '../ingest/accept.ts';
+import { decodeMessage } from '../ingest/consumer.ts';
+import { dedupBatch, LOOKUP_SETTINGS, lookupSql } from '../ingest/dedup.ts';
+import { type EventRow } from '../ingest/normalize.ts';
+import { createEventProducer } from '../ingest/producer.ts';
+import { EVENT_COLUMNS, insertEventRows } from '../ingest/sink.ts';
+
+const { values: args } = parseArgs({
+  options: { events: { type: 'string', default: '1000000' }, 'skip-e2e': { type: 'boolean' }, only: { type: 'string' } },
+});
+const N = Number(args.events);
+const BATCH = 20_000;
+const cfg = loadConfig();
+const log = (msg: string, fields: Record<string, unknown> = {}) => process.stderr.write(JSON.stringify({ ts: new Date().toISOString(), msg, ...fields }) + '\n');
+const root = new ClickHouse({ url: cfg.clickhouseUrl, database: 'default' });
+
+async function freshDb(name: string): Promise<ClickHouse> {
+  await root.exec(sql`DROP DATABASE IF EXISTS ${ident(name)}`);
+  const ch = new ClickHouse({ url: cfg.clickhouseUrl, database: name });
+  await migrate(ch);
+  return ch;
+}
+
+// ---------------------------------------------------------------------------
+// The events: demo generator records (valid, duplicates, invalid) as message bytes.
+log('generating', { events: N });
+const end = Date.UTC(2026, 10, 1);
+const chunks: Buffer[] = [];
+const offsets = new Uint32Array(N + 1);
+{
+  let pos = 0;
+  let i = 0;
+  for (const rec of generateEvents({ seed: 'bench-ingest', users: Math.ceil(N / 30), end, appId: 'bench' })) {
+    const b = Buffer.from(rec.line);
+    chunks.push(b);
+    pos += b.length;
+    offsets[++i] = pos;
+    if (i >= N) break;
+  }
+}
+const all = Buffer.concat(chunks);
+chunks.length = 0;
+const messageAt = (i: number): KafkaMessage =>
+  ({ key: null, value: all.subarray(offsets[i], offsets[i + 1]), offset: String(i), headers: {}, timestamp: '0', attributes: 0 }) as unknown as KafkaMessage;
+const results: Record<string, unknown> = { events: N, batch: BATCH, bytes: all.length, machine: { cpus: 2, node: process.version } };
+
+// The rows the pipeline stores: valid, first occurrence of each (app_id, event_id).
+function storedRows(): EventRow[] {
+  const seen = new Set<string>();
+  const rows: EventRow[] = [];
+  const now = Math.floor(Date.now() / 1000);
+  for (let i = 0; i < N; i++) {
+    const d = decodeMessage('bench', 0, messageAt(i), now);
+    if ('reason' in d) continue;
+    const k = d.app_id + '\u0000' + d.event_id;
+    if (seen.has(k)) continue;
+    seen.add(k);
+    rows.push(d);
+  }
+  return rows;
+}
+
+// JSON has no NaN; ClickHouse reads a quoted "nan" into Float64 (18.16 also turns null into nan, newer versions into 0).
+function jsonEachRow(rows: readonly EventRow[]): string {
+  let out = '';
+  for (const r of rows) {
+    const o: Record<string, unknown> = {};
+    for (const c of EVENT_COLUMNS) o[c] = r[c];
+    out += JSON.stringify(o, (_k, v) => (typeof v === 'number' && Number.isNaN(v) ? 'nan' : v)) + '\n';
+  }
+  return out;
+}
+
+async function insertText(ch: ClickHouse, body: string): Promise<void> {
+  const { Readable } = await import('node:stream');
+  const r = await ch.client.exec({ query: `INSERT INTO events (${EVENT_COLUMNS.join(', ')}) FORMAT JSONEachRow`, values: Readable.from([Buffer.from(body)]) });
+  for await (const _ of r.stream) void _;
+}
+
+const rate = (n: number, ms: number) => Math.round(n / (ms / 1000));
+
+if (!args.only || args.only === 'baseline') {
+  const rows = storedRows();
+  results.storedRows = rows.length;
+  // 1. JSONEachRow baseline.
+  const jsonDb = await freshDb('bench_ingest_json');
+  const bodies: string[] = [];
+  let t = performance.now();
+  for (let i = 0; i < rows.length; i += 100_000) bodies.push(jsonEachRow(rows.slice(i, i + 100_000)));
+  const serializeMs = performance.now() - t;
+  t = performance.now();
+  for (const b of bodies) await insertText(jsonDb, b);
+  const jsonMs = performance.now() - t;
+  bodies.length = 0;
+  // RowBinary with the sink (encoding timed: it is part of the sink).
+  const rbDb = await freshDb('bench_ingest_rowbinary');
+  t = performance.now();
+  for (let i = 0; i < rows.length; i += 100_000) await insertEventRows(rbDb, rows.slice(i, i + 100_000));
+  const rbMs = performance.now() - t;
+  results.baseline = {
+    rows: rows.length,
+    jsonEachRow: { insertMs: Math.round(jsonMs), rowsPerS: rate(rows.length, jsonMs), serializeMsUntimed: Math.round(serializeMs) },
+    rowBinary: { encodeAndInsertMs: Math.round(rbMs), rowsPerS: rate(rows.length, rbMs) },
+  };
+  log('baseline', results.baseline as Record<string, unknown>);
+  await jsonDb.close();
+  await rbDb.close();
+}
+
+// ---------------------------------------------------------------------------
+// 2. The pipeline without the broker.
+if (!args.only || args.only === 'pipeline') {
+  const ch = await freshDb('bench_ingest_pipeline');
+  const perBatch: { tableRows: number; lookupMs: number; insertMs: number }[] = [];
+  let storing: Promise<void> = Promise.resolve();
+  let stored = 0;
+  let dropped = 0;
+  let dead = 0;
+  const store = async (rows: EventRow[]) => {
+    const t0 = performance.now();
+    const d = await dedupBatch(ch, rows);
+    const t1 = performance.now();
+    await insertEventRows(ch, d.fresh);
+    perBatch.push({ tableRows: stored, lookupMs: t1 - t0, insertMs: performance.now() - t1 });
+    stored += d.fresh.length;
+    dropped += d.inBatch + d.stored;
+  };
+  const t = performance.now();
+  let batch: EventRow[] = [];
+  const receivedAt = Math.floor(Date.now() / 1000);
+  for (let i = 0; i < N; i++) {
+    const d = decodeMessage('bench', i & 3, messageAt(i), receivedAt);
+    if ('reason' in d) dead++;
+    else batch.push(d);
+    if (batch.length + dead >= BATCH || i === N - 1) {
+      await storing; // at most one batch storing while the next is decoded
+      const b = batch;
+      batch = [];
+      storing = store(b);
+    }
+  }
+  await storing;
+  const ms = performance.now() - t;
+  const pipeline = {
+    ms: Math.round(ms),
+    eventsPerS: rate(N, ms),
+    stored,
+    deduplicated: dropped,
+    deadLettered: dead,
+    lookupMsMedian: Math.round(median(perBatch.map((b) => b.lookupMs))),
+    insertMsMedian: Math.round(median(perBatch.map((b) => b.insertMs))),
+    lookupMsByTableSize: perBatch.filter((_, i) => i % 10 === 0).map((b) => [b.tableRows, Math.round(b.lookupMs)]),
+  };
+  results.pipeline = pipeline;
+  const base = results.baseline as { jsonEachRow: { rowsPerS: number } } | undefined;
+  if (base) results.pipelineVsBaseline = Number((pipeline.eventsPerS / base.jsonEachRow.rowsPerS).toFixed(3));
+  log('pipeline', pipeline);
+
+  // 3a. Does the lookup of a generated (backfill-shaped) batch use the key? read_rows vs table size.
+  const sample = storedRowsSample(ch);
+  results.lookupDemoBatch = await measureLookup(ch, await sample);
+  await ch.close();
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? (s[Math.floor(s.length / 2)] as number) : 0;
+}
+
+async function storedRowsSample(ch: ClickHouse): Promise<EventRow[]> {
+  // The last BATCH messages again: a redelivered batch as the consumer would look it up.
+  const out: EventRow[] = [];
+  for (let i = Math.max(0, N - BATCH); i < N; i++) {
+    const d = decodeMessage('bench', 0, messageAt(i), 0);
+    if (!('reason' in d)) out.push(d);
+  }
+  void ch;
+  return out;
+}
+
+async function measureLookup(ch: ClickHouse, rows: EventRow[]): Promise<Record<string, unknown>> {
+  const queryId = `bench-lookup-${Date.now()}-${Math.random().toString(36).slice(2)}`;
+  const t = performance.now();
+  const rs = await ch.client.query({
+    query: lookupSql('bench', rows).text,
+    format: 'JSONEachRow',
+    query_id: queryId,
+    clickhouse_settings: { ...LOOKUP_SETTINGS, log_queries: 1 },
+  });
+  const found = ((await rs.json()) as unknown[]).length;
+  const ms = performance.now() - t;
+  await root.exec(raw('SYSTEM FLUSH LOGS'));
+  const q = await root.rows<{ read_rows: string; query_duration_ms: string }>(
+    sql`SELECT read_rows, query_duration_ms FROM system.query_log WHERE query_id = ${queryId} AND type = 2 LIMIT 1`,
+  );
+  const total = await ch.rows<{ n: string }>(raw('SELECT count() AS n FROM event_ids'));
+  const distinctTs = new Set(rows.map((r) => r.ts)).size;
+  return {
+    ids: rows.length,
+    distinctTs,
+    found,
+    ms: Math.round(ms),
+    readRows: Number(q[0]?.read_rows ?? -1),
+    tableRows: Number(total[0]?.n ?? 0),
+  };
+}
+
+// 3b. Real-time shaped batches as event_ids grows: 1,000 events/s, batch = the last 20 s.
+if (!args.only || args.only === 'lookup') {
+  const ch = await freshDb('bench_ingest_lookup');
+  const growth: Record<string, unknown>[] = [];
+  const t0 = Math.floor(Date.UTC(2026, 9, 1) / 1000);
+  let made = 0;
+  const make = (n: number): EventRow[] =>
+    Array.from({ length: n }, () => {
+      const i = made++;
+      return {
+        app_id: 'bench', user_id: `u${i % 50_000}`, ts: t0 + Math.floor(i / 1000), event_id: `rt-${i}-${(i * 2654435761) % 1e9}`,
+        type: 'track', event: 'view', prop_keys: [], prop_strings: [], prop_numbers: [], properties: '{}',
+        trait_keys: [], trait_values: [], trait_types: [], context: '{}', received_at: t0,
+      } satisfies EventRow;
+    });
+  for (const target of [200_000, 1_000_000, 4_000_000]) {
+    let last: EventRow[] = [];
+    while (made < target) {
+      last = make(Math.min(200_000, target - made));
+      await insertEventRows(ch, last);
+    }
+    await ch.exec(raw('OPTIMIZE TABLE event_ids FINAL')); // one part per partition, as after background merges
+    growth.push(await measureLookup(ch, last.slice(-BATCH)));
+    log('lookup growth', growth[growth.length - 1] as Record<string, unknown>);
+  }
+  results.lookupRealtimeGrowth = growth;
+  await ch.close();
+}
+
+// ---------------------------------------------------------------------------
+// 4. End to end through the broker.
+if (!args['skip-e2e'] && (!args.only || args.only === 'e2e')) {
+  const db = 'bench_ingest_e2e';
+  const ch = await freshDb(db);
+  const topic = `bench_ingest_${Date.now()}`;
+  const group = `${topic}-group`;
+  const home = mkdtempSync(join(tmpdir(), 'warbler-bench-'));
+  const env = {
+    ...process.env,
+    WARBLER_HOME: home,
+    WARBLER_CLICKHOUSE_URL: cfg.clickhouseUrl,
+    WARBLER_CLICKHOUSE_DATABASE: db,
+    WARBLER_KAFKA_BROKERS: cfg.kafkaBrokers.join(','),
+    WARBLER_LOG_LEVEL: 'warn',
+  };
+  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/warbler.js'), 'ingest', '--topic', topic, '--group', group], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const kafka = createKafka(cfg.kafkaBrokers, 'bench-ingest');
+  const admin = kafka.admin();
+  await admin.connect();
+  const producer = createEventProducer(kafka, topic);
+  let peakRss = 0;
+  const sampleRss = () => {
+    try {
+      const m = /VmHWM:\s+(\d+) kB/.exec(readFileSync(`/proc/${child.pid}/status`, 'utf8'));
+      if (m) peakRss = Math.max(peakRss, Number(m[1]) * 1024);
+    } catch {
+      /* exited */
+    }
+  };
+  const committed = async () => {
+    const offs = await admin.fetchOffsets({ groupId: group, topics: [topic] });
+    return offs.flatMap((t) => t.partitions).reduce((s, p) => s + Math.max(0, Number(p.offset)), 0);
+  };
+  // Items per request are parsed JSON; lines that are not JSON cannot be sent over a JSON API.
+  let accepted = 0;
+  let rejected = 0;
+  let acceptMs = 0;
+  const MAX_LAG = 60_000; // messages; ~300 B each → ~5 MB per partition at most
+  const t = performance.now();
+  for (let i = 0; i < N; i += 5000) {
+    const items: unknown[] = [];
+    for (let k = i; k < Math.min(N, i + 5000); k++) {
+      try {
+        items.push(JSON.parse(all.toString('utf8', offsets[k], offsets[k + 1])));
+      } catch {
+        rejected++;
+      }
+    }
+    while (accepted - (await committed()) > MAX_LAG) await sleep(50);
+    const ta = performance.now();
+    const r = await acceptEvents(producer, 'bench', { batch: items });
+    acceptMs += performance.now() - ta;
+    accepted += r.accepted;
+    rejected += r.rejected.length;
+    sampleRss();
+  }
+  const expected = (results.storedRows as number | undefined) ?? null;
+  for (;;) {
+    sampleRss();
+    if ((await committed()) >= accepted) break;
+    await sleep(200);
+  }
+  const ms = performance.now() - t;
+  const stored = Number((await ch.rows<{ n: string }>(raw('SELECT count() AS n FROM events')))[0]?.n);
+  sampleRss();
+  child.kill('SIGTERM');
+  const code = await new Promise<number | null>((r) => child.once('exit', (c) => r(c)));
+  results.e2e = {
+    ms: Math.round(ms),
+    eventsPerS: rate(accepted, ms),
+    accepted,
+    rejectedByAccept: rejected,
+    stored,
+    expectedStored: expected,
+    acceptPathEventsPerS: rate(accepted, acceptMs),
+    consumerPeakRssMB: Math.round(peakRss / 1e6),
+    consumerExitCode: code,
+  };
+  log('e2e', results.e2e as Record<string, unknown>);
+  await producer.close();
+  await admin.disconnect();
+  await ch.close();
+}
+
+await root.close();
+const outJson = join(REPO_ROOT, 'bench/results/ingest.json');
+if (!args.only) {
+  writeFileSync(outJson, JSON.stringify(results, null, 2) + '\n');
+  log('wrote', { file: outJson });
+} else {
+  process.stdout.write(JSON.stringify(results, null, 2) + '\n');
+}
