@@ -197,6 +197,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
         let key: ApiKey | undefined;
         if (spec.role) {
           key = authenticate(c, ctx.keys);
+          c.set('key', key);
           if (!hasRole(key, spec.role)) {
             throw new ProblemError(403, `this needs a key with the '${spec.role}' role (this key has: ${[...key.roles].join(', ')})`);
           }
@@ -236,8 +237,10 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
         throw err;
       } finally {
         const labels = { route: spec.path, method: spec.method.toUpperCase(), status: String(status) };
-        duration.observe((performance.now() - started) / 1000, labels);
+        const seconds = (performance.now() - started) / 1000;
+        duration.observe(seconds, labels);
         requests.inc(labels);
+        log.debug('request', { ...labels, app_id: c.get('key')?.appId, ms: Math.round(seconds * 1000) });
       }
     });
   }

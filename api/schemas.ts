@@ -34,9 +34,9 @@ export const JobPathSchema = z.object({ job_id: JobIdSchema }).strict();
 export const ClusterModelSchema = z
   .object({
     version: z.number().int(),
-    created_at: z.string(),
+    created_at: IsoUtcSchema,
     profile_run_id: z.string(),
-    as_of: z.string(),
+    as_of: IsoUtcSchema.meta({ description: 'as_of of the profile run the model was trained on' }),
     k: z.number().int(),
     features: z.array(z.string()),
     centroids: z.array(z.array(z.number())).meta({ description: 'cluster c (1-based) is row c-1, in the features\' own units' }),
