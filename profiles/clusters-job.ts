@@ -189,7 +189,9 @@ export async function loadTrainingSample(
 
 /** Trains a new model version for `appId`, assigns every user of the profile run, returns a summary. */
 export async function trainClusters(ch: ClickHouse, appId: string, options: TrainOptions = {}, onProgress: ProgressFn = () => {}): Promise<TrainResult> {
-  const opts = { ...TRAIN_DEFAULTS, ...options };
+  // An option given as undefined (an absent request field) means the default.
+  const given = Object.fromEntries(Object.entries(options).filter(([, v]) => v !== undefined)) as TrainOptions;
+  const opts = { ...TRAIN_DEFAULTS, ...given };
   const started = performance.now();
   if (opts.k !== 'auto' && (!Number.isInteger(opts.k) || opts.k < 1)) throw new ClusterJobError('invalid k', [{ path: 'k', message: 'a positive integer or "auto"' }]);
   onProgress(0.02, 'sample');

@@ -120,6 +120,12 @@ describe('cluster job against ClickHouse', () => {
     expect(Number(moved!.n)).toBeLessThan(N * 0.02);
   });
 
+  it('options passed as undefined (absent request fields) take their defaults', async () => {
+    const res = await trainClusters(ch, APP, { k: undefined, features: undefined, asOf: undefined, sampleSize: 1000, kMax: 4 });
+    expect(res.k_selection!.map((s) => s.k)).toEqual([2, 3, 4]);
+    expect(res.features).toEqual(['recency', 'frequency', 'monetary', 'events_30d', 'active_days_30d', 'view_to_purchase']);
+  });
+
   it('k = auto picks k in range by silhouette and records the scores', async () => {
     const res = await trainClusters(ch, APP, { k: 'auto', kMin: 3, kMax: 7, seed: 1 });
     expect(res.k).toBeGreaterThanOrEqual(3);
@@ -127,7 +133,7 @@ describe('cluster job against ClickHouse', () => {
     expect(res.k_selection!.map((s) => s.k)).toEqual([3, 4, 5, 6, 7]);
     const best = res.k_selection!.reduce((a, b) => (b.silhouette > a.silhouette ? b : a));
     expect(best.k).toBe(res.k);
-    expect(res.version).toBe(3);
+    expect(res.version).toBe(4);
   });
 
   it('a sample smaller than the run is a reproducible subset', async () => {
