@@ -274,7 +274,7 @@ if (!args['skip-e2e'] && (!args.only || args.only === 'e2e')) {
     WARBLER_KAFKA_BROKERS: cfg.kafkaBrokers.join(','),
     WARBLER_LOG_LEVEL: 'warn',
   };
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin/warbler.js'), 'ingest', '--topic', topic, '--group', group], { env, stdio: ['ignore', 'ignore', 'inherit'] });
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/ingest.ts'), '--topic', topic, '--group', group], { env, stdio: ['ignore', 'ignore', 'inherit'] });
   const kafka = createKafka(cfg.kafkaBrokers, 'bench-ingest');
   const admin = kafka.admin();
   await admin.connect();

@@ -4,7 +4,8 @@
 // to the pid in $WARBLER_HOME/ingest.pid.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { ClickHouse } from '../lib/clickhouse.ts';
@@ -121,7 +122,8 @@ async function runWorkers(n: number, argv: string[], pidFile: string): Promise<n
     if (a === '--workers') i++;
     else if (!a.startsWith('--workers=')) childArgs.push(a);
   }
-  // process.argv[1] is the CLI entry (bin/warbler.js or cli/main.ts); execArgv carries tsx's loader when present.
+  // process.argv[1] is the entry (bin/warbler.js, cli/main.ts or this file); each takes `ingest …`.
+  // execArgv carries tsx's loader when present.
   const entry = process.argv[1] as string;
   const removePid = writePidFile(pidFile);
   let stopping = false;
@@ -157,4 +159,19 @@ async function runWorkers(n: number, argv: string[], pidFile: string): Promise<n
   await Promise.all(exited);
   removePid();
   return 0;
+}
+
+// Also runnable on its own: `node --import tsx cli/ingest.ts [ingest] [options]`.
+if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.url)) {
+  const args = process.argv.slice(2);
+  if (args[0] === 'ingest') args.shift();
+  runIngest(args).then(
+    (code) => {
+      process.exitCode = code;
+    },
+    (err: unknown) => {
+      log.error('ingest failed', { error: err });
+      process.exitCode = 1;
+    },
+  );
 }

@@ -28,8 +28,8 @@ afterAll(() => {
 const messagesFor = (appId: string, from: number, to: number, extra: (i: number) => Record<string, unknown> = () => ({})) =>
   Array.from({ length: to - from }, (_, k) => {
     const i = from + k;
-    const ev = { ...trackEvent(i), app_id: appId, ...extra(i) };
-    return { key: `${appId}\u0000${ev.user_id}`, value: JSON.stringify(ev) };
+    const ev: Record<string, unknown> = { ...trackEvent(i), app_id: appId, ...extra(i) };
+    return { key: `${appId}\u0000${String(ev.user_id)}`, value: JSON.stringify(ev) };
   });
 
 const exactlyOnce = async (appId: string, n: number, timeoutMs = 60_000) => {

@@ -1,0 +1,47 @@
+// `warbler ingest --workers 2`: two consumer processes in one group store
+// every event once, the pid file names the supervisor, SIGTERM stops all cleanly.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { expect, it } from 'vitest';
+import { REPO_ROOT } from '../../lib/config.ts';
+import { clickhouseUrl, kafkaBrokers, testDatabase, uniqueName } from '../support/env.ts';
+import { countEvents, produceRaw, testKafka, trackEvent, waitFor } from './support.ts';
+
+it('runs N workers, stores each event once, and stops on SIGTERM', async () => {
+  const ch = await testDatabase('ingest_cli');
+  const kafka = testKafka();
+  const topic = uniqueName('cli');
+  const home = mkdtempSync(join(tmpdir(), 'warbler-ingest-cli-'));
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/ingest.ts'), '--workers', '2', '--topic', topic, '--group', `${topic}-g`, '--batch-ms', '300'], {
+    env: {
+      ...process.env,
+      WARBLER_HOME: home,
+      WARBLER_CLICKHOUSE_URL: clickhouseUrl(),
+      WARBLER_CLICKHOUSE_DATABASE: ch.database,
+      WARBLER_KAFKA_BROKERS: kafkaBrokers().join(','),
+      WARBLER_LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'ignore', 'ignore'],
+  });
+  try {
+    const pidFile = join(home, 'ingest.pid');
+    expect(await waitFor(async () => existsSync(pidFile), 30_000)).toBe(true);
+    expect(Number(readFileSync(pidFile, 'utf8'))).toBe(child.pid);
+    const messages = Array.from({ length: 3000 }, (_, i) => ({ value: JSON.stringify({ ...trackEvent(i), app_id: 'cli' }) }));
+    await produceRaw(kafka, topic, messages.slice(0, 1500));
+    await sleep(2000);
+    await produceRaw(kafka, topic, messages.slice(1500));
+    expect(await waitFor(async () => (await countEvents(ch, 'cli')).rows >= 3000, 90_000)).toBe(true);
+    await sleep(1000);
+    expect(await countEvents(ch, 'cli')).toEqual({ rows: 3000, ids: 3000 });
+    const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
+    child.kill('SIGTERM');
+    expect(await exited).toBe(0);
+    expect(existsSync(pidFile)).toBe(false);
+  } finally {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  }
+});
