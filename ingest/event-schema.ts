@@ -2,7 +2,7 @@
 // by the HTTP accept path and the Kafka consumer alike, so an event is valid
 // on one path exactly when it is valid on the other.
 //
-// Decisions the contract leaves open (documented in ingest/README section of sql/README.md):
+// Decisions the contract leaves open, applied on both paths:
 // - Unknown top-level fields are rejected (the API rejects unknown body fields;
 //   Kafka follows the same rule so a typo never silently drops data).
 // - `properties` are for track events and `traits` for identify events; sending
