@@ -21,7 +21,6 @@
 // for both best_hour and top_category).
 import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
 import { segmentTable } from './rfm.ts';
-import { currentTraitsSql } from './traits.ts';
 
 export const DAY_S = 86400;
 
@@ -112,12 +111,17 @@ SELECT ${cols(STAGE0_COLUMNS)} FROM (
       WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
       GROUP BY user_id
     ) ANY LEFT JOIN (
+      -- Current traits per user in one grouping: changes sorted by (key, ts, event_id)
+      -- descending, the first of each key is its latest; removals dropped; keys ascending.
       SELECT user_id,
-        arraySort(groupArray((key, value, value_type))) AS sorted_traits,
-        arrayMap(x -> x.1, sorted_traits) AS trait_keys,
-        arrayMap(x -> x.2, sorted_traits) AS trait_values,
-        arrayMap(x -> x.3, sorted_traits) AS trait_types
-      FROM (${currentTraitsSql(appId, w.asOf, p.usersIn ? { usersIn: p.usersIn } : {})})
+        arrayReverseSort(groupArray((key, ts, event_id, value, value_type))) AS changes,
+        arrayEnumerateUniq(arrayMap(x -> x.1, changes)) AS nth,
+        arrayReverse(arrayFilter((x, i) -> i = 1 AND x.5 != 0, changes, nth)) AS current,
+        arrayMap(x -> x.1, current) AS trait_keys,
+        arrayMap(x -> x.4, current) AS trait_values,
+        arrayMap(x -> x.5, current) AS trait_types
+      FROM user_traits
+      WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
       GROUP BY user_id
     ) USING user_id
   )
