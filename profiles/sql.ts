@@ -222,12 +222,13 @@ export function profilesFromStage0Sql(p: { appId: string; runId: string; window:
   if (p.timezones.length === 0) throw new RangeError('no timezones');
   const w = p.window;
   const branches = p.timezones.map(
-    (tz) => sql`SELECT *,
+    (tz) => sql`SELECT ${cols(CARRIED)}, last_purchase_at, ts90,
       arraySort(arrayMap(t -> toHour(t, ${tz}), ts90)) AS hs, arrayEnumerateUniq(hs) AS he,
       if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS best_hour
     FROM ${ident(p.stage0)} WHERE tz = ${tz}`,
   );
-  const source = sql`SELECT *,
+  // Only the columns the profile row needs flow on into the joins, not the lists.
+  const source = sql`SELECT ${cols(CARRIED)}, last_purchase_at, best_hour,
     toUInt64(arrayCount(t -> t > ${w.d7}, ts90)) AS events_7d,
     arrayFilter(t -> t > ${w.d30}, ts90) AS ts30,
     toUInt64(length(ts30)) AS events_30d,
