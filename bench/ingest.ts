@@ -58,9 +58,25 @@ function renderMarkdown(r: Results, profile?: string): string {
     '| phase | events/s | notes |',
     '|---|---:|---|',
     `| 1. raw baseline, JSONEachRow INSERTs of 100k rows (serialisation not timed) | ${b.jsonEachRow?.rowsPerS ?? '-'} | ${b.rows ?? '-'} stored rows, ${b.jsonEachRow?.insertMs ?? '-'} ms |`,
-    `| 1b. same rows as RowBinary through ingest/sink.ts (encoding timed) | ${b.rowBinary?.rowsPerS ?? '-'} | ${b.rowBinary?.encodeAndInsertMs ?? '-'} ms — why the sink writes RowBinary |`,
+    `| 1b. same rows as RowBinary through ingest/sink.ts (encoding timed) | ${b.rowBinary?.rowsPerS ?? '-'} | ${b.rowBinary?.encodeAndInsertMs ?? '-'} ms |`,
     `| 2. consumer pipeline without broker: decode → validate → normalise → batch → dedup lookup → insert | ${p.eventsPerS ?? '-'} | **${r.pipelineVsBaseline ?? '-'}× the raw baseline**; stored ${p.stored}, deduplicated ${p.deduplicated}, dead-lettered ${p.deadLettered}; median lookup ${p.lookupMsMedian} ms, median insert ${p.insertMsMedian} ms per batch |`,
     `| 3. end to end: acceptEvents → Kafka (acks -1) → \`warbler ingest\` process → ClickHouse | ${e.eventsPerS ?? '-'} | accepted ${e.accepted ?? '-'}, stored ${e.stored ?? '-'} (expected ${e.expectedStored ?? '-'}); accept path alone ${e.acceptPathEventsPerS ?? '-'} events/s; consumer peak RSS **${e.consumerPeakRssMB ?? '-'} MB**; exit on SIGTERM: ${e.consumerExitCode ?? '-'} |`,
+    '',
+    '## Against the targets',
+    '',
+    `- pipeline ≥ 25% of the raw baseline: **${r.pipelineVsBaseline ?? '-'}×** — met.`,
+    `- pipeline ≥ 100k events/s per process: **not met** (${p.eventsPerS ?? '-'}/s). The process is not CPU-bound on its own work (profile below):`,
+    '  ~40% of its time it waits for the dedup lookup and the INSERT, which ClickHouse runs on the same 2 cores that other',
+    '  benchmarks were loading; the raw baseline itself only reached the figure above in this run.',
+    `- consumer peak RSS < 300 MB: **not met** (${e.consumerPeakRssMB ?? '-'} MB, VmHWM of the \`warbler ingest\` process incl. tsx).`,
+    '  Fetch buffers are bounded (1 MB per partition, 8 MB per fetch) and at most two batches of 20,000 rows are held;',
+    '  the rest is V8 heap growth — a lower batch size or `--max-old-space-size` trades it for throughput (not measured).',
+    '- RowBinary vs JSONEachRow: an earlier 60,000-record run measured 27,968 vs 5,581 rows/s; in this run the order',
+    '  reversed (see 1 and 1b) — inconclusive under this load. RowBinary stays for exactness: JSON has no NaN, which',
+    '  `prop_numbers` needs, and 18.16 and current ClickHouse read a JSON null differently.',
+    r.e2eFirstAttempt
+      ? `- A first end-to-end attempt allowed 60,000 messages of lag: the mock broker dropped the first ${r.e2eFirstAttempt.expectedStored - r.e2eFirstAttempt.stored} events (produced before the consumer had joined, ~5 MB per partition). The pipeline (phase 2) stored exactly the expected rows; the rerun above with 20,000 messages of lag stored all of them.`
+      : '',
     '',
     '## Dedup lookup cost',
     '',
@@ -355,7 +371,10 @@ if (!args['skip-e2e'] && (!args.only || args.only === 'e2e')) {
   let accepted = 0;
   let rejected = 0;
   let acceptMs = 0;
-  const MAX_LAG = 60_000; // messages; ~300 B each → ~5 MB per partition at most
+  // The mock broker drops a partition's oldest data past a few MB: a first run with 60,000 messages of
+  // allowed lag (~5 MB per partition, produced before the consumer had joined) lost its first 5,340
+  // events at the broker. 20,000 × ~330 B is ~1.7 MB per partition.
+  const MAX_LAG = 20_000;
   const t = performance.now();
   for (let i = 0; i < N; i += 5000) {
     const items: unknown[] = [];
@@ -374,7 +393,7 @@ if (!args['skip-e2e'] && (!args.only || args.only === 'e2e')) {
     rejected += r.rejected.length;
     sampleRss();
   }
-  const expected = (results.storedRows as number | undefined) ?? null;
+  const expected = (results.storedRows as number | undefined) ?? storedRows().length;
   for (;;) {
     sampleRss();
     if ((await committed()) >= accepted) break;

@@ -108,7 +108,9 @@ export class IngestConsumer {
       rebalanceTimeout: opts.rebalanceTimeoutMs ?? 60_000,
       heartbeatInterval: opts.heartbeatIntervalMs ?? 3_000,
       allowAutoTopicCreation: true,
-      maxBytesPerPartition: 4 * 1024 * 1024,
+      // Fetch memory is bounded by these (per partition, per fetch); the two batches held are the rest.
+      maxBytesPerPartition: 1024 * 1024,
+      maxBytes: 8 * 1024 * 1024,
       maxWaitTimeInMs: Math.min(500, opts.batchMaxMs),
     });
     this.dlqProducer = createProducer(opts.kafka);
@@ -140,15 +142,19 @@ export class IngestConsumer {
     if (this.stopping) return;
     this.stopping = true;
     if (this.started) this.consumer.pause([{ topic: this.opts.topic }]);
+    let timedOut!: () => void;
+    const abandoned = new Promise<void>((resolve) => (timedOut = resolve));
     const deadline = setTimeout(() => {
       this.abandon = true;
       this.wake?.();
+      timedOut();
       this.log.warn('shutdown timeout: abandoning the batch being stored; it stays uncommitted and will be redelivered');
     }, this.opts.shutdownTimeoutMs ?? 15_000);
     try {
       this.kick();
+      // An INSERT hanging on a dead server does not hold shutdown past the deadline.
       while (this.storing && !this.abandon) {
-        await this.storing;
+        await Promise.race([this.storing, abandoned]);
         this.kick();
       }
     } finally {

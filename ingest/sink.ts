@@ -1,7 +1,8 @@
-// Writes event rows to ClickHouse as RowBinary: no text escaping, NaN as
-// itself, and the cheapest format for the server to parse (bench/ingest.ts
-// measures it against JSONEachRow). One INSERT per batch; the materialized
-// views fill event_ids and user_traits from that same INSERT.
+// Writes event rows to ClickHouse as RowBinary: no text escaping and NaN as
+// itself (JSON has no NaN, and 18.16 and current ClickHouse read a JSON null
+// into Float64 differently). bench/ingest.ts compares it with JSONEachRow.
+// One INSERT per batch; the materialized views fill event_ids and user_traits
+// from that same INSERT.
 import { Readable } from 'node:stream';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import type { EventRow } from './normalize.ts';
