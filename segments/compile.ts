@@ -58,6 +58,8 @@ export interface CompiledSegment {
   nodes: CompiledNode[];
   /** True when the members query joins the universe (the expression can hold without events). */
   usesUniverse: boolean;
+  /** What the members query starts from: the events scan, a side that implies the universe, or the universe. */
+  driver: 'events' | 'traits' | 'profile' | 'universe';
 }
 
 /** Profile fields read from the profiles table (the others are live: traits, clusters). */
@@ -513,16 +515,18 @@ function sides(b: Builder): Side[] {
   if (b.traits.size > 0) {
     const cols: Sql[] = [];
     const names: string[] = [];
+    const unpack: Sql[] = [];
     for (const [key, a] of b.traits) {
-      cols.push(sql`argMaxIf(value, (ts, event_id), key = ${key}) AS ${raw(`${a}_v`)}`);
-      cols.push(sql`argMaxIf(value_type, (ts, event_id), key = ${key}) AS ${raw(`${a}_t`)}`);
+      // One argMax of (value, type) per key: the (ts, event_id) comparison is the expensive part.
+      cols.push(sql`argMaxIf((value, value_type), (ts, event_id), key = ${key}) AS ${raw(`${a}_vt`)}`);
+      unpack.push(sql`${raw(`${a}_vt`)}.1 AS ${raw(`${a}_v`)}`, sql`${raw(`${a}_vt`)}.2 AS ${raw(`${a}_t`)}`);
       names.push(`${a}_v`, `${a}_t`);
     }
     out.push({
       kind: 'traits',
-      query: sql`SELECT user_id, ${join(cols)} FROM user_traits
+      query: sql`SELECT user_id, ${join(unpack)} FROM (SELECT user_id, ${join(cols)} FROM user_traits
         WHERE app_id = ${appId} AND ts <= ${asOf} AND key IN (${join([...b.traits.keys()].map((k) => sql`${k}`))})
-        GROUP BY user_id`,
+        GROUP BY user_id)`,
       columns: names,
     });
   }
@@ -659,6 +663,7 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
     nodeCounts,
     nodes: b.nodes,
     usesUniverse,
+    driver: usesUniverse ? 'universe' : sideDriver ? (sideDriver.kind as 'traits' | 'profile') : 'events',
   };
 }
 

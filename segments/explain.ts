@@ -28,7 +28,7 @@ export interface ExplainResult {
   /** The members query as it runs for evaluate and exports. */
   sql: string;
   /** Whether the members query starts from the universe or from the events scan. */
-  driver: 'universe' | 'events scan';
+  driver: 'universe' | 'events' | 'traits' | 'profile';
   nodes: ExplainedNode[];
 }
 
@@ -48,7 +48,7 @@ export async function explainSegment(ch: ClickHouse, appId: string, input: unkno
     universe: Number(row?.universe ?? 0),
     count: nodes[0]?.count ?? 0,
     sql: p.compiled.members.text,
-    driver: p.compiled.usesUniverse ? 'universe' : 'events scan',
+    driver: p.compiled.driver,
     nodes,
   };
 }
