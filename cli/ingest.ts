@@ -23,7 +23,8 @@ Consumes events from Kafka into ClickHouse (at-least-once delivery, each event s
   --group G        consumer group (default $WARBLER_CONSUMER_GROUP or "warbler-ingest")
   --batch-size N   close a batch at N messages (default $WARBLER_BATCH_MAX_EVENTS)
   --batch-ms MS    close a batch MS after its first message (default $WARBLER_BATCH_MAX_MS)
-  --dlq T          dead-letter topic (default $WARBLER_DLQ_TOPIC or "events.dlq")`;
+  --dlq T          dead-letter topic (default $WARBLER_DLQ_TOPIC or "events.dlq")
+  --session-timeout-ms N  consumer group session timeout (default 30000; a dead worker's partitions move after it)`;
 
 const CHILD_ENV = 'WARBLER_INGEST_CHILD';
 
@@ -32,6 +33,12 @@ function positiveInt(name: string, v: string | undefined): number | undefined {
   const n = Number(v);
   if (!Number.isInteger(n) || n < 1) throw new Error(`--${name} must be a positive integer, got ${JSON.stringify(v)}`);
   return n;
+}
+
+/** Heartbeats a tenth of the session timeout, rebalances bounded by twice it. */
+function groupTimings(sessionTimeoutMs: number | undefined): { sessionTimeoutMs?: number; heartbeatIntervalMs?: number; rebalanceTimeoutMs?: number } {
+  if (sessionTimeoutMs === undefined) return {};
+  return { sessionTimeoutMs, heartbeatIntervalMs: Math.max(100, Math.floor(sessionTimeoutMs / 10)), rebalanceTimeoutMs: sessionTimeoutMs * 2 };
 }
 
 function writePidFile(file: string): () => void {
@@ -64,6 +71,7 @@ export async function runIngest(argv: string[]): Promise<number> {
       'batch-size': { type: 'string' },
       'batch-ms': { type: 'string' },
       dlq: { type: 'string' },
+      'session-timeout-ms': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
   });
@@ -95,6 +103,7 @@ export async function runIngest(argv: string[]): Promise<number> {
       groupId: values.group ?? cfg.WARBLER_CONSUMER_GROUP,
       batchMaxEvents: positiveInt('batch-size', values['batch-size']) ?? cfg.WARBLER_BATCH_MAX_EVENTS,
       batchMaxMs: positiveInt('batch-ms', values['batch-ms']) ?? cfg.WARBLER_BATCH_MAX_MS,
+      ...groupTimings(positiveInt('session-timeout-ms', values['session-timeout-ms'])),
     });
     await consumer.start();
     const signal = await stopped;

@@ -15,32 +15,41 @@ it('runs N workers, stores each event once, and stops on SIGTERM', async () => {
   const kafka = testKafka();
   const topic = uniqueName('cli');
   const home = mkdtempSync(join(tmpdir(), 'warbler-ingest-cli-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/ingest.ts'), '--workers', '2', '--topic', topic, '--group', `${topic}-g`, '--batch-ms', '300'], {
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/ingest.ts'), '--workers', '2', '--topic', topic, '--group', `${topic}-g`, '--batch-ms', '300', '--session-timeout-ms', '6000'], {
     env: {
       ...process.env,
       WARBLER_HOME: home,
       WARBLER_CLICKHOUSE_URL: clickhouseUrl(),
       WARBLER_CLICKHOUSE_DATABASE: ch.database,
       WARBLER_KAFKA_BROKERS: kafkaBrokers().join(','),
-      WARBLER_LOG_LEVEL: 'warn',
+      WARBLER_LOG_LEVEL: 'info',
     },
-    stdio: ['ignore', 'ignore', 'ignore'],
+    stdio: ['ignore', 'ignore', 'pipe'],
   });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  let step = 'start';
   try {
     const pidFile = join(home, 'ingest.pid');
     expect(await waitFor(async () => existsSync(pidFile), 30_000)).toBe(true);
+    step = 'running';
     expect(Number(readFileSync(pidFile, 'utf8'))).toBe(child.pid);
     const messages = Array.from({ length: 3000 }, (_, i) => ({ value: JSON.stringify({ ...trackEvent(i), app_id: 'cli' }) }));
     await produceRaw(kafka, topic, messages.slice(0, 1500));
     await sleep(2000);
     await produceRaw(kafka, topic, messages.slice(1500));
-    expect(await waitFor(async () => (await countEvents(ch, 'cli')).rows >= 3000, 90_000)).toBe(true);
+    expect(await waitFor(async () => (await countEvents(ch, 'cli')).rows >= 3000, 50_000)).toBe(true);
     await sleep(1000);
     expect(await countEvents(ch, 'cli')).toEqual({ rows: 3000, ids: 3000 });
+    step = 'stopping';
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     child.kill('SIGTERM');
-    expect(await exited).toBe(0);
+    expect(await Promise.race([exited, sleep(30_000).then(() => 'still running')])).toBe(0);
     expect(existsSync(pidFile)).toBe(false);
+  } catch (err) {
+    // The workers' logs explain a failure better than a timeout does.
+    process.stderr.write(`ingest CLI failed at step ${step}; its stderr:\n${stderr.slice(-4000)}\n`);
+    throw err;
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');
   }
