@@ -18,7 +18,7 @@ import { clickhouseFromConfig } from './stack.ts';
 
 const USAGE = `usage: warbler demo [--users N] [--days D] [--seed S] [--keep]
 
-  --users N   demo users to generate (default 100000)
+  --users N   demo users to generate (default 20000; the generator's own default is 100000)
   --days D    days of history ending now (default 90)
   --seed S    generator seed (default 42)
   --keep      keep the existing demo database instead of starting afresh`;
@@ -148,7 +148,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     ({ values } = parseArgs({
       args: argv,
       options: {
-        users: { type: 'string', default: '100000' },
+        users: { type: 'string', default: '20000' },
         days: { type: 'string', default: '90' },
         seed: { type: 'string', default: '42' },
         keep: { type: 'boolean', default: false },
