@@ -141,7 +141,15 @@ export class IngestConsumer {
   async stop(): Promise<void> {
     if (this.stopping) return;
     this.stopping = true;
-    if (this.started) this.consumer.pause([{ topic: this.opts.topic }]);
+    if (this.started) {
+      try {
+        this.consumer.pause([{ topic: this.opts.topic }]);
+      } catch (err) {
+        // SIGTERM can arrive before kafkajs has joined the group (run() not yet
+        // initialised): there is nothing fetched to pause, so go on stopping.
+        this.log.debug('pause before group join', { error: err });
+      }
+    }
     let timedOut!: () => void;
     const abandoned = new Promise<void>((resolve) => (timedOut = resolve));
     const deadline = setTimeout(() => {
