@@ -8,4 +8,11 @@ if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.j
   npm ci --no-audit --no-fund
 fi
 npx tsc --noEmit
-npx vitest run "$@"
+mkdir -p .warbler
+status=0
+npx vitest run --reporter=default --reporter=json --outputFile.json=.warbler/vitest-results.json "$@" || status=$?
+# A closing line any CI reader understands: "N passed, N failed".
+if [ -f .warbler/vitest-results.json ]; then
+  node -e 'const r=require("./.warbler/vitest-results.json");console.log(`tests: ${r.numPassedTests} passed, ${r.numFailedTests} failed`)'
+fi
+exit $status
