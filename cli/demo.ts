@@ -59,7 +59,7 @@ async function consumerLag(admin: ReturnType<ReturnType<typeof createKafka>['adm
  * producer (app_id + user_id), pausing whenever the consumers fall behind: the
  * local mock broker keeps only a few MB per partition.
  */
-async function produceDemoEvents(cfg: Config, records: Iterable<DemoRecord>, onProgress: (sent: number) => void): Promise<number> {
+async function produceDemoEvents(cfg: Config, records: Iterable<DemoRecord>, onProgress: (sent: number) => void): Promise<{ sent: number; valid: number }> {
   const kafka = createKafka(cfg.kafkaBrokers, 'warbler-demo');
   const producer = createProducer(kafka);
   const admin = kafka.admin();
@@ -69,6 +69,7 @@ async function produceDemoEvents(cfg: Config, records: Iterable<DemoRecord>, onP
   // (~5 MB per partition); 20k stayed lossless (bench/results/ingest.md).
   const MAX_LAG = 20_000;
   let sent = 0;
+  let valid = 0;
   let batch: { key: string; value: string }[] = [];
   const flush = async () => {
     if (batch.length === 0) return;
@@ -79,6 +80,7 @@ async function produceDemoEvents(cfg: Config, records: Iterable<DemoRecord>, onP
   };
   try {
     for (const rec of records) {
+      if (rec.kind === 'valid') valid += 1;
       batch.push({ key: `${APP}\u0000${userIdOf(rec.user)}`, value: rec.line });
       if (batch.length >= 5000) {
         await flush();
@@ -98,7 +100,7 @@ async function produceDemoEvents(cfg: Config, records: Iterable<DemoRecord>, onP
   } finally {
     await Promise.all([producer.disconnect(), admin.disconnect()]);
   }
-  return sent;
+  return { sent, valid };
 }
 
 interface ApiClient {
@@ -192,7 +194,7 @@ export async function runDemo(argv: string[]): Promise<number> {
     say(`generating ${users.toLocaleString('en')} users × ${days} days of events (seed ${values.seed}) into Kafka topic ${cfg.WARBLER_EVENTS_TOPIC}…`);
     const tGen = performance.now();
     let lastShown = 0;
-    const produced = await produceDemoEvents(cfg, generateEvents({ seed: values.seed, users, days, end, appId: APP }), (sent) => {
+    const { sent: produced, valid } = await produceDemoEvents(cfg, generateEvents({ seed: values.seed, users, days, end, appId: APP }), (sent) => {
       if (sent - lastShown >= 250_000) {
         lastShown = sent;
         say(`  ${sent.toLocaleString('en')} messages sent`);
@@ -219,7 +221,11 @@ export async function runDemo(argv: string[]): Promise<number> {
     if (!key.key) throw new Error(`the demo key's plaintext is missing from ${key.keyFile}; delete ${key.file} and rerun the demo to make a new one`);
     const api = apiClient(base, key.key);
 
-    const stats = await api.get<Record<string, unknown>>('/v1/stats');
+    const stats = await api.get<{ events?: { total?: number } } & Record<string, unknown>>('/v1/stats');
+    const stored = stats.events?.total ?? 0;
+    // Every valid generated event must be stored exactly once; duplicates and
+    // invalid events must not be. Say so loudly when that does not hold.
+    const exact = stored === valid;
     const segmentLines: string[] = [];
     for (const s of EXAMPLE_SEGMENTS) {
       const t0 = performance.now();
@@ -233,6 +239,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       '',
       '════════════════════════ Warbler demo ════════════════════════',
       `events produced to Kafka   ${produced.toLocaleString('en')} (incl. deliberate duplicates and invalid events)`,
+      `events stored              ${stored.toLocaleString('en')} of ${valid.toLocaleString('en')} distinct valid events generated — ${exact ? 'exact' : 'MISMATCH: see ' + cfg.WARBLER_HOME + '/logs/ingest.log'}`,
       `stats (GET /v1/stats)      ${JSON.stringify(stats)}`,
       `profiles                   ${run.users.toLocaleString('en')} users at ${end.toISOString()}`,
       '',
@@ -252,6 +259,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       '',
     ];
     process.stdout.write(report.join('\n') + '\n');
+    if (!exact) return 1;
   } finally {
     await ch.close();
   }
