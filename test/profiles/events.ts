@@ -7,17 +7,10 @@ import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { normalizeEvent } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { traitChanges, type Scalar, type TestEvent } from './reference.ts';
+import { seededRandom } from '../../profiles/kmeans.ts';
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's seeded PRNG (mulberry32), so test data streams are reproducible. */
+export const rng: (seed: number) => () => number = seededRandom;
 
 const S = (iso: string) => Date.parse(iso) / 1000;
 const DAY = 86400;

@@ -5,6 +5,7 @@
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import type { Expr } from '../../segments/ast.ts';
 import type { ProfileValue, RefData, RefEvent, RefProfileRun, RefTagChange, Scalar } from './reference.ts';
+import { seededRandom } from '../../profiles/kmeans.ts';
 
 export const T0 = Date.UTC(2026, 5, 1) / 1000; // 2026-06-01T00:00:00Z
 export const DAY = 86_400;
@@ -15,16 +16,8 @@ export const TRAIT_KEYS = ['country', 'plan', 'vip', 'language', 'platform'] as 
 export const TAGS = ['vip', 'beta', "it's"] as const;
 export const RFM = ['champions', 'loyal', 'at_risk', 'hibernating'] as const;
 
-export function rng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+/** The project's seeded PRNG (mulberry32), so test data streams are reproducible. */
+export const rng: (seed: number) => () => number = seededRandom;
 
 export interface AppData {
   appId: string;
