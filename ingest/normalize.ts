@@ -2,7 +2,7 @@
 // for the "24 h in the future" rule and received_at. The demo generator's
 // ClickHouse sink calls `toEventRow` on already-valid events, so it stays cheap.
 import { hash } from 'node:crypto';
-import { EventSchema, type FieldError, issuesToErrors, type ValidEvent, CONTEXT_KEYS } from './event-schema.ts';
+import { type FieldError, parseEvent, type ValidEvent, CONTEXT_KEYS } from './event-schema.ts';
 
 /** One row of the `events` table (sql/migrations/001_events.sql); DateTimes as epoch seconds. */
 export interface EventRow {
@@ -35,8 +35,8 @@ export type NormalizeResult = { row: EventRow; errors?: undefined } | { row?: un
  * when given, a body app_id must match it; when absent (Kafka), the event must carry app_id.
  */
 export function normalizeEvent(raw: unknown, appId?: string, receivedAt: number = Math.floor(Date.now() / 1000)): NormalizeResult {
-  const parsed = EventSchema.safeParse(raw);
-  if (!parsed.success) return { errors: issuesToErrors(parsed.error.issues) };
+  const parsed = parseEvent(raw);
+  if (!parsed.success) return { errors: parsed.errors };
   const e = parsed.data;
   let app: string;
   if (appId !== undefined) {
@@ -84,34 +84,17 @@ export function toEventRow(e: ValidEvent, appId: string, receivedAt: number = Ma
   const trait_values: string[] = [];
   const trait_types: number[] = [];
   let context = '{}';
-  const setTrait = (k: string, v: string | number | boolean | null) => {
-    let i = trait_keys.indexOf(k);
-    if (i < 0) {
-      i = trait_keys.length;
-      trait_keys.push(k);
-    }
-    if (v === null) {
-      trait_values[i] = '';
-      trait_types[i] = TRAIT_NULL;
-    } else if (typeof v === 'string') {
-      trait_values[i] = v;
-      trait_types[i] = TRAIT_STRING;
-    } else if (typeof v === 'number') {
-      trait_values[i] = String(v);
-      trait_types[i] = TRAIT_NUMBER;
-    } else {
-      trait_values[i] = v ? 'true' : 'false';
-      trait_types[i] = TRAIT_BOOLEAN;
-    }
-  };
   if (e.context !== undefined) {
     context = JSON.stringify(e.context);
     for (const k of CONTEXT_KEYS) {
       const v = e.context[k];
-      if (typeof v === 'string') setTrait(k, v);
+      if (typeof v === 'string') setTrait(trait_keys, trait_values, trait_types, k, v, false);
     }
   }
-  if (e.traits !== undefined) for (const k in e.traits) setTrait(k, e.traits[k] as string | number | boolean | null);
+  if (e.traits !== undefined) {
+    const contextSet = trait_keys.length > 0;
+    for (const k in e.traits) setTrait(trait_keys, trait_values, trait_types, k, e.traits[k] as string | number | boolean | null, contextSet && CONTEXT_KEY_SET.has(k));
+  }
 
   return {
     app_id: appId,
@@ -130,6 +113,30 @@ export function toEventRow(e: ValidEvent, appId: string, receivedAt: number = Ma
     context,
     received_at: receivedAt,
   };
+}
+
+const CONTEXT_KEY_SET: ReadonlySet<string> = new Set(CONTEXT_KEYS);
+
+/** Sets trait `k` of one event's trait arrays; `mayExist` when a context value of that name may already be there. */
+function setTrait(keys: string[], values: string[], types: number[], k: string, v: string | number | boolean | null, mayExist: boolean): void {
+  let i = mayExist ? keys.indexOf(k) : -1;
+  if (i < 0) {
+    i = keys.length;
+    keys.push(k);
+  }
+  if (v === null) {
+    values[i] = '';
+    types[i] = TRAIT_NULL;
+  } else if (typeof v === 'string') {
+    values[i] = v;
+    types[i] = TRAIT_STRING;
+  } else if (typeof v === 'number') {
+    values[i] = String(v);
+    types[i] = TRAIT_NUMBER;
+  } else {
+    values[i] = v ? 'true' : 'false';
+    types[i] = TRAIT_BOOLEAN;
+  }
 }
 
 /** JSON with object keys sorted at every depth, so equal values give equal text. */
