@@ -1,8 +1,8 @@
 // Keeps redelivered events out of `events` (see sql/README.md, "Deduplication").
-// Before a batch is inserted, its (app_id, ts, event_id)s are looked up in
-// `event_ids` — sorted by (app_id, ts, event_id), so the lookup reads only the
-// granules of the batch's timestamps — and every id already stored, or seen
-// earlier in the same batch, is dropped.
+// Before a batch is inserted, its (app_id, ts, event_id)s are looked up — in
+// `event_ids` by time or in `events` by user, whichever reads fewer granules
+// for the batch's shape (lookupStrategy) — and every id already stored, or
+// seen earlier in the same batch, is dropped.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { type Sql, sql } from '../lib/sql.ts';
 import type { EventRow } from './normalize.ts';
@@ -40,15 +40,45 @@ export function dropInBatchDuplicates(rows: readonly EventRow[]): { unique: Even
 }
 
 /**
- * The lookup for one app's rows: (app_id, ts) is a prefix of event_ids' sort
- * key, so only granules holding those seconds are read. The keys travel as two
- * array literals turned into sets by subqueries: 18.16 parses an array literal
- * as one AST node, while an IN list of 20,000 toDateTime(…) calls takes ~4x
- * longer to analyse (bench/results/ingest.md); both forms read the same granules.
+ * Where a batch's ids are looked up. `event_ids` is sorted by (app_id, ts,
+ * event_id): a real-time batch (seconds to minutes of traffic, thousands of
+ * users) touches only the granules of those seconds. A historical import is
+ * usually ordered by user and spread over months: its timestamps hit nearly
+ * every granule of `event_ids` (bench/results/ingest.md: the whole table read
+ * per batch), while `events`, sorted by (app_id, user_id, ts, event_id), holds
+ * each of its few users in one or two granules (21M events: 0.12 s against
+ * 1.0–1.5 s for a 20,000-event batch of 949 users). Fewer distinct users than
+ * distinct hours marks the second kind.
  */
-export function lookupSql(appId: string, rows: readonly EventRow[]): Sql {
-  const tsSet = [...new Set(rows.map((r) => r.ts))];
+export function lookupStrategy(rows: readonly EventRow[]): 'by_time' | 'by_user' {
+  const users = new Set<string>();
+  const hours = new Set<number>();
+  for (const r of rows) {
+    users.add(r.user_id);
+    hours.add(Math.floor(r.ts / 3600));
+  }
+  return users.size < hours.size ? 'by_user' : 'by_time';
+}
+
+/**
+ * The lookup for one app's rows, reading only the granules of the batch's
+ * seconds (by_time) or users (by_user). The keys travel as array literals
+ * turned into sets by subqueries: 18.16 parses an array literal as one AST
+ * node, while an IN list of 20,000 toDateTime(…) calls takes ~4x longer to
+ * analyse (bench/results/ingest.md); both forms read the same granules.
+ * Either way the caller matches (ts, event_id), so both strategies find
+ * exactly the same stored events.
+ */
+export function lookupSql(appId: string, rows: readonly EventRow[], strategy = lookupStrategy(rows)): Sql {
   const ids = [...new Set(rows.map((r) => r.event_id))];
+  if (strategy === 'by_user') {
+    const users = [...new Set(rows.map((r) => r.user_id))];
+    return sql`SELECT toUInt32(ts) AS t, event_id FROM events
+      WHERE app_id = ${appId}
+        AND user_id IN (SELECT arrayJoin(${users}))
+        AND event_id IN (SELECT arrayJoin(${ids}))`;
+  }
+  const tsSet = [...new Set(rows.map((r) => r.ts))];
   return sql`SELECT toUInt32(ts) AS t, event_id FROM event_ids
       WHERE app_id = ${appId}
         AND ts IN (SELECT toDateTime(arrayJoin(${tsSet})))
@@ -56,12 +86,12 @@ export function lookupSql(appId: string, rows: readonly EventRow[]): Sql {
 }
 
 /** The (ts, event_id) keys of `rows` already present in event_ids, as `${ts}\0${event_id}` per app. */
-export async function storedKeys(ch: ClickHouse, appId: string, rows: readonly EventRow[]): Promise<Set<string>> {
+export async function storedKeys(ch: ClickHouse, appId: string, rows: readonly EventRow[], strategy?: 'by_time' | 'by_user'): Promise<Set<string>> {
   const found = new Set<string>();
   for (let i = 0; i < rows.length; i += IDS_PER_QUERY) {
     const chunk = rows.slice(i, i + IDS_PER_QUERY);
     const rs = await ch.client.query({
-      query: lookupSql(appId, chunk).text,
+      query: lookupSql(appId, chunk, strategy ?? lookupStrategy(chunk)).text,
       format: 'JSONEachRow',
       clickhouse_settings: LOOKUP_SETTINGS,
     });
