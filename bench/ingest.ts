@@ -24,10 +24,10 @@ import { ident, raw, sql } from '../lib/sql.ts';
 import { generateEvents } from '../demo/generate.ts';
 import { acceptEvents } from '../ingest/accept.ts';
 import { decodeMessage } from '../ingest/consumer.ts';
-import { dedupBatch, LOOKUP_SETTINGS, lookupSql } from '../ingest/dedup.ts';
+import { dedupBatch, dropInBatchDuplicates, LOOKUP_SETTINGS, lookupSql, lookupStrategy } from '../ingest/dedup.ts';
 import { type EventRow } from '../ingest/normalize.ts';
 import { createEventProducer } from '../ingest/producer.ts';
-import { EVENT_COLUMNS, insertEventRows } from '../ingest/sink.ts';
+import { encodeRowBinary, EVENT_COLUMNS, insertEventRows } from '../ingest/sink.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -212,6 +212,45 @@ if (!args.only || args.only === 'baseline') {
 }
 
 // ---------------------------------------------------------------------------
+// 2a. The consumer's own CPU work per event, without ClickHouse: what one
+// process can feed a ClickHouse cluster that is not on its cores.
+if (!args.only || args.only === 'pipeline' || args.only === 'cpu') {
+  const stage = { decodeMs: 0, dedupMs: 0, encodeMs: 0 };
+  const t = performance.now();
+  let batch: EventRow[] = [];
+  let dead = 0;
+  let bytes = 0;
+  const receivedAt = Math.floor(Date.now() / 1000);
+  let t0 = performance.now();
+  for (let i = 0; i < N; i++) {
+    const d = decodeMessage('bench', i & 3, messageAt(i), receivedAt);
+    if ('reason' in d) dead++;
+    else batch.push(d);
+    if (batch.length + dead >= BATCH || i === N - 1) {
+      const t1 = performance.now();
+      stage.decodeMs += t1 - t0;
+      const { unique } = dropInBatchDuplicates(batch);
+      const t2 = performance.now();
+      stage.dedupMs += t2 - t1;
+      bytes += encodeRowBinary(unique).length;
+      t0 = performance.now();
+      stage.encodeMs += t0 - t2;
+      batch = [];
+      dead = 0;
+    }
+  }
+  const ms = performance.now() - t;
+  const us = (x: number) => Number(((x * 1000) / N).toFixed(2));
+  results.cpu = {
+    ms: Math.round(ms),
+    eventsPerS: rate(N, ms),
+    usPerEvent: { decodeValidateNormalise: us(stage.decodeMs), inBatchDedup: us(stage.dedupMs), encodeRowBinary: us(stage.encodeMs), total: us(ms) },
+    rowBinaryBytes: bytes,
+  };
+  log('cpu', results.cpu as Record<string, unknown>);
+}
+
+// ---------------------------------------------------------------------------
 // 2. The pipeline without the broker.
 if (!args.only || args.only === 'pipeline') {
   const ch = await freshDb('bench_ingest_pipeline');
@@ -261,8 +300,12 @@ if (!args.only || args.only === 'pipeline') {
   log('pipeline', pipeline);
 
   // 3a. Does the lookup of a generated (backfill-shaped) batch use the key? read_rows vs table size.
-  const sample = storedRowsSample(ch);
-  results.lookupDemoBatch = await measureLookup(ch, await sample);
+  const sample = await storedRowsSample(ch);
+  results.lookupDemoBatch = {
+    chosen: lookupStrategy(sample),
+    by_time: await measureLookup(ch, sample, 'by_time'),
+    by_user: await measureLookup(ch, sample, 'by_user'),
+  };
   await ch.close();
 }
 
@@ -282,11 +325,11 @@ async function storedRowsSample(ch: ClickHouse): Promise<EventRow[]> {
   return out;
 }
 
-async function measureLookup(ch: ClickHouse, rows: EventRow[]): Promise<Record<string, unknown>> {
+async function measureLookup(ch: ClickHouse, rows: EventRow[], strategy?: 'by_time' | 'by_user'): Promise<Record<string, unknown>> {
   const queryId = `bench-lookup-${Date.now()}-${Math.random().toString(36).slice(2)}`;
   const t = performance.now();
   const rs = await ch.client.query({
-    query: lookupSql('bench', rows).text,
+    query: lookupSql('bench', rows, strategy ?? lookupStrategy(rows)).text,
     format: 'JSONEachRow',
     query_id: queryId,
     clickhouse_settings: { ...LOOKUP_SETTINGS, log_queries: 1 },
@@ -302,6 +345,7 @@ async function measureLookup(ch: ClickHouse, rows: EventRow[]): Promise<Record<s
   return {
     ids: rows.length,
     distinctTs,
+    distinctUsers: new Set(rows.map((r) => r.user_id)).size,
     found,
     ms: Math.round(ms),
     readRows: Number(q[0]?.read_rows ?? -1),

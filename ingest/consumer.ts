@@ -67,20 +67,21 @@ const tp = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
 /** Decodes one Kafka message into a row, or a dead letter. */
 export function decodeMessage(topic: string, partition: number, msg: KafkaMessage, receivedAt: number): EventRow | DeadLetter {
+  if (!msg.value || msg.value.length === 0) return deadLetter(topic, partition, msg, 'invalid_json', [{ path: '', message: 'empty message' }]);
   let parsed: unknown;
-  const dead = (reason: string, errors: DeadLetter['errors'], appId = ''): DeadLetter => ({
-    topic, partition, offset: msg.offset, key: msg.key, value: msg.value, headers: msg.headers, appId, reason, errors,
-  });
-  if (!msg.value || msg.value.length === 0) return dead('invalid_json', [{ path: '', message: 'empty message' }]);
   try {
     parsed = JSON.parse(msg.value.toString('utf8'));
   } catch (err) {
-    return dead('invalid_json', [{ path: '', message: `not valid JSON: ${(err as Error).message}` }]);
+    return deadLetter(topic, partition, msg, 'invalid_json', [{ path: '', message: `not valid JSON: ${(err as Error).message}` }]);
   }
   const r = normalizeEvent(parsed, undefined, receivedAt);
   if (r.row) return r.row;
   const app = (parsed as { app_id?: unknown } | null)?.app_id;
-  return dead(reasonOf(r.errors), r.errors, typeof app === 'string' && app.length <= 128 ? app : '');
+  return deadLetter(topic, partition, msg, reasonOf(r.errors), r.errors, typeof app === 'string' && app.length <= 128 ? app : '');
+}
+
+function deadLetter(topic: string, partition: number, msg: KafkaMessage, reason: string, errors: DeadLetter['errors'], appId = ''): DeadLetter {
+  return { topic, partition, offset: msg.offset, key: msg.key, value: msg.value, headers: msg.headers, appId, reason, errors };
 }
 
 export class IngestConsumer {

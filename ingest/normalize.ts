@@ -85,11 +85,15 @@ export function toEventRow(e: ValidEvent, appId: string, receivedAt: number = Ma
   const trait_types: number[] = [];
   let context = '{}';
   if (e.context !== undefined) {
-    context = JSON.stringify(e.context);
+    // Written in CONTEXT_KEYS order, so the stored text does not depend on the sender's key order.
+    context = '{';
     for (const k of CONTEXT_KEYS) {
       const v = e.context[k];
+      if (v === undefined) continue;
+      context += (context.length > 1 ? ',"' : '"') + k + '":' + JSON.stringify(v);
       if (typeof v === 'string') setTrait(trait_keys, trait_values, trait_types, k, v, false);
     }
+    context += '}';
   }
   if (e.traits !== undefined) {
     const contextSet = trait_keys.length > 0;

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { generateEvents } from '../../demo/generate.ts';
 import { EventSchema, fastParseEvent, MAX_PROPERTIES_BYTES, parseEvent } from '../../ingest/event-schema.ts';
+import { toEventRow } from '../../ingest/normalize.ts';
 
 const NOW = Date.UTC(2026, 10, 28, 12);
 
@@ -16,6 +17,8 @@ function agreesWithZod(raw: unknown): boolean {
   const zod = EventSchema.safeParse(raw);
   if (!zod.success) throw new Error(`fast path accepted what zod rejects: ${JSON.stringify(raw)} → ${JSON.stringify(zod.error.issues)}`);
   expect(fast).toStrictEqual(zod.data);
+  // The stored row is the same whichever path validated the event (key order included).
+  expect(toEventRow(fast, 'app', 0)).toStrictEqual(toEventRow(zod.data, 'app', 0));
   return true;
 }
 
