@@ -14,6 +14,7 @@ import { kafkaFromConfig } from '../lib/kafka.ts';
 import { log } from '../lib/log.ts';
 import { migrate } from '../lib/migrate.ts';
 import { IngestConsumer } from '../ingest/consumer.ts';
+import { ingestNodeFlags } from '../lib/stack.ts';
 
 const USAGE = `usage: warbler ingest [--workers N] [--topic T] [--group G] [--batch-size N] [--batch-ms MS]
 
@@ -139,12 +140,7 @@ async function runWorkers(n: number, argv: string[], pidFile: string): Promise<n
   const children = new Map<number, ChildProcess>();
   const exited: Promise<void>[] = [];
   const startChild = (slot: number): void => {
-    // A capped heap keeps a worker's RSS near 200 MB with 20,000-event batches
-    // instead of letting V8 grow it (bench/results/ingest.md); an explicit flag wins.
-    const heapFlag = [...process.execArgv, process.env.NODE_OPTIONS ?? ''].some((a) => a.includes('max-old-space-size'))
-      ? []
-      : ['--max-old-space-size=256'];
-    const child = spawn(process.execPath, [...heapFlag, ...process.execArgv, entry, 'ingest', ...childArgs], {
+    const child = spawn(process.execPath, [...ingestNodeFlags(), ...process.execArgv, entry, 'ingest', ...childArgs], {
       env: { ...process.env, [CHILD_ENV]: '1' },
       stdio: ['ignore', 'inherit', 'inherit'],
     });

@@ -212,11 +212,21 @@ export async function stopDaemon(cfg: Config, name: Daemon): Promise<boolean> {
 }
 
 /** Starts `warbler <args>` in the background, detached, logging to $WARBLER_HOME/logs/<name>.log. */
+/**
+ * Node flags for an ingest consumer process: a capped heap keeps its RSS near
+ * 200–250 MB with 20,000-event batches instead of letting V8 grow it to ~350 MB
+ * (bench/results/ingest.md). A cap already given in execArgv or NODE_OPTIONS wins.
+ */
+export function ingestNodeFlags(execArgv: readonly string[] = process.execArgv, nodeOptions = process.env.NODE_OPTIONS ?? ''): string[] {
+  return [...execArgv, nodeOptions].some((a) => a.includes('max-old-space-size')) ? [] : ['--max-old-space-size=256'];
+}
+
 export function startDaemon(cfg: Config, name: Daemon, args: string[], env: NodeJS.ProcessEnv = {}): number {
   const logDir = join(cfg.WARBLER_HOME, 'logs');
   mkdirSync(logDir, { recursive: true });
   const out = openSync(join(logDir, `${name}.log`), 'a');
-  const child = spawn(process.execPath, [join(REPO_ROOT, 'bin', 'warbler.js'), ...args], {
+  const nodeFlags = name === 'ingest' ? ingestNodeFlags([], env.NODE_OPTIONS ?? process.env.NODE_OPTIONS ?? '') : [];
+  const child = spawn(process.execPath, [...nodeFlags, join(REPO_ROOT, 'bin', 'warbler.js'), ...args], {
     detached: true,
     stdio: ['ignore', out, out],
     env: { ...process.env, ...env },
