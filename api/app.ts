@@ -72,6 +72,9 @@ export function defaultLimits(cfg: Config): Limits {
 type Env = { Variables: { key?: ApiKey } };
 
 const honoPath = (p: string) => p.replace(/\{([A-Za-z_][A-Za-z0-9_]*)\}/g, ':$1');
+/** An OpenAPI path template as a whole-path pattern: each `{param}` is one non-empty segment. */
+const pathPattern = (p: string) =>
+  new RegExp('^' + p.split(/\{[A-Za-z_][A-Za-z0-9_]*\}/).map((lit) => lit.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')).join('[^/]+') + '$');
 
 // Segment errors name paths inside the expression, except for these request fields.
 const REQUEST_FIELDS = new Set(['as_of', 'limit', 'fields', 'id', 'name', 'description']);
@@ -186,7 +189,17 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
     if (problem.status >= 500) log.error('request failed', { method: c.req.method, path: c.req.path, error: err, stack: (err as Error)?.stack });
     return problemResponse(problem, problem.status === 401 ? { 'www-authenticate': 'Bearer' } : {});
   });
-  app.notFound((c) => problemResponse(new ProblemError(404, `no route for ${c.req.method} ${c.req.path}`).problem));
+  // A path that exists under other methods answers 405 with Allow (RFC 9110), not 404.
+  const templates = ctx.routes.map((r) => ({ method: r.spec.method.toUpperCase(), re: pathPattern(r.spec.path) }));
+  app.notFound((c) => {
+    const allowed = [...new Set(templates.filter((t) => t.re.test(c.req.path)).map((t) => t.method))];
+    if (allowed.length > 0) {
+      if (allowed.includes('GET')) allowed.push('HEAD');
+      const allow = allowed.join(', ');
+      return problemResponse(new ProblemError(405, `${c.req.method} is not allowed on ${c.req.path}; allowed: ${allow}`).problem, { allow });
+    }
+    return problemResponse(new ProblemError(404, `no route for ${c.req.method} ${c.req.path}`).problem);
+  });
 
   for (const r of ctx.routes) {
     const { spec, handler } = r;

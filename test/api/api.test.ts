@@ -80,6 +80,17 @@ describe('requests are validated', () => {
     p = await expectProblem(await h.call('GET', '/v1/segments/x/snapshots/y/users?limit=0', { as: ['app_a', 'read'] }), 400);
     expect(p.errors[0].path).toBe('query.limit');
     await expectProblem(await h.call('GET', '/v1/nothing', { as: ['app_a', 'read'] }), 404);
+    // A known path under another method: 405 with the methods it does take.
+    let r = await h.call('DELETE', '/v1/events', { as: ['app_a', 'read'] });
+    expect(r.headers.get('allow')).toBe('POST');
+    p = await expectProblem(r, 405);
+    expect(p.detail).toContain('DELETE is not allowed');
+    r = await h.call('POST', '/v1/users/someone', { as: ['app_a', 'read'] });
+    expect(r.headers.get('allow')).toBe('GET, HEAD');
+    await expectProblem(r, 405);
+    r = await h.call('PATCH', '/v1/users/someone/tags/vip', { as: ['app_a', 'read'] });
+    expect(r.headers.get('allow')?.split(', ').sort()).toEqual(['DELETE', 'PUT']);
+    await expectProblem(await h.call('GET', '/v1/users/someone/extra', { as: ['app_a', 'read'] }), 404);
   });
 
   it('gives line and column for segment text errors', async () => {
