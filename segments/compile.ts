@@ -111,9 +111,22 @@ interface Compiled {
    * by such an event) or the profile run (computed from such events).
    */
   source: Source;
+  /** The subqueries whose columns the node reads. */
+  uses: ReadonlySet<SideKind>;
+  /** A subquery in which every user the node holds for has a row (LEFT JOIN defaults make it false). */
+  needs: SideKind | null;
+  /** For `not x`: x. */
+  negates?: Compiled;
+  /** For `or`: its items. */
+  anyOf?: Compiled[];
+  /** A per-event condition such that the node holds ⇔ some scanned event satisfies it. */
+  exists?: Sql;
 }
 
 type Source = 'scan' | 'traits' | 'profile' | null;
+
+/** The events scan and the side subqueries. */
+type SideKind = 'scan' | 'traits' | 'tags' | 'profile' | 'cluster';
 
 /** What the scan's WHERE already guarantees for every row, learned by a first compile pass. */
 interface ScanBounds {
@@ -137,6 +150,8 @@ class Builder {
   /** Inline and scan-only forms of the root's direct children (for HAVING pushdown). */
   readonly topLevel: Compiled[] = [];
   private counter = 0;
+  /** Sides touched by the node being compiled (a stack: one set per open node). */
+  private readonly touching: Set<SideKind>[] = [];
   private readonly inlining: string[] = [];
   /** > 0 while compiling a saved segment's expression: its nodes are not listed. */
   private unlisted = 0;
@@ -154,7 +169,12 @@ class Builder {
     return `${prefix}${this.counter++}`;
   }
 
+  private touch(kind: SideKind): void {
+    this.touching[this.touching.length - 1]?.add(kind);
+  }
+
   addScan(expr: Sql, prefix = 'b'): Sql {
+    this.touch('scan');
     const a = this.alias(prefix);
     this.scanColumns.push(sql`${expr} AS ${raw(a)}`);
     this.scanNames.push(a);
@@ -166,6 +186,7 @@ class Builder {
   }
 
   trait(key: string): StoredValue {
+    this.touch('traits');
     let a = this.traits.get(key);
     if (!a) {
       a = this.alias('t');
@@ -175,6 +196,7 @@ class Builder {
   }
 
   tag(name: string): Sql {
+    this.touch('tags');
     let a = this.tags.get(name);
     if (!a) {
       a = this.alias('g');
@@ -251,6 +273,19 @@ class Builder {
   // ---- user expressions ----
 
   compile(e: Expr, path: NodePath): Compiled {
+    const uses = new Set<SideKind>();
+    this.touching.push(uses);
+    let c: Compiled;
+    try {
+      c = this.compileNode(e, path);
+    } finally {
+      this.touching.pop();
+    }
+    for (const k of uses) this.touch(k);
+    return { ...c, uses };
+  }
+
+  private compileNode(e: Expr, path: NodePath): Compiled {
     if (this.unlisted > 0) {
       const c = this.rule(e, path);
       return { ...c, aliased: c.inline };
@@ -264,14 +299,30 @@ class Builder {
     return { ...c, aliased: raw(column) };
   }
 
-  private leaf(inline: Sql, empty: Empty, scanOnly: boolean, source: Source = scanOnly && empty === 'false' ? 'scan' : null): Compiled {
-    return { inline, aliased: inline, empty, scanOnly, source };
+  private leaf(
+    inline: Sql,
+    empty: Empty,
+    scanOnly: boolean,
+    source: Source = scanOnly && empty === 'false' ? 'scan' : null,
+    needs: SideKind | null = source,
+  ): Compiled {
+    return { inline, aliased: inline, empty, scanOnly, source, needs, uses: new Set() };
   }
 
   private attrSource(e: Extract<Expr, { kind: 'attr' }>): Source {
     if (e.op === 'is_null') return null;
     const target = resolveAttr(e.attr);
     if (target.kind === 'trait' || LIVE_TRAIT_FIELDS.has(target.name)) return 'traits';
+    if (PROFILE_COLUMNS[target.name] && this.ctx.profileRunId !== null) return 'profile';
+    return null;
+  }
+
+  /** The side whose row a present-value comparison needs (a missing value matches only `is null`). */
+  private attrNeeds(e: Extract<Expr, { kind: 'attr' }>): SideKind | null {
+    if (e.op === 'is_null') return null;
+    const target = resolveAttr(e.attr);
+    if (target.kind === 'trait' || LIVE_TRAIT_FIELDS.has(target.name)) return 'traits';
+    if (target.name === 'cluster' || target.name === 'cluster_label') return 'cluster';
     if (PROFILE_COLUMNS[target.name] && this.ctx.profileRunId !== null) return 'profile';
     return null;
   }
@@ -293,28 +344,42 @@ class Builder {
           e.kind === 'and'
             ? ((['scan', 'profile', 'traits'] as const).find((x) => sources.includes(x)) ?? null)
             : sources.every((x) => x !== null && x === sources[0]) ? sources[0]! : null;
+        const needed = kids.map((k) => k.needs);
+        const needs: SideKind | null =
+          e.kind === 'and'
+            ? (needed.find((x) => x !== null) ?? null)
+            : needed.every((x) => x !== null && x === needed[0]) ? needed[0]! : null;
+        const exists = e.kind === 'or' && kids.every((k) => k.exists) ? or(kids.map((k) => k.exists!)) : undefined;
         return {
           inline: combine(kids.map((k) => k.inline)),
           aliased: combine(kids.map((k) => k.aliased)),
           empty,
           scanOnly: kids.every((k) => k.scanOnly),
           source,
+          needs,
+          uses: new Set(),
+          ...(e.kind === 'or' ? { anyOf: kids } : {}),
+          ...(exists ? { exists } : {}),
         };
       }
       case 'not': {
         const k = this.compile(e.item, [...path, 'not']);
         const empty: Empty = k.empty === 'true' ? 'false' : k.empty === 'false' ? 'true' : 'unknown';
-        return { inline: not(k.inline), aliased: not(k.aliased), empty, scanOnly: k.scanOnly, source: null };
+        return { inline: not(k.inline), aliased: not(k.aliased), empty, scanOnly: k.scanOnly, source: null, needs: null, uses: new Set(), negates: k };
       }
       case 'attr':
-        return this.leaf(this.attrSql(e), 'unknown', false, this.attrSource(e));
+        return this.leaf(this.attrSql(e), 'unknown', false, this.attrSource(e), this.attrNeeds(e));
       case 'did': {
         const range = this.windowRange(e.window);
-        const c = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rangeSql(range))})`);
+        const cond = this.eventCondition(e.event, e.where, this.rangeSql(range));
+        const c = this.addScan(sql`countIf(${cond})`);
         const op = e.count?.op ?? 'gte';
         const value = e.count?.value ?? 1;
         const holdsAtZero = compareNumbers(0, op, value);
-        return this.leaf(sql`(${c} ${compareOperator(op)} ${float(value)})`, holdsAtZero ? 'true' : 'false', true);
+        const leaf = this.leaf(sql`(${c} ${compareOperator(op)} ${float(value)})`, holdsAtZero ? 'true' : 'false', true);
+        // count >= 1: "some event matches", answerable without counting.
+        const atLeastOne = (op === 'gte' || op === 'gt' || op === 'neq') && !holdsAtZero && compareNumbers(1, op, value);
+        return atLeastOne ? { ...leaf, exists: cond } : leaf;
       }
       case 'first_did': {
         // The first matching event lies in the window ⇔ one in the window and none before it.
@@ -340,7 +405,7 @@ class Builder {
       case 'agg':
         return this.aggSql(e);
       case 'tag':
-        return this.leaf(sql`(${this.tag(e.tag)} = 1)`, 'unknown', false);
+        return this.leaf(sql`(${this.tag(e.tag)} = 1)`, 'unknown', false, null, 'tags');
       case 'in_segment': {
         const saved = this.ctx.savedSegments?.get(e.ref);
         if (!saved) throw new Error(`in_segment(${JSON.stringify(e.ref)}) was not resolved before compiling`);
@@ -365,6 +430,7 @@ class Builder {
     else if (LIVE_TRAIT_FIELDS.has(target.name)) value = this.trait(target.name);
     else if (target.name === 'user_id') value = { kind: 'string', present: raw('1'), text: raw('user_id') };
     else if (target.name === 'cluster' || target.name === 'cluster_label') {
+      this.touch('cluster');
       this.usesCluster = true;
       value =
         target.name === 'cluster'
@@ -373,6 +439,7 @@ class Builder {
     } else {
       const kind = PROFILE_COLUMNS[target.name];
       if (!kind) throw new Error(`no profile column for field ${JSON.stringify(target.name)}`);
+      this.touch('profile');
       this.usesProfile = true;
       this.profileFields.add(target.name);
       const present = raw(`p_${target.name}__present`);
@@ -497,16 +564,46 @@ export function propSql(p: PropExpr): Sql {
   }
 }
 
-/** Users of the app with at least one event at or before as_of. */
-function universeSql(appId: string, asOf: Date): Sql {
-  return sql`SELECT user_id FROM events WHERE app_id = ${appId} AND ts <= ${asOf} GROUP BY user_id`;
+/**
+ * A subquery with one row per user (the events scan or a side), optionally
+ * filtered by a condition over its columns.
+ */
+interface Side {
+  kind: SideKind;
+  columns: string[];
+  query: (having?: Sql) => Sql;
+  /** The scan only: user ids (repeated) of the scanned events that satisfy a per-event condition. */
+  rows?: (cond: Sql) => Sql;
 }
 
-interface Side {
-  kind: 'traits' | 'tags' | 'profile' | 'cluster';
-  query: Sql;
-  columns: string[];
+/** `q` filtered by a condition over its columns (a subquery layer: 18.16 has no predicate pushdown, so this is cheap). */
+function filtered(q: Sql, columns: string[], having?: Sql): Sql {
+  return having ? sql`SELECT user_id${raw(columns.map((c) => `, ${c}`).join(''))} FROM (${q}) WHERE ${having}` : q;
 }
+
+/**
+ * Users of the app with at least one event at or before as_of, read from
+ * `app_users` (migration 050): a user has a row there with first_ts <= as_of
+ * exactly when they have such an event, however many rows they have. `where`
+ * (conditions on user_id) applies before the GROUP BY, in a subquery layer: as
+ * a condition on the table itself, 18.16 would build an `IN` set once more for
+ * every layer of query analysis (user_id is in the sort key).
+ */
+function universeSql(appId: string, asOf: Date, where: Sql[] = []): Sql {
+  const rows = sql`SELECT user_id FROM app_users WHERE app_id = ${appId} AND first_ts <= ${asOf}`;
+  return where.length > 0 ? sql`SELECT user_id FROM (${rows}) WHERE ${and(where)} GROUP BY user_id` : sql`${rows} GROUP BY user_id`;
+}
+
+/**
+ * A trait's current value is the one with the greatest (ts, event_id). 18.16's
+ * argMax is ~2x slower with a tuple than with one string, so both sides are
+ * folded into strings that order the same way: the key is ts as 11 decimal
+ * digits (ts + 10^10; a DateTime is < 2^32 < 9 * 10^10) followed by the
+ * event_id, so equal ts compare by the event_id's bytes, as the tuple does; the
+ * value is the type digit (0-3) followed by the value text.
+ */
+const TRAIT_ORDER = raw(`concat(toString(toUInt64(ts) + 10000000000), event_id)`);
+const TRAIT_TYPED_VALUE = raw(`concat(toString(value_type), value)`);
 
 function sides(b: Builder): Side[] {
   const { appId } = b.ctx;
@@ -517,30 +614,44 @@ function sides(b: Builder): Side[] {
     const names: string[] = [];
     const unpack: Sql[] = [];
     for (const [key, a] of b.traits) {
-      // One argMax of (value, type) per key: the (ts, event_id) comparison is the expensive part.
-      cols.push(sql`argMaxIf((value, value_type), (ts, event_id), key = ${key}) AS ${raw(`${a}_vt`)}`);
-      unpack.push(sql`${raw(`${a}_vt`)}.1 AS ${raw(`${a}_v`)}`, sql`${raw(`${a}_vt`)}.2 AS ${raw(`${a}_t`)}`);
+      const vt = raw(`${a}_vt`);
+      // No row for the key gives '': type 0 (missing), as a removed trait.
+      cols.push(sql`argMaxIf(${TRAIT_TYPED_VALUE}, ${TRAIT_ORDER}, key = ${key}) AS ${vt}`);
+      unpack.push(sql`substring(${vt}, 2) AS ${raw(`${a}_v`)}`, sql`toUInt8OrZero(substring(${vt}, 1, 1)) AS ${raw(`${a}_t`)}`);
       names.push(`${a}_v`, `${a}_t`);
     }
+    const keys = join([...b.traits.keys()].map((k) => sql`${k}`));
     out.push({
       kind: 'traits',
-      query: sql`SELECT user_id, ${join(unpack)} FROM (SELECT user_id, ${join(cols)} FROM user_traits
-        WHERE app_id = ${appId} AND ts <= ${asOf} AND key IN (${join([...b.traits.keys()].map((k) => sql`${k}`))})
-        GROUP BY user_id)`,
       columns: names,
+      query: (having) =>
+        filtered(
+          sql`SELECT user_id, ${join(unpack)} FROM (SELECT user_id, ${join(cols)} FROM user_traits
+        WHERE app_id = ${appId} AND ts <= ${asOf} AND key IN (${keys})
+        GROUP BY user_id)`,
+          names,
+          having,
+        ),
     });
   }
   if (b.tags.size > 0) {
     const cols = [...b.tags].map(([tag, a]) => sql`argMaxIf(present, seq, tag = ${tag}) AS ${raw(a)}`);
+    const names = [...b.tags.values()];
     out.push({
       kind: 'tags',
-      query: sql`SELECT user_id, ${join(cols)} FROM user_tags
+      columns: names,
+      query: (having) =>
+        filtered(
+          sql`SELECT user_id, ${join(cols)} FROM user_tags
         WHERE app_id = ${appId} AND changed_at <= ${asOf} AND tag IN (${join([...b.tags.keys()].map((k) => sql`${k}`))})
         GROUP BY user_id`,
-      columns: [...b.tags.values()],
+          names,
+          having,
+        ),
     });
   }
   if (b.usesProfile && b.ctx.profileRunId !== null) {
+    const runId = b.ctx.profileRunId;
     const cols: Sql[] = [];
     const names: string[] = [];
     for (const f of b.profileFields) {
@@ -553,20 +664,30 @@ function sides(b: Builder): Side[] {
     }
     out.push({
       kind: 'profile',
-      query: sql`SELECT user_id, ${join(cols)} FROM profiles WHERE app_id = ${appId} AND run_id = ${b.ctx.profileRunId}`,
       columns: names,
+      query: (having) => filtered(sql`SELECT user_id, ${join(cols)} FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`, names, having),
     });
   }
   if (b.usesCluster) {
+    const names = ['c__present', 'c__cluster', 'c__label'];
     out.push({
       kind: 'cluster',
-      query: sql`SELECT user_id, 1 AS c__present, toFloat64(cluster) AS c__cluster, cluster_label AS c__label
+      columns: names,
+      query: (having) =>
+        filtered(
+          sql`SELECT user_id, 1 AS c__present, toFloat64(cluster) AS c__cluster, cluster_label AS c__label
         FROM cluster_assignments
         WHERE app_id = ${appId} AND version = (SELECT max(version) FROM cluster_models WHERE app_id = ${appId})`,
-      columns: ['c__present', 'c__cluster', 'c__label'],
+          names,
+          having,
+        ),
     });
   }
   return out;
+}
+
+function negation(c: Compiled): Compiled {
+  return { inline: not(c.inline), aliased: not(c.aliased), empty: 'unknown', scanOnly: c.scanOnly, source: null, uses: c.uses, needs: null, negates: c };
 }
 
 function secondsDate(sec: number): Date {
@@ -582,43 +703,34 @@ function missingProfileColumns(b: Builder): Sql[] {
   ]);
 }
 
-/** The subqueries of a compiled builder: the shared scan, the side joins, the universe-driven join. */
-function assemble(b: Builder) {
+/** The events scan as a side: one row per user with an event at or before as_of in its window. */
+function scanSide(b: Builder): Side | undefined {
+  if (b.scanColumns.length === 0) return undefined;
   const asOf = secondsDate(b.asOfSec);
-  const { appId } = b.ctx;
-
-  const hasScan = b.scanColumns.length > 0;
-  const scanWhere = (): Sql => {
-    const parts = [sql`app_id = ${appId}`, sql`ts <= ${asOf}`];
-    if (Number.isFinite(b.lowSec) && b.lowSec > 0) parts.push(b.tsAtLeast(b.lowSec));
-    parts.push(sql`event IN (${join([...b.events].map((x) => sql`${x}`))})`);
-    return join(parts, ' AND ');
+  const parts = [sql`app_id = ${b.ctx.appId}`, sql`ts <= ${asOf}`];
+  if (Number.isFinite(b.lowSec) && b.lowSec > 0) parts.push(b.tsAtLeast(b.lowSec));
+  parts.push(sql`event IN (${join([...b.events].map((x) => sql`${x}`))})`);
+  return {
+    kind: 'scan',
+    columns: b.scanNames,
+    query: (having) =>
+      sql`SELECT user_id, ${join(b.scanColumns)} FROM events WHERE ${join(parts, ' AND ')} GROUP BY user_id${having ? sql` HAVING ${having}` : raw('')}`,
+    rows: (cond) => sql`SELECT user_id FROM events WHERE ${join([...parts, cond], ' AND ')}`,
   };
-  const scan = (having?: Sql): Sql =>
-    sql`SELECT user_id, ${join(b.scanColumns)} FROM events WHERE ${scanWhere()} GROUP BY user_id${having ? sql` HAVING ${having}` : raw('')}`;
-  const scanNames = b.scanNames;
+}
 
-  const joined = (driver: Sql, driverColumns: string[], others: Omit<Side, 'kind'>[]): { from: Sql; columns: string[] } => {
-    let from = driver;
-    let columns = driverColumns;
-    for (const s of others) {
-      const all = [...columns, ...s.columns];
-      from = sql`SELECT user_id, ${raw(all.join(', ') || '1 AS _')} FROM (${from}) ANY LEFT JOIN (${s.query}) USING user_id`;
-      columns = all;
-    }
-    const extra = missingProfileColumns(b);
-    if (extra.length > 0) {
-      from = sql`SELECT user_id, ${join([...columns.map((c) => raw(c)), ...extra])} FROM (${from})`;
-    }
-    return { from, columns };
-  };
-
-  const sideQueries = sides(b);
-  const scanSide: Omit<Side, 'kind'>[] = hasScan ? [{ query: scan(), columns: scanNames }] : [];
-  // Universe-driven form: every user of the app, each node a column (explain, and
-  // members whenever the expression may hold without events).
-  const universe = joined(universeSql(appId, asOf), [], [...scanSide, ...sideQueries]);
-  return { hasScan, scan, scanNames, sideQueries, joined, universe };
+/** `driver` ANY LEFT JOIN each of `others` on user_id, with the profile columns of a missing run added. */
+function joined(b: Builder, driver: Sql, driverColumns: string[], others: { query: Sql; columns: string[] }[]): Sql {
+  let from = driver;
+  let columns = driverColumns;
+  for (const s of others) {
+    const all = [...columns, ...s.columns];
+    from = sql`SELECT user_id, ${raw(all.join(', ') || '1 AS _')} FROM (${from}) ANY LEFT JOIN (${s.query}) USING user_id`;
+    columns = all;
+  }
+  const extra = missingProfileColumns(b);
+  if (extra.length > 0) from = sql`SELECT user_id, ${join([...columns.map((c) => raw(c)), ...extra])} FROM (${from})`;
+  return from;
 }
 
 export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment {
@@ -628,47 +740,74 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
   first.compile(expr, []);
   const b = new Builder(ctx, { lowSec: first.lowSec, events: first.events });
   const root = b.compile(expr, []);
-  const { hasScan, scan, scanNames, sideQueries, joined, universe } = assemble(b);
-  const nodeCounts = sql`SELECT count() AS universe, ${join(b.nodes.map((n) => sql`sum(${raw(n.column)}) AS ${raw(n.column)}`))}
-    FROM (SELECT user_id, ${join(b.nodeColumns)} FROM (${universe.from}))`;
+  const scan = scanSide(b);
+  const others = sides(b);
+  const all = scan ? [scan, ...others] : others;
+  const asOf = secondsDate(b.asOfSec);
 
-  const scanDriven = hasScan && root.empty === 'false';
-  const sideDriver = scanDriven ? undefined : sideQueries.find((s) => s.kind === root.source);
-  const usesUniverse = !scanDriven && !sideDriver;
+  // Universe-driven form: every user of the app, each node a column (explain).
+  const nodeCounts = sql`SELECT count() AS universe, ${join(b.nodes.map((n) => sql`sum(${raw(n.column)}) AS ${raw(n.column)}`))}
+    FROM (SELECT user_id, ${join(b.nodeColumns)} FROM (${joined(b, universeSql(ctx.appId, asOf), [], all.map((s) => ({ query: s.query(), columns: s.columns })))}))`;
+
+  // The driver holds every member, each once, and only users of the universe:
+  // the scan when the root needs a scanned event; else a side whose rows imply
+  // the universe (traits are set by events at or before as_of, a profile run
+  // only has users with such events) when the root needs a row there; else the
+  // universe.
+  const driver: Side | undefined =
+    scan && root.empty === 'false' ? scan : others.find((s) => (s.kind === 'traits' || s.kind === 'profile') && s.kind === root.source);
+
+  // Each conjunct of a top-level `and` that reads one subquery is evaluated
+  // there instead of over joined columns: in the driver's own filter when it
+  // reads only the driver; else, when it holds only for users with a row in
+  // that subquery (LEFT JOIN defaults make it false), as `user_id IN (that
+  // subquery filtered by it)`; a `not` of such a conjunct as `NOT IN`. A side
+  // that no remaining conjunct reads is not joined at all.
+  // `not (a or b)` counts as `not a and not b`.
+  const conjuncts = (b.topLevel.length > 0 ? b.topLevel : [root]).flatMap((c) => c.negates?.anyOf?.map(negation) ?? [c]);
+  const own: Sql[] = [];
+  const semi = new Map<Side, Compiled[]>();
+  const anti = new Map<Side, Compiled[]>();
+  const rest: Compiled[] = [];
+  const single = (c: Compiled): Side | undefined => (c.uses.size === 1 ? all.find((s) => c.uses.has(s.kind)) : undefined);
+  for (const c of conjuncts) {
+    const side = single(c);
+    const negated = c.negates ? single(c.negates) : undefined;
+    if ([...c.uses].every((k) => k === driver?.kind)) own.push(c.inline);
+    else if (side && c.needs === side.kind) semi.set(side, [...(semi.get(side) ?? []), c]);
+    else if (c.negates && negated && c.negates.needs === negated.kind) anti.set(negated, [...(anti.get(negated) ?? []), c.negates]);
+    else rest.push(c);
+  }
+  // The users of a side for whom all (semi) or any (anti) of the conjuncts
+  // hold. "Some scanned event matches" needs no GROUP BY: the event rows' user
+  // ids are the set.
+  const usersOf = (s: Side, cs: Compiled[], all: boolean): Sql =>
+    s.rows && cs.every((c) => c.exists) && (!all || cs.length === 1)
+      ? s.rows(or(cs.map((c) => c.exists!)))
+      : sql`SELECT user_id FROM (${s.query((all ? and : or)(cs.map((c) => c.inline)))})`;
+  const where: Sql[] = [
+    ...[...semi].map(([s, cs]) => sql`user_id IN (${usersOf(s, cs, true)})`),
+    ...[...anti].map(([s, cs]) => sql`user_id NOT IN (${usersOf(s, cs, false)})`),
+  ];
+  const driverQuery = driver
+    ? filtered(driver.query(own.length > 0 ? and(own) : undefined), driver.columns, where.length > 0 ? and(where) : undefined)
+    : universeSql(ctx.appId, asOf, [...own, ...where]);
   let membersFrom: Sql;
-  if (usesUniverse) {
-    membersFrom = sql`SELECT user_id FROM (${universe.from}) WHERE ${root.inline}`;
-  } else if (sideDriver) {
-    // Every user for whom the root holds has a row in this side (a trait or a
-    // profile row, only ever made from events at or before as_of): it is a
-    // smaller driver than the universe, which is then not scanned at all.
-    const j = joined(sideDriver.query, sideDriver.columns, [...scanSide(scan, scanNames, hasScan), ...sideQueries.filter((s) => s !== sideDriver)]);
-    membersFrom = sql`SELECT user_id FROM (${j.from}) WHERE ${root.inline}`;
+  if (rest.length === 0) {
+    membersFrom = sql`SELECT user_id FROM (${driverQuery})`;
   } else {
-    // The root needs a scanned event: drive from the scan, push its behavioral
-    // conjuncts into HAVING so the joins see only candidates.
-    const pushable = root.scanOnly ? [root] : b.topLevel.filter((k) => k.scanOnly);
-    const pushed = pushable.length > 0 ? and(pushable.map((k) => k.inline)) : undefined;
-    const driver = scan(pushed);
-    if (sideQueries.length === 0 && root.scanOnly) {
-      membersFrom = sql`SELECT user_id FROM (${driver})`;
-    } else {
-      const j = joined(driver, scanNames, sideQueries);
-      membersFrom = sql`SELECT user_id FROM (${j.from}) WHERE ${root.inline}`;
-    }
+    const joins = all.filter((s) => s !== driver && rest.some((c) => c.uses.has(s.kind)));
+    const from = joined(b, driverQuery, driver?.columns ?? [], joins.map((s) => ({ query: s.query(), columns: s.columns })));
+    membersFrom = sql`SELECT user_id FROM (${from}) WHERE ${and(rest.map((c) => c.inline))}`;
   }
   return {
     members: sql`${membersFrom} ORDER BY user_id`,
     count: sql`SELECT count() AS count FROM (${membersFrom})`,
     nodeCounts,
     nodes: b.nodes,
-    usesUniverse,
-    driver: usesUniverse ? 'universe' : sideDriver ? (sideDriver.kind as 'traits' | 'profile') : 'events',
+    usesUniverse: !driver,
+    driver: !driver ? 'universe' : driver.kind === 'scan' ? 'events' : (driver.kind as 'traits' | 'profile'),
   };
-}
-
-function scanSide(scan: (having?: Sql) => Sql, columns: string[], hasScan: boolean): Omit<Side, 'kind'>[] {
-  return hasScan ? [{ query: scan(), columns }] : [];
 }
 
 export type { Duration };

@@ -24,8 +24,8 @@ describe('compiled SQL', () => {
       'not did(view) and (country = "CN" or rfm_segment = "loyal") and tag("vip") and cluster = 2 and traits.plan > 1',
     );
     for (const q of [members.text, nodeCounts.text]) {
-      const reads = q.match(/FROM (events|user_traits|user_tags|profiles|cluster_assignments|cluster_models)\b/g) ?? [];
-      const scoped = q.match(/FROM (events|user_traits|user_tags|profiles|cluster_assignments|cluster_models)\s+WHERE app_id = 'app_x'/g) ?? [];
+      const reads = q.match(/FROM (events|app_users|user_traits|user_tags|profiles|cluster_assignments|cluster_models)\b/g) ?? [];
+      const scoped = q.match(/FROM (events|app_users|user_traits|user_tags|profiles|cluster_assignments|cluster_models)\s+WHERE app_id = 'app_x'/g) ?? [];
       expect(reads.length).toBeGreaterThanOrEqual(6);
       expect(scoped.length).toBe(reads.length);
       expect(q).not.toMatch(/\bFINAL\b/);
