@@ -230,14 +230,15 @@ const SUITE: { name: string; text: string; hand: Sql }[] = [
   },
 ];
 
+/** Median latency of a query that answers one row with a `count` column. */
 async function timeCount(q: Sql): Promise<{ ms: number; count: number }> {
   const times: number[] = [];
   let count = 0;
   for (let i = 0; i < RUNS; i++) {
     const s = performance.now();
-    const [r] = await ch.rows<{ c: string }>(sql`SELECT count() AS c FROM (${q})`, { timeoutS: 3600 });
+    const [r] = await ch.rows<{ count: string }>(q, { timeoutS: 3600 });
     times.push(performance.now() - s);
-    count = Number(r?.c);
+    count = Number(r?.count);
   }
   times.sort((a, b) => a - b);
   return { ms: times[Math.floor(times.length / 2)]!, count };
@@ -268,13 +269,18 @@ if (values.reload || !(await loaded())) {
   const t = performance.now();
   await load();
   log(`loaded in ${((performance.now() - t) / 1000).toFixed(0)} s`);
+} else {
+  // Kept data still gets migrations added since it was loaded (their backfills read it).
+  const { applied } = await migrate(ch);
+  if (applied.length > 0) log(`applied ${applied.join(', ')}`);
 }
 
 const rows: Record<string, unknown>[] = [];
 for (const seg of SUITE.filter((s) => !values.only || s.name.includes(values.only))) {
   const compiled = compileSegment(parseSegment(seg.text), { appId: APP, asOf: new Date(AS_OF * 1000), profileRunId: RUN_ID });
-  const ours = await timeCount(sql`SELECT user_id FROM (${compiled.members})`);
-  const hand = await timeCount(seg.hand);
+  // What a count request runs (segments/evaluate.ts): the compiled count query, no ORDER BY.
+  const ours = await timeCount(compiled.count);
+  const hand = await timeCount(sql`SELECT count() AS count FROM (${seg.hand})`);
   const exp = await exportRate(compiled.members);
   const row = {
     segment: seg.name,
@@ -322,7 +328,7 @@ if (!values.only) {
     `# Segment benchmark`,
     ``,
     `${U.toLocaleString('en')} users, ${N.toLocaleString('en')} track events (+1 identify per user), ClickHouse ${summary.clickhouse}, 2 cores; median of ${RUNS} runs.`,
-    `Count = \`SELECT count() FROM (members query)\`; ratio = ours / hand-written SQL for the same question; export = full member list streamed in user_id order.`,
+    `Count = the compiled count query (\`SELECT count() FROM (members query without its ORDER BY)\`, what a count request runs) vs \`SELECT count() FROM (hand-written)\`; ratio = ours / hand-written SQL for the same question; export = full member list streamed in user_id order.`,
     ``,
     `| segment | members | count ms | hand-written ms | ratio | export ids/s (end to end) | export ids/s (streaming) | first row ms | driver |`,
     `|---|---:|---:|---:|---:|---:|---:|---:|---|`,
