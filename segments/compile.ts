@@ -137,6 +137,7 @@ interface ScanBounds {
 class Builder {
   readonly scanColumns: Sql[] = [];
   readonly scanNames: string[] = [];
+  readonly scanConditions: Sql[] = [];
   readonly events = new Set<string>();
   /** Earliest ts (epoch seconds, inclusive) any behavioral condition looks at. */
   lowSec = Number.POSITIVE_INFINITY;
@@ -173,8 +174,10 @@ class Builder {
     this.touching[this.touching.length - 1]?.add(kind);
   }
 
-  addScan(expr: Sql, prefix = 'b'): Sql {
+  /** A scan column: an -If aggregate `expr` whose condition is `cond` (a row failing every condition changes no column). */
+  addScan(expr: Sql, cond: Sql, prefix = 'b'): Sql {
     this.touch('scan');
+    this.scanConditions.push(cond);
     const a = this.alias(prefix);
     this.scanColumns.push(sql`${expr} AS ${raw(a)}`);
     this.scanNames.push(a);
@@ -372,7 +375,7 @@ class Builder {
       case 'did': {
         const range = this.windowRange(e.window);
         const cond = this.eventCondition(e.event, e.where, this.rangeSql(range));
-        const c = this.addScan(sql`countIf(${cond})`);
+        const c = this.addScan(sql`countIf(${cond})`, cond);
         const op = e.count?.op ?? 'gte';
         const value = e.count?.value ?? 1;
         const holdsAtZero = compareNumbers(0, op, value);
@@ -385,19 +388,21 @@ class Builder {
         // The first matching event lies in the window ⇔ one in the window and none before it.
         const range = this.windowRange(e.window);
         this.needFrom(0);
-        const inside = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rangeSql(range))})`);
+        const insideCond = this.eventCondition(e.event, e.where, this.rangeSql(range));
+        const inside = this.addScan(sql`countIf(${insideCond})`, insideCond);
         if (range.from <= 0) return this.leaf(sql`(${inside} > 0)`, 'false', true);
-        const before = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rowBelow(range.from))})`);
+        const beforeCond = this.eventCondition(e.event, e.where, this.rowBelow(range.from));
+        const before = this.addScan(sql`countIf(${beforeCond})`, beforeCond);
         return this.leaf(sql`(${inside} > 0 AND ${before} = 0)`, 'false', true);
       }
       case 'stopped': {
         const recentFrom = this.durationFrom(e.within);
         const earlierFrom = recentFrom - e.before.seconds;
         this.needFrom(earlierFrom);
-        const earlier = this.addScan(
-          sql`countIf(${this.eventCondition(e.event, e.where, this.rangeSql({ from: earlierFrom, to: recentFrom }))})`,
-        );
-        const recent = this.addScan(sql`countIf(${this.eventCondition(e.event, e.where, this.rowAtLeast(recentFrom))})`);
+        const earlierCond = this.eventCondition(e.event, e.where, this.rangeSql({ from: earlierFrom, to: recentFrom }));
+        const earlier = this.addScan(sql`countIf(${earlierCond})`, earlierCond);
+        const recentCond = this.eventCondition(e.event, e.where, this.rowAtLeast(recentFrom));
+        const recent = this.addScan(sql`countIf(${recentCond})`, recentCond);
         return this.leaf(sql`(${earlier} > 0 AND ${recent} = 0)`, 'false', true);
       }
       case 'sequence':
@@ -462,21 +467,23 @@ class Builder {
     const v = float(e.value);
     if (e.fn === 'count_distinct') {
       // Numbers by value, everything else by text; a number and a string never collide.
+      const counted = sql`${cond} AND ${prop.present}`;
       const d = this.addScan(
-        sql`uniqExactIf(${prop.isNumber}, if(${prop.isNumber}, '', ${prop.text}), if(${prop.isNumber}, ${prop.number} + 0, 0), ${cond} AND ${prop.present})`,
+        sql`uniqExactIf(${prop.isNumber}, if(${prop.isNumber}, '', ${prop.text}), if(${prop.isNumber}, ${prop.number} + 0, 0), ${counted})`,
+        counted,
       );
       return this.leaf(sql`(${d} ${o} ${v})`, compareNumbers(0, e.op, e.value) ? 'true' : 'false', true);
     }
     const numeric = sql`${cond} AND ${prop.present} AND ${prop.isNumber}`;
     if (e.fn === 'sum') {
-      const s = this.addScan(sql`sumIf(${prop.number}, ${numeric})`);
+      const s = this.addScan(sql`sumIf(${prop.number}, ${numeric})`, numeric);
       return this.leaf(sql`(${s} ${o} ${v})`, compareNumbers(0, e.op, e.value) ? 'true' : 'false', true);
     }
-    const n = this.addScan(sql`countIf(${numeric})`);
+    const n = this.addScan(sql`countIf(${numeric})`, numeric);
     let value: Sql;
-    if (e.fn === 'avg') value = sql`(${this.addScan(sql`sumIf(${prop.number}, ${numeric})`)} / ${n})`;
-    else if (e.fn === 'min') value = this.addScan(sql`minIf(${prop.number}, ${numeric})`);
-    else if (e.fn === 'max') value = this.addScan(sql`maxIf(${prop.number}, ${numeric})`);
+    if (e.fn === 'avg') value = sql`(${this.addScan(sql`sumIf(${prop.number}, ${numeric})`, numeric)} / ${n})`;
+    else if (e.fn === 'min') value = this.addScan(sql`minIf(${prop.number}, ${numeric})`, numeric);
+    else if (e.fn === 'max') value = this.addScan(sql`maxIf(${prop.number}, ${numeric})`, numeric);
     else return unreachable(e.fn);
     return this.leaf(sql`(${n} > 0 AND ${value} ${o} ${v})`, 'false', true);
   }
@@ -495,9 +502,10 @@ class Builder {
       this.needFrom(from);
       range = this.rowAtLeast(from);
     } else this.needFrom(0);
-    const steps = e.steps.map((s) =>
-      this.addScan(sql`arraySort(groupArrayIf(toUInt32(ts), ${this.eventCondition(s.event, s.where, range)}))`, 's'),
-    );
+    const steps = e.steps.map((s) => {
+      const cond = this.eventCondition(s.event, s.where, range);
+      return this.addScan(sql`arraySort(groupArrayIf(toUInt32(ts), ${cond}))`, cond, 's');
+    });
     const next = (prev: Sql, arr: Sql, depth: number): Sql => {
       const x = raw(`x${depth}`);
       return sql`arrayFirst(${x} -> ${x} > ${prev} OR ${x} = ${NEVER}, arrayPushBack(${arr}, toUInt32(${NEVER})))`;
@@ -571,7 +579,8 @@ export function propSql(p: PropExpr): Sql {
 interface Side {
   kind: SideKind;
   columns: string[];
-  query: (having?: Sql) => Sql;
+  /** `among`: a set of user ids to aggregate only (traits and tags; ignored by the others). */
+  query: (having?: Sql, among?: Sql) => Sql;
   /** The scan only: user ids (repeated) of the scanned events that satisfy a per-event condition. */
   rows?: (cond: Sql) => Sql;
 }
@@ -579,6 +588,16 @@ interface Side {
 /** `q` filtered by a condition over its columns (a subquery layer: 18.16 has no predicate pushdown, so this is cheap). */
 function filtered(q: Sql, columns: string[], having?: Sql): Sql {
   return having ? sql`SELECT user_id${raw(columns.map((c) => `, ${c}`).join(''))} FROM (${q}) WHERE ${having}` : q;
+}
+
+/**
+ * The rows of `q` (a SELECT of a table's columns) as a FROM target, only those
+ * of users in `among` when given. The set applies in a subquery layer: as a
+ * condition on the table itself, 18.16 would build an `IN` set once more for
+ * every layer of query analysis (user_id is in every sort key).
+ */
+function restricted(q: Sql, among?: Sql): Sql {
+  return among ? sql`(${q}) WHERE user_id IN (${among})` : sql`(${q})`;
 }
 
 /**
@@ -624,10 +643,13 @@ function sides(b: Builder): Side[] {
     out.push({
       kind: 'traits',
       columns: names,
-      query: (having) =>
+      query: (having, among) =>
         filtered(
-          sql`SELECT user_id, ${join(unpack)} FROM (SELECT user_id, ${join(cols)} FROM user_traits
-        WHERE app_id = ${appId} AND ts <= ${asOf} AND key IN (${keys})
+          sql`SELECT user_id, ${join(unpack)} FROM (SELECT user_id, ${join(cols)} FROM ${restricted(
+            sql`SELECT user_id, key, value, value_type, ts, event_id FROM user_traits
+        WHERE app_id = ${appId} AND ts <= ${asOf} AND key IN (${keys})`,
+            among,
+          )}
         GROUP BY user_id)`,
           names,
           having,
@@ -640,10 +662,13 @@ function sides(b: Builder): Side[] {
     out.push({
       kind: 'tags',
       columns: names,
-      query: (having) =>
+      query: (having, among) =>
         filtered(
-          sql`SELECT user_id, ${join(cols)} FROM user_tags
-        WHERE app_id = ${appId} AND changed_at <= ${asOf} AND tag IN (${join([...b.tags.keys()].map((k) => sql`${k}`))})
+          sql`SELECT user_id, ${join(cols)} FROM ${restricted(
+            sql`SELECT user_id, tag, present, seq FROM user_tags
+        WHERE app_id = ${appId} AND changed_at <= ${asOf} AND tag IN (${join([...b.tags.keys()].map((k) => sql`${k}`))})`,
+            among,
+          )}
         GROUP BY user_id`,
           names,
           having,
@@ -710,12 +735,17 @@ function scanSide(b: Builder): Side | undefined {
   const parts = [sql`app_id = ${b.ctx.appId}`, sql`ts <= ${asOf}`];
   if (Number.isFinite(b.lowSec) && b.lowSec > 0) parts.push(b.tsAtLeast(b.lowSec));
   parts.push(sql`event IN (${join([...b.events].map((x) => sql`${x}`))})`);
+  // A row that fails every column's condition changes no column; a user whose
+  // rows all fail gets exactly the LEFT JOIN defaults, so leaving such rows out
+  // before the GROUP BY changes no answer and groups fewer rows.
+  const conditions = b.scanConditions.filter((c) => c.text !== '1');
+  if (conditions.length === b.scanConditions.length) parts.push(sql`(${or(conditions)})`);
   return {
     kind: 'scan',
     columns: b.scanNames,
     query: (having) =>
       sql`SELECT user_id, ${join(b.scanColumns)} FROM events WHERE ${join(parts, ' AND ')} GROUP BY user_id${having ? sql` HAVING ${having}` : raw('')}`,
-    rows: (cond) => sql`SELECT user_id FROM events WHERE ${join([...parts, cond], ' AND ')}`,
+    rows: (cond) => sql`SELECT user_id FROM events WHERE ${join([...parts, sql`(${cond})`], ' AND ')}`,
   };
 }
 
@@ -784,7 +814,10 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
   const usersOf = (s: Side, cs: Compiled[], all: boolean): Sql =>
     s.rows && cs.every((c) => c.exists) && (!all || cs.length === 1)
       ? s.rows(or(cs.map((c) => c.exists!)))
-      : sql`SELECT user_id FROM (${s.query((all ? and : or)(cs.map((c) => c.inline)))})`;
+      : sql`SELECT user_id FROM (${s.query((all ? and : or)(cs.map((c) => c.inline)), among)})`;
+  // A profile driver with its own filter is cheap to read twice: the
+  // aggregating sides then aggregate only its users.
+  const among = driver?.kind === 'profile' && own.length > 0 ? sql`SELECT user_id FROM (${driver.query(and(own))})` : undefined;
   const where: Sql[] = [
     ...[...semi].map(([s, cs]) => sql`user_id IN (${usersOf(s, cs, true)})`),
     ...[...anti].map(([s, cs]) => sql`user_id NOT IN (${usersOf(s, cs, false)})`),
@@ -793,7 +826,10 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
     ? filtered(driver.query(own.length > 0 ? and(own) : undefined), driver.columns, where.length > 0 ? and(where) : undefined)
     : universeSql(ctx.appId, asOf, [...own, ...where]);
   let membersFrom: Sql;
-  if (rest.length === 0) {
+  if (scan && driver === scan && root.exists) {
+    // "Some event matches": filter the events, group only those.
+    membersFrom = sql`${scan.rows!(root.exists)} GROUP BY user_id`;
+  } else if (rest.length === 0) {
     membersFrom = sql`SELECT user_id FROM (${driverQuery})`;
   } else {
     const joins = all.filter((s) => s !== driver && rest.some((c) => c.uses.has(s.kind)));

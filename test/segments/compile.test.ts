@@ -40,8 +40,12 @@ describe('compiled SQL', () => {
   });
 
   it('leaves out per-row conditions the scan WHERE already guarantees', () => {
-    const { members } = compile('did(purchase, within 7d)');
-    expect(members.text).toContain("countIf(1)");
+    const { members, nodeCounts } = compile('did(purchase, within 7d)');
+    expect(nodeCounts.text).toContain('countIf(1)');
+    // "Some event matches" needs no count at all: the scan's WHERE is the whole condition.
+    expect(members.text).not.toContain('countIf');
+    expect(count(members.text, "event IN ('purchase')")).toBe(1);
+    expect(count(members.text, 'ts >= ')).toBe(1);
   });
 
   it('drives from the events scan when the expression needs an event, else from a side or the universe', () => {
@@ -54,6 +58,20 @@ describe('compiled SQL', () => {
     expect(compile('country is null').usesUniverse).toBe(true);
     expect(compile('tag("vip")').usesUniverse).toBe(true);
     expect(compile('did(view) or tag("vip")').usesUniverse).toBe(true);
+  });
+
+  it('evaluates a top-level conjunct over one side as an IN / NOT IN set instead of a join', () => {
+    const noJoin = (text: string) => expect(compile(text).members.text).not.toContain('JOIN');
+    noJoin('rfm_segment in ("champions", "loyal") and country = "CN"');
+    noJoin('cluster = 3 and tag("beta")');
+    noJoin('not did(app_open, within 60d) and not did(view, within 60d)');
+    noJoin('did(view, within 7d) and not (did(purchase, within 30d) or tag("vip"))');
+    // Both sides in one conjunct: joined.
+    expect(compile('did(view) and (tag("vip") or country = "CN")').members.text).toContain('ANY LEFT JOIN');
+    // `not did(x)` and `not did(y)` share one NOT IN over the events' rows, without a GROUP BY.
+    const dormant = compile('not did(app_open, within 60d) and not did(view, within 60d)').members.text;
+    expect(count(dormant, 'NOT IN (SELECT user_id FROM events WHERE')).toBe(1);
+    expect(count(dormant, 'FROM app_users WHERE')).toBe(1);
   });
 
   it('keeps values as escaped literals', () => {
