@@ -825,8 +825,15 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
   const driverQuery = driver
     ? filtered(driver.query(own.length > 0 ? and(own) : undefined), driver.columns, where.length > 0 ? and(where) : undefined)
     : universeSql(ctx.appId, asOf, [...own, ...where]);
+  // Profile conditions plus ONE trait (or tag) condition: the trait side,
+  // restricted to the profile's users and filtered by its condition, already is
+  // the answer (one row per user) — no second read of the profile run.
+  const [onlySemi] = semi.size === 1 && anti.size === 0 && rest.length === 0 && among ? [...semi] : [];
+  const lastSide = onlySemi && (onlySemi[0].kind === 'traits' || onlySemi[0].kind === 'tags') ? onlySemi : undefined;
   let membersFrom: Sql;
-  if (scan && driver === scan && root.exists) {
+  if (lastSide) {
+    membersFrom = sql`SELECT user_id FROM (${lastSide[0].query(and(lastSide[1].map((c) => c.inline)), among)})`;
+  } else if (scan && driver === scan && root.exists) {
     // "Some event matches": filter the events, group only those.
     membersFrom = sql`${scan.rows!(root.exists)} GROUP BY user_id`;
   } else if (rest.length === 0) {

@@ -36,8 +36,8 @@ async function insertEvents(app: string, rows: Row[]): Promise<void> {
   );
 }
 
-async function members(text: string, asOf: number, app = APP): Promise<string[]> {
-  const compiled = compileSegment(parseSegment(text), { appId: app, asOf: new Date(asOf * 1000), profileRunId: null });
+async function members(text: string, asOf: number, app = APP, profileRunId: string | null = null): Promise<string[]> {
+  const compiled = compileSegment(parseSegment(text), { appId: app, asOf: new Date(asOf * 1000), profileRunId });
   const rows = await ch.rows<{ user_id: string }>(compiled.members);
   const [count] = await ch.rows<{ count: string }>(compiled.count);
   const ids = rows.map((r) => r.user_id);
@@ -144,5 +144,20 @@ describe('conjuncts as semi- and anti-joins', () => {
     expect(await members('did(buy) and not (country = "US" or tag("vip"))', at, app)).toEqual(['r']);
     expect(await members('tag("vip") and country is not null', at, app)).toEqual(['q']);
     expect(await members('tag("vip")', T - 1, app)).toEqual([]);
+
+    // Profile conditions with trait/tag conditions: the sides aggregate only the profile's users.
+    await ch.insert('profiles', [
+      { app_id: app, run_id: 'r1', as_of: T + 8, user_id: 'p', rfm_segment: 'loyal', events_30d: 3 },
+      { app_id: app, run_id: 'r1', as_of: T + 8, user_id: 'q', rfm_segment: 'loyal', events_30d: 1 },
+      { app_id: app, run_id: 'r1', as_of: T + 8, user_id: 'r', rfm_segment: null, events_30d: 1 },
+    ]);
+    const withRun = (text: string) => members(text, at, app, 'r1');
+    expect(await withRun('rfm_segment = "loyal" and country = "CN"')).toEqual(['p']);
+    expect(await withRun('rfm_segment = "loyal" and country != "CN"')).toEqual(['q']);
+    expect(await withRun('events_30d >= 1 and tag("vip")')).toEqual(['q']);
+    expect(await withRun('events_30d >= 1 and not tag("vip")')).toEqual(['p', 'r']);
+    expect(await withRun('rfm_segment is null and not tag("vip") and did(buy)')).toEqual(['r']);
+    expect(await withRun('events_30d < 3 and country = "US" and tag("vip")')).toEqual(['q']);
+    expect(await withRun('events_30d > 5 and country = "CN"')).toEqual([]);
   });
 });
