@@ -1,21 +1,23 @@
 // The profile job as ClickHouse SQL. Every heavy step is an INSERT … SELECT that
 // runs inside ClickHouse; Node only sequences the steps. Pipeline of one run:
 //
-//   profile_events ──(1) one scan, one row per user──► stage0 (per-user aggregates, traits,
-//                                     the user's valid timezone, 90d track timestamps)
-//   stage0 (+ previous run's unchanged users) ──(2) value → score──► three small RFM tables
-//   stage0 ──(3) one branch per timezone, + RFM, recency, random_bucket──► profiles
-//   previous run ──(3') incremental only: unchanged users, + RFM, recency──► profiles
+//   profile_events (purchases only) ──(1) one row per purchaser──► buyers (+ previous run's unchanged)
+//   buyers ──(2) value counts──► 4 score thresholds per RFM metric (numbers in Node)
+//   profile_events + user_traits ──(3) one scan, one row per user, scores by arithmetic──► profiles
+//   previous run ──(3') incremental only: unchanged users, recency and scores recomputed──► profiles
 //
+// Each profile row is written once, straight from the scan (no stage table).
 // The scan keeps the per-event work small: it reads the narrow profile_events
-// (kind, amount, category; written with each event by a materialized view), and
-// the 7d/30d counts and active days are derived afterwards from the 90d
-// timestamp list (a per-user array, cheaper than per-user hash sets).
-// best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour, so
-// stage0 is sorted by timezone and step 3 reads each timezone's key range with
-// its own constant-tz branch (UNION ALL). Every event is converted exactly once,
-// by ClickHouse's own tz database, DST included. Mode of a list without lambdas
-// that capture columns (18.16 cannot): sort it, number repeated values with
+// (kind, amount, category; written with each event by a materialized view) and
+// computes plain counters per user; active days are a 31-bit mask of the 30d
+// window's UTC dates (groupBitOr, cheaper than a per-user hash set or list).
+// best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour (and
+// its lambdas cannot capture columns), so each valid zone of the app gets its
+// own constant-zone toHour over the 90d timestamps of the users in that zone —
+// `if(tz = zone, ts90, [])` hands every other user an empty list, so each event
+// is converted exactly once, by ClickHouse's own tz database, DST included; the
+// per-row cost grows with the number of zones, not the events. Mode of a list
+// without capturing lambdas: sort it, number repeated values with
 // arrayEnumerateUniq, take the first position reaching the maximum count — in a
 // sorted list that is the smallest value among the most frequent (the tie rule
 // for both best_hour and top_category).
@@ -24,35 +26,61 @@ import { segmentTable } from './rfm.ts';
 
 export const DAY_S = 86400;
 
-/** Columns stage0 holds per user and `profiles` takes over unchanged. */
+/** Per-user columns the scan computes and incremental runs copy unchanged from the previous run. */
 const CARRIED = [
-  'user_id', 'first_seen', 'last_seen', 'events_total', 'views_30d', 'clicks_30d', 'purchases_30d', 'purchases_total',
-  'revenue_total', 'revenue_30d', 'top_category', 'platform', 'country', 'timezone', 'locale', 'app_version',
-  'trait_keys', 'trait_values', 'trait_types',
+  'user_id', 'first_seen', 'last_seen', 'events_total', 'events_7d', 'events_30d', 'active_days_30d', 'views_30d', 'clicks_30d',
+  'purchases_30d', 'purchases_total', 'revenue_total', 'revenue_30d', 'top_category', 'platform', 'country', 'timezone', 'locale',
+  'app_version', 'trait_keys', 'trait_values', 'trait_types', 'best_hour',
 ] as const;
-
-const STAGE_TYPES: Record<string, string> = {
-  user_id: 'String', first_seen: 'DateTime', last_seen: 'DateTime', events_total: 'UInt64', views_30d: 'UInt64',
-  clicks_30d: 'UInt64', purchases_30d: 'UInt64', purchases_total: 'UInt64', revenue_total: 'Float64', revenue_30d: 'Float64',
-  top_category: 'Nullable(String)', platform: 'Nullable(String)', country: 'Nullable(String)', timezone: 'Nullable(String)',
-  locale: 'Nullable(String)', app_version: 'Nullable(String)', trait_keys: 'Array(String)', trait_values: 'Array(String)',
-  trait_types: 'Array(UInt8)', last_purchase_at: 'DateTime', tz: 'String', ts90: 'Array(DateTime)',
-};
-
-/** stage0 columns; last_purchase_at is 0 when none. */
-export const STAGE0_COLUMNS = [...CARRIED, 'last_purchase_at', 'tz', 'ts90'] as const;
 
 export const NAMED_TRAITS = ['platform', 'country', 'timezone', 'locale', 'app_version'] as const;
 
 const cols = (names: readonly string[]): Sql => join(names.map((n) => ident(n)));
 
-export function stageTableSql(table: string, columns: readonly string[], orderBy: readonly string[]): Sql {
-  const defs = columns.map((c) => sql`${ident(c)} ${raw(STAGE_TYPES[c] as string)}`);
-  return sql`CREATE TABLE ${ident(table)} (${join(defs)}) ENGINE = MergeTree ORDER BY (${cols(orderBy)})`;
+/**
+ * A slice of the app's users by user_id order: `from <= user_id < to` (open
+ * where absent). Every table the job reads is sorted by (app_id, user_id, …),
+ * so a slice reads only its own granules, and the job runs one slice per core
+ * concurrently — ClickHouse 18.16 runs everything after a GROUP BY (and an
+ * INSERT's sort and write) on one thread per query.
+ */
+export interface UserSlice {
+  from?: string;
+  to?: string;
+}
+
+function sliceSql(slice: UserSlice | undefined): Sql {
+  if (!slice) return sql``;
+  const from = slice.from === undefined ? sql`` : sql` AND user_id >= ${slice.from}`;
+  const to = slice.to === undefined ? sql`` : sql` AND user_id < ${slice.to}`;
+  return sql`${from}${to}`;
+}
+
+/** n - 1 bounds for slices of about equal size: quantiles of the users with events in the 7 days before as_of. */
+export function sliceBoundsSql(p: { appId: string; asOf: Date; n: number }): Sql {
+  const from = new Date(p.asOf.getTime() - 7 * DAY_S * 1000);
+  // The '' pad keeps every index in range (18.16 fails on an element of an empty array); '' bounds nothing.
+  const picks = Array.from({ length: p.n - 1 }, (_, i) => sql`padded[intDiv(length(us) * ${i + 1}, ${p.n}) + 1]`);
+  return sql`SELECT [${join(picks)}] AS bounds FROM (
+    SELECT arraySort(groupArray(user_id)) AS us, arrayConcat(us, ['']) AS padded
+    FROM (SELECT DISTINCT user_id FROM profile_events WHERE app_id = ${p.appId} AND ts > ${from} AND ts <= ${p.asOf})
+  )`;
+}
+
+/** The n slices the bounds give: [, b1), [b1, b2), …, [b_last, ). */
+export function slicesOf(bounds: readonly string[]): UserSlice[] {
+  const b = [...new Set(bounds.filter((x) => x !== ''))].sort((x, y) => Buffer.compare(Buffer.from(x), Buffer.from(y)));
+  if (b.length === 0) return [{}];
+  return [{ to: b[0] as string }, ...b.map((from, i) => (i + 1 < b.length ? { from, to: b[i + 1] as string } : { from }))];
 }
 
 export function changedTableSql(table: string): Sql {
   return sql`CREATE TABLE ${ident(table)} (user_id String) ENGINE = Memory`;
+}
+
+/** The run's purchasers, one row each: what the RFM scores rank. */
+export function buyersTableSql(table: string): Sql {
+  return sql`CREATE TABLE ${ident(table)} (last_purchase_at DateTime, purchases_total UInt64, revenue_total Float64) ENGINE = Memory`;
 }
 
 export interface Window {
@@ -73,58 +101,23 @@ export function timezoneCandidatesSql(appId: string): Sql {
   return sql`SELECT DISTINCT value FROM user_traits WHERE app_id = ${appId} AND key = 'timezone' AND value_type != 0`;
 }
 
-/**
- * Step 1: one scan of the app's events (all users, or those in `usersIn`) into
- * stage0. It reads `profile_events` (020_profiles_events.sql), the narrow copy
- * of each event the profile needs: kind, numeric purchase amount, category.
- */
-export function stage0InsertSql(p: { appId: string; window: Window; stage0: string; validTimezones: readonly string[]; usersIn?: Sql }): Sql {
-  const { appId, window: w } = p;
+/** Step 1: the purchasers among the scanned users (all, or those in `usersIn`), from their purchase events only. */
+export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; usersIn?: Sql }): Sql {
   const scope = p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``;
-  const tz = p.validTimezones.length
-    ? sql`transform(ifNull(timezone, ''), ${p.validTimezones}, ${p.validTimezones}, 'UTC')`
-    : sql`'UTC'`;
-  const named = NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`);
-  return sql`INSERT INTO ${ident(p.stage0)} (${cols(STAGE0_COLUMNS)})
-SELECT ${cols(STAGE0_COLUMNS)} FROM (
-  SELECT *, ${tz} AS tz,
-    arraySort(cats90) AS cs, arrayEnumerateUniq(cs) AS ce,
-    if(empty(cs), NULL, cs[indexOf(ce, arrayReduce('max', ce))]) AS top_category
-  FROM (
-    SELECT *, ${join(named)}
-    FROM (
-      SELECT user_id,
-        min(ts) AS first_seen,
-        max(ts) AS last_seen,
-        countIf(kind != 0) AS events_total,
-        countIf(kind = 1 AND ts > ${w.d30}) AS views_30d,
-        countIf(kind = 2 AND ts > ${w.d30}) AS clicks_30d,
-        countIf(kind = 3 AND ts > ${w.d30}) AS purchases_30d,
-        countIf(kind = 3) AS purchases_total,
-        -- amount is 0 on every other row, and x + 0 = x exactly.
-        sum(amount) AS revenue_total,
-        sumIf(amount, ts > ${w.d30}) AS revenue_30d,
-        maxIf(ts, kind = 3) AS last_purchase_at,
-        groupArrayIf(category, has_category = 1 AND ts > ${w.d90}) AS cats90,
-        groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90
-      FROM profile_events
-      WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
-      GROUP BY user_id
-    ) ANY LEFT JOIN (
-      -- Current traits per user in one grouping: changes sorted by (key, ts, event_id)
-      -- descending, the first of each key is its latest; removals dropped; keys ascending.
-      SELECT user_id,
-        arrayReverseSort(groupArray((key, ts, event_id, value, value_type))) AS changes,
-        arrayEnumerateUniq(arrayMap(x -> x.1, changes)) AS nth,
-        arrayReverse(arrayFilter((x, i) -> i = 1 AND x.5 != 0, changes, nth)) AS current,
-        arrayMap(x -> x.1, current) AS trait_keys,
-        arrayMap(x -> x.4, current) AS trait_values,
-        arrayMap(x -> x.5, current) AS trait_types
-      FROM user_traits
-      WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
-      GROUP BY user_id
-    ) USING user_id
-  )
+  // Same rows and the same sum as the scan's revenue_total (amount is 0 on other rows, and x + 0 = x).
+  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total)
+SELECT max(ts), count(), sum(amount)
+FROM profile_events PREWHERE kind = 3
+WHERE app_id = ${p.appId} AND ts <= ${p.asOf}${scope}
+GROUP BY user_id`;
+}
+
+/** Step 1', incremental runs: the previous run's purchasers among the users not rescanned. */
+export function buyersFromPreviousSql(p: { appId: string; previousRunId: string; changed: string; buyers: string }): Sql {
+  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total)
+SELECT assumeNotNull(lp), purchases_total, revenue_total FROM (
+  SELECT last_purchase_at AS lp, purchases_total, revenue_total FROM profiles
+  WHERE app_id = ${p.appId} AND run_id = ${p.previousRunId} AND purchases_total > 0 AND user_id NOT IN ${ident(p.changed)}
 )`;
 }
 
@@ -144,67 +137,71 @@ export function changedUsersSql(p: { appId: string; changed: string; previousAsO
 
 // Comparison values for the quintiles, ascending from worst to best.
 const RECENCY_DAYS = (asOf: Date) => sql`intDiv(toUInt32(${asOf}) - toUInt32(last_purchase_at), ${DAY_S})`;
-const R_VALUE = (asOf: Date) => sql`-toInt64(${RECENCY_DAYS(asOf)})`;
-const F_VALUE = sql`toInt64(purchases_total)`;
-const M_VALUE = sql`toInt64(floor(revenue_total * 1000000 + 0.5))`;
-
-export interface RfmTables {
-  r: string;
-  f: string;
-  m: string;
-}
-
-export function rfmTableSql(table: string, key: 'rv' | 'fv' | 'mv', score: 'r_score' | 'f_score' | 'm_score'): Sql {
-  return sql`CREATE TABLE ${ident(table)} (${ident(key)} Int64, ${ident(score)} UInt8) ENGINE = Memory`;
-}
+const VALUE = {
+  r: (asOf: Date) => sql`-toInt64(${RECENCY_DAYS(asOf)})`,
+  f: () => sql`toInt64(purchases_total)`,
+  m: () => sql`toInt64(floor(revenue_total * 1000000 + 0.5))`,
+} as const;
+export type RfmMetric = keyof typeof VALUE;
 
 /**
- * The run's purchasers (last_purchase_at, purchases_total, revenue_total): stage0's,
- * plus in incremental runs the previous run's unchanged users.
+ * A score is non-decreasing in the value, so a metric's whole value → score
+ * table is four numbers: the least value scoring at least 2, 3, 4 and 5 (absent
+ * when no purchaser scores that high). A score is then 1 + the thresholds the
+ * value reaches — plain arithmetic on each row, no join, and a row copied from
+ * the previous run is rescored without any lookup.
  */
-export function purchasersSourceSql(p: { stage0: string; previous?: { appId: string; runId: string; changed: string } }): Sql {
-  const fresh = sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(p.stage0)} WHERE purchases_total > 0`;
-  if (!p.previous) return fresh;
-  return sql`${fresh}
-  UNION ALL
-  SELECT ifNull(lp, toDateTime(0)) AS last_purchase_at, purchases_total, revenue_total FROM (
-    SELECT last_purchase_at AS lp, purchases_total, revenue_total FROM profiles
-    WHERE app_id = ${p.previous.appId} AND run_id = ${p.previous.runId} AND purchases_total > 0 AND user_id NOT IN ${ident(p.previous.changed)}
-  )`;
+export type RfmThresholds = Record<RfmMetric, (bigint | undefined)[]>;
+
+/**
+ * For one metric, each score that occurs with the least value holding it:
+ * score = ceil(5 * (2 * smaller + equal) / (2 * n)) from exact value counts (see rfm.ts).
+ */
+export function rfmScoreFloorsSql(p: { metric: RfmMetric; asOf: Date; purchasers: Sql }): Sql {
+  const value = VALUE[p.metric](p.asOf);
+  return sql`SELECT score, toString(min(v)) AS v FROM (
+    SELECT v, toUInt8(intDiv(5 * (2 * (cum - c) + c) + 2 * n - 1, 2 * n)) AS score
+    FROM (
+      SELECT arraySort(groupArray((v, c))) AS s, arrayMap(x -> x.1, s) AS vs, arrayMap(x -> x.2, s) AS cs, arrayCumSum(cs) AS cums,
+        toInt64(arraySum(cs)) AS n
+      FROM (SELECT ${value} AS v, count() AS c FROM (${p.purchasers}) GROUP BY v)
+    ) ARRAY JOIN vs AS v, cs AS c, cums AS cum
+  ) GROUP BY score ORDER BY score`;
 }
 
-/** value → score for one metric: ceil(5 * (2 * smaller + equal) / (2 * n)), see rfm.ts. */
-export function rfmScoresInsertSql(p: { table: string; metric: 'r' | 'f' | 'm'; asOf: Date; purchasers: Sql; n: number }): Sql {
-  const value = p.metric === 'r' ? R_VALUE(p.asOf) : p.metric === 'f' ? F_VALUE : M_VALUE;
-  const twoN = 2 * p.n;
-  return sql`INSERT INTO ${ident(p.table)}
-  SELECT v, toUInt8(intDiv(5 * (2 * (cum - c) + c) + ${twoN} - 1, ${twoN}))
-  FROM (
-    SELECT arraySort(groupArray((v, c))) AS s, arrayMap(x -> x.1, s) AS vs, arrayMap(x -> x.2, s) AS cs, arrayCumSum(cs) AS cums
-    FROM (SELECT ${value} AS v, count() AS c FROM (${p.purchasers}) GROUP BY v)
-  ) ARRAY JOIN vs AS v, cs AS c, cums AS cum`;
+/** Thresholds (see RfmThresholds) from the rows of rfmScoreFloorsSql. */
+export function thresholdsFromFloors(rows: readonly { score: number | string; v: string }[]): (bigint | undefined)[] {
+  const out: (bigint | undefined)[] = [];
+  for (let k = 2; k <= 5; k++) {
+    // Scores ascend with the value, so the least value scoring >= k is that of the least score >= k.
+    const row = rows.filter((r) => Number(r.score) >= k).sort((a, b) => Number(a.score) - Number(b.score))[0];
+    out.push(row ? BigInt(row.v) : undefined);
+  }
+  return out;
 }
 
-/** Rows of `source` (with every profile input column) joined to the three score tables. */
-function withScores(source: Sql, asOf: Date, t: RfmTables): Sql {
-  const base = sql`SELECT *, ${R_VALUE(asOf)} AS rv, ${F_VALUE} AS fv, ${M_VALUE} AS mv FROM (${source})`;
-  const withR = sql`SELECT * FROM (${base}) ANY LEFT JOIN ${ident(t.r)} USING rv`;
-  const withF = sql`SELECT * FROM (${withR}) ANY LEFT JOIN ${ident(t.f)} USING fv`;
-  return sql`SELECT * FROM (${withF}) ANY LEFT JOIN ${ident(t.m)} USING mv`;
+function scoreSql(value: Sql, thresholds: readonly (bigint | undefined)[]): Sql {
+  const steps = thresholds.filter((t): t is bigint => t !== undefined).map((t) => sql` + (${value} >= ${t})`);
+  return sql`toUInt8(1${join(steps, '')})`;
 }
 
 const OUTPUT_COLUMNS = [
-  'app_id', 'run_id', 'as_of', ...CARRIED, 'events_7d', 'events_30d', 'active_days_30d', 'avg_order_value', 'last_purchase_at',
-  'recency_days', 'r_score', 'f_score', 'm_score', 'rfm_segment', 'best_hour', 'random_bucket',
+  'app_id', 'run_id', 'as_of', ...CARRIED, 'avg_order_value', 'last_purchase_at', 'recency_days', 'r_score', 'f_score', 'm_score',
+  'rfm_segment', 'random_bucket',
 ];
 
-/** The INSERT of profile rows from a source with CARRIED, events_7d, events_30d, active_days_30d, last_purchase_at (0 = none), best_hour. */
-function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmTables }): Sql {
+/**
+ * The INSERT of profile rows from a source with CARRIED and last_purchase_at
+ * (any value when purchases_total = 0): the as_of- and population-dependent
+ * fields are computed here, for scanned and copied rows alike.
+ */
+function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds }): Sql {
   const seg = segmentTable();
   const buyer = raw('purchases_total > 0');
+  const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), p.rfm[m]);
   const segment = sql`transform(toUInt16(r_score * 10 + intDiv(f_score + m_score + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
   return sql`INSERT INTO profiles (${cols(OUTPUT_COLUMNS)})
-SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)}, events_7d, events_30d, active_days_30d,
+SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
   if(${buyer}, revenue_total / purchases_total, NULL),
   if(${buyer}, last_purchase_at, NULL),
   if(${buyer}, toUInt32(${RECENCY_DAYS(p.asOf)}), NULL),
@@ -212,38 +209,86 @@ SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)}, events_7d, events_30
   if(${buyer}, f_score, NULL),
   if(${buyer}, m_score, NULL),
   if(${buyer}, ${segment}, NULL),
-  best_hour,
   ${randomBucketSql(p.appId)}
-FROM (${withScores(p.source, p.asOf, p.rfm)})`;
+FROM (SELECT *, ${score('r')} AS r_score, ${score('f')} AS f_score, ${score('m')} AS m_score FROM (${p.source}))`;
 }
 
-/** Step 3: the profile rows of the users of a group of timezones, from stage0. */
-export function profilesFromStage0Sql(p: { appId: string; runId: string; window: Window; stage0: string; timezones: readonly string[]; rfm: RfmTables }): Sql {
-  if (p.timezones.length === 0) throw new RangeError('no timezones');
-  const w = p.window;
-  const branches = p.timezones.map(
-    (tz) => sql`SELECT ${cols(CARRIED)}, last_purchase_at, ts90,
-      arraySort(arrayMap(t -> toHour(t, ${tz}), ts90)) AS hs, arrayEnumerateUniq(hs) AS he,
-      if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS best_hour
-    FROM ${ident(p.stage0)} WHERE tz = ${tz}`,
-  );
-  // Only the columns the profile row needs flow on into the joins, not the lists.
-  const source = sql`SELECT ${cols(CARRIED)}, last_purchase_at, best_hour,
-    toUInt64(arrayCount(t -> t > ${w.d7}, ts90)) AS events_7d,
-    arrayFilter(t -> t > ${w.d30}, ts90) AS ts30,
-    toUInt64(length(ts30)) AS events_30d,
-    toUInt32(arrayUniq(arrayMap(t -> intDiv(toUInt32(t), ${DAY_S}), ts30))) AS active_days_30d
-  FROM (${join(branches, '\n  UNION ALL\n  ')})`;
-  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm });
-}
-
-/** Step 3': incremental runs take the users that cannot have changed from the previous run, with as_of-dependent fields recomputed. */
-export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previousRunId: string; changed: string; rfm: RfmTables }): Sql {
-  const source = sql`SELECT ${cols(CARRIED)}, events_7d, events_30d, active_days_30d, best_hour, ifNull(lp, toDateTime(0)) AS last_purchase_at
+/**
+ * Step 3: one scan of the app's events (all users, or those in `usersIn`) and
+ * of their trait changes, one profile row per user. It reads `profile_events`
+ * (020_profiles_events.sql), the narrow copy of each event the profile needs:
+ * kind, numeric purchase amount, category. `validTimezones` are the zones
+ * ClickHouse can load (job.ts checks each once).
+ */
+export function profilesFromScanSql(p: { appId: string; runId: string; window: Window; validTimezones: readonly string[]; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice }): Sql {
+  const { appId, window: w } = p;
+  const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
+  const zones = [...new Set([...p.validTimezones, 'UTC'])].sort();
+  const tz = sql`transform(ifNull(timezone, ''), ${zones}, ${zones}, 'UTC')`;
+  const hours = zones.map((z) => sql`arrayMap(t -> toHour(t, ${z}), if(tz = ${z}, ts90, emptyArrayDateTime()))`);
+  // The first UTC date a 30d-window instant (d30, as_of] can fall on.
+  const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
+  const named = NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`);
+  const source = sql`SELECT *, ${tz} AS tz,
+    arraySort(cats90) AS cs, arrayEnumerateUniq(cs) AS ce,
+    if(empty(cs), NULL, cs[indexOf(ce, arrayReduce('max', ce))]) AS top_category,
+    toUInt32(length(bitmaskToArray(days30))) AS active_days_30d,
+    arraySort(arrayConcat(${join(hours)})) AS hs, arrayEnumerateUniq(hs) AS he,
+    if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS best_hour
   FROM (
-    SELECT ${cols(CARRIED)}, events_7d, events_30d, active_days_30d, best_hour, last_purchase_at AS lp
+    SELECT *, ${join(named)}
+    FROM (
+      SELECT user_id,
+        min(ts) AS first_seen,
+        max(ts) AS last_seen,
+        countIf(kind != 0) AS events_total,
+        countIf(kind != 0 AND ts > ${w.d7}) AS events_7d,
+        countIf(kind != 0 AND ts > ${w.d30}) AS events_30d,
+        -- Bit i: a track event on the i-th UTC date of the 30d window (31 dates at most).
+        groupBitOrIf(toUInt64(bitShiftLeft(toUInt64(1), bitAnd(intDiv(toUInt32(ts), ${DAY_S}) - ${firstDay30}, 63))), kind != 0 AND ts > ${w.d30}) AS days30,
+        countIf(kind = 1 AND ts > ${w.d30}) AS views_30d,
+        countIf(kind = 2 AND ts > ${w.d30}) AS clicks_30d,
+        countIf(kind = 3 AND ts > ${w.d30}) AS purchases_30d,
+        countIf(kind = 3) AS purchases_total,
+        -- amount is 0 on every other row, and x + 0 = x exactly.
+        sum(amount) AS revenue_total,
+        sumIf(amount, ts > ${w.d30}) AS revenue_30d,
+        maxIf(ts, kind = 3) AS last_purchase_at,
+        groupArrayIf(category, has_category = 1 AND ts > ${w.d90}) AS cats90,
+        groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90
+      FROM profile_events
+      WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
+      GROUP BY user_id
+    ) ANY LEFT JOIN (
+      -- Only the result columns go into the join's hash table, not the change lists.
+      SELECT user_id, trait_keys, trait_values, trait_types FROM (
+        -- Current traits per user in one grouping: changes sorted by (key, ts, event_id)
+        -- descending, the first of each key is its latest; removals dropped; keys ascending.
+        SELECT user_id,
+          arrayReverseSort(groupArray((key, ts, event_id, value, value_type))) AS changes,
+          arrayEnumerateUniq(arrayMap(x -> x.1, changes)) AS nth,
+          arrayReverse(arrayFilter((x, i) -> i = 1 AND x.5 != 0, changes, nth)) AS current,
+          arrayMap(x -> x.1, current) AS trait_keys,
+          arrayMap(x -> x.4, current) AS trait_values,
+          arrayMap(x -> x.5, current) AS trait_types
+        FROM user_traits
+        WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
+        GROUP BY user_id
+      )
+    ) USING user_id
+  )`;
+  return profilesInsert({ appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm });
+}
+
+/**
+ * Step 3': incremental runs copy the users that cannot have changed from the
+ * previous run; only recency_days and the RFM scores and segment are recomputed.
+ */
+export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previousRunId: string; changed: string; rfm: RfmThresholds; slice?: UserSlice }): Sql {
+  const source = sql`SELECT ${cols(CARRIED)}, assumeNotNull(lp) AS last_purchase_at FROM (
+    SELECT ${cols(CARRIED)}, last_purchase_at AS lp
     FROM profiles
-    WHERE app_id = ${p.appId} AND run_id = ${p.previousRunId} AND user_id NOT IN ${ident(p.changed)}
+    WHERE app_id = ${p.appId} AND run_id = ${p.previousRunId} AND user_id NOT IN ${ident(p.changed)}${sliceSql(p.slice)}
   )`;
   return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.asOf, source, rfm: p.rfm });
 }

@@ -119,6 +119,38 @@ describe('profiles match the reference implementation', () => {
     expectMatches(await runRows(app, inc.run_id), referenceProfiles(a, asOf1 + 600), 'quiet incremental');
   });
 
+  it('gives the same rows whatever the number of user slices, incremental runs included', async () => {
+    const app = 'sliced';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf1 = AS_OFS[2]!;
+    const a = generate(4242, { appUsers: 80, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    const expected = referenceProfiles(a, asOf1);
+    const one = await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full', slices: 1 });
+    const oneRows = await runRows(app, one.run_id);
+    expectMatches(oneRows, expected, 'one slice');
+    for (const slices of [2, 3, 7, 40]) {
+      const run = await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full', slices });
+      expectSameRows(await runRows(app, run.run_id), oneRows, `${slices} slices = one slice`);
+    }
+    const users = [...new Set(a.map((e) => e.user_id))];
+    const b = generate(4243, { appUsers: 4, asOf: asOf1 + 3600, receivedAt: now, tag: 'b', existingUsers: users });
+    await insertEvents(ch, app, b);
+    const inc = await buildProfiles(ch, app, { asOf: new Date((asOf1 + 3600) * 1000), mode: 'incremental', receivedMarginS: 60, slices: 3 });
+    expect(inc.mode).toBe('incremental');
+    expectMatches(await runRows(app, inc.run_id), referenceProfiles([...a, ...b], asOf1 + 3600), 'incremental, 3 slices');
+  });
+
+  it('runs as one slice when no user was active in the 7 days before as_of', async () => {
+    const app = 'idle';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf = AS_OFS[0]!;
+    const a = generate(77, { appUsers: 15, asOf: asOf - 30 * 86400, receivedAt: now - 7200, tag: 'a' }).filter((e) => e.ts <= asOf - 8 * 86400);
+    await insertEvents(ch, app, a);
+    const run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    expectMatches(await runRows(app, run.run_id), referenceProfiles(a, asOf), 'idle app');
+  });
+
   it('falls back to a full run without a previous run, or when as_of moves back', async () => {
     const app = 'fallback';
     const now = Math.floor(Date.now() / 1000);

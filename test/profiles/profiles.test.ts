@@ -7,6 +7,7 @@ import { sql } from '../../lib/sql.ts';
 import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
+import { slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
 import { startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
@@ -73,6 +74,26 @@ describe('RFM rules', () => {
     expect(rfmSegment(5, 1, 1)).toBe('new_customers');
     expect(new Set(segmentTable().names).size).toBe(11);
     expect(segmentTable().keys).toHaveLength(25);
+  });
+});
+
+describe('job plumbing', () => {
+  it('turns the least value of each score into the four thresholds', () => {
+    // Scores 1, 3 and 5 occur: a value scores >= 2 and >= 3 from 10, >= 4 and >= 5 from 40.
+    expect(thresholdsFromFloors([{ score: 1, v: '-3' }, { score: 3, v: '10' }, { score: 5, v: '40' }])).toEqual([10n, 10n, 40n, 40n]);
+    // Everyone tied scores 3: nobody reaches 4 or 5.
+    expect(thresholdsFromFloors([{ score: '3', v: '7' }])).toEqual([7n, 7n, undefined, undefined]);
+    expect(thresholdsFromFloors([])).toEqual([undefined, undefined, undefined, undefined]);
+    // Int64 values beyond 2^53 stay exact.
+    expect(thresholdsFromFloors([{ score: 2, v: '9007199254740993' }])[0]).toBe(9007199254740993n);
+  });
+
+  it('cuts the users into slices that cover every user_id exactly once', () => {
+    expect(slicesOf([])).toEqual([{}]);
+    expect(slicesOf([''])).toEqual([{}]);
+    expect(slicesOf(['m'])).toEqual([{ to: 'm' }, { from: 'm' }]);
+    // Duplicates (few active users) collapse; bounds sort in byte order, as ClickHouse compares strings.
+    expect(slicesOf(['u9', 'u10', 'u9', 'ä'])).toEqual([{ to: 'u10' }, { from: 'u10', to: 'u9' }, { from: 'u9', to: 'ä' }, { from: 'ä' }]);
   });
 });
 
