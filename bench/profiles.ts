@@ -16,7 +16,7 @@ import { loadConfig } from '../lib/config.ts';
 import { migrate } from '../lib/migrate.ts';
 import { ident, raw, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
-import { buildProfiles, type BuildResult } from '../profiles/job.ts';
+import { buildProfiles, dropSupersededRuns, type BuildResult } from '../profiles/job.ts';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '20000000' }, users: { type: 'string', default: '1000000' }, runs: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false }, db: { type: 'string' } } });
 const N = Number(values.events);
@@ -174,7 +174,9 @@ try {
   const incremental: BuildResult[] = [];
   for (let i = 0; i < RUNS; i++) {
     // Each incremental run starts from the same full run at asOf1, so each measures the same work.
-    await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' });
+    const base = await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' });
+    // The earlier iteration's run at asOf2 would otherwise be the previous run (a no-op increment).
+    await dropSupersededRuns(ch, APP, base.run_id, 0);
     incremental.push(await buildProfiles(ch, APP, { asOf: asOf2, mode: 'incremental' }));
     say(`incremental run: ${incremental[i]!.seconds} s, ${incremental[i]!.recomputed_users} of ${incremental[i]!.users} users recomputed ${JSON.stringify(incremental[i]!.steps)}`);
   }
