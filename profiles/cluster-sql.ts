@@ -52,11 +52,19 @@ export function clusterLabelSql(model: Pick<ClusterModel, 'labels'>, cluster: Sq
 }
 
 /**
- * (user_id, cluster, cluster_label) of every user of a profile run under `model`,
- * computed on the fly — also covers users profiled after the model was trained.
+ * (user_id, cluster, cluster_label) of every user of a profile run (or those
+ * matching `users`) under `model`, computed on the fly — also covers users
+ * profiled after the model was trained.
  */
-export function liveAssignmentsSql(model: Pick<ClusterModel, 'transform' | 'centroids_standardised' | 'labels'>, appId: string, runId: string): Sql {
+export function liveAssignmentsSql(
+  model: Pick<ClusterModel, 'transform' | 'centroids_standardised' | 'labels'>,
+  appId: string,
+  runId: string,
+  users?: Sql,
+): Sql {
+  // `users` (a condition on user_id) filters the profile rows before any distance is computed.
+  const only = users ? sql` AND ${users}` : sql``;
   return sql`
     SELECT user_id, cluster, ${clusterLabelSql(model, raw('cluster'))} AS cluster_label
-    FROM (SELECT user_id, ${nearestClusterSql(model)} AS cluster FROM profiles WHERE app_id = ${appId} AND run_id = ${runId})`;
+    FROM (SELECT user_id, ${nearestClusterSql(model)} AS cluster FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}${only})`;
 }

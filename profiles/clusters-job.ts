@@ -143,6 +143,30 @@ export function latestAssignmentsSql(appId: string): Sql {
     WHERE app_id = ${appId} AND version = (SELECT max(version) FROM cluster_models WHERE app_id = ${appId})`;
 }
 
+/**
+ * Gives the users of a profile run that the app's latest model has not
+ * assigned (new since it was trained) their nearest cluster under that model,
+ * so `cluster` is null only while no model exists (contract §2). Users already
+ * assigned keep their cluster until the next cluster job: an audience built on
+ * a cluster does not shift with every profile run. Returns how many were
+ * assigned; 0 when the app has no model.
+ */
+export async function assignNewUsers(ch: ClickHouse, appId: string, runId: string): Promise<number> {
+  const model = await latestModel(ch, appId);
+  if (!model) return 0;
+  const unassigned = sql`user_id NOT IN (SELECT user_id FROM cluster_assignments WHERE app_id = ${appId} AND version = ${model.version})`;
+  const row = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId} AND ${unassigned}`);
+  const n = Number(row?.n ?? 0);
+  if (n === 0) return 0;
+  await ch.exec(
+    sql`
+    INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
+    SELECT ${appId}, ${model.version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, runId, unassigned)})`,
+    { timeoutS: 3600 },
+  );
+  return n;
+}
+
 async function nextVersion(ch: ClickHouse, appId: string): Promise<number> {
   const row = await ch.one<{ v: number }>(sql`
     SELECT toUInt32(greatest(

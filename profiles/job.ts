@@ -16,6 +16,7 @@ import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { ident, sql, type Sql } from '../lib/sql.ts';
+import { assignNewUsers } from './clusters-job.ts';
 import { latestRun, listRuns } from './read.ts';
 import {
   buyersFromPreviousSql,
@@ -57,6 +58,8 @@ export interface BuildResult {
   seconds: number;
   previous_run_id?: string;
   recomputed_users?: number;
+  /** Users new since the latest cluster model was trained, given their nearest cluster under it. */
+  clustered_users?: number;
   /** Seconds per step, for benchmarks and logs. */
   steps: Record<string, number>;
 }
@@ -203,6 +206,14 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     }
     report(0.95);
 
+    // Before the run is published, so no reader sees one of its users without a cluster
+    // while a model exists. A model that cannot assign leaves the profiles valid: warn, go on.
+    const clustered = await assignNewUsers(ch, appId, runId).catch((e: unknown) => {
+      rlog.warn('could not assign new users to the latest cluster model; run a cluster job (warbler clusters) to retrain', { error: e });
+      return 0;
+    });
+    step('assign_clusters');
+
     const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`))?.n ?? 0);
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
     const result: BuildResult = {
@@ -217,6 +228,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       result.previous_run_id = previous.run_id;
       if (recomputed !== undefined) result.recomputed_users = recomputed;
     }
+    if (clustered > 0) result.clustered_users = clustered;
     rlog.info('profile run complete', { ...result });
     await dropSupersededRuns(ch, appId, runId, opts.keepPreviousRuns ?? 2).catch((e) => rlog.warn('could not drop old profile runs', { error: e }));
     await dropAbandonedStageTables(ch).catch((e) => rlog.warn('could not drop abandoned stage tables', { error: e }));

@@ -4,6 +4,8 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.ts';
 import { sql } from '../../lib/sql.ts';
+import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
+import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
@@ -133,6 +135,56 @@ describe('reading profiles', () => {
     // A newer model without this user: null again (the latest model decides).
     await ch.insert('cluster_models', [{ app_id: app, version: 2, created_at: 1700000001, profile_run_id: run.run_id, k: 2, model: '{}' }]);
     expect(await getProfile(ch, app, 'u1')).toMatchObject({ cluster: null, cluster_label: null });
+  });
+
+  it('gives users profiled after the latest cluster model their nearest cluster under it, and leaves assigned users as they were', async () => {
+    const app = 'clustered';
+    const shopper = (u: string, day: number, buys: number): TestEvent[] => [
+      track(u, `2026-10-${String(day).padStart(2, '0')}T10:00:00Z`),
+      ...Array.from({ length: buys }, (_, i) => track(u, `2026-10-${String(day + 1).padStart(2, '0')}T1${i}:00:00Z`, 'purchase', { amount: 20 * (i + 1) })),
+    ];
+    const first = Array.from({ length: 24 }, (_, i) => shopper(`a${String(i).padStart(2, '0')}`, 1 + (i % 20), i % 4)).flat();
+    await insertEvents(ch, app, first);
+    await buildProfiles(ch, app, { asOf: new Date('2026-10-25T00:00:00Z'), mode: 'full' });
+    // No model yet: a profile run assigns nobody.
+    expect(Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM cluster_assignments WHERE app_id = ${app}`))!.n)).toBe(0);
+    const trained = await trainClusters(ch, app, { k: 2, seed: 1 });
+    const before = await ch.rows<{ user_id: string; cluster: number }>(
+      sql`SELECT user_id, cluster FROM cluster_assignments WHERE app_id = ${app} AND version = ${trained.version} ORDER BY user_id`,
+    );
+    expect(before).toHaveLength(24);
+
+    // Two new users, and old users with new events (their features change, their cluster must not).
+    await insertEvents(ch, app, [...shopper('n1', 26, 3), ...shopper('n2', 26, 0), ...shopper('a00', 26, 3), ...shopper('a01', 26, 3)]);
+    const inc = await buildProfiles(ch, app, { asOf: new Date('2026-10-29T00:00:00Z'), mode: 'incremental' });
+    expect(inc.clustered_users).toBe(2);
+    const after = await ch.rows<{ user_id: string; cluster: number; cluster_label: string }>(
+      sql`SELECT user_id, cluster, cluster_label FROM cluster_assignments WHERE app_id = ${app} AND version = ${trained.version} ORDER BY user_id`,
+    );
+    expect(after.map((r) => r.user_id)).toEqual([...before.map((r) => r.user_id), 'n1', 'n2']);
+    expect(after.slice(0, 24).map((r) => Number(r.cluster))).toEqual(before.map((r) => Number(r.cluster)));
+    const model = (await latestModel(ch, app))!;
+    const live = await ch.rows<{ user_id: string; cluster: number; cluster_label: string }>(
+      sql`SELECT user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, app, inc.run_id)}) WHERE user_id IN ('n1', 'n2') ORDER BY user_id`,
+    );
+    expect(after.slice(24).map((r) => [r.user_id, Number(r.cluster), r.cluster_label])).toEqual(live.map((r) => [r.user_id, Number(r.cluster), r.cluster_label]));
+    // The n1 and n2 purchase profiles differ this much, so the check above can tell the clusters apart.
+    expect(new Set(live.map((r) => Number(r.cluster))).size).toBe(2);
+    const n1 = await getProfile(ch, app, 'n1');
+    expect(n1).toMatchObject({ cluster: Number(live[0]!.cluster), cluster_label: live[0]!.cluster_label });
+
+    // A later run assigns nobody twice.
+    const again = await buildProfiles(ch, app, { asOf: new Date('2026-10-30T00:00:00Z'), mode: 'full' });
+    expect(again.clustered_users).toBeUndefined();
+    const dup = await ch.one<{ n: string }>(sql`SELECT count() - uniqExact(user_id) AS n FROM cluster_assignments WHERE app_id = ${app} AND version = ${trained.version}`);
+    expect(Number(dup!.n)).toBe(0);
+
+    // A model that cannot assign (here: stored without its transform) does not fail the profile run.
+    await ch.insert('cluster_models', [{ app_id: app, version: trained.version + 1, created_at: 1900000000, profile_run_id: again.run_id, k: 2, model: JSON.stringify({ version: trained.version + 1 }) }]);
+    await insertEvents(ch, app, shopper('n3', 30, 1));
+    const broken = await buildProfiles(ch, app, { asOf: new Date('2026-11-02T00:00:00Z'), mode: 'incremental' });
+    expect(broken.users).toBe(27);
+    expect(await getProfile(ch, app, 'n3')).toMatchObject({ cluster: null, cluster_label: null });
   });
 
   it('publishes runs atomically, picks the latest complete one (optionally at or before an instant) and drops superseded runs', async () => {
