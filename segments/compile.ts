@@ -10,6 +10,7 @@
 //     ANY LEFT JOIN tags          -- one pass over `user_tags`, a column per tag
 //     ANY LEFT JOIN profiles      -- the chosen complete run
 //     ANY LEFT JOIN clusters      -- the app's latest model version
+//     ANY LEFT JOIN firsts        -- `user_event_firsts`, for first_did without `where`
 //   WHERE <the boolean expression over those columns>
 //
 // Every column is built so that its LEFT JOIN default (0, '', []) means the
@@ -59,7 +60,7 @@ export interface CompiledSegment {
   /** True when the members query joins the universe (the expression can hold without events). */
   usesUniverse: boolean;
   /** What the members query starts from: the events scan, a side that implies the universe, or the universe. */
-  driver: 'events' | 'traits' | 'profile' | 'universe';
+  driver: 'events' | 'traits' | 'profile' | 'firsts' | 'universe';
 }
 
 /** Profile fields read from the profiles table (the others are live: traits, clusters). */
@@ -108,7 +109,8 @@ interface Compiled {
   /**
    * A subquery whose rows include every user for whom the node holds, all of
    * them in the universe: the scan (an event at or before as_of), traits (set
-   * by such an event) or the profile run (computed from such events).
+   * by such an event), the profile run (computed from such events) or the
+   * first events (one at or before as_of).
    */
   source: Source;
   /** The subqueries whose columns the node reads. */
@@ -123,10 +125,10 @@ interface Compiled {
   exists?: Sql;
 }
 
-type Source = 'scan' | 'traits' | 'profile' | null;
+type Source = 'scan' | 'traits' | 'profile' | 'firsts' | null;
 
 /** The events scan and the side subqueries. */
-type SideKind = 'scan' | 'traits' | 'tags' | 'profile' | 'cluster';
+type SideKind = 'scan' | 'traits' | 'tags' | 'profile' | 'cluster' | 'firsts';
 
 /** What the scan's WHERE already guarantees for every row, learned by a first compile pass. */
 interface ScanBounds {
@@ -143,6 +145,8 @@ class Builder {
   lowSec = Number.POSITIVE_INFINITY;
   readonly traits = new Map<string, string>();
   readonly tags = new Map<string, string>();
+  /** Event name → alias of its first-event column (user_event_firsts). */
+  readonly firsts = new Map<string, string>();
   readonly profileFields = new Set<string>();
   usesProfile = false;
   usesCluster = false;
@@ -208,6 +212,17 @@ class Builder {
     return raw(a);
   }
 
+  /** Epoch seconds + 1 of the user's first `event` at or before as_of; 0 for none. */
+  first(event: string): Sql {
+    this.touch('firsts');
+    let a = this.firsts.get(event);
+    if (!a) {
+      a = this.alias('f');
+      this.firsts.set(event, a);
+    }
+    return raw(a);
+  }
+
   // ---- time windows, all in whole epoch seconds ----
 
   /** `ts >= sec` (sec may be ≤ 0 or beyond DateTime: clamp instead of wrapping). */
@@ -225,24 +240,21 @@ class Builder {
 
   /** [from, to) in seconds for a window, and records the scan lower bound. */
   windowRange(w: TimeWindow | undefined): { from: number; to: number } {
+    const range = this.windowBounds(w);
+    this.needFrom(range.from);
+    return range;
+  }
+
+  /** [from, to) in seconds for a window (from ≤ 0: since ever; to ≤ as_of + 1). */
+  windowBounds(w: TimeWindow | undefined): { from: number; to: number } {
     const end = this.asOfSec + 1;
-    if (!w) {
-      this.needFrom(0);
-      return { from: 0, to: end };
-    }
+    if (!w) return { from: 0, to: end };
     switch (w.kind) {
-      case 'within': {
-        const from = this.asOfSec - w.duration.seconds + 1;
-        this.needFrom(from);
-        return { from, to: end };
-      }
-      case 'between': {
+      case 'within':
+        return { from: this.asOfSec - w.duration.seconds + 1, to: end };
+      case 'between':
         // ts is whole seconds: ts >= x ⇔ ts >= ceil(x), ts < x ⇔ ts < ceil(x).
-        const from = ceilSeconds(w.from);
-        const to = Math.min(end, ceilSeconds(w.to));
-        this.needFrom(from);
-        return { from, to };
-      }
+        return { from: ceilSeconds(w.from), to: Math.min(end, ceilSeconds(w.to)) };
       default:
         return unreachable(w);
     }
@@ -345,7 +357,7 @@ class Builder {
         const sources = kids.map((k) => k.source);
         const source: Source =
           e.kind === 'and'
-            ? ((['scan', 'profile', 'traits'] as const).find((x) => sources.includes(x)) ?? null)
+            ? ((['scan', 'profile', 'traits', 'firsts'] as const).find((x) => sources.includes(x)) ?? null)
             : sources.every((x) => x !== null && x === sources[0]) ? sources[0]! : null;
         const needed = kids.map((k) => k.needs);
         const needs: SideKind | null =
@@ -385,6 +397,13 @@ class Builder {
         return atLeastOne ? { ...leaf, exists: cond } : leaf;
       }
       case 'first_did': {
+        if (!e.where) {
+          // From each user's first event of that name (060_user_event_firsts.sql), not
+          // from a scan of all history; f = ts + 1, 0 for none.
+          const { from, to } = this.windowBounds(e.window);
+          const f = this.first(e.event);
+          return this.leaf(sql`(${f} >= ${Math.max(from, 0) + 1} AND ${f} < ${to + 1})`, 'unknown', false, 'firsts');
+        }
         // The first matching event lies in the window ⇔ one in the window and none before it.
         const range = this.windowRange(e.window);
         this.needFrom(0);
@@ -693,6 +712,27 @@ function sides(b: Builder): Side[] {
       query: (having) => filtered(sql`SELECT user_id, ${join(cols)} FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`, names, having),
     });
   }
+  if (b.firsts.size > 0) {
+    // min over a user's rows is their first event however merged (see the migration);
+    // rows after as_of are left out, so a user whose first event is later has no row.
+    const cols = [...b.firsts].map(([event, a]) => sql`minIf(toUInt64(first_ts) + 1, event = ${event}) AS ${raw(a)}`);
+    const names = [...b.firsts.values()];
+    out.push({
+      kind: 'firsts',
+      columns: names,
+      query: (having, among) =>
+        filtered(
+          sql`SELECT user_id, ${join(cols)} FROM ${restricted(
+            sql`SELECT user_id, event, first_ts FROM user_event_firsts
+        WHERE app_id = ${appId} AND first_ts <= ${asOf} AND event IN (${join([...b.firsts.keys()].map((k) => sql`${k}`))})`,
+            among,
+          )}
+        GROUP BY user_id`,
+          names,
+          having,
+        ),
+    });
+  }
   if (b.usesCluster) {
     const names = ['c__present', 'c__cluster', 'c__label'];
     out.push({
@@ -785,7 +825,7 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
   // only has users with such events) when the root needs a row there; else the
   // universe.
   const driver: Side | undefined =
-    scan && root.empty === 'false' ? scan : others.find((s) => (s.kind === 'traits' || s.kind === 'profile') && s.kind === root.source);
+    scan && root.empty === 'false' ? scan : others.find((s) => (s.kind === 'traits' || s.kind === 'profile' || s.kind === 'firsts') && s.kind === root.source);
 
   // Each conjunct of a top-level `and` that reads one subquery is evaluated
   // there instead of over joined columns: in the driver's own filter when it
@@ -849,7 +889,7 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
     nodeCounts,
     nodes: b.nodes,
     usesUniverse: !driver,
-    driver: !driver ? 'universe' : driver.kind === 'scan' ? 'events' : (driver.kind as 'traits' | 'profile'),
+    driver: !driver ? 'universe' : driver.kind === 'scan' ? 'events' : (driver.kind as 'traits' | 'profile' | 'firsts'),
   };
 }
 

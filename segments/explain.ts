@@ -28,7 +28,7 @@ export interface ExplainResult {
   /** The members query as it runs for evaluate and exports. */
   sql: string;
   /** Whether the members query starts from the universe or from the events scan. */
-  driver: 'universe' | 'events' | 'traits' | 'profile';
+  driver: 'universe' | 'events' | 'traits' | 'profile' | 'firsts';
   nodes: ExplainedNode[];
 }
 

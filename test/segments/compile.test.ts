@@ -13,10 +13,18 @@ const count = (haystack: string, needle: string) => haystack.split(needle).lengt
 describe('compiled SQL', () => {
   it('reads events once for all behavioral conditions of an expression', () => {
     const { members } = compile(
-      'did(add_to_cart, within 3d) and not did(purchase, within 3d) and sum(purchase.amount, within 90d) > 100 and sequence(view, purchase, within 1d) and first_did(app_open)',
+      'did(add_to_cart, within 3d) and not did(purchase, within 3d) and sum(purchase.amount, within 90d) > 100 and sequence(view, purchase, within 1d) and first_did(app_open where os = "ios")',
     );
     expect(count(members.text, 'FROM events')).toBe(1);
     expect(members.text).toContain("event IN ('add_to_cart', 'purchase', 'view', 'app_open')");
+  });
+
+  it('answers first_did without a where from each user\'s first events, so the scan keeps its window', () => {
+    const { members } = compile('did(view, within 3d) and first_did(app_open, within 7d) and not first_did(purchase)');
+    expect(count(members.text, 'FROM events')).toBe(1);
+    expect(members.text).toContain('FROM user_event_firsts');
+    expect(members.text).toContain("event IN ('view')");
+    expect(members.text).toContain("AND ts >= toDateTime(1780012801)");
   });
 
   it('scopes every table read to the app with a literal, and never uses FINAL', () => {
@@ -24,8 +32,8 @@ describe('compiled SQL', () => {
       'not did(view) and (country = "CN" or rfm_segment = "loyal") and tag("vip") and cluster = 2 and traits.plan > 1',
     );
     for (const q of [members.text, nodeCounts.text]) {
-      const reads = q.match(/FROM (events|app_users|user_traits|user_tags|profiles|cluster_assignments|cluster_models)\b/g) ?? [];
-      const scoped = q.match(/FROM (events|app_users|user_traits|user_tags|profiles|cluster_assignments|cluster_models)\s+WHERE app_id = 'app_x'/g) ?? [];
+      const reads = q.match(/FROM (events|app_users|user_traits|user_tags|user_event_firsts|profiles|cluster_assignments|cluster_models)\b/g) ?? [];
+      const scoped = q.match(/FROM (events|app_users|user_traits|user_tags|user_event_firsts|profiles|cluster_assignments|cluster_models)\s+WHERE app_id = 'app_x'/g) ?? [];
       expect(reads.length).toBeGreaterThanOrEqual(6);
       expect(scoped.length).toBe(reads.length);
       expect(q).not.toMatch(/\bFINAL\b/);

@@ -90,6 +90,39 @@ describe('universe from app_users', () => {
   });
 });
 
+describe('first_did from user_event_firsts', () => {
+  it('finds each user\'s first event of a name up to as_of, whatever the insert order, merged or not', async () => {
+    // Same data as above: c's first 'open' (T + 50) was inserted after a later event
+    // of c; here c gets one more 'open' later still, in its own part; a has an identify only after T.
+    await insertEvents(APP, [{ user_id: 'c', ts: T + 400, event_id: 'c3', event: 'open' }]);
+    await insertEvents(APP, [{ user_id: 'a', ts: T + 500, event_id: 'a2', traits: [['plan', 'pro', 1]] }]);
+    const rows = await ch.rows<{ n: string }>(raw(`SELECT count() AS n FROM user_event_firsts WHERE app_id = '${APP}' AND user_id = 'c' AND event = 'open'`));
+    expect(Number(rows[0]!.n)).toBe(2); // unmerged: one row per insert
+    for (const merged of [false, true]) {
+      if (merged) await ch.exec(raw('OPTIMIZE TABLE user_event_firsts FINAL'));
+      // The first open of each user: a T, c T + 50, b T + 100.
+      expect(await members('first_did(open)', T - 1)).toEqual([]);
+      expect(await members('first_did(open)', T + 49)).toEqual(['a']);
+      expect(await members('first_did(open, within 1h)', T + 100)).toEqual(['a', 'b', 'c']);
+      expect(await members('first_did(open, within 51s)', T + 100)).toEqual(['b', 'c']);
+      expect(await members('first_did(open, within 50s)', T + 100)).toEqual(['b']);
+      // A later open never moves the first one: c is not "first opened in the last minute" at T + 430.
+      expect(await members('first_did(open, within 60s)', T + 430)).toEqual([]);
+      expect(await members('first_did(open, between "1970-01-01T00:00:00Z" and "2023-11-14T22:14:11Z")', T + 1000)).toEqual(['a', 'c']);
+      // Users without such an event by as_of: c had only a view by T + 49 (its open came later).
+      expect(await members('not first_did(open)', T + 49)).toEqual([]);
+      expect(await members('not first_did(open) and did(view)', T + 200)).toEqual([]);
+      expect(await members('not first_did(view)', T + 300)).toEqual(['a', 'b']);
+      // a's identify at T + 500 is no event of any name for first_did.
+      expect(await members('first_did(open, within 60s) or first_did(view, within 60s)', T + 520)).toEqual([]);
+      // Combined with a scan condition and under `or`, where a user may lack scanned events.
+      expect(await members('first_did(open) or did(view, within 10s)', T + 300)).toEqual(['a', 'b', 'c']);
+      expect(await members('first_did(open, within 60s) or did(view, within 10s)', T + 205)).toEqual(['c']);
+    }
+    expect(await members('first_did(open)', T + 1000, 'app_other')).toEqual([]);
+  });
+});
+
 describe('trait ties on equal ts', () => {
   it('take the value of the greatest event_id by bytes, whatever the insert order, a removal included', async () => {
     const app = 'app_ties';
