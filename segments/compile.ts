@@ -193,34 +193,28 @@ class Builder {
   }
 
   trait(key: string): StoredValue {
-    this.touch('traits');
-    let a = this.traits.get(key);
-    if (!a) {
-      a = this.alias('t');
-      this.traits.set(key, a);
-    }
+    const a = this.sideColumn('traits', this.traits, key, 't');
     return traitValue(raw(`${a}_v`), raw(`${a}_t`));
   }
 
   tag(name: string): Sql {
-    this.touch('tags');
-    let a = this.tags.get(name);
-    if (!a) {
-      a = this.alias('g');
-      this.tags.set(name, a);
-    }
-    return raw(a);
+    return raw(this.sideColumn('tags', this.tags, name, 'g'));
   }
 
   /** Epoch seconds + 1 of the user's first `event` at or before as_of; 0 for none. */
   first(event: string): Sql {
-    this.touch('firsts');
-    let a = this.firsts.get(event);
+    return raw(this.sideColumn('firsts', this.firsts, event, 'f'));
+  }
+
+  /** The alias of a side's column for `key`, one per key however often it is referenced. */
+  private sideColumn(side: SideKind, columns: Map<string, string>, key: string, prefix: string): string {
+    this.touch(side);
+    let a = columns.get(key);
     if (!a) {
-      a = this.alias('f');
-      this.firsts.set(event, a);
+      a = this.alias(prefix);
+      columns.set(key, a);
     }
-    return raw(a);
+    return a;
   }
 
   // ---- time windows, all in whole epoch seconds ----
