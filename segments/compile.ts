@@ -637,6 +637,26 @@ function universeSql(appId: string, asOf: Date, where: Sql[] = []): Sql {
 const TRAIT_ORDER = raw(`concat(toString(toUInt64(ts) + 10000000000), event_id)`);
 const TRAIT_TYPED_VALUE = raw(`concat(toString(value_type), value)`);
 
+/** Literals for an IN list. */
+function valueList(values: Iterable<string>): Sql {
+  return join([...values].map((v) => sql`${v}`));
+}
+
+/**
+ * A side with one aggregate column per key (`columns`: key → alias) over
+ * `rows`, grouped by user; `among` restricts the users aggregated.
+ */
+function groupedSide(kind: SideKind, columns: ReadonlyMap<string, string>, aggregate: (key: string) => Sql, rows: Sql): Side {
+  const cols = [...columns].map(([key, a]) => sql`${aggregate(key)} AS ${raw(a)}`);
+  const names = [...columns.values()];
+  return {
+    kind,
+    columns: names,
+    query: (having, among) => filtered(sql`SELECT user_id, ${join(cols)} FROM ${restricted(rows, among)}
+        GROUP BY user_id`, names, having),
+  };
+}
+
 function sides(b: Builder): Side[] {
   const { appId } = b.ctx;
   const asOf = secondsDate(b.asOfSec);
@@ -652,7 +672,7 @@ function sides(b: Builder): Side[] {
       unpack.push(sql`substring(${vt}, 2) AS ${raw(`${a}_v`)}`, sql`toUInt8OrZero(substring(${vt}, 1, 1)) AS ${raw(`${a}_t`)}`);
       names.push(`${a}_v`, `${a}_t`);
     }
-    const keys = join([...b.traits.keys()].map((k) => sql`${k}`));
+    const keys = valueList(b.traits.keys());
     out.push({
       kind: 'traits',
       columns: names,
@@ -670,23 +690,10 @@ function sides(b: Builder): Side[] {
     });
   }
   if (b.tags.size > 0) {
-    const cols = [...b.tags].map(([tag, a]) => sql`argMaxIf(present, seq, tag = ${tag}) AS ${raw(a)}`);
-    const names = [...b.tags.values()];
-    out.push({
-      kind: 'tags',
-      columns: names,
-      query: (having, among) =>
-        filtered(
-          sql`SELECT user_id, ${join(cols)} FROM ${restricted(
-            sql`SELECT user_id, tag, present, seq FROM user_tags
-        WHERE app_id = ${appId} AND changed_at <= ${asOf} AND tag IN (${join([...b.tags.keys()].map((k) => sql`${k}`))})`,
-            among,
-          )}
-        GROUP BY user_id`,
-          names,
-          having,
-        ),
-    });
+    out.push(
+      groupedSide('tags', b.tags, (tag) => sql`argMaxIf(present, seq, tag = ${tag})`, sql`SELECT user_id, tag, present, seq FROM user_tags
+        WHERE app_id = ${appId} AND changed_at <= ${asOf} AND tag IN (${valueList(b.tags.keys())})`),
+    );
   }
   if (b.usesProfile && b.ctx.profileRunId !== null) {
     const runId = b.ctx.profileRunId;
@@ -709,23 +716,10 @@ function sides(b: Builder): Side[] {
   if (b.firsts.size > 0) {
     // min over a user's rows is their first event however merged (see the migration);
     // rows after as_of are left out, so a user whose first event is later has no row.
-    const cols = [...b.firsts].map(([event, a]) => sql`minIf(toUInt64(first_ts) + 1, event = ${event}) AS ${raw(a)}`);
-    const names = [...b.firsts.values()];
-    out.push({
-      kind: 'firsts',
-      columns: names,
-      query: (having, among) =>
-        filtered(
-          sql`SELECT user_id, ${join(cols)} FROM ${restricted(
-            sql`SELECT user_id, event, first_ts FROM user_event_firsts
-        WHERE app_id = ${appId} AND first_ts <= ${asOf} AND event IN (${join([...b.firsts.keys()].map((k) => sql`${k}`))})`,
-            among,
-          )}
-        GROUP BY user_id`,
-          names,
-          having,
-        ),
-    });
+    out.push(
+      groupedSide('firsts', b.firsts, (event) => sql`minIf(toUInt64(first_ts) + 1, event = ${event})`, sql`SELECT user_id, event, first_ts FROM user_event_firsts
+        WHERE app_id = ${appId} AND first_ts <= ${asOf} AND event IN (${valueList(b.firsts.keys())})`),
+    );
   }
   if (b.usesCluster) {
     const names = ['c__present', 'c__cluster', 'c__label'];
