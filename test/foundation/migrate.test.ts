@@ -1,6 +1,8 @@
 import { describe, expect, it } from 'vitest';
 import { loadMigrations, migrate, splitStatements } from '../../lib/migrate.ts';
 import { raw } from '../../lib/sql.ts';
+import { normalizeEvent } from '../../ingest/normalize.ts';
+import { insertEventRows } from '../../ingest/sink.ts';
 import { testDatabase } from '../support/env.ts';
 
 describe('migrations', () => {
@@ -20,5 +22,35 @@ describe('migrations', () => {
     for (const t of ['events', 'event_ids', 'user_traits', 'user_tags', 'profiles', 'profile_runs', 'schema_migrations']) {
       expect(tables).toContain(t);
     }
+  });
+});
+
+describe('070_user_traits_by_key', () => {
+  const traitRows = (ch: Awaited<ReturnType<typeof testDatabase>>) =>
+    ch.rows<{ user_id: string; key: string; value: string; value_type: number; event_id: string }>(
+      raw('SELECT DISTINCT user_id, key, value, value_type, event_id FROM user_traits ORDER BY user_id, key, event_id'),
+    );
+  const identify = (i: number, traits: Record<string, unknown>) => {
+    const r = normalizeEvent({ type: 'identify', user_id: `u${i % 7}`, event_id: `e${i}`, ts: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(), traits }, 'app');
+    if (!r.row) throw new Error(JSON.stringify(r.errors));
+    return r.row;
+  };
+
+  it('rebuilds user_traits key-first from events, repeatably, and the view writes into the new table', async () => {
+    const ch = await testDatabase('mig070');
+    await insertEventRows(ch, Array.from({ length: 40 }, (_, i) => identify(i, { plan: `p${i % 3}`, score: i, vip: i % 2 === 0, gone: i % 5 === 0 ? null : 'x' })));
+    const before = await traitRows(ch);
+    expect(before).toHaveLength(160);
+    const m = loadMigrations().find((x) => x.name === '070_user_traits_by_key.sql')!;
+    // A repeated (or interrupted and repeated) run: same rows, key-first, no tables left behind.
+    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    expect(await traitRows(ch)).toEqual(before);
+    const create = await ch.one<{ statement: string }>(raw('SHOW CREATE TABLE user_traits'));
+    expect(create?.statement).toContain('ORDER BY (app_id, key, user_id, ts, event_id)');
+    const tables = (await ch.rows<{ name: string }>(raw("SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'user_traits%'"))).map((r) => r.name);
+    expect(tables.sort()).toEqual(['user_traits', 'user_traits_mv']);
+    // The view resolves `TO user_traits` by name, so new events reach the rebuilt table.
+    await insertEventRows(ch, [identify(100, { plan: 'late' })]);
+    expect((await traitRows(ch)).filter((r) => r.event_id === 'e100')).toEqual([{ user_id: 'u2', key: 'plan', value: 'late', value_type: 1, event_id: 'e100' }]);
   });
 });
