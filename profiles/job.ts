@@ -34,6 +34,7 @@ import {
   windowOf,
   type RfmThresholds,
 } from './sql.ts';
+import { zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
 
 export type ProfileMode = 'full' | 'incremental';
 
@@ -158,7 +159,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   };
   try {
     const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(appId));
-    const zones = await validTimezones(ch, candidates.map((r) => r.value));
+    const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
+    // Tabulated while the steps below run; the scan needs it.
+    const offsetRows = ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(asOf.getTime() / 1000)));
+    offsetRows.catch(() => undefined); // awaited below; a failure surfaces there
     report(0.03);
     step('timezones');
 
@@ -193,8 +197,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     const n = Math.max(1, Math.floor(opts.slices ?? DEFAULT_SLICES));
     const bounds = n > 1 ? ((await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId, asOf, n })))?.bounds ?? []) : [];
     const slices = slicesOf(bounds);
+    const zones = { names, offsets: zoneOffsetsFromRows(names.length, await offsetRows) };
     await Promise.all(
-      slices.map((slice) => ch.exec(profilesFromScanSql({ appId, runId, window: w, validTimezones: zones, rfm, slice, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 })),
+      slices.map((slice) => ch.exec(profilesFromScanSql({ appId, runId, window: w, zones, rfm, slice, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 })),
     );
     report(mode === 'incremental' ? 0.6 : 0.95);
     step('scan_events');

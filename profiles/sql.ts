@@ -11,18 +11,16 @@
 // (kind, amount, category; written with each event by a materialized view) and
 // computes plain counters per user; active days are a 31-bit mask of the 30d
 // window's UTC dates (groupBitOr, cheaper than a per-user hash set or list).
-// best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour (and
-// its lambdas cannot capture columns), so each valid zone of the app gets its
-// own constant-zone toHour over the 90d timestamps of the users in that zone —
-// `if(tz = zone, ts90, [])` hands every other user an empty list, so each event
-// is converted exactly once, by ClickHouse's own tz database, DST included; the
-// per-row cost grows with the number of zones, not the events. Mode of a list
-// without capturing lambdas: sort it, number repeated values with
-// arrayEnumerateUniq, take the first position reaching the maximum count — in a
+// best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour, so
+// each zone's UTC offset over the 90d window is tabulated once by ClickHouse's
+// own tz database (zones.ts) and the scan adds the user's offset to each 90d
+// timestamp: one expression whatever the number of zones, DST included.
+// Mode of a list: sort it, number repeated values with arrayEnumerateUniq, take the first position reaching the maximum count — in a
 // sorted list that is the smallest value among the most frequent (the tie rule
 // for both best_hour and top_category).
 import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
 import { segmentTable } from './rfm.ts';
+import { localHours, type ZoneOffsets } from './zones.ts';
 
 export const DAY_S = 86400;
 
@@ -217,25 +215,24 @@ FROM (SELECT *, ${score('r')} AS r_score, ${score('f')} AS f_score, ${score('m')
  * Step 3: one scan of the app's events (all users, or those in `usersIn`) and
  * of their trait changes, one profile row per user. It reads `profile_events`
  * (020_profiles_events.sql), the narrow copy of each event the profile needs:
- * kind, numeric purchase amount, category. `validTimezones` are the zones
- * ClickHouse can load (job.ts checks each once).
+ * kind, numeric purchase amount, category. `zones`: the zones ClickHouse can
+ * load (job.ts checks each once), 'UTC' among them, with their offsets over the
+ * 90d window (zones.ts); any other timezone trait counts as UTC.
  */
-export function profilesFromScanSql(p: { appId: string; runId: string; window: Window; validTimezones: readonly string[]; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice }): Sql {
+export function profilesFromScanSql(p: { appId: string; runId: string; window: Window; zones: { names: readonly string[]; offsets: ZoneOffsets }; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice }): Sql {
   const { appId, window: w } = p;
   const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
-  const zones = [...new Set([...p.validTimezones, 'UTC'])].sort();
-  const tz = sql`transform(ifNull(timezone, ''), ${zones}, ${zones}, 'UTC')`;
-  const hours = zones.map((z) => sql`arrayMap(t -> toHour(t, ${z}), if(tz = ${z}, ts90, emptyArrayDateTime()))`);
+  const local = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
   // The first UTC date a 30d-window instant (d30, as_of] can fall on.
   const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
   const named = NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`);
-  const source = sql`SELECT *, ${tz} AS tz,
+  const source = sql`SELECT *,
     arraySort(cats90) AS cs, arrayEnumerateUniq(cs) AS ce,
     if(empty(cs), NULL, cs[indexOf(ce, arrayReduce('max', ce))]) AS top_category,
     toUInt32(length(bitmaskToArray(days30))) AS active_days_30d,
-    arraySort(arrayConcat(${join(hours)})) AS hs, arrayEnumerateUniq(hs) AS he,
+    arraySort(${local.hoursOf(raw('ts90'))}) AS hs, arrayEnumerateUniq(hs) AS he,
     if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS best_hour
-  FROM (
+  FROM (SELECT *, ${join(local.columns)} FROM (
     SELECT *, ${join(named)}
     FROM (
       SELECT user_id,
@@ -276,7 +273,7 @@ export function profilesFromScanSql(p: { appId: string; runId: string; window: W
         GROUP BY user_id
       )
     ) USING user_id
-  )`;
+  ))`;
   return profilesInsert({ appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm });
 }
 
