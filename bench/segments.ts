@@ -128,7 +128,16 @@ async function load(): Promise<void> {
   );
   await ch.insert('cluster_models', [{ app_id: APP, version: 1, created_at: AS_OF - 3000, profile_run_id: RUN_ID, k: 6, model: '{}' }]);
   log('tags, profiles, clusters');
-  await ch.exec(sql`OPTIMIZE TABLE events FINAL`, { timeoutS: 3600 });
+  // A steady state: the bulk load leaves each derived table in a few parts that
+  // each hold a row for most users (app_users: 3.3M rows for 1M users), which
+  // background merges of large parts leave alone for a long time. 18.16 also
+  // skips OPTIMIZE silently while a background merge of the table runs.
+  for (const table of ['events', 'user_traits', 'app_users', 'user_event_firsts']) {
+    while (Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM system.merges WHERE database = currentDatabase() AND table = ${table}`))?.n) > 0) {
+      await new Promise((r) => setTimeout(r, 1000));
+    }
+    await ch.exec(sql`OPTIMIZE TABLE ${ident(table)} FINAL`, { timeoutS: 3600 });
+  }
   log('optimized');
 }
 
@@ -306,6 +315,9 @@ const NOTES = [
   `  The compiled query is exact (see sql/README.md, Segments) and is checked against the reference evaluator.`,
   `- "avg order value": amounts like 123.45 are not exact in binary; a user whose average sits on the threshold can flip`,
   `  with the summation order of parallel aggregation (sumIf/countIf vs avg), hence a difference of one member.`,
+  `- The tables are merged after the load (OPTIMIZE FINAL of events, user_traits, app_users, user_event_firsts). Straight`,
+  `  after the bulk load app_users and user_event_firsts hold a row per user in each of 4-5 parts; read that way,`,
+  `  "cluster × tag" took 0.50-0.56 s instead of 0.31-0.33 s and "new users" 0.71-0.88 s instead of 0.35-0.40 s.`,
   `- Latencies are wall-clock on a shared 2-core machine; ratios are measured in the same run, interleaved, so they are`,
   `  the comparable figure. bench/storage.md measured a plain per-user scan of 20M events at ~3.9 s on this machine.`,
 ];
@@ -318,8 +330,10 @@ const summary = {
   clickhouse: (await ch.rows<{ v: string }>(sql`SELECT version() AS v`))[0]?.v,
   count_p50_ms: p50(rows.map((r) => r.count_ms as number)),
   worst_ratio: Math.max(...rows.map((r) => r.ratio as number)),
-  min_export_ids_per_s: Math.min(...rows.filter((r) => (r.members as number) > 10_000).map((r) => r.export_ids_per_s as number)),
-  min_export_streaming_ids_per_s: Math.min(...rows.filter((r) => (r.members as number) > 10_000).map((r) => r.export_streaming_ids_per_s as number)),
+  // Throughput needs a list that takes a while to stream: 20k ids flow in ~15-60 ms, where a few ms of noise move the rate 2x.
+  min_export_ids_per_s: Math.min(...rows.filter((r) => (r.members as number) >= 100_000).map((r) => r.export_ids_per_s as number)),
+  min_export_streaming_ids_per_s: Math.min(...rows.filter((r) => (r.members as number) >= 100_000).map((r) => r.export_streaming_ids_per_s as number)),
+  min_export_streaming_ids_per_s_over_10k: Math.min(...rows.filter((r) => (r.members as number) > 10_000).map((r) => r.export_streaming_ids_per_s as number)),
   segments: rows,
 };
 if (!values.only) {
@@ -337,7 +351,7 @@ if (!values.only) {
         `| ${r.segment} | ${r.members} | ${r.count_ms} | ${r.hand_written_ms} | ${r.ratio} | ${r.export_ids_per_s} | ${r.export_streaming_ids_per_s} | ${r.export_first_row_ms} | ${r.driver} |`,
     ),
     ``,
-    `count p50: ${summary.count_p50_ms} ms · worst ratio: ${summary.worst_ratio} · slowest export (segments > 10k members): ${summary.min_export_ids_per_s} ids/s end to end, ${summary.min_export_streaming_ids_per_s} ids/s streaming`,
+    `count p50: ${summary.count_p50_ms} ms · worst ratio: ${summary.worst_ratio} · slowest export of the segments with ≥ 100k members: ${summary.min_export_ids_per_s} ids/s end to end, ${summary.min_export_streaming_ids_per_s} ids/s streaming (over all segments > 10k members: ${summary.min_export_streaming_ids_per_s_over_10k} ids/s streaming, noisy: their lists stream in 15–60 ms)`,
     ``,
     ...NOTES,
     ``,
