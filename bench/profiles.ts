@@ -17,6 +17,7 @@ import { migrate } from '../lib/migrate.ts';
 import { ident, raw, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { buildProfiles, dropSupersededRuns, type BuildResult } from '../profiles/job.ts';
+import { mergeFully } from './merged.ts';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '20000000' }, users: { type: 'string', default: '1000000' }, runs: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false }, db: { type: 'string' } } });
 const N = Number(values.events);
@@ -126,13 +127,7 @@ try {
     loadS = secs(t);
     say(`loaded in ${loadS} s; merging parts (OPTIMIZE … FINAL) for a steady state…`);
     t = performance.now();
-    // 18.16 silently skips OPTIMIZE while a background merge of the table runs (as right after a load): wait for those first.
-    for (const table of ['events', 'user_traits', 'profile_events']) {
-      while (Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM system.merges WHERE database = currentDatabase() AND table = ${table}`))?.n) > 0) {
-        await new Promise((r) => setTimeout(r, 1000));
-      }
-      await ch.exec(sql`OPTIMIZE TABLE ${ident(table)} FINAL`, { timeoutS: 3600 });
-    }
+    await mergeFully(ch, ['events', 'user_traits', 'profile_events']);
     say(`merged in ${secs(t)} s`);
     await ch.insert('bench_meta', [{ events: N, users: U, t0, load_seconds: loadS }]);
   }

@@ -17,6 +17,7 @@ import { ident, sql, type Sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { parseSegment } from '../segments/parse.ts';
 import { compileSegment } from '../segments/compile.ts';
+import { mergeFully } from './merged.ts';
 
 const { values } = parseArgs({
   options: {
@@ -130,14 +131,8 @@ async function load(): Promise<void> {
   log('tags, profiles, clusters');
   // A steady state: the bulk load leaves each derived table in a few parts that
   // each hold a row for most users (app_users: 3.3M rows for 1M users), which
-  // background merges of large parts leave alone for a long time. 18.16 also
-  // skips OPTIMIZE silently while a background merge of the table runs.
-  for (const table of ['events', 'user_traits', 'app_users', 'user_event_firsts']) {
-    while (Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM system.merges WHERE database = currentDatabase() AND table = ${table}`))?.n) > 0) {
-      await new Promise((r) => setTimeout(r, 1000));
-    }
-    await ch.exec(sql`OPTIMIZE TABLE ${ident(table)} FINAL`, { timeoutS: 3600 });
-  }
+  // background merges of large parts leave alone for a long time.
+  await mergeFully(ch, ['events', 'user_traits', 'app_users', 'user_event_firsts']);
   log('optimized');
 }
 

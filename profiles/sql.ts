@@ -15,9 +15,10 @@
 // each zone's UTC offset over the 90d window is tabulated once by ClickHouse's
 // own tz database (zones.ts) and the scan adds the user's offset to each 90d
 // timestamp: one expression whatever the number of zones, DST included.
-// Mode of a list: sort it, number repeated values with arrayEnumerateUniq, take the first position reaching the maximum count — in a
-// sorted list that is the smallest value among the most frequent (the tie rule
-// for both best_hour and top_category).
+// Mode of a list: sort it, number repeated values with arrayEnumerateUniq,
+// take the first position reaching the maximum count — in a sorted list that
+// is the smallest value among the most frequent (the tie rule for both
+// best_hour and top_category).
 import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
 import { segmentTable } from './rfm.ts';
 import { localHours, type ZoneOffsets } from './zones.ts';
