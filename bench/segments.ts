@@ -312,7 +312,7 @@ const NOTES = [
   `  with the summation order of parallel aggregation (sumIf/countIf vs avg), hence a difference of one member.`,
   `- The tables are merged after the load (OPTIMIZE FINAL of events, user_traits, app_users, user_event_firsts). Straight`,
   `  after the bulk load app_users and user_event_firsts hold a row per user in each of 4-5 parts; read that way,`,
-  `  "cluster × tag" took 0.50-0.56 s instead of 0.31-0.33 s and "new users" 0.71-0.88 s instead of 0.35-0.40 s.`,
+  `  "cluster × tag" took 543-556 ms instead of 317-321 ms and "new users" 653-667 ms instead of 301-371 ms (two runs each way).`,
   `- Latencies are wall-clock on a shared 2-core machine; ratios are measured in the same run, interleaved, so they are`,
   `  the comparable figure. bench/storage.md measured a plain per-user scan of 20M events at ~3.9 s on this machine.`,
 ];
