@@ -54,3 +54,35 @@ describe('070_user_traits_by_key', () => {
     expect((await traitRows(ch)).filter((r) => r.event_id === 'e100')).toEqual([{ user_id: 'u2', key: 'plan', value: 'late', value_type: 1, event_id: 'e100' }]);
   });
 });
+
+describe('080_purchase_events', () => {
+  const track = (i: number, event: string, properties: Record<string, unknown>) => {
+    const r = normalizeEvent({ type: 'track', event, user_id: `u${i % 5}`, event_id: `p${i}`, ts: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(), properties }, 'app');
+    if (!r.row) throw new Error(JSON.stringify(r.errors));
+    return r.row;
+  };
+  // What the RFM step reads must be profile_events' purchases, amount for amount.
+  const fromPurchases = raw('SELECT user_id, toUInt32(ts) AS t, amount, toString(id_hash) AS h FROM purchase_events ORDER BY user_id, t, h');
+  const fromProfileEvents = raw('SELECT user_id, toUInt32(ts) AS t, amount, toString(id_hash) AS h FROM profile_events WHERE kind = 3 ORDER BY user_id, t, h');
+
+  it('holds exactly the purchases of profile_events, from the view and from a repeated backfill', async () => {
+    const ch = await testDatabase('mig080');
+    const amounts: unknown[] = [12.5, '7', true, { value: 3 }, undefined, 0, 1e-7, -4];
+    await insertEventRows(ch, [
+      ...amounts.map((amount, i) => track(i, 'purchase', amount === undefined ? { category: 'c' } : { amount, category: 'c' })),
+      track(20, 'view', { amount: 99 }),
+      track(21, 'Purchase', { amount: 99 }),
+      track(22, 'add_to_cart', { amount: 99 }),
+    ]);
+    const expected = await ch.rows(fromProfileEvents);
+    expect(expected).toHaveLength(amounts.length);
+    expect(await ch.rows(fromPurchases)).toEqual(expected);
+    const m = loadMigrations().find((x) => x.name === '080_purchase_events.sql')!;
+    await ch.exec(raw('TRUNCATE TABLE purchase_events'));
+    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    expect(await ch.rows(fromPurchases)).toEqual(expected);
+    // Repeated: the duplicates collapse.
+    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    expect(await ch.rows(fromPurchases)).toEqual(expected);
+  });
+});
