@@ -21,6 +21,7 @@ import { latestRun, listRuns } from './read.ts';
 import {
   buyersFromPreviousSql,
   buyersInsertSql,
+  boundsSampleEvery,
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
@@ -166,6 +167,13 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     report(0.03);
     step('timezones');
 
+    // One query per user slice, concurrently: after its GROUP BY (and in an INSERT's
+    // sort and write) ClickHouse 18.16 uses one thread per query. The bounds are
+    // found while the steps below run.
+    const n = Math.max(1, Math.floor(opts.slices ?? DEFAULT_SLICES));
+    const sliceBounds = n > 1 ? findSliceBounds(ch, appId, asOf, n) : Promise.resolve([]);
+    sliceBounds.catch(() => undefined); // awaited below; a failure surfaces there
+
     let usersIn: Sql | undefined;
     if (mode === 'incremental' && previous) {
       await ch.exec(changedTableSql(changed));
@@ -192,11 +200,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     report(0.2);
     step('rfm_scores');
 
-    // One query per user slice, concurrently: after its GROUP BY (and in an INSERT's
-    // sort and write) ClickHouse 18.16 uses one thread per query.
-    const n = Math.max(1, Math.floor(opts.slices ?? DEFAULT_SLICES));
-    const bounds = n > 1 ? ((await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId, asOf, n })))?.bounds ?? []) : [];
-    const slices = slicesOf(bounds);
+    const slices = slicesOf(await sliceBounds);
     const zones = { names, offsets: zoneOffsetsFromRows(names.length, await offsetRows) };
     await Promise.all(
       slices.map((slice) => ch.exec(profilesFromScanSql({ appId, runId, window: w, zones, rfm, slice, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 })),
@@ -246,6 +250,12 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   } finally {
     for (const t of created) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(t)}`).catch((e) => rlog.warn('could not drop stage table', { table: t, error: e }));
   }
+}
+
+async function findSliceBounds(ch: ClickHouse, appId: string, asOf: Date, n: number): Promise<string[]> {
+  const appUsers = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM app_users WHERE app_id = ${appId}`))?.n ?? 0);
+  const row = await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId, asOf, n, sampleEvery: boundsSampleEvery(appUsers, n) }));
+  return row?.bounds ?? [];
 }
 
 /** Keeps the new run and the `keep` latest other complete runs; drops the rest (and abandoned partial runs). */

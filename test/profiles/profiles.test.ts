@@ -9,7 +9,7 @@ import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
-import { slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
+import { boundsSampleEvery, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
 import { startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
@@ -96,6 +96,22 @@ describe('job plumbing', () => {
     expect(slicesOf(['m'])).toEqual([{ to: 'm' }, { from: 'm' }]);
     // Duplicates (few active users) collapse; bounds sort in byte order, as ClickHouse compares strings.
     expect(slicesOf(['u9', 'u10', 'u9', 'ä'])).toEqual([{ to: 'u10' }, { from: 'u10', to: 'u9' }, { from: 'u9', to: 'ä' }, { from: 'ä' }]);
+  });
+
+  it('cuts at quantiles of the recently active users, or of a hash sample of them in a large app', async () => {
+    const app = 'bounds';
+    const asOf = new Date('2026-06-01T00:00:00Z');
+    const users = Array.from({ length: 400 }, (_, i) => `b${String(i).padStart(3, '0')}`);
+    // Active in the 7 days before as_of: all but the last 100 (seen 8 days before only).
+    await insertEvents(ch, app, users.map((u, i) => track(u, i < 300 ? '2026-05-28T12:00:00Z' : '2026-05-24T00:00:00Z')));
+    const bounds = async (sampleEvery: number) => (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId: app, asOf, n: 4, sampleEvery })))!.bounds;
+    expect(await bounds(1)).toEqual(['b075', 'b150', 'b225']);
+    const sample = await ch.rows<{ user_id: string }>(sql`SELECT user_id FROM (SELECT arrayJoin(${users.slice(0, 300)}) AS user_id) WHERE cityHash64(user_id) % 5 = 0 ORDER BY user_id`);
+    const s = sample.map((r) => r.user_id);
+    expect(s.length).toBeGreaterThan(30);
+    expect(await bounds(5)).toEqual([1, 2, 3].map((k) => s[Math.floor((s.length * k) / 4)]));
+    expect(boundsSampleEvery(3000, 2)).toBe(1);
+    expect(boundsSampleEvery(848_327, 2)).toBe(212);
   });
 });
 
