@@ -25,6 +25,7 @@ import {
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
+  profilesFromDeltaSql,
   profilesFromPreviousSql,
   profilesFromScanSql,
   rfmScoreFloorsSql,
@@ -126,6 +127,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const report = (p: number) => opts.onProgress?.(Math.min(1, Math.max(0, p)));
   const buyers = `profile_buyers_${runId}`;
   const changed = `profile_changed_${runId}`;
+  const late = `profile_late_${runId}`;
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -176,11 +178,13 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
     let usersIn: Sql | undefined;
     if (mode === 'incremental' && previous) {
-      await ch.exec(changedTableSql(changed));
-      created.push(changed);
+      for (const t of [changed, late]) {
+        await ch.exec(changedTableSql(t));
+        created.push(t);
+      }
       const margin = opts.receivedMarginS ?? DEFAULT_RECEIVED_MARGIN_S;
       const receivedSince = new Date(previous.started_at.getTime() - margin * 1000);
-      for (const q of changedUsersSql({ appId, changed, previousAsOf: previous.as_of, asOf, receivedSince })) await ch.exec(q);
+      for (const q of changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince })) await ch.exec(q);
       usersIn = ident(changed);
       const n = await ch.one<{ n: string }>(sql`SELECT uniqExact(user_id) AS n FROM ${ident(changed)}`);
       recomputed = Number(n?.n ?? 0);
@@ -202,9 +206,21 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
     const slices = slicesOf(await sliceBounds);
     const zones = { names, offsets: zoneOffsetsFromRows(names.length, await offsetRows) };
-    await Promise.all(
-      slices.map((slice) => ch.exec(profilesFromScanSql({ appId, runId, window: w, zones, rfm, slice, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 })),
-    );
+    if (mode === 'incremental' && previous) {
+      const anyLate = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(late)}`))?.n ?? 0) > 0;
+      const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
+      await Promise.all(
+        slices.map(async (slice) => {
+          if (anyLate) await ch.exec(profilesFromScanSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
+          await ch.exec(
+            profilesFromDeltaSql({ appId, runId, window: w, previousRunId: previous.run_id, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
+            { timeoutS: 3600 },
+          );
+        }),
+      );
+    } else {
+      await Promise.all(slices.map((slice) => ch.exec(profilesFromScanSql({ appId, runId, window: w, zones, rfm, slice }), { timeoutS: 3600 })));
+    }
     report(mode === 'incremental' ? 0.6 : 0.95);
     step('scan_events');
     if (mode === 'incremental' && previous) {
@@ -295,7 +311,7 @@ export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);
