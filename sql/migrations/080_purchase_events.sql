@@ -30,17 +30,13 @@ SELECT
 FROM events
 WHERE type = 'track' AND event = 'purchase';
 
--- Events stored before this migration. A row inserted while it runs (or a
--- repeated run of this file) may be written twice; duplicates share the sort key
--- and the OPTIMIZE below collapses them.
+-- Purchases stored before this migration, from profile_events (backfilled by
+-- 020 with the same amount and id_hash). A row inserted while this runs (or a
+-- repeated run of this file) may be written twice; duplicates share the sort
+-- key and the OPTIMIZE below collapses them.
 INSERT INTO purchase_events
-SELECT
-    app_id,
-    user_id,
-    ts,
-    if(NOT isNaN(prop_numbers[indexOf(prop_keys, 'amount')]), prop_numbers[indexOf(prop_keys, 'amount')], 0.) AS amount,
-    cityHash64(event_id) AS id_hash
-FROM events
-WHERE type = 'track' AND event = 'purchase';
+SELECT app_id, user_id, ts, amount, id_hash
+FROM profile_events
+WHERE kind = 3;
 
 OPTIMIZE TABLE purchase_events FINAL;
