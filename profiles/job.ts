@@ -2,15 +2,18 @@
 // one as_of, publishes the run atomically (rows first, then the `complete` mark
 // in profile_runs) and removes superseded runs.
 //
-// Incremental runs recompute with the heavy event scan only the users whose
-// profile can differ from the previous run's: events received since that run
-// started (minus a margin for events stamped before but inserted after it), and
-// events whose ts enters or leaves one of the 7d/30d/90d windows between the two
-// as_of instants (traits come from events, so trait changes are among these;
-// tags are not stored in profile rows). Everyone else is copied. The fields that
-// depend on as_of or on the whole population (recency_days, the RFM scores and
-// segment) are recomputed for all users from the per-user values, so the result
-// equals a full run at the same as_of.
+// Incremental runs recompute only the users whose profile can differ from the
+// previous run's: events whose ts enters or leaves one of the 7d/30d/90d windows
+// between the two as_of instants, and late arrivals — events received since that
+// run started (minus a margin for events stamped before but inserted after it)
+// with a ts it covered (traits come from events, so trait changes are among
+// these; tags are not stored in profile rows). Users with a late arrival are
+// rescanned over all their events; the other changed users take the previous
+// row's all-time values plus the newer events, and their windowed values from
+// the window's events alone. Everyone else is copied. The fields that depend on
+// as_of or on the whole population (recency_days, the RFM scores and segment)
+// are recomputed for all users from the per-user values, so the result equals a
+// full run at the same as_of.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, startJob } from '../lib/jobs.ts';
@@ -19,9 +22,9 @@ import { ident, sql, type Sql } from '../lib/sql.ts';
 import { assignNewUsers } from './clusters-job.ts';
 import { latestRun, listRuns } from './read.ts';
 import {
+  boundsSampleEvery,
   buyersFromPreviousSql,
   buyersInsertSql,
-  boundsSampleEvery,
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
