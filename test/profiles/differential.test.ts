@@ -119,6 +119,27 @@ describe('profiles match the reference implementation', () => {
     expectMatches(await runRows(app, inc.run_id), referenceProfiles(a, asOf1 + 600), 'quiet incremental');
   });
 
+  it('adds new events to the previous rows when as_of moves by more than the 90-day window', async () => {
+    const app = 'leap';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf1 = AS_OFS[2]!;
+    const asOf2 = asOf1 + 120 * 86400;
+    const a = generate(515, { appUsers: 50, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
+    const users = [...new Set(a.map((e) => e.user_id))];
+    // Some of these are stamped before asOf1 (late arrivals: rescanned), most after it.
+    const b = generate(516, { appUsers: 5, asOf: asOf2, receivedAt: now, tag: 'b', existingUsers: users.filter((_, i) => i % 3 === 0) });
+    await insertEvents(ch, app, b);
+    expect(b.some((e) => e.ts <= asOf1)).toBe(true);
+    const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60 });
+    expect(inc.mode).toBe('incremental');
+    const incRows = await runRows(app, inc.run_id);
+    expectMatches(incRows, referenceProfiles([...a, ...b], asOf2), 'incremental over 120 days');
+    const full = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'full' });
+    expectSameRows(incRows, await runRows(app, full.run_id), 'incremental over 120 days = full');
+  });
+
   it('gives the same rows whatever the number of user slices, incremental runs included', async () => {
     const app = 'sliced';
     const now = Math.floor(Date.now() / 1000);
