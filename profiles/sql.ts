@@ -4,7 +4,9 @@
 //   purchase_events ──(1) one row per purchaser──► buyers (+ previous run's unchanged)
 //   buyers ──(2) value counts──► 4 score thresholds per RFM metric (numbers in Node)
 //   profile_events + user_traits ──(3) one scan, one row per user, scores by arithmetic──► profiles
-//   previous run ──(3') incremental only: unchanged users, recency and scores recomputed──► profiles
+//   incremental only: (3) for the changed users with a late arrival;
+//   previous row + profile_events from the window on ──(3d) the other changed users──► profiles
+//   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
 //
 // Each profile row is written once, straight from the scan (no stage table).
 // The scan keeps the per-event work small: it reads the narrow profile_events
