@@ -1,7 +1,8 @@
 // `warbler serve`: the HTTP API on Node's http server. Writes
 // $WARBLER_HOME/api.pid (so `warbler down` can stop it) and shuts down
 // gracefully on SIGTERM/SIGINT: stop accepting, let in-flight requests finish,
-// then close the Kafka producer and ClickHouse.
+// then close the Kafka producer and ClickHouse. It also runs the profile
+// schedule (WARBLER_PROFILE_INTERVAL_S).
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
@@ -13,6 +14,7 @@ import { loadConfig } from '../lib/config.ts';
 import { createProducer, kafkaFromConfig } from '../lib/kafka.ts';
 import { log } from '../lib/log.ts';
 import { isAlive } from '../lib/stack.ts';
+import { appsWithEvents, startProfileScheduler } from '../profiles/scheduler.ts';
 
 const USAGE = `usage: warbler serve [--host H] [--port P] [--no-demo-key]
 
@@ -20,7 +22,10 @@ Serves the HTTP API (default ${'$'}WARBLER_API_HOST:${'$'}WARBLER_API_PORT, 127.
 API keys come from ${'$'}WARBLER_KEYS_FILE (default ${'$'}WARBLER_HOME/keys.json) and/or
 ${'$'}WARBLER_API_KEYS (the same JSON inline). When neither exists, an admin key for
 the app "demo" is created and saved to ${'$'}WARBLER_HOME/demo-admin-key.txt (mode 600),
-unless --no-demo-key is given.`;
+unless --no-demo-key is given.
+
+Every ${'$'}WARBLER_PROFILE_INTERVAL_S seconds (default 300; 0 = never) it also runs an
+incremental profile job for each app with events.`;
 
 export async function runServe(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -80,6 +85,10 @@ export async function runServe(argv: string[]): Promise<number> {
   writeFileSync(pidFile, String(process.pid));
   log.info('api listening', { url: server.url, keys: keys.size, database: cfg.WARBLER_CLICKHOUSE_DATABASE, pid_file: pidFile });
   process.stdout.write(`warbler api listening on ${server.url} (pid ${process.pid})\n`);
+  // Profiles stay fresh without anyone asking: an incremental run per app every
+  // interval. Several API processes may run this; the job registry lets one
+  // profile job per app run at a time.
+  const scheduler = startProfileScheduler(ch, () => appsWithEvents(ch), cfg.WARBLER_PROFILE_INTERVAL_S);
 
   await new Promise<void>((resolve) => {
     let stopping = false;
@@ -89,6 +98,7 @@ export async function runServe(argv: string[]): Promise<number> {
       log.info('api stopping', { signal });
       try {
         await server.close(15_000);
+        if (!(await scheduler.stop(15_000))) log.warn('a scheduled profile job was still running at shutdown; it is abandoned and a later run redoes it');
         await producer.disconnect().catch((e) => log.warn('producer disconnect failed', { error: e }));
         await ctx.events?.close().catch((e) => log.warn('events producer disconnect failed', { error: e }));
         await ch.close();

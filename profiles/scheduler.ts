@@ -4,11 +4,22 @@
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, jobFinished } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
+import { sql } from '../lib/sql.ts';
 import { startProfileJob } from './job.ts';
 
 export interface ProfileScheduler {
-  /** Stops scheduling and waits for a tick in progress to end. */
-  stop(): Promise<void>;
+  /**
+   * Stops scheduling and waits for a tick in progress to end, at most
+   * `waitMs` when given. Resolves true when no tick is left running; a job
+   * still running goes on in the background (a process exit abandons it, and
+   * its record reads as failed once its heartbeat stops).
+   */
+  stop(waitMs?: number): Promise<boolean>;
+}
+
+/** The apps the service keeps fresh: every app with stored events. */
+export async function appsWithEvents(ch: ClickHouse): Promise<string[]> {
+  return (await ch.rows<{ app_id: string }>(sql`SELECT DISTINCT app_id FROM app_users ORDER BY app_id`)).map((r) => r.app_id);
 }
 
 /**
@@ -20,7 +31,7 @@ export function startProfileScheduler(ch: ClickHouse, appIds: readonly string[] 
   const slog = log.child({ component: 'profile-scheduler' });
   if (!(intervalS > 0)) {
     slog.info('profile schedule disabled (interval 0)');
-    return { stop: async () => undefined };
+    return { stop: async () => true };
   }
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
@@ -54,10 +65,20 @@ export function startProfileScheduler(ch: ClickHouse, appIds: readonly string[] 
   loop();
   slog.info('profile schedule started', { interval_s: intervalS });
   return {
-    stop: async () => {
+    stop: async (waitMs?: number) => {
       stopped = true;
       if (timer) clearTimeout(timer);
-      await current;
+      if (waitMs === undefined) {
+        await current;
+        return true;
+      }
+      let timeout: NodeJS.Timeout | undefined;
+      const finished = await Promise.race([
+        current.then(() => true),
+        new Promise<boolean>((resolve) => (timeout = setTimeout(() => resolve(false), waitMs))),
+      ]);
+      clearTimeout(timeout);
+      return finished;
     },
   };
 }

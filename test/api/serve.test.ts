@@ -8,6 +8,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hashKey } from '../../api/auth.ts';
+import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { REPO_ROOT } from '../../lib/config.ts';
 import { sql } from '../../lib/sql.ts';
 import { clickhouseUrl, kafkaBrokers, testDatabase } from '../support/env.ts';
@@ -17,9 +18,11 @@ let home: string;
 let url: string;
 let key: string;
 let exited: Promise<number | null>;
+let db: ClickHouse;
 
 beforeAll(async () => {
   const ch = await testDatabase('serve');
+  db = ch;
   // 200k users with one view each, straight into the events table.
   await ch.exec(sql`INSERT INTO events (app_id, user_id, ts, event_id, type, event, properties, context, received_at)
     SELECT 'demo', concat('u', toString(100000000 + number)), toDateTime(1760000000 + number), toString(number), 'track', 'view', '{}', '{}', now()
@@ -34,6 +37,7 @@ beforeAll(async () => {
       WARBLER_CLICKHOUSE_DATABASE: ch.database,
       WARBLER_KAFKA_BROKERS: kafkaBrokers().join(','),
       WARBLER_LOG_LEVEL: 'warn',
+      WARBLER_PROFILE_INTERVAL_S: '3600',
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -84,6 +88,17 @@ describe('warbler serve', () => {
     });
     expect(status).toBe(413);
   });
+
+  it('keeps profiles fresh on its schedule: the first run starts with the service', async () => {
+    let runs: { state: string; mode: string }[] = [];
+    for (let i = 0; i < 600 && !runs.some((r) => r.state === 'complete'); i++) {
+      await new Promise((r) => setTimeout(r, 200));
+      runs = await db.rows<{ state: string; mode: string }>(sql`SELECT state, mode FROM profile_runs WHERE app_id = 'demo'`);
+    }
+    expect(runs.filter((r) => r.state === 'complete')).toEqual([{ state: 'complete', mode: 'full' }]);
+    const profiles = await db.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = 'demo'`);
+    expect(Number(profiles!.n)).toBe(200_000);
+  }, 150_000);
 
   it('finishes an in-flight export on SIGTERM, then exits and removes its pid file', async () => {
     const seg = (await (

@@ -10,7 +10,7 @@ import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
 import { boundsSampleEvery, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
-import { startProfileScheduler } from '../../profiles/scheduler.ts';
+import { appsWithEvents, startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
 import { insertEvents } from './events.ts';
@@ -305,5 +305,16 @@ describe('jobs', () => {
     await new Promise((r) => setTimeout(r, 50));
     await scheduler.stop();
     expect((await listRuns(ch, app)).length).toBe(before + 1);
+    expect(await appsWithEvents(ch)).toContain(app);
+  });
+
+  it('stops waiting for a tick in progress after the given time, and reports it', async () => {
+    let release!: () => void;
+    const slowApps = () => new Promise<string[]>((resolve) => (release = () => resolve([])));
+    const scheduler = startProfileScheduler(ch, slowApps, 3600);
+    expect(await scheduler.stop(50)).toBe(false);
+    release();
+    expect(await scheduler.stop(5000)).toBe(true);
+    expect(await startProfileScheduler(ch, [], 0).stop()).toBe(true);
   });
 });
