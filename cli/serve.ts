@@ -24,8 +24,9 @@ ${'$'}WARBLER_API_KEYS (the same JSON inline). When neither exists, an admin key
 the app "demo" is created and saved to ${'$'}WARBLER_HOME/demo-admin-key.txt (mode 600),
 unless --no-demo-key is given.
 
-Every ${'$'}WARBLER_PROFILE_INTERVAL_S seconds (default 300; 0 = never) it also runs an
-incremental profile job for each app with events.`;
+Every ${'$'}WARBLER_PROFILE_INTERVAL_S seconds (default 300; 0 = never) it also runs a
+profile job for each app with events: incremental, and full when the app's last
+full run is ${'$'}WARBLER_PROFILE_FULL_EVERY_S old (default 86400; 0 = never).`;
 
 export async function runServe(argv: string[]): Promise<number> {
   const { values } = parseArgs({
@@ -85,10 +86,10 @@ export async function runServe(argv: string[]): Promise<number> {
   writeFileSync(pidFile, String(process.pid));
   log.info('api listening', { url: server.url, keys: keys.size, database: cfg.WARBLER_CLICKHOUSE_DATABASE, pid_file: pidFile });
   process.stdout.write(`warbler api listening on ${server.url} (pid ${process.pid})\n`);
-  // Profiles stay fresh without anyone asking: an incremental run per app every
-  // interval. Several API processes may run this; the job registry lets one
-  // profile job per app run at a time.
-  const scheduler = startProfileScheduler(ch, () => appsWithEvents(ch), cfg.WARBLER_PROFILE_INTERVAL_S);
+  // Profiles stay fresh without anyone asking: a run per app every interval,
+  // full once a day by default. Several API processes may run this; the job
+  // registry lets one profile job per app run at a time.
+  const scheduler = startProfileScheduler(ch, () => appsWithEvents(ch), cfg.WARBLER_PROFILE_INTERVAL_S, cfg.WARBLER_PROFILE_FULL_EVERY_S);
 
   await new Promise<void>((resolve) => {
     let stopping = false;

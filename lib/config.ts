@@ -32,6 +32,7 @@ export const ConfigSchema = z.object({
   WARBLER_API_PORT: intFrom(0, 65535).default(8080),
   WARBLER_KEYS_FILE: z.string().optional(),
   WARBLER_PROFILE_INTERVAL_S: intFrom(0, 86_400 * 7).default(300),
+  WARBLER_PROFILE_FULL_EVERY_S: intFrom(0, 86_400 * 365).default(86_400),
   WARBLER_QUERY_TIMEOUT_S: intFrom(1, 3600).default(30),
   WARBLER_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });

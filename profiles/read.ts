@@ -17,6 +17,8 @@ export interface ProfileRun {
   as_of: Date;
   mode: string;
   state: 'running' | 'complete' | 'failed' | 'dropped';
+  /** It was complete at some point (a dropped run may have been, or may have failed). */
+  completed: boolean;
   users: number;
   started_at: Date;
   finished_at: Date;
@@ -89,6 +91,7 @@ export async function listRuns(ch: ClickHouse, appId: string): Promise<ProfileRu
     as_of: new Date(Number(r.run_as_of) * 1000),
     mode: r.run_mode,
     state: Number(r.dropped) ? 'dropped' : Number(r.complete) ? 'complete' : Number(r.failed) ? 'failed' : 'running',
+    completed: Number(r.complete) === 1,
     users: Number(r.run_users),
     started_at: new Date(Number(r.run_started) * 1000),
     finished_at: new Date(Number(r.run_finished) * 1000),

@@ -1,11 +1,13 @@
 // Keeps profiles fresh in the long-running service: every interval, one
-// incremental profile job per app, through the job registry (so a job already
-// started by the API or another process is respected, not doubled).
+// profile job per app — incremental, and full once per `fullEveryS` — through
+// the job registry (so a job already started by the API or another process is
+// respected, not doubled).
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, jobFinished } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { sql } from '../lib/sql.ts';
-import { startProfileJob } from './job.ts';
+import { startProfileJob, type ProfileMode } from './job.ts';
+import { listRuns, type ProfileRun } from './read.ts';
 
 export interface ProfileScheduler {
   /**
@@ -15,6 +17,19 @@ export interface ProfileScheduler {
    * its record reads as failed once its heartbeat stops).
    */
   stop(waitMs?: number): Promise<boolean>;
+}
+
+/**
+ * The mode of a scheduled run: full when the app has no full run completed in
+ * the last `fullEveryS` seconds (0: never), else incremental. Incremental runs
+ * carry values forward from the previous run; a full run derives every row
+ * from the stored events again — after events were deleted, or a duplicate that
+ * slipped past ingest collapsed on merge.
+ */
+export function scheduledMode(runs: readonly ProfileRun[], now: Date, fullEveryS: number): ProfileMode {
+  if (!(fullEveryS > 0)) return 'incremental';
+  const lastFull = Math.max(0, ...runs.filter((r) => r.mode === 'full' && r.completed).map((r) => r.finished_at.getTime()));
+  return now.getTime() - lastFull >= fullEveryS * 1000 ? 'full' : 'incremental';
 }
 
 /** The apps the service keeps fresh: every app with stored events. */
@@ -27,7 +42,12 @@ export async function appsWithEvents(ch: ClickHouse): Promise<string[]> {
  * ended (ticks never overlap). `intervalS` 0 disables the schedule.
  * `appIds` is a list or a function returning the current list.
  */
-export function startProfileScheduler(ch: ClickHouse, appIds: readonly string[] | (() => Promise<readonly string[]>), intervalS: number): ProfileScheduler {
+export function startProfileScheduler(
+  ch: ClickHouse,
+  appIds: readonly string[] | (() => Promise<readonly string[]>),
+  intervalS: number,
+  fullEveryS = 0,
+): ProfileScheduler {
   const slog = log.child({ component: 'profile-scheduler' });
   if (!(intervalS > 0)) {
     slog.info('profile schedule disabled (interval 0)');
@@ -42,8 +62,9 @@ export function startProfileScheduler(ch: ClickHouse, appIds: readonly string[] 
     for (const appId of apps) {
       if (stopped) return;
       try {
-        const { job_id } = await startProfileJob(ch, appId, { mode: 'incremental' });
-        slog.info('scheduled profile job started', { app_id: appId, job_id });
+        const mode = scheduledMode(await listRuns(ch, appId), new Date(), fullEveryS);
+        const { job_id } = await startProfileJob(ch, appId, { mode });
+        slog.info('scheduled profile job started', { app_id: appId, job_id, mode });
         await jobFinished(job_id);
       } catch (err) {
         if (err instanceof JobConflictError) slog.info('profile job already running; skipped', { app_id: appId });

@@ -7,10 +7,10 @@ import { sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
-import { getProfile, latestRun, listRuns } from '../../profiles/read.ts';
+import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
 import { boundsSampleEvery, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
-import { appsWithEvents, startProfileScheduler } from '../../profiles/scheduler.ts';
+import { appsWithEvents, scheduledMode, startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
 import { insertEvents } from './events.ts';
@@ -306,6 +306,23 @@ describe('jobs', () => {
     await scheduler.stop();
     expect((await listRuns(ch, app)).length).toBe(before + 1);
     expect(await appsWithEvents(ch)).toContain(app);
+  });
+
+  it('schedules a full run when the last completed full run is older than the period', async () => {
+    const now = new Date('2026-11-29T12:00:00Z');
+    const run = (mode: string, finishedIso: string, completed: boolean, state: ProfileRun['state'] = completed ? 'complete' : 'failed'): ProfileRun => ({
+      run_id: `r${finishedIso}`, as_of: new Date(finishedIso), mode, state, completed, users: 1,
+      started_at: new Date(finishedIso), finished_at: new Date(finishedIso), previous_run_id: '',
+    });
+    const day = 86_400;
+    expect(scheduledMode([], now, day)).toBe('full');
+    expect(scheduledMode([run('full', '2026-11-29T00:00:00Z', true)], now, day)).toBe('incremental');
+    // Dropped after completing still counts; a failed full run does not.
+    expect(scheduledMode([run('full', '2026-11-29T00:00:00Z', true, 'dropped')], now, day)).toBe('incremental');
+    expect(scheduledMode([run('full', '2026-11-29T00:00:00Z', false), run('full', '2026-11-28T11:00:00Z', true)], now, day)).toBe('full');
+    expect(scheduledMode([run('incremental', '2026-11-29T11:00:00Z', true), run('full', '2026-11-28T12:00:00Z', true)], now, day)).toBe('full');
+    expect(scheduledMode([run('incremental', '2026-11-29T11:00:00Z', true), run('full', '2026-11-28T12:00:01Z', true)], now, day)).toBe('incremental');
+    expect(scheduledMode([], now, 0)).toBe('incremental');
   });
 
   it('stops waiting for a tick in progress after the given time, and reports it', async () => {
