@@ -61,7 +61,7 @@ function sliceSql(slice: UserSlice | undefined): Sql {
  * n - 1 bounds for slices of about equal size: quantiles of the users with
  * events in the 7 days before as_of, or of a hash sample of them: every
  * `sampleEvery`-th user by cityHash64. Sorting all 650k such users of the
- * benchmark took 0.8 s of each run; a sample of a few thousand cuts as evenly
+ * benchmark took 0.5–0.9 s of each run; a sample of a few thousand cuts as evenly
  * to within a few percent, and the slices cover every user whatever the bounds.
  */
 export function sliceBoundsSql(p: { appId: string; asOf: Date; n: number; sampleEvery?: number }): Sql {
