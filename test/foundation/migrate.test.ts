@@ -4,6 +4,7 @@ import { raw } from '../../lib/sql.ts';
 import { normalizeEvent } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { testDatabase } from '../support/env.ts';
+import { buildProfiles } from '../../profiles/job.ts';
 
 describe('migrations', () => {
   it('split into statements, ignoring comments', () => {
@@ -84,5 +85,35 @@ describe('080_purchase_events', () => {
     // Repeated: the duplicates collapse.
     for (const stmt of m.statements) await ch.exec(raw(stmt));
     expect(await ch.rows(fromPurchases)).toEqual(expected);
+  });
+});
+
+describe('090_profiles_by_user', () => {
+  const profileRows = (ch: Awaited<ReturnType<typeof testDatabase>>) =>
+    ch.rows(raw('SELECT * FROM profiles ORDER BY run_id, user_id'));
+
+  it('rebuilds profiles sorted by user_id with every run kept, also when repeated after an interruption', async () => {
+    const ch = await testDatabase('mig090');
+    const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
+    const rows = Array.from({ length: 30 }, (_, i) => {
+      const r = normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 9}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
+      if (!r.row) throw new Error(JSON.stringify(r.errors));
+      return r.row;
+    });
+    await insertEventRows(ch, rows);
+    await buildProfiles(ch, 'app', { asOf: new Date(at(20)), mode: 'full' });
+    await buildProfiles(ch, 'app', { asOf: new Date(at(40)), mode: 'incremental' });
+    const before = await profileRows(ch);
+    expect(new Set(before.map((r) => (r as { run_id: string }).run_id)).size).toBe(2);
+    const m = loadMigrations().find((x) => x.name === '090_profiles_by_user.sql')!;
+    // Interrupted right after the RENAME, then run again in full.
+    const rename = m.statements.findIndex((s) => s.startsWith('RENAME'));
+    for (const stmt of m.statements.slice(0, rename + 1)) await ch.exec(raw(stmt));
+    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    expect(await profileRows(ch)).toEqual(before);
+    const create = await ch.one<{ statement: string }>(raw('SHOW CREATE TABLE profiles'));
+    expect(create?.statement).toMatch(/PARTITION BY \(app_id, run_id\) ORDER BY user_id/);
+    const tables = (await ch.rows<{ name: string }>(raw("SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'profiles%'"))).map((r) => r.name);
+    expect(tables.sort()).toEqual(['profiles', 'profiles_latest']);
   });
 });
