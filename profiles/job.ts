@@ -150,8 +150,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   await runRow('running', {});
   report(0.01);
   let mode: ProfileMode = opts.mode ?? 'incremental';
-  const previous = mode === 'incremental' ? await latestRun(ch, appId) : undefined;
-  if (mode === 'incremental' && (!previous || previous.as_of.getTime() > asOf.getTime())) mode = 'full';
+  // The previous run is the latest at or before this as_of: later ones (a run for a
+  // future as_of) cannot be moved back from.
+  const previous = mode === 'incremental' ? await latestRun(ch, appId, asOf) : undefined;
+  if (mode === 'incremental' && !previous) mode = 'full';
   rlog.info('profile run started', { as_of: isoSeconds(asOf), mode, previous_run_id: previous?.run_id });
 
   const created: string[] = [];

@@ -99,10 +99,15 @@ export async function listRuns(ch: ClickHouse, appId: string): Promise<ProfileRu
   }));
 }
 
-/** The latest complete run (greatest as_of, then latest finished), optionally the latest with as_of <= asOf. */
-export async function latestRun(ch: ClickHouse, appId: string, asOf?: Date): Promise<ProfileRun | undefined> {
+/**
+ * The latest complete run with as_of <= asOf (default now): greatest as_of, then
+ * latest finished. A run built for a future as_of (a job may be given one) is
+ * only seen by a reader asking for that instant or later, so it never hides the
+ * runs that keep profiles current.
+ */
+export async function latestRun(ch: ClickHouse, appId: string, asOf: Date = new Date()): Promise<ProfileRun | undefined> {
   const runs = await listRuns(ch, appId);
-  const limit = asOf ? Math.floor(asOf.getTime() / 1000) * 1000 : Infinity;
+  const limit = Math.floor(asOf.getTime() / 1000) * 1000;
   return runs.find((r) => r.state === 'complete' && r.as_of.getTime() <= limit);
 }
 

@@ -219,6 +219,22 @@ describe('reading profiles', () => {
     await ch.insert('profile_runs', [{ app_id: app, run_id: 'rzz_running', as_of: S('2026-12-01T00:00:00Z'), mode: 'full', state: 'running', users: 0, started_at: S('2026-11-01T00:00:00Z'), finished_at: 0, previous_run_id: '' }]);
     expect((await latestRun(ch, app))?.run_id).toBe(ids[3]);
   });
+
+  it('keeps a run for a future as_of out of the way of readers and incremental runs at now', async () => {
+    const app = 'future';
+    const now = Math.floor(Date.now() / 1000);
+    const iso = (s: number) => new Date(s * 1000).toISOString();
+    await insertEvents(ch, app, [track('u1', iso(now - 3 * 86400), 'purchase', { amount: 5 }), track('u1', iso(now - 86400), 'view')]);
+    const future = await buildProfiles(ch, app, { asOf: new Date((now + 400 * 86400) * 1000), mode: 'full' });
+    const current = await buildProfiles(ch, app, { asOf: new Date(now * 1000), mode: 'incremental' });
+    // Nothing at or before now to start from: a full run, not a move back from the future one.
+    expect(current.mode).toBe('full');
+    expect((await latestRun(ch, app))?.run_id).toBe(current.run_id);
+    expect((await latestRun(ch, app, new Date((now + 500 * 86400) * 1000)))?.run_id).toBe(future.run_id);
+    expect(await getProfile(ch, app, 'u1')).toMatchObject({ as_of: iso(now).replace('.000Z', 'Z'), recency_days: 3, events_30d: 2 });
+    const next = await buildProfiles(ch, app, { asOf: new Date((now + 60) * 1000), mode: 'incremental' });
+    expect(next).toMatchObject({ mode: 'incremental', previous_run_id: current.run_id });
+  });
 });
 
 describe('tags', () => {
