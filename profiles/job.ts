@@ -20,7 +20,7 @@ import { JobConflictError, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { ident, sql, type Sql } from '../lib/sql.ts';
 import { assignNewUsers } from './clusters-job.ts';
-import { latestRun, listRuns } from './read.ts';
+import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, type ProfileRow } from './read.ts';
 import {
   boundsSampleEvery,
   buyersFromPreviousSql,
@@ -31,6 +31,7 @@ import {
   profilesFromDeltaSql,
   profilesFromPreviousSql,
   profilesFromScanSql,
+  purchasersSql,
   rfmScoreFloorsSql,
   sliceBoundsSql,
   slicesOf,
@@ -38,6 +39,7 @@ import {
   timezoneCandidatesSql,
   windowOf,
   type RfmThresholds,
+  type Window,
 } from './sql.ts';
 import { zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
 
@@ -166,11 +168,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     stepStart = now;
   };
   try {
-    const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(appId));
-    const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
     // Tabulated while the steps below run; the scan needs it.
-    const offsetRows = ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(asOf.getTime() / 1000)));
-    offsetRows.catch(() => undefined); // awaited below; a failure surfaces there
+    const zonesReady = zonesAt(ch, appId, w);
+    zonesReady.catch(() => undefined); // awaited below; a failure surfaces there
     report(0.03);
     step('timezones');
 
@@ -201,16 +201,12 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     created.push(buyers);
     await ch.exec(buyersInsertSql({ appId, asOf, buyers, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 });
     if (mode === 'incremental' && previous) await ch.exec(buyersFromPreviousSql({ appId, previousRunId: previous.run_id, changed, buyers }), { timeoutS: 3600 });
-    const purchasers = sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(buyers)}`;
-    const rfm: RfmThresholds = { r: [], f: [], m: [] };
-    for (const metric of ['r', 'f', 'm'] as const) {
-      rfm[metric] = thresholdsFromFloors(await ch.rows<{ score: number; v: string }>(rfmScoreFloorsSql({ metric, asOf, purchasers }), { timeoutS: 3600 }));
-    }
+    const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(buyers)}`);
     report(0.2);
     step('rfm_scores');
 
     const slices = slicesOf(await sliceBounds);
-    const zones = { names, offsets: zoneOffsetsFromRows(names.length, await offsetRows) };
+    const zones = await zonesReady;
     if (mode === 'incremental' && previous) {
       const anyLate = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(late)}`))?.n ?? 0) > 0;
       const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
@@ -273,6 +269,48 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   }
 }
 
+type Zones = Parameters<typeof profilesFromScanSql>[0]['zones'];
+
+/** The zones the app's users name that ClickHouse can load, 'UTC' among them, with their offsets over the 90d window. */
+async function zonesAt(ch: ClickHouse, appId: string, w: Window): Promise<Zones> {
+  const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(appId));
+  const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
+  const rows = await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000)));
+  return { names, offsets: zoneOffsetsFromRows(names.length, rows) };
+}
+
+/** The RFM thresholds (see RfmThresholds) of `purchasers`: rows of last_purchase_at, purchases_total, revenue_total. */
+async function rfmThresholds(ch: ClickHouse, asOf: Date, purchasers: Sql): Promise<RfmThresholds> {
+  const rfm: RfmThresholds = { r: [], f: [], m: [] };
+  for (const metric of ['r', 'f', 'm'] as const) {
+    rfm[metric] = thresholdsFromFloors(await ch.rows<{ score: number; v: string }>(rfmScoreFloorsSql({ metric, asOf, purchasers }), { timeoutS: 3600 }));
+  }
+  return rfm;
+}
+
+/**
+ * The profile of one user who has events but no row in the latest run (new
+ * since it ran), computed now by the job's own SQL at `asOf` (default now) into
+ * a throw-away table: RFM scores among all the app's purchasers at that instant.
+ * Undefined when the user has no event up to asOf. Costs one pass over the app's
+ * purchases, so it is for the rare miss, not for every read.
+ */
+export async function liveProfile(ch: ClickHouse, appId: string, userId: string, asOf: Date = new Date()): Promise<Profile | undefined> {
+  const w = windowOf(asOf);
+  const seen = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profile_events WHERE app_id = ${appId} AND user_id = ${userId} AND ts <= ${w.asOf}`);
+  if (!Number(seen?.n ?? 0)) return undefined;
+  const [zones, rfm] = await Promise.all([zonesAt(ch, appId, w), rfmThresholds(ch, w.asOf, purchasersSql({ appId, asOf: w.asOf }))]);
+  const table = `profile_live_${newRunId(new Date())}`;
+  await ch.exec(sql`CREATE TABLE ${ident(table)} AS profiles ENGINE = Memory`);
+  try {
+    await ch.exec(profilesFromScanSql({ appId, runId: '', window: w, zones, rfm, usersIn: sql`(${userId})`, into: table }));
+    const row = (await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM ${ident(table)}`))[0];
+    return row ? withTagsAndCluster(ch, appId, userId, row) : undefined;
+  } finally {
+    await ch.exec(sql`DROP TABLE IF EXISTS ${ident(table)}`).catch((e) => log.warn('could not drop a live profile table', { table, error: e }));
+  }
+}
+
 async function findSliceBounds(ch: ClickHouse, appId: string, asOf: Date, n: number): Promise<string[]> {
   const appUsers = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM app_users WHERE app_id = ${appId}`))?.n ?? 0);
   const row = await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId, asOf, n, sampleEvery: boundsSampleEvery(appUsers, n) }));
@@ -316,7 +354,7 @@ export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

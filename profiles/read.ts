@@ -111,7 +111,7 @@ export async function latestRun(ch: ClickHouse, appId: string, asOf: Date = new 
   return runs.find((r) => r.state === 'complete' && r.as_of.getTime() <= limit);
 }
 
-interface ProfileRow {
+export interface ProfileRow {
   [k: string]: unknown;
 }
 
@@ -160,8 +160,13 @@ export const PROFILE_SELECT = sql`user_id, toUInt32(as_of) AS as_of, toUInt32(fi
 export async function getProfile(ch: ClickHouse, appId: string, userId: string, opts: { asOf?: Date } = {}): Promise<Profile | undefined> {
   const run = await latestRun(ch, appId, opts.asOf);
   if (!run) return undefined;
-  const [rows, tags, clusters] = await Promise.all([
-    ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id} AND user_id = ${userId}`),
+  const rows = await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id} AND user_id = ${userId}`);
+  return rows[0] ? withTagsAndCluster(ch, appId, userId, rows[0]) : undefined;
+}
+
+/** The API object of a profile row (PROFILE_SELECT's columns), with the user's live tags and cluster. */
+export async function withTagsAndCluster(ch: ClickHouse, appId: string, userId: string, row: ProfileRow): Promise<Profile> {
+  const [tags, clusters] = await Promise.all([
     userTags(ch, appId, userId),
     ch.rows<{ cluster: number; cluster_label: string }>(sql`
       SELECT cluster, cluster_label FROM cluster_assignments
@@ -169,8 +174,6 @@ export async function getProfile(ch: ClickHouse, appId: string, userId: string, 
         AND version = (SELECT max(version) FROM cluster_models WHERE app_id = ${appId})
       LIMIT 1`),
   ]);
-  const row = rows[0];
-  if (!row) return undefined;
   const c = clusters[0];
   return profileFromRow(row, { tags, cluster: c ? Number(c.cluster) : null, cluster_label: c ? c.cluster_label : null });
 }

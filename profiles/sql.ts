@@ -115,15 +115,19 @@ export function timezoneCandidatesSql(appId: string): Sql {
   return sql`SELECT DISTINCT value FROM user_traits WHERE app_id = ${appId} AND key = 'timezone' AND value_type != 0`;
 }
 
-/** Step 1: the purchasers among the scanned users (all, or those in `usersIn`), from purchase_events (080_purchase_events.sql). */
-export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; usersIn?: Sql }): Sql {
+/** One row per purchaser (all, or those in `usersIn`) up to as_of, from purchase_events (080_purchase_events.sql). */
+export function purchasersSql(p: { appId: string; asOf: Date; usersIn?: Sql }): Sql {
   const scope = p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``;
   // The purchases and amounts of the scan's revenue_total (amount is 0 on its other rows, and x + 0 = x).
-  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total)
-SELECT max(ts), count(), sum(amount)
+  return sql`SELECT max(ts) AS last_purchase_at, count() AS purchases_total, sum(amount) AS revenue_total
 FROM purchase_events
 WHERE app_id = ${p.appId} AND ts <= ${p.asOf}${scope}
 GROUP BY user_id`;
+}
+
+/** Step 1: the purchasers among the scanned users, into the run's buyers table. */
+export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; usersIn?: Sql }): Sql {
+  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total) ${purchasersSql(p)}`;
 }
 
 /** Step 1', incremental runs: the previous run's purchasers among the users not rescanned. */
@@ -217,12 +221,12 @@ const OUTPUT_COLUMNS = [
  * (any value when purchases_total = 0): the as_of- and population-dependent
  * fields are computed here, for scanned and copied rows alike.
  */
-function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds }): Sql {
+function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds; into?: string }): Sql {
   const seg = segmentTable();
   const buyer = raw('purchases_total > 0');
   const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), p.rfm[m]);
   const segment = sql`transform(toUInt16(r_score * 10 + intDiv(f_score + m_score + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
-  return sql`INSERT INTO profiles (${cols(OUTPUT_COLUMNS)})
+  return sql`INSERT INTO ${ident(p.into ?? 'profiles')} (${cols(OUTPUT_COLUMNS)})
 SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
   if(${buyer}, revenue_total / purchases_total, NULL),
   if(${buyer}, last_purchase_at, NULL),
@@ -298,7 +302,7 @@ function withTraitsAndModes(p: { appId: string; window: Window; zones: Zones; pe
  * load (job.ts checks each once), 'UTC' among them, with their offsets over the
  * 90d window (zones.ts); any other timezone trait counts as UTC.
  */
-export function profilesFromScanSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice }): Sql {
+export function profilesFromScanSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice; into?: string }): Sql {
   const { appId, window: w } = p;
   const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
   const perUser = sql`SELECT user_id,
@@ -314,7 +318,7 @@ export function profilesFromScanSql(p: { appId: string; runId: string; window: W
       WHERE app_id = ${appId} AND ts <= ${w.asOf}${scope}
       GROUP BY user_id`;
   const source = withTraitsAndModes({ appId, window: w, zones: p.zones, perUser, scope });
-  return profilesInsert({ appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm });
+  return profilesInsert({ appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm, ...(p.into ? { into: p.into } : {}) });
 }
 
 /**

@@ -1,4 +1,5 @@
 // Users: one profile, and tags (one user, or one tag for many users).
+import { liveProfile } from '../../profiles/job.ts';
 import { getProfile } from '../../profiles/read.ts';
 import { setTag, tagUsers } from '../../profiles/tags.ts';
 import type { AppContext } from '../app.ts';
@@ -25,12 +26,18 @@ export function userRoutes(_ctx: AppContext) {
         tag: 'users',
         role: 'read',
         params: UserPathSchema,
-        response: { status: 200, description: 'the profile from the latest complete profile run, with live tags and cluster', schema: ProfileSchema },
+        response: {
+          status: 200,
+          description:
+            'the profile from the latest complete profile run, with live tags and cluster; for a user with events but not yet in that run, computed on request (its as_of is then now)',
+          schema: ProfileSchema,
+        },
         problems: [404],
       },
       async ({ ch, appId, params }) => {
-        const p = await getProfile(ch, appId, params.user_id);
-        if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} (no profile in the latest profile run)`);
+        // A user whose first events arrived after the latest run still has a profile.
+        const p = (await getProfile(ch, appId, params.user_id)) ?? (await liveProfile(ch, appId, params.user_id));
+        if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} (no event stored for this user)`);
         return p;
       },
     ),

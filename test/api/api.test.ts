@@ -3,6 +3,9 @@
 import { tableFromIPC } from 'apache-arrow';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { jobFinished } from '../../lib/jobs.ts';
+import { normalizeEvent } from '../../ingest/normalize.ts';
+import { insertEventRows } from '../../ingest/sink.ts';
+import { sql } from '../../lib/sql.ts';
 import { APP_A_VIEWERS, storeFixtureEvents } from './fixtures.ts';
 import { consumeAll, harness, type Harness } from './harness.ts';
 
@@ -339,5 +342,27 @@ describe('tenant isolation', () => {
     await expectProblem(await h.call('GET', `/v1/jobs/${job_id}`, { as: [...Br] }), 404);
     await jobFinished(job_id);
     await expectProblem(await h.call('GET', '/v1/clusters', { as: [...Br] }), 404);
+  });
+});
+
+// Last: it adds a user to app_a, which would change the counts above.
+describe('a user newer than the latest profile run', () => {
+  it('computes the profile of a user who is newer than the latest profile run', async () => {
+    const now = Date.now();
+    const rows = [
+      { type: 'identify', user_id: 'newbie', ts: new Date(now - 3_600_000).toISOString(), context: { country: 'FR' } },
+      { user_id: 'newbie', event: 'purchase', ts: new Date(now - 60_000).toISOString(), properties: { amount: 400, category: 'hats' } },
+    ].map((e) => normalizeEvent(e, 'app_a').row!);
+    await insertEventRows(h.ch, rows);
+    const res = await h.call('GET', '/v1/users/newbie', { as: ['app_a', 'read'] });
+    expect(res.status).toBe(200);
+    const p = await json(res);
+    // Ranked among app_a's purchasers now: the largest revenue and the latest purchase.
+    expect(p).toMatchObject({ user_id: 'newbie', events_total: 1, purchases_total: 1, revenue_total: 400, country: 'FR', top_category: 'hats', recency_days: 0, m_score: 5, r_score: 5, tags: [] });
+    expect(Date.parse(p.as_of)).toBeGreaterThanOrEqual(Math.floor(now / 1000) * 1000);
+    // No leftover tables, and the other app does not see the user.
+    const left = await h.ch.rows(sql`SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'profile_live%'`);
+    expect(left).toEqual([]);
+    await expectProblem(await h.call('GET', '/v1/users/newbie', { as: ['app_b', 'read'] }), 404);
   });
 });
