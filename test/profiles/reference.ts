@@ -1,9 +1,33 @@
 // An independent, in-memory implementation of the profile contract
 // (events-and-profiles.md §2), written from the spec, not from profiles/sql.ts:
-// plain loops over event objects, time zones through Intl. It shares only the
-// documented RFM rules (profiles/rfm.ts: the mid-rank quintile score, the
-// segment grid), which are the project's definition rather than an implementation.
-import { monetaryKey, quintileScore, rfmSegment } from '../../profiles/rfm.ts';
+// plain loops over event objects, time zones through Intl. The RFM rules are
+// written again here from their documentation (sql/README.md, "RFM"), not
+// imported from profiles/rfm.ts, so an error in the project's grid or score
+// formula shows up as a difference.
+
+// sql/README.md's segment table, read row by row: r = 5 first, fm = 1..5.
+const SEGMENT_TABLE: Record<number, string[]> = {
+  5: ['new_customers', 'potential_loyalist', 'potential_loyalist', 'champions', 'champions'],
+  4: ['promising', 'potential_loyalist', 'potential_loyalist', 'loyal', 'loyal'],
+  3: ['about_to_sleep', 'about_to_sleep', 'need_attention', 'loyal', 'loyal'],
+  2: ['hibernating', 'hibernating', 'at_risk', 'at_risk', 'cannot_lose'],
+  1: ['lost', 'hibernating', 'at_risk', 'at_risk', 'cannot_lose'],
+};
+
+/** score = ceil(5 · (beaten + tied/2) / n), by counting: the least k in 1..5 with 5·(beaten + tied/2) <= k·n. */
+function quintileScore(beaten: number, tied: number, n: number): number {
+  for (let k = 1; k <= 5; k++) if (5 * (2 * beaten + tied) <= 2 * k * n) return k;
+  throw new Error(`no score for beaten ${beaten}, tied ${tied}, n ${n}`);
+}
+
+/** fm = round_half_up((f + m) / 2); the segment from the table. */
+function rfmSegment(r: number, f: number, m: number): string {
+  const fm = (f + m) % 2 === 0 ? (f + m) / 2 : (f + m + 1) / 2;
+  return SEGMENT_TABLE[r]![fm - 1]!;
+}
+
+/** Revenue compared at micro-units, floor(x·1e6 + 0.5). */
+const monetaryKey = (revenue: number) => Math.floor(revenue * 1e6 + 0.5);
 
 export type Scalar = string | number | boolean;
 
