@@ -1,7 +1,9 @@
 // `warbler ingest [--workers N]`: runs the ingest consumer, or N consumer
 // processes in one group (they share the topic's partitions; adding one
 // rebalances). Stops cleanly on SIGTERM/SIGINT; `warbler down` sends SIGTERM
-// to the pid in $WARBLER_HOME/ingest.pid.
+// to the pid in $WARBLER_HOME/ingest.pid. If kafkajs crashes the consumer
+// without restarting it, the process exits with status 1 (the --workers
+// supervisor restarts such a worker).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, unlinkSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -107,8 +109,15 @@ export async function runIngest(argv: string[]): Promise<number> {
       ...groupTimings(positiveInt('session-timeout-ms', values['session-timeout-ms'])),
     });
     await consumer.start();
-    const signal = await stopped;
-    log.info('stopping ingest', { signal });
+    const outcome = await Promise.race([stopped.then((signal) => ({ signal })), consumer.crashed.then((error) => ({ error }))]);
+    if ('error' in outcome) {
+      // kafkajs gave up on this consumer: staying up would look healthy while
+      // consuming nothing. Exit non-zero so a supervisor (or --workers) restarts it.
+      log.error('ingest consumer crashed and will not resume; exiting with status 1', { error: outcome.error });
+      await consumer.stop().catch((err: unknown) => log.warn('stopping the crashed consumer failed', { error: err }));
+      return 1;
+    }
+    log.info('stopping ingest', { signal: outcome.signal });
     await consumer.stop();
     return 0;
   } finally {

@@ -69,18 +69,27 @@ export async function acceptEvents(producer: EventProducer, appId: string, body:
   const rejected: AcceptResult['rejected'] = [];
   for (let i = 0; i < items.length; i++) {
     const item = items[i];
-    const r = normalizeEvent(item, appId, receivedAt);
-    if (r.errors) {
-      rejected.push({ index: i, errors: r.errors });
+    // One item's unforeseen exception is that item's rejection, never the batch's 500.
+    let message: EventMessage;
+    try {
+      const r = normalizeEvent(item, appId, receivedAt);
+      if (r.errors) {
+        rejected.push({ index: i, errors: r.errors });
+        continue;
+      }
+      // The original event travels, with the key's app stamped in: the consumer
+      // validates and normalises it exactly as it does any Kafka message, and
+      // derives the same event_id.
+      message = {
+        key: eventKey(appId, r.row.user_id),
+        value: JSON.stringify({ ...(item as Record<string, unknown>), app_id: appId }),
+      };
+    } catch (err) {
+      const text = err instanceof Error ? `${err.name}: ${err.message}` : 'unknown error';
+      rejected.push({ index: i, errors: [{ path: '', message: `internal error while validating this event: ${text.slice(0, 500)}` }] });
       continue;
     }
-    // The original event travels, with the key's app stamped in: the consumer
-    // validates and normalises it exactly as it does any Kafka message, and
-    // derives the same event_id.
-    messages.push({
-      key: eventKey(appId, r.row.user_id),
-      value: JSON.stringify({ ...(item as Record<string, unknown>), app_id: appId }),
-    });
+    messages.push(message);
   }
   ingestMetrics.httpRejected.inc({}, rejected.length);
   if (messages.length === 0) return { status: 400, accepted: 0, rejected };

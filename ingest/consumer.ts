@@ -65,7 +65,12 @@ interface Batch {
 const emptyBatch = (): Batch => ({ rows: [], rowPartitions: [], offsets: new Map(), dead: [], messages: 0, firstAt: 0 });
 const tp = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
-/** Decodes one Kafka message into a row, or a dead letter. */
+/**
+ * Decodes one Kafka message into a row, or a dead letter. Total: it never
+ * throws. An exception nobody foresaw while decoding or validating one message
+ * dead-letters that message (reason `internal_error`) instead of escaping into
+ * kafkajs, which would crash the consumer and stop every partition.
+ */
 export function decodeMessage(topic: string, partition: number, msg: KafkaMessage, receivedAt: number): EventRow | DeadLetter {
   if (!msg.value || msg.value.length === 0) return deadLetter(topic, partition, msg, 'invalid_json', [{ path: '', message: 'empty message' }]);
   let parsed: unknown;
@@ -74,10 +79,30 @@ export function decodeMessage(topic: string, partition: number, msg: KafkaMessag
   } catch (err) {
     return deadLetter(topic, partition, msg, 'invalid_json', [{ path: '', message: `not valid JSON: ${(err as Error).message}` }]);
   }
-  const r = normalizeEvent(parsed, undefined, receivedAt);
-  if (r.row) return r.row;
-  const app = (parsed as { app_id?: unknown } | null)?.app_id;
-  return deadLetter(topic, partition, msg, reasonOf(r.errors), r.errors, typeof app === 'string' && app.length <= 128 ? app : '');
+  const app = appIdOf(parsed);
+  try {
+    const r = normalizeEvent(parsed, undefined, receivedAt);
+    if (r.row) return r.row;
+    return deadLetter(topic, partition, msg, reasonOf(r.errors), r.errors, app);
+  } catch (err) {
+    return deadLetter(topic, partition, msg, 'internal_error', [{ path: '', message: `internal error while validating this message: ${errorText(err)}` }], app);
+  }
+}
+
+/** The message's app_id when it is a plausible one (for dead-letter counts), else ''. */
+function appIdOf(parsed: unknown): string {
+  if (typeof parsed !== 'object' || parsed === null) return '';
+  const app = (parsed as { app_id?: unknown }).app_id;
+  return typeof app === 'string' && app.length <= 128 ? app : '';
+}
+
+function errorText(err: unknown): string {
+  try {
+    if (err instanceof Error) return `${err.name}: ${err.message}`.slice(0, 500);
+    return String(err).slice(0, 500);
+  } catch {
+    return 'unprintable error';
+  }
 }
 
 function deadLetter(topic: string, partition: number, msg: KafkaMessage, reason: string, errors: DeadLetter['errors'], appId = ''): DeadLetter {
@@ -100,6 +125,13 @@ export class IngestConsumer {
   private abandon = false;
   private started = false;
   private wake: (() => void) | null = null;
+  private reportCrash!: (err: Error) => void;
+  /**
+   * Resolves when kafkajs reports a crash it does not restart from
+   * (`restart: false`): from then on nothing is consumed, so the process
+   * should stop and be restarted (`warbler ingest` exits with status 1).
+   */
+  readonly crashed: Promise<Error> = new Promise((resolve) => (this.reportCrash = resolve));
 
   constructor(readonly opts: IngestConsumerOptions) {
     this.log = (opts.log ?? rootLog).child({ component: 'ingest', group: opts.groupId, topic: opts.topic });
@@ -120,7 +152,15 @@ export class IngestConsumer {
   async start(): Promise<void> {
     const { GROUP_JOIN, CRASH } = this.consumer.events;
     this.consumer.on(GROUP_JOIN, (e) => this.onGroupJoin(e.payload.memberAssignment));
-    this.consumer.on(CRASH, (e) => this.log.error('consumer crashed', { error: e.payload.error, restart: e.payload.restart }));
+    this.consumer.on(CRASH, (e) => {
+      const { error, restart } = e.payload;
+      if (restart) {
+        this.log.error('consumer crashed; kafkajs restarts it', { error, restart });
+      } else if (!this.stopping) {
+        this.log.error('consumer crashed and kafkajs will not restart it: no partition is consumed any more', { error, restart });
+        this.reportCrash(error);
+      }
+    });
     await this.dlqProducer.connect();
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? true });

@@ -30,7 +30,8 @@ export interface DeadLetter {
 
 /**
  * A short, bounded reason code for metrics and counts: `invalid_json`,
- * `not_an_object`, `unknown_field`, or `invalid_<top-level field>`.
+ * `not_an_object`, `unknown_field`, or `invalid_<top-level field>`. (The
+ * consumer adds `internal_error`: validating the message threw, see decodeMessage.)
  */
 export function reasonOf(errors: readonly FieldError[]): string {
   const first = errors[0];

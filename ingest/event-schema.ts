@@ -11,10 +11,19 @@
 //   "not provided" (it does not remove the trait — only identify traits do that).
 // - `app_id` is optional in the schema; the Kafka path requires it and the HTTP
 //   path takes it from the API key (see normalizeEvent).
+// - `properties` nest at most MAX_NESTING_DEPTH (64) levels of objects and
+//   arrays (the properties object is level 1), checked without recursion before
+//   anything recursive (JSON.stringify, the derived id) touches them: a few KB
+//   of "[[[[…" used to overflow the stack.
+// - Every number in `properties` and `traits` is finite: JSON.parse reads a
+//   number out of the double range (1e400) as Infinity, which JSON cannot
+//   write back, so it is rejected on both paths instead of stored as inf/null.
 import { z } from 'zod';
 
 export const EVENT_NAME_RE = /^[A-Za-z0-9_.:\- ]{1,128}$/;
 export const MAX_PROPERTIES_BYTES = 16 * 1024;
+/** Deepest nesting of objects and arrays in `properties`; the properties object itself is level 1. */
+export const MAX_NESTING_DEPTH = 64;
 export const MAX_FUTURE_MS = 24 * 3600 * 1000;
 export const CONTEXT_KEYS = ['platform', 'app_version', 'country', 'timezone', 'locale'] as const;
 
@@ -44,6 +53,54 @@ export function isPlainObject(v: unknown): v is Record<string, unknown> {
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return false;
   const proto = Object.getPrototypeOf(v);
   return proto === Object.prototype || proto === null;
+}
+
+interface Frame {
+  v: object;
+  depth: number;
+  parent: Frame | null;
+  key: string | number;
+}
+
+const pathOf = (f: Frame | null, last?: string | number): (string | number)[] => {
+  const out: (string | number)[] = last === undefined ? [] : [last];
+  for (; f && f.parent; f = f.parent) out.push(f.key);
+  return out.reverse();
+};
+
+/**
+ * The first problem in a parsed JSON value that the contract's rules on
+ * properties forbid: nesting deeper than `maxDepth` containers (the value
+ * itself is level 1), or a number that is not finite (JSON.parse turns
+ * 1e400 into Infinity). Walks with an explicit stack, never recursion, so no
+ * input can overflow the call stack here; it stops at the first problem.
+ * The path is relative to the value.
+ */
+export function jsonValueProblem(root: unknown, maxDepth: number = MAX_NESTING_DEPTH): { kind: 'depth' | 'number'; path: (string | number)[] } | undefined {
+  if (typeof root !== 'object' || root === null) {
+    return typeof root === 'number' && !Number.isFinite(root) ? { kind: 'number', path: [] } : undefined;
+  }
+  const todo: Frame[] = [{ v: root, depth: 1, parent: null, key: '' }];
+  while (todo.length > 0) {
+    const f = todo.pop() as Frame;
+    if (f.depth > maxDepth) return { kind: 'depth', path: pathOf(f) };
+    if (Array.isArray(f.v)) {
+      const a = f.v as unknown[];
+      for (let i = 0; i < a.length; i++) {
+        const x = a[i];
+        if (typeof x === 'object' && x !== null) todo.push({ v: x, depth: f.depth + 1, parent: f, key: i });
+        else if (typeof x === 'number' && !Number.isFinite(x)) return { kind: 'number', path: pathOf(f, i) };
+      }
+    } else {
+      const o = f.v as Record<string, unknown>;
+      for (const k in o) {
+        const x = o[k];
+        if (typeof x === 'object' && x !== null) todo.push({ v: x, depth: f.depth + 1, parent: f, key: k });
+        else if (typeof x === 'number' && !Number.isFinite(x)) return { kind: 'number', path: pathOf(f, k) };
+      }
+    }
+  }
+  return undefined;
 }
 
 /** UTF-8 byte length of a string without allocating a Buffer for the common ASCII case. */
@@ -79,10 +136,12 @@ const Timestamp = z
     return ms;
   });
 
+const NON_FINITE_MESSAGE = 'a number must be finite (a JSON number out of the double range, like 1e400, is not allowed)';
+
 const Properties = z.custom<Record<string, unknown>>(isPlainObject, { error: 'properties must be a JSON object' });
 
 const TraitValue = z.union([z.string(), z.number(), z.boolean(), z.null()], {
-  error: 'a trait value must be a string, number, boolean or null',
+  error: (iss) => (typeof iss.input === 'number' ? NON_FINITE_MESSAGE : 'a trait value must be a string, number, boolean or null'),
 });
 
 const ContextValue = z.string().min(1).max(256).nullable().optional();
@@ -118,8 +177,16 @@ export const EventSchema = z
       if (e.event !== undefined) ctx.addIssue({ code: 'custom', path: ['event'], message: 'event is only allowed on track events' });
       if (e.properties !== undefined) ctx.addIssue({ code: 'custom', path: ['properties'], message: 'properties are only allowed on track events (use traits)' });
     }
-    if (e.properties !== undefined && utf8Length(JSON.stringify(e.properties)) > MAX_PROPERTIES_BYTES) {
-      ctx.addIssue({ code: 'custom', path: ['properties'], message: `properties exceed ${MAX_PROPERTIES_BYTES} bytes as JSON` });
+    if (e.properties !== undefined) {
+      // Shape first: JSON.stringify recurses, and a few thousand levels overflow the stack.
+      const problem = jsonValueProblem(e.properties);
+      if (problem?.kind === 'depth') {
+        ctx.addIssue({ code: 'custom', path: ['properties'], message: `properties are nested deeper than ${MAX_NESTING_DEPTH} levels of objects and arrays` });
+      } else if (problem) {
+        ctx.addIssue({ code: 'custom', path: ['properties', ...problem.path], message: NON_FINITE_MESSAGE });
+      } else if (utf8Length(JSON.stringify(e.properties)) > MAX_PROPERTIES_BYTES) {
+        ctx.addIssue({ code: 'custom', path: ['properties'], message: `properties exceed ${MAX_PROPERTIES_BYTES} bytes as JSON` });
+      }
     }
   });
 
@@ -179,7 +246,7 @@ export function fastParseEvent(raw: unknown, nowMs: number = Date.now()): ValidE
     if (typeof event !== 'string' || !EVENT_NAME_RE.test(event) || traits !== undefined) return undefined;
     out.event = event;
     if (properties !== undefined) {
-      if (!isPlainObject(properties)) return undefined;
+      if (!isPlainObject(properties) || jsonValueProblem(properties) !== undefined) return undefined;
       // Long texts may be over the byte limit; EventSchema measures them.
       if (JSON.stringify(properties).length > MAX_PROPERTIES_BYTES / 3) return undefined;
       out.properties = properties;

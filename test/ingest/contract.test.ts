@@ -17,6 +17,8 @@ import { countEvents, newConsumer, produceRaw, readTopic, testKafka, waitFor } f
 const T = '2024-05-01T12:00:00Z';
 const NOW = Date.now();
 const base = { user_id: 'u1', event: 'view', ts: T };
+/** `n` arrays one inside the other (inside `properties`, whose object is level 1). */
+const nestedArrays = (n: number): unknown => Array.from({ length: n }).reduce((v: unknown) => [v], 'x');
 
 /** [name, event without app_id, expected error path or null when valid]. */
 const CASES: [string, Record<string, unknown> | unknown, string | null][] = [
@@ -64,6 +66,8 @@ const CASES: [string, Record<string, unknown> | unknown, string | null][] = [
   ['properties 16 KiB', { ...base, properties: { p: 'x'.repeat(16 * 1024 - 8) } }, null],
   ['properties over 16 KiB', { ...base, properties: { p: 'x'.repeat(16 * 1024 - 7) } }, 'properties'],
   ['properties multibyte over 16 KiB', { ...base, properties: { p: 'é'.repeat(8200) } }, 'properties'],
+  ['properties nested 64 levels (the limit)', { ...base, properties: { a: nestedArrays(63) } }, null],
+  ['properties nested 65 levels', { ...base, properties: { a: nestedArrays(64) } }, 'properties'],
   ['properties on identify', { type: 'identify', user_id: 'u1', ts: T, properties: {} }, 'properties'],
   ['traits on track', { ...base, traits: { a: 1 } }, 'traits'],
   ['trait value object', { type: 'identify', user_id: 'u1', ts: T, traits: { a: { b: 1 } } }, 'traits.a'],
