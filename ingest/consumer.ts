@@ -10,7 +10,10 @@
 //
 // Failures. Storing is retried with capped exponential backoff; after the
 // first failure the consumer pauses its partitions, so nothing more is fetched
-// until a batch is stored again.
+// until a batch is stored again. A row's received_at is the second of the
+// INSERT attempt that stored it (stamped again on every attempt), so it is
+// never earlier than the moment the row became visible minus that INSERT's
+// own duration, however long the retries took (profiles rely on it).
 //
 // Rebalances. kafkajs restarts every assigned partition from its committed
 // offset after each rejoin, so on GROUP_JOIN the pending (not yet storing)
@@ -232,6 +235,7 @@ export class IngestConsumer {
   private async onBatch(p: EachBatchPayload): Promise<void> {
     const { batch } = p;
     const key = tp(batch.topic, batch.partition);
+    // Provisional: store() stamps received_at again at each INSERT attempt.
     const receivedAt = Math.floor(Date.now() / 1000);
     for (const msg of batch.messages) {
       if (!p.isRunning() || p.isStale() || this.stopping) return;
@@ -324,6 +328,12 @@ export class IngestConsumer {
           const kept = new Set(b.rows);
           fresh = fresh.filter((r) => kept.has(r));
         }
+        // received_at is the second of this INSERT attempt, not of decoding: a
+        // batch held back by retries is stamped when it can first become
+        // visible (minus the INSERT's own duration), so incremental profile
+        // runs, which look for late arrivals by received_at, still see it.
+        const attemptAt = Math.floor(Date.now() / 1000);
+        for (const r of fresh) r.received_at = attemptAt;
         await insertEventRows(this.opts.ch, fresh);
         await sendDeadLetters(this.dlqProducer, this.opts.dlqTopic, b.dead);
         await recordDeadLetterCounts(this.opts.ch, b.dead);
