@@ -18,6 +18,9 @@
 // - Every number in `properties` and `traits` is finite: JSON.parse reads a
 //   number out of the double range (1e400) as Infinity, which JSON cannot
 //   write back, so it is rejected on both paths instead of stored as inf/null.
+// - A `purchase` whose properties carry `amount` must have a finite number
+//   ≥ 0 there (the contract's well-known property); a negative, string,
+//   boolean, null or object amount is rejected. Leaving amount out is allowed.
 import { z } from 'zod';
 
 export const EVENT_NAME_RE = /^[A-Za-z0-9_.:\- ]{1,128}$/;
@@ -27,8 +30,8 @@ export const MAX_NESTING_DEPTH = 64;
 export const MAX_FUTURE_MS = 24 * 3600 * 1000;
 export const CONTEXT_KEYS = ['platform', 'app_version', 'country', 'timezone', 'locale'] as const;
 
-// ISO 8601 date-time with a mandatory offset or Z; seconds and fractions optional.
-const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?(?:([Zz])|([+-])(\d{2}):?(\d{2}))$/;
+// ISO 8601 date-time with a mandatory offset (±hh:mm, ±hhmm or ±hh) or Z; seconds and fractions optional.
+const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
 const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
 /** Epoch milliseconds of an ISO 8601 timestamp with offset, truncated to the second; undefined when malformed. */
@@ -42,7 +45,7 @@ export function parseIsoTimestamp(s: string): number | undefined {
   if (day > (month === 2 && !leap ? 28 : DAYS_IN_MONTH[month - 1]!)) return undefined;
   let offsetMin = 0;
   if (m[7] === undefined) {
-    const oh = +m[9]!, om = +m[10]!;
+    const oh = +m[9]!, om = m[10] === undefined ? 0 : +m[10];
     if (oh > 23 || om > 59) return undefined;
     offsetMin = (m[8] === '-' ? -1 : 1) * (oh * 60 + om);
   }
@@ -136,6 +139,9 @@ const Timestamp = z
     return ms;
   });
 
+/** A purchase's `amount`: absent, or a finite number ≥ 0 (the contract; a negative one lowered revenue). */
+const isValidAmount = (v: unknown): boolean => v === undefined || (typeof v === 'number' && Number.isFinite(v) && v >= 0);
+
 const NON_FINITE_MESSAGE = 'a number must be finite (a JSON number out of the double range, like 1e400, is not allowed)';
 
 const Properties = z.custom<Record<string, unknown>>(isPlainObject, { error: 'properties must be a JSON object' });
@@ -186,6 +192,9 @@ export const EventSchema = z
         ctx.addIssue({ code: 'custom', path: ['properties', ...problem.path], message: NON_FINITE_MESSAGE });
       } else if (utf8Length(JSON.stringify(e.properties)) > MAX_PROPERTIES_BYTES) {
         ctx.addIssue({ code: 'custom', path: ['properties'], message: `properties exceed ${MAX_PROPERTIES_BYTES} bytes as JSON` });
+      }
+      if (e.event === 'purchase' && !isValidAmount(e.properties.amount)) {
+        ctx.addIssue({ code: 'custom', path: ['properties', 'amount'], message: 'properties.amount of a purchase must be a finite number ≥ 0 (or be left out)' });
       }
     }
   });
@@ -247,6 +256,7 @@ export function fastParseEvent(raw: unknown, nowMs: number = Date.now()): ValidE
     out.event = event;
     if (properties !== undefined) {
       if (!isPlainObject(properties) || jsonValueProblem(properties) !== undefined) return undefined;
+      if (event === 'purchase' && !isValidAmount(properties.amount)) return undefined;
       // Long texts may be over the byte limit; EventSchema measures them.
       if (JSON.stringify(properties).length > MAX_PROPERTIES_BYTES / 3) return undefined;
       out.properties = properties;

@@ -124,6 +124,17 @@ describe('validation fast path', () => {
     expect(fast).toBe(valid);
   });
 
+  it('declines a purchase whose amount is not a finite number >= 0, and EventSchema rejects it', () => {
+    const purchase = (amount: unknown) => ({ user_id: 'u', event: 'purchase', ts: 1000, properties: { amount, currency: 'USD' } });
+    for (const bad of [-0.01, -5, '12', true, null, { v: 1 }, [1]]) {
+      expect(fastParseEvent(purchase(bad), NOW), JSON.stringify(bad)).toBeUndefined();
+      const r = parseEvent(purchase(bad));
+      expect(r.success ? [] : r.errors.map((e) => e.path), JSON.stringify(bad)).toEqual(['properties.amount']);
+    }
+    for (const good of [0, 0.01, 1e6]) expect(agreesWithZod(purchase(good)) && fastParseEvent(purchase(good), NOW) !== undefined).toBe(true);
+    expect(fastParseEvent({ user_id: 'u', event: 'purchase', ts: 1000, properties: { currency: 'USD' } }, NOW)).toBeDefined();
+  });
+
   it('parseEvent reports zod errors with paths when the fast path declines', () => {
     const r = parseEvent({ user_id: '', event: 'e', ts: 'yesterday', color: 'red' });
     expect(r.success).toBe(false);
