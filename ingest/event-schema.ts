@@ -31,11 +31,16 @@ export const MAX_FUTURE_MS = 24 * 3600 * 1000;
 export const CONTEXT_KEYS = ['platform', 'app_version', 'country', 'timezone', 'locale'] as const;
 
 // ISO 8601 date-time with a mandatory offset (±hh:mm, ±hhmm or ±hh) or Z; seconds and fractions optional.
-const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,]\d+)?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
+const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
 const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
 
-/** Epoch milliseconds of an ISO 8601 timestamp with offset, truncated to the second; undefined when malformed. */
-export function parseIsoTimestamp(s: string): number | undefined {
+/**
+ * An ISO 8601 timestamp with offset as epoch milliseconds: `whole`, truncated
+ * to the second (what is stored), and `exact`, with the fraction (for the
+ * "future" rule; digits beyond the millisecond count as a bit more than its
+ * milliseconds). Undefined when malformed.
+ */
+function parseIso(s: string): { whole: number; exact: number } | undefined {
   const m = ISO_RE.exec(s);
   if (!m) return undefined;
   const year = +m[1]!, month = +m[2]!, day = +m[3]!, hour = +m[4]!, minute = +m[5]!;
@@ -44,12 +49,52 @@ export function parseIsoTimestamp(s: string): number | undefined {
   const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
   if (day > (month === 2 && !leap ? 28 : DAYS_IN_MONTH[month - 1]!)) return undefined;
   let offsetMin = 0;
-  if (m[7] === undefined) {
-    const oh = +m[9]!, om = m[10] === undefined ? 0 : +m[10];
+  if (m[8] === undefined) {
+    const oh = +m[10]!, om = m[11] === undefined ? 0 : +m[11];
     if (oh > 23 || om > 59) return undefined;
-    offsetMin = (m[8] === '-' ? -1 : 1) * (oh * 60 + om);
+    offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
   }
-  return Date.UTC(year, month - 1, day, hour, minute, second) - offsetMin * 60_000;
+  let t = Date.UTC(year, month - 1, day, hour, minute, second);
+  if (year < 100) {
+    // Date.UTC reads years 0..99 as 1900..1999 (0070 became 1970): set the year itself.
+    const d = new Date(t);
+    d.setUTCFullYear(year, month - 1, day);
+    t = d.getTime();
+  }
+  const whole = t - offsetMin * 60_000;
+  const f = m[7];
+  if (f === undefined) return { whole, exact: whole };
+  let fraction = +(f + '00').slice(0, 3);
+  if (f.length > 3 && /[1-9]/.test(f.slice(3))) fraction += 0.5;
+  return { whole, exact: whole + fraction };
+}
+
+/** Epoch milliseconds of an ISO 8601 timestamp with offset, truncated to the second; undefined when malformed. */
+export function parseIsoTimestamp(s: string): number | undefined {
+  return parseIso(s)?.whole;
+}
+
+/**
+ * `ts` (ISO string or epoch milliseconds) → epoch milliseconds truncated to the
+ * second, or which rule it breaks. The future rule looks at the exact instant,
+ * before truncation: 999 ms past the limit is past it.
+ */
+function checkTimestamp(v: string | number, nowMs: number): number | 'malformed' | 'past' | 'future' {
+  let whole: number;
+  let exact: number;
+  if (typeof v === 'number') {
+    if (!Number.isFinite(v)) return 'malformed';
+    whole = Math.floor(v / 1000) * 1000;
+    exact = v;
+  } else {
+    const p = parseIso(v);
+    if (p === undefined) return 'malformed';
+    whole = p.whole;
+    exact = p.exact;
+  }
+  if (whole < 0) return 'past';
+  if (exact > nowMs + MAX_FUTURE_MS) return 'future';
+  return whole;
 }
 
 export function isPlainObject(v: unknown): v is Record<string, unknown> {
@@ -118,25 +163,14 @@ const Timestamp = z
     error: (iss) => (iss.input === undefined ? 'ts is required' : 'ts must be an ISO 8601 string with an offset or Z, or epoch milliseconds'),
   })
   .transform((v, ctx) => {
-    let ms: number | undefined;
-    if (typeof v === 'number') {
-      ms = Number.isFinite(v) ? Math.floor(v / 1000) * 1000 : undefined;
-    } else {
-      ms = parseIsoTimestamp(v);
-    }
-    if (ms === undefined) {
-      ctx.addIssue({ code: 'custom', message: 'ts must be an ISO 8601 date-time with an offset or Z (e.g. 2024-05-01T12:00:00Z), or epoch milliseconds' });
-      return z.NEVER;
-    }
-    if (ms < 0) {
-      ctx.addIssue({ code: 'custom', message: 'ts is before 1970-01-01T00:00:00Z' });
-      return z.NEVER;
-    }
-    if (ms > Date.now() + MAX_FUTURE_MS) {
-      ctx.addIssue({ code: 'custom', message: 'ts is more than 24 h in the future' });
-      return z.NEVER;
-    }
-    return ms;
+    const ms = checkTimestamp(v, Date.now());
+    if (typeof ms === 'number') return ms;
+    const message =
+      ms === 'malformed' ? 'ts must be an ISO 8601 date-time with an offset or Z (e.g. 2024-05-01T12:00:00Z), or epoch milliseconds'
+      : ms === 'past' ? 'ts is before 1970-01-01T00:00:00Z'
+      : 'ts is more than 24 h in the future';
+    ctx.addIssue({ code: 'custom', message });
+    return z.NEVER;
   });
 
 /** A purchase's `amount`: absent, or a finite number ≥ 0 (the contract; a negative one lowered revenue). */
@@ -244,10 +278,9 @@ export function fastParseEvent(raw: unknown, nowMs: number = Date.now()): ValidE
   if (event_id !== undefined && !isBoundedString(event_id, 128)) return undefined;
   if (app_id !== undefined && !isBoundedString(app_id, 128)) return undefined;
   if (!isBoundedString(user_id, 256)) return undefined;
-  let ms: number | undefined;
-  if (typeof ts === 'string') ms = parseIsoTimestamp(ts);
-  else if (typeof ts === 'number' && Number.isFinite(ts)) ms = Math.floor(ts / 1000) * 1000;
-  if (ms === undefined || ms < 0 || ms > nowMs + MAX_FUTURE_MS) return undefined;
+  if (typeof ts !== 'string' && typeof ts !== 'number') return undefined;
+  const ms = checkTimestamp(ts, nowMs);
+  if (typeof ms !== 'number') return undefined;
   const out: ValidEvent = { type, user_id, ts: ms };
   if (event_id !== undefined) out.event_id = event_id;
   if (app_id !== undefined) out.app_id = app_id;

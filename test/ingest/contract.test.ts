@@ -56,6 +56,7 @@ const CASES: [string, Record<string, unknown> | unknown, string | null][] = [
   ['ts impossible date', { ...base, ts: '2024-02-30T00:00:00Z' }, 'ts'],
   ['ts garbage', { ...base, ts: 'yesterday' }, 'ts'],
   ['ts before 1970', { ...base, ts: '1969-12-31T23:59:59Z' }, 'ts'],
+  ['ts year 0070 (not 1970)', { ...base, ts: '0070-05-01T12:00:00Z' }, 'ts'],
   ['ts negative epoch', { ...base, ts: -1000 }, 'ts'],
   ['ts 23h in future', { ...base, ts: NOW + 23 * 3600e3 }, null],
   ['ts 25h in future', { ...base, ts: NOW + 25 * 3600e3 }, 'ts'],
