@@ -17,6 +17,9 @@ import { normalizeEvent } from './normalize.ts';
 import { eventKey, type EventMessage, type EventProducer } from './producer.ts';
 import { ingestMetrics } from './stats.ts';
 
+/** Strict, as on Kafka: bytes that are not UTF-8 are refused, not replaced by U+FFFD. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 export const MAX_BATCH_EVENTS = 10_000;
 /** Raw body limit: 10,000 typical events fit many times over; a 16 KiB-properties batch must be split. */
 export const MAX_BODY_BYTES = 16 * 1024 * 1024;
@@ -42,8 +45,14 @@ export async function acceptEvents(producer: EventProducer, appId: string, body:
   if (typeof body === 'string' || body instanceof Uint8Array) {
     const size = typeof body === 'string' ? Buffer.byteLength(body) : body.byteLength;
     if (size > MAX_BODY_BYTES) return bodyError(413, '', `request body exceeds ${MAX_BODY_BYTES} bytes; split the batch`);
+    let text: string;
     try {
-      body = JSON.parse(typeof body === 'string' ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+      text = typeof body === 'string' ? body : UTF8.decode(body);
+    } catch {
+      return bodyError(400, '', 'request body is not valid UTF-8');
+    }
+    try {
+      body = JSON.parse(text);
     } catch {
       return bodyError(400, '', 'request body is not valid JSON');
     }

@@ -65,6 +65,9 @@ interface Batch {
   firstAt: number;
 }
 
+/** Strict: invalid bytes throw. ignoreBOM keeps a BOM in the text, so such a message stays invalid JSON as before. */
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 const emptyBatch = (): Batch => ({ rows: [], rowPartitions: [], offsets: new Map(), dead: [], messages: 0, firstAt: 0 });
 const tp = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
@@ -76,9 +79,16 @@ const tp = (topic: string, partition: number) => `${topic}\u0000${partition}`;
  */
 export function decodeMessage(topic: string, partition: number, msg: KafkaMessage, receivedAt: number): EventRow | DeadLetter {
   if (!msg.value || msg.value.length === 0) return deadLetter(topic, partition, msg, 'invalid_json', [{ path: '', message: 'empty message' }]);
+  let text: string;
+  try {
+    text = UTF8.decode(msg.value);
+  } catch {
+    // Decoded leniently, bad bytes become U+FFFD and distinct ids could merge.
+    return deadLetter(topic, partition, msg, 'invalid_utf8', [{ path: '', message: 'message is not valid UTF-8' }]);
+  }
   let parsed: unknown;
   try {
-    parsed = JSON.parse(msg.value.toString('utf8'));
+    parsed = JSON.parse(text);
   } catch (err) {
     return deadLetter(topic, partition, msg, 'invalid_json', [{ path: '', message: `not valid JSON: ${(err as Error).message}` }]);
   }

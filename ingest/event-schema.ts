@@ -21,6 +21,10 @@
 // - A `purchase` whose properties carry `amount` must have a finite number
 //   ≥ 0 there (the contract's well-known property); a negative, string,
 //   boolean, null or object amount is rejected. Leaving amount out is allowed.
+// - user_id, event_id, app_id and trait names must be well-formed Unicode (no
+//   lone surrogates such as "\ud800", which UTF-8 cannot carry and ClickHouse
+//   would store as U+FFFD, merging distinct ids). The Kafka consumer also
+//   dead-letters message bytes that are not valid UTF-8 (reason invalid_utf8).
 import { z } from 'zod';
 
 export const EVENT_NAME_RE = /^[A-Za-z0-9_.:\- ]{1,128}$/;
@@ -173,6 +177,13 @@ const Timestamp = z
     return z.NEVER;
   });
 
+/**
+ * No lone UTF-16 surrogates (JSON can carry "\ud800"): the UTF-8 written to
+ * ClickHouse would turn each into U+FFFD, so distinct ids could become one.
+ */
+const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
+const notWellFormed = (what: string) => `${what} must be well-formed Unicode: it holds a lone surrogate (like \\ud800), which cannot be stored as UTF-8`;
+
 /** A purchase's `amount`: absent, or a finite number ≥ 0 (the contract; a negative one lowered revenue). */
 const isValidAmount = (v: unknown): boolean => v === undefined || (typeof v === 'number' && Number.isFinite(v) && v >= 0);
 
@@ -195,16 +206,24 @@ export const EventSchema = z
   .strictObject(
     {
       type: z.enum(['track', 'identify'], { error: 'type must be "track" or "identify"' }).default('track'),
-      event_id: z.string().min(1, 'event_id must not be empty').max(128, 'event_id is longer than 128 characters').optional(),
-      app_id: z.string().min(1, 'app_id must not be empty').max(128, 'app_id is longer than 128 characters').optional(),
-      user_id: z.string({ error: 'user_id is required (a string)' }).min(1, 'user_id must not be empty').max(256, 'user_id is longer than 256 characters'),
+      event_id: z.string().min(1, 'event_id must not be empty').max(128, 'event_id is longer than 128 characters').refine(isWellFormed, notWellFormed('event_id')).optional(),
+      app_id: z.string().min(1, 'app_id must not be empty').max(128, 'app_id is longer than 128 characters').refine(isWellFormed, notWellFormed('app_id')).optional(),
+      user_id: z
+        .string({ error: 'user_id is required (a string)' })
+        .min(1, 'user_id must not be empty')
+        .max(256, 'user_id is longer than 256 characters')
+        .refine(isWellFormed, notWellFormed('user_id')),
       event: z
         .string({ error: 'event must be a string' })
         .regex(EVENT_NAME_RE, 'event must be 1..128 characters of A-Z a-z 0-9 _ . : - and space')
         .optional(),
       ts: Timestamp,
       properties: Properties.optional(),
-      traits: z.record(z.string(), TraitValue, { error: 'traits must be a JSON object' }).optional(),
+      traits: z
+        .record(z.string().refine(isWellFormed), TraitValue, {
+          error: (iss) => (iss.code === 'invalid_key' ? notWellFormed('a trait name') : 'traits must be a JSON object'),
+        })
+        .optional(),
       context: Context.optional(),
     },
     { error: (iss) => (iss.code === 'unrecognized_keys' ? undefined : 'an event must be a JSON object') },
@@ -259,6 +278,7 @@ const TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(['type', 'event_id', 'app_id
 const CONTEXT_KEY_SET: ReadonlySet<string> = new Set(CONTEXT_KEYS);
 
 const isBoundedString = (v: unknown, max: number): v is string => typeof v === 'string' && v.length >= 1 && v.length <= max;
+const isBoundedId = (v: unknown, max: number): v is string => isBoundedString(v, max) && isWellFormed(v);
 
 /**
  * The common case of EventSchema without zod: a well-formed event is checked
@@ -275,9 +295,9 @@ export function fastParseEvent(raw: unknown, nowMs: number = Date.now()): ValidE
   for (const k in raw) if (!TOP_LEVEL_KEYS.has(k)) return undefined;
   const { type = 'track', event_id, app_id, user_id, event, ts, properties, traits, context } = raw;
   if (type !== 'track' && type !== 'identify') return undefined;
-  if (event_id !== undefined && !isBoundedString(event_id, 128)) return undefined;
-  if (app_id !== undefined && !isBoundedString(app_id, 128)) return undefined;
-  if (!isBoundedString(user_id, 256)) return undefined;
+  if (event_id !== undefined && !isBoundedId(event_id, 128)) return undefined;
+  if (app_id !== undefined && !isBoundedId(app_id, 128)) return undefined;
+  if (!isBoundedId(user_id, 256)) return undefined;
   if (typeof ts !== 'string' && typeof ts !== 'number') return undefined;
   const ms = checkTimestamp(ts, nowMs);
   if (typeof ms !== 'number') return undefined;
@@ -300,7 +320,7 @@ export function fastParseEvent(raw: unknown, nowMs: number = Date.now()): ValidE
       if (!isPlainObject(traits)) return undefined;
       for (const k in traits) {
         const v = traits[k];
-        if (k === '__proto__') return undefined;
+        if (k === '__proto__' || !isWellFormed(k)) return undefined;
         if (v !== null && typeof v !== 'string' && typeof v !== 'boolean' && !(typeof v === 'number' && Number.isFinite(v))) return undefined;
       }
       // Already exactly what EventSchema would copy out of it.

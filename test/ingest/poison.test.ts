@@ -78,6 +78,34 @@ describe('nesting limit', () => {
   });
 });
 
+describe('text that is not UTF-8 or not well-formed', () => {
+  // "u\xff": a user id whose byte 0xff is no UTF-8; decoded leniently it became "u\ufffd", like any other bad byte.
+  const badBytes = Buffer.concat([Buffer.from('{"app_id":"a","user_id":"u'), Buffer.from([0xff]), Buffer.from('","event":"view","ts":1000}')]);
+
+  it('dead-letters Kafka bytes that are not valid UTF-8, keeping a BOM invalid JSON as before', () => {
+    expect(decodeMessage('t', 0, { ...message(''), value: badBytes }, 0)).toMatchObject({ reason: 'invalid_utf8', value: badBytes });
+    const overlong = Buffer.concat([Buffer.from('{"app_id":"a","user_id":"u'), Buffer.from([0xc0, 0xaf]), Buffer.from('","event":"view","ts":1000}')]);
+    expect(decodeMessage('t', 0, { ...message(''), value: overlong }, 0)).toMatchObject({ reason: 'invalid_utf8' });
+    const surrogateBytes = Buffer.concat([Buffer.from('{"app_id":"a","user_id":"u'), Buffer.from([0xed, 0xa0, 0x80]), Buffer.from('","event":"view","ts":1000}')]);
+    expect(decodeMessage('t', 0, { ...message(''), value: surrogateBytes }, 0)).toMatchObject({ reason: 'invalid_utf8' });
+    const bom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), Buffer.from('{"app_id":"a","user_id":"u","event":"view","ts":1000}')]);
+    expect(decodeMessage('t', 0, { ...message(''), value: bom }, 0)).toMatchObject({ reason: 'invalid_json' });
+    const ok = decodeMessage('t', 0, message('{"app_id":"a","user_id":"ü😀","event":"view","ts":1000}'), 0);
+    expect(ok).toMatchObject({ user_id: 'ü😀' });
+  });
+
+  it('dead-letters (Kafka) and rejects (HTTP) ids with lone surrogates escaped in JSON', async () => {
+    const d = decodeMessage('t', 0, message('{"app_id":"a","user_id":"u\\ud800","event":"view","ts":1000}'), 0) as DeadLetter;
+    expect([d.reason, d.errors[0]!.path]).toEqual(['invalid_user_id', 'user_id']);
+    const sent: EventMessage[] = [];
+    const producer = { send: async (m: EventMessage[]) => void sent.push(...m), close: async () => {} } as unknown as EventProducer;
+    const r = await acceptEvents(producer, 'http', '{"batch":[{"user_id":"u\\ud800","event":"view","ts":1000},{"user_id":"u","event":"view","ts":1000}]}');
+    expect([r.status, r.accepted, r.rejected.map((x) => x.errors[0]!.path)]).toEqual([202, 1, ['user_id']]);
+    const raw = await acceptEvents(producer, 'http', new Uint8Array(Buffer.from(`{"batch":[${badBytes.toString('latin1')}]}`, 'latin1')));
+    expect([raw.status, raw.errors]).toEqual([400, [{ path: '', message: 'request body is not valid UTF-8' }]]);
+  });
+});
+
 describe('one message, one outcome: decoding never throws', () => {
   it('dead-letters a message whose validation throws, with reason internal_error', () => {
     const d = decodeMessage('t', 3, message(JSON.stringify({ app_id: 'a', user_id: BOOM, event: 'view', ts: 1000 })), 0) as DeadLetter;
@@ -123,6 +151,7 @@ describe('poison messages on Kafka', () => {
       { key: 'deep100k', value: deepEventJson(100_000, app) },
       { key: 'inf', value: `{"app_id":"${app}","user_id":"u","event":"view","ts":1000,"properties":{"n":1e400}}` },
       { key: 'boom', value: JSON.stringify({ app_id: app, user_id: BOOM, event: 'view', ts: 1000 }) },
+      { key: 'utf8', value: Buffer.concat([Buffer.from(`{"app_id":"${app}","user_id":"u`), Buffer.from([0xff]), Buffer.from('","event":"view","ts":1000}')]) },
     ];
     const consumer = newConsumer(kafka, ch, topic, { batchMaxEvents: 50, batchMaxMs: 200 });
     let crashed = false;
@@ -141,8 +170,8 @@ describe('poison messages on Kafka', () => {
 
       const dlq = await readTopic(kafka, `${topic}.dlq`, poison.length);
       const reasons = Object.fromEntries(dlq.map((d) => [d.key!.toString(), d.headers![DLQ_HEADERS.reason]!.toString()]));
-      expect(reasons).toEqual({ deep3000: 'invalid_properties', deep5000: 'invalid_properties', deep100k: 'invalid_properties', inf: 'invalid_properties', boom: 'internal_error' });
-      for (const d of dlq) expect(d.value!.toString()).toBe(poison.find((p) => p.key === d.key!.toString())!.value); // the original bytes
+      expect(reasons).toEqual({ deep3000: 'invalid_properties', deep5000: 'invalid_properties', deep100k: 'invalid_properties', inf: 'invalid_properties', boom: 'internal_error', utf8: 'invalid_utf8' });
+      for (const d of dlq) expect(d.value!.equals(Buffer.from(poison.find((p) => p.key === d.key!.toString())!.value))).toBe(true); // the original bytes
     } finally {
       await consumer.stop();
     }
