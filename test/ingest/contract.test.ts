@@ -144,6 +144,9 @@ describe('event contract: normaliser', () => {
     ).row!;
     const traits = Object.fromEntries(r.trait_keys.map((k, i) => [k, [r.trait_values[i], r.trait_types[i]]]));
     expect(traits).toEqual({ platform: ['web', 1], country: ['DE', 1], plan: ['pro', 1], n: ['2', 2], ok: ['false', 3], gone: ['', 0] });
+    // A trait null beats a context value of the same key within the event: the key is removed.
+    const removed = normalizeEvent({ type: 'identify', user_id: 'u', ts: T, traits: { platform: null }, context: { platform: 'ios' } }, 'a').row!;
+    expect([removed.trait_keys, removed.trait_values, removed.trait_types]).toEqual([['platform'], [''], [0]]);
     const track = normalizeEvent({ ...base, context: { timezone: 'Asia/Tokyo' } }, 'a').row!;
     expect([track.trait_keys, track.trait_values, track.trait_types]).toEqual([['timezone'], ['Asia/Tokyo'], [1]]);
   });
