@@ -132,6 +132,20 @@ export function jsonValueProblem(root: unknown, maxDepth: number = MAX_NESTING_D
   if (typeof root !== 'object' || root === null) {
     return typeof root === 'number' && !Number.isFinite(root) ? { kind: 'number', path: [] } : undefined;
   }
+  if (!Array.isArray(root)) {
+    // The common case, a flat object of scalars, without allocating anything.
+    let nested = false;
+    const o = root as Record<string, unknown>;
+    for (const k in o) {
+      const x = o[k];
+      if (typeof x === 'object' && x !== null) {
+        nested = true;
+        break;
+      }
+      if (typeof x === 'number' && !Number.isFinite(x)) return { kind: 'number', path: [k] };
+    }
+    if (!nested) return undefined;
+  }
   const todo: Frame[] = [{ v: root, depth: 1, parent: null, key: '' }];
   while (todo.length > 0) {
     const f = todo.pop() as Frame;
