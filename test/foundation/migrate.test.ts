@@ -1,7 +1,7 @@
 import { describe, expect, it } from 'vitest';
 import { loadMigrations, migrate, splitStatements } from '../../lib/migrate.ts';
 import { raw } from '../../lib/sql.ts';
-import { normalizeEvent } from '../../ingest/normalize.ts';
+import { normalizeEvent, toEventRow } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { testDatabase } from '../support/env.ts';
 import { buildProfiles } from '../../profiles/job.ts';
@@ -58,7 +58,10 @@ describe('070_user_traits_by_key', () => {
 
 describe('080_purchase_events', () => {
   const track = (i: number, event: string, properties: Record<string, unknown>) => {
-    const r = normalizeEvent({ type: 'track', event, user_id: `u${i % 5}`, event_id: `p${i}`, ts: new Date(Date.UTC(2026, 0, 1) + i * 1000).toISOString(), properties }, 'app');
+    const e = { type: 'track' as const, event, user_id: `u${i % 5}`, event_id: `p${i}`, ts: Date.UTC(2026, 0, 1) + i * 1000, properties };
+    const r = normalizeEvent({ ...e, ts: new Date(e.ts).toISOString() }, 'app');
+    // Ingest now rejects purchase amounts that are not numbers >= 0; rows stored before that rule can hold them.
+    if (!r.row && r.errors.every((x) => x.path === 'properties.amount')) return toEventRow(e, 'app');
     if (!r.row) throw new Error(JSON.stringify(r.errors));
     return r.row;
   };
