@@ -4,14 +4,33 @@
 // modules (ingest/event-schema.ts, segments/json-form.ts) rather than being
 // redefined here.
 import { z } from 'zod';
+import { parseIsoTimestamp } from '../ingest/event-schema.ts';
+import { isReturnableField } from '../segments/evaluate.ts';
 import { PropJsonSchema, SegmentJsonSchema } from '../segments/json-form.ts';
 import { documentedAs } from './openapi.ts';
 
-/** An instant: ISO 8601 with an offset or `Z` (spec: requests accept any such instant). */
-export const InstantSchema = z.iso
-  .datetime({ offset: true })
-  .transform((s) => new Date(s))
-  .meta({ description: 'ISO 8601 instant with an offset or Z', examples: ['2026-11-20T12:00:00Z'] });
+const INSTANT_DESCRIPTION =
+  'ISO 8601 instant with an offset or Z: 2026-11-20T12:00:00Z, 2026-11-20T14:00:00+02:00 (+0200 and +02 too), ' +
+  'minute precision (2026-11-20T12:00Z), lowercase t and z; fractions of a second are dropped (instants are whole seconds)';
+
+/**
+ * An instant: ISO 8601 with an offset or `Z` (spec: requests accept any such
+ * instant). Read by the event `ts` parser, so the API and events agree on
+ * what an instant is; truncated to the second, as everything is stored.
+ * Documented as a plain string: RFC 3339 `date-time` would refuse forms taken here.
+ */
+export const InstantSchema = z
+  .string()
+  .max(64)
+  .transform((s, ctx) => {
+    const ms = parseIsoTimestamp(s);
+    if (ms === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'expected an ISO 8601 instant with an offset or Z, e.g. 2026-11-20T12:00:00Z' });
+      return z.NEVER;
+    }
+    return new Date(ms);
+  })
+  .meta({ description: INSTANT_DESCRIPTION, examples: ['2026-11-20T12:00:00Z'] });
 
 /** Timestamps in answers: ISO 8601 UTC at second precision. */
 export const IsoUtcSchema = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/, 'ISO 8601 UTC, seconds');
@@ -153,7 +172,11 @@ export const ExpressionSchema = documentedAs(
     .meta({ description: 'a segment expression in the text form or the JSON form (segments.md)' }),
 );
 
-export const FieldNameSchema = z.string().min(1).max(200);
+export const FieldNameSchema = z
+  .string()
+  .min(1)
+  .max(200)
+  .refine(isReturnableField, { error: (iss) => `unknown profile field ${JSON.stringify(iss.input)}` });
 
 export const EvaluateBodySchema = z
   .object({
@@ -165,10 +188,8 @@ export const EvaluateBodySchema = z
   .strict()
   .meta({ id: 'EvaluateRequest' });
 
-export const ExplainBodySchema = z
-  .object({ expression: ExpressionSchema, as_of: InstantSchema.optional() })
-  .strict()
-  .meta({ id: 'ExplainRequest' });
+/** The contract: explain takes the same body as evaluate (limit and fields are validated, then not used). */
+export const ExplainBodySchema = EvaluateBodySchema;
 
 export const EvaluateResultSchema = z
   .object({
