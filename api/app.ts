@@ -21,7 +21,7 @@ import { ClusterJobError } from '../profiles/clusters-job.ts';
 import { TagInputError } from '../profiles/tags.ts';
 import { JobConflictError } from '../lib/jobs.ts';
 import { SegmentSyntaxError } from '../segments/errors.ts';
-import { SegmentConflictError, SegmentNotFoundError } from '../segments/saved.ts';
+import { SegmentConflictError, SegmentInUseError, SegmentNotFoundError } from '../segments/saved.ts';
 import { PROBLEM_CONTENT_TYPE, ProblemError, problemResponse, problemType, validationProblem, type Problem } from './problem.ts';
 
 export interface Limits {
@@ -107,6 +107,10 @@ export function toProblem(err: unknown): Problem {
   }
   if (err instanceof SegmentNotFoundError) return new ProblemError(404, err.message).problem;
   if (err instanceof SegmentConflictError) return new ProblemError(409, err.message, { errors: [{ path: 'body.name', message: err.message }] }).problem;
+  // Deleting a segment others use: the segment in the path is the conflict; renaming one used by name: the new name.
+  if (err instanceof SegmentInUseError) {
+    return new ProblemError(409, err.message, { errors: [{ path: err.action === 'delete' ? 'path.id' : 'body.name', message: err.message }] }).problem;
+  }
   if (err instanceof JobConflictError) return new ProblemError(409, err.message).problem;
   const e = err as { name?: string; message?: string; code?: string | number };
   // The client parses ClickHouse error codes only from newer servers' messages; 18.16 says `Code: 159, …`.

@@ -6,6 +6,13 @@
 // live segments: create/update check it before writing. Two concurrent writers
 // could still race past the check; the table has no unique constraint, so the
 // check is repeated after the write and the later writer backs out.
+//
+// A segment is addressed by id or by name (the id wins when both match), and
+// other segments may refer to it by either in in_segment. While one refers to
+// it, deleting it is refused, and so is renaming it when one refers to it by
+// name (a reference by id follows a rename). Both answer SegmentInUseError
+// naming the segments that use it. Like the name check, this is a read before
+// the write: a segment created concurrently with the delete/rename can slip by.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { sql } from '../lib/sql.ts';
@@ -29,7 +36,11 @@ export interface SegmentRecord {
 export interface SegmentInput {
   name: string;
   description?: string;
-  /** Text form, JSON form or an AST. */
+  /**
+   * Text form, JSON form or an AST. An object with a string `kind` is taken as
+   * an AST (checked, not validated field by field): callers handing on
+   * untrusted input (the HTTP API) convert the JSON form with fromJson first.
+   */
   expression: unknown;
 }
 
@@ -44,6 +55,24 @@ export class SegmentConflictError extends Error {
   constructor(readonly segmentName: string) {
     super(`a segment named ${JSON.stringify(segmentName)} already exists`);
     this.name = 'SegmentConflictError';
+  }
+}
+
+/** Deleting or renaming a segment that other live segments use. */
+export class SegmentInUseError extends Error {
+  constructor(
+    readonly segmentName: string,
+    /** Names of the segments that use it. */
+    readonly usedBy: readonly string[],
+    readonly action: 'delete' | 'rename',
+  ) {
+    super(
+      action === 'delete'
+        ? `segment ${JSON.stringify(segmentName)} is used by ${usedBy.map((u) => JSON.stringify(u)).join(', ')}; change or delete those first`
+        : `segment ${JSON.stringify(segmentName)} is used by name by ${usedBy.map((u) => JSON.stringify(u)).join(', ')}; ` +
+            'renaming it would break them: change them first (or refer to it by id, which follows a rename)',
+    );
+    this.name = 'SegmentInUseError';
   }
 }
 
@@ -103,10 +132,14 @@ export async function listSegments(ch: ClickHouse, appId: string): Promise<Segme
   return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
 }
 
+/** The live segment `ref` names: by id, else by name. */
+function resolve(all: readonly SegmentRecord[], ref: string): SegmentRecord | undefined {
+  return all.find((s) => s.id === ref) ?? all.find((s) => s.name === ref);
+}
+
 /** A live segment by id or by name. */
 export async function getSegment(ch: ClickHouse, appId: string, ref: string): Promise<SegmentRecord | undefined> {
-  const all = await listSegments(ch, appId);
-  return all.find((s) => s.id === ref) ?? all.find((s) => s.name === ref);
+  return resolve(await listSegments(ch, appId), ref);
 }
 
 /** Resolver for the checker and the compiler: id or name → saved expression. */
@@ -189,9 +222,16 @@ export async function createSegment(ch: ClickHouse, appId: string, input: Segmen
   return rec;
 }
 
-export async function updateSegment(ch: ClickHouse, appId: string, id: string, input: SegmentInput): Promise<SegmentRecord> {
-  const before = (await listSegments(ch, appId)).find((s) => s.id === id);
-  if (!before) throw new SegmentNotFoundError(id);
+/** Replaces the segment `ref` (id or name). A rename is refused while other segments use the old name. */
+export async function updateSegment(ch: ClickHouse, appId: string, ref: string, input: SegmentInput): Promise<SegmentRecord> {
+  const all = await listSegments(ch, appId);
+  const before = resolve(all, ref);
+  if (!before) throw new SegmentNotFoundError(ref);
+  const id = before.id;
+  if (input.name !== before.name && !all.some((s) => s.id === before.name)) {
+    const users = all.filter((s) => s.id !== id && refersTo(s.expr, [before.name]));
+    if (users.length > 0) throw new SegmentInUseError(before.name, users.map((u) => u.name), 'rename');
+  }
   const { expr } = await validated(ch, appId, input, id);
   await write(ch, appId, id, input.name, input.description ?? '', toJson(expr), false);
   await enforceUniqueName(ch, appId, id, input.name, () =>
@@ -203,24 +243,16 @@ export async function updateSegment(ch: ClickHouse, appId: string, id: string, i
 }
 
 /**
- * Deletes a segment. Refused while another live segment refers to it by id or
- * name: that one would stop evaluating.
+ * Deletes the segment `ref` (id or name). Refused while another live segment
+ * refers to it by id or name: that one would stop evaluating.
  */
-export async function deleteSegment(ch: ClickHouse, appId: string, id: string): Promise<void> {
+export async function deleteSegment(ch: ClickHouse, appId: string, ref: string): Promise<void> {
   const all = await listSegments(ch, appId);
-  const target = all.find((s) => s.id === id);
-  if (!target) throw new SegmentNotFoundError(id);
-  const users = all.filter((s) => s.id !== id && refersTo(s.expr, [target.id, target.name]));
-  if (users.length > 0) {
-    throw new SegmentSyntaxError([
-      {
-        code: 'segment_in_use',
-        message: `segment ${JSON.stringify(target.name)} is used by ${users.map((u) => JSON.stringify(u.name)).join(', ')}`,
-        path: ['id'],
-      },
-    ]);
-  }
-  await write(ch, appId, id, target.name, target.description, target.expression, true);
+  const target = resolve(all, ref);
+  if (!target) throw new SegmentNotFoundError(ref);
+  const users = all.filter((s) => s.id !== target.id && refersTo(s.expr, [target.id, target.name]));
+  if (users.length > 0) throw new SegmentInUseError(target.name, users.map((u) => u.name), 'delete');
+  await write(ch, appId, target.id, target.name, target.description, target.expression, true);
 }
 
 /** Does the expression name one of `refs` in an in_segment (directly)? */

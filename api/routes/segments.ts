@@ -1,4 +1,6 @@
 // Segments: evaluate and explain an expression, and the saved-segment CRUD.
+import type { Expr } from '../../segments/ast.ts';
+import { fromJson } from '../../segments/json-form.ts';
 import { printSegment } from '../../segments/print.ts';
 import { formatPath } from '../../segments/errors.ts';
 import { evaluateSegment, isoSeconds, prepareSegment } from '../../segments/evaluate.ts';
@@ -7,6 +9,16 @@ import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
 import { notFound } from '../problem.ts';
 import { ExplainBodySchema, ExplainResultSchema, EvaluateBodySchema, EvaluateResultSchema, SegmentBodySchema, SegmentListSchema, SegmentPathSchema, SegmentRecordSchema } from '../schemas.ts';
+
+/**
+ * A request's expression as the segment modules take it: text as given (the
+ * parser reports line and column), an object read strictly as the JSON form.
+ * The modules also take an internal AST (any object with a `kind`), which a
+ * request must never reach: unknown keys would pass, malformed nodes throw.
+ */
+export function requestExpression(input: string | Record<string, unknown>): string | Expr {
+  return typeof input === 'string' ? input : fromJson(input);
+}
 
 export function segmentView(r: SegmentRecord) {
   return {
@@ -34,14 +46,15 @@ export function segmentRoutes(_ctx: AppContext) {
         response: { status: 200, description: 'count and users', schema: EvaluateResultSchema },
         problems: [504],
       },
-      async ({ ch, appId, body }) => evaluateSegment(ch, appId, body.expression, { asOf: body.as_of, limit: body.limit, fields: body.fields }),
+      async ({ ch, appId, body }) =>
+        evaluateSegment(ch, appId, requestExpression(body.expression), { asOf: body.as_of, limit: body.limit, fields: body.fields }),
     ),
     route(
       {
         method: 'post',
         path: '/v1/segments/explain',
         operationId: 'explainSegment',
-        summary: 'The generated ClickHouse query, and how many users of the universe match each node of the expression',
+        summary: 'The generated ClickHouse query, and how many users of the universe match each node of the expression (the body of evaluate; limit and fields are validated, not used)',
         tag: 'segments',
         role: 'read',
         body: ExplainBodySchema,
@@ -49,7 +62,7 @@ export function segmentRoutes(_ctx: AppContext) {
         problems: [504],
       },
       async ({ ch, appId, body }) => {
-        const p = await prepareSegment(ch, appId, body.expression, body.as_of);
+        const p = await prepareSegment(ch, appId, requestExpression(body.expression), body.as_of);
         const row = (await ch.one<Record<string, string | number>>(p.compiled.nodeCounts)) ?? {};
         const nodes = p.compiled.nodes.map((n) => ({
           path: formatPath(n.path) || '$',
@@ -79,7 +92,7 @@ export function segmentRoutes(_ctx: AppContext) {
         response: { status: 201, description: 'the saved segment', schema: SegmentRecordSchema },
         problems: [409],
       },
-      async ({ ch, appId, body }) => segmentView(await createSegment(ch, appId, body)),
+      async ({ ch, appId, body }) => segmentView(await createSegment(ch, appId, { ...body, expression: requestExpression(body.expression) })),
     ),
     route(
       {
@@ -116,7 +129,8 @@ export function segmentRoutes(_ctx: AppContext) {
         method: 'put',
         path: '/v1/segments/{id}',
         operationId: 'updateSegment',
-        summary: 'Replace a saved segment\'s name, expression and description',
+        summary:
+          'Replace a saved segment\'s name, expression and description, by id or name; a rename is refused (409) while other segments use the old name (a reference by id follows a rename)',
         tag: 'segments',
         role: 'admin',
         params: SegmentPathSchema,
@@ -124,19 +138,20 @@ export function segmentRoutes(_ctx: AppContext) {
         response: { status: 200, description: 'the segment', schema: SegmentRecordSchema },
         problems: [404, 409],
       },
-      async ({ ch, appId, params, body }) => segmentView(await updateSegment(ch, appId, params.id, body)),
+      async ({ ch, appId, params, body }) =>
+        segmentView(await updateSegment(ch, appId, params.id, { ...body, expression: requestExpression(body.expression) })),
     ),
     route(
       {
         method: 'delete',
         path: '/v1/segments/{id}',
         operationId: 'deleteSegment',
-        summary: 'Delete a saved segment (refused while another segment uses it)',
+        summary: 'Delete a saved segment, by id or name (refused with 409 while another segment uses it)',
         tag: 'segments',
         role: 'admin',
         params: SegmentPathSchema,
         response: { status: 204, description: 'deleted' },
-        problems: [404],
+        problems: [404, 409],
       },
       async ({ ch, appId, params, c }) => {
         await deleteSegment(ch, appId, params.id);

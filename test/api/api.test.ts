@@ -199,7 +199,7 @@ describe('segments', () => {
     expect(await json(res)).toMatchObject({ id: seg.id, name: 'big buyers', text: 'sum(purchase.amount) > 50' });
     const ref = await json(await h.call('POST', '/v1/segments', { as: ['app_a', 'admin'], body: { name: 'vip big buyers', expression: 'in_segment("big buyers") and tag("vip")' } }));
     expect((await json(await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body: { expression: 'in_segment("vip big buyers")' } }))).users).toEqual([{ user_id: 'alice' }]);
-    await expectProblem(await h.call('DELETE', `/v1/segments/${seg.id}`, { as: ['app_a', 'admin'] }), 400);
+    await expectProblem(await h.call('DELETE', `/v1/segments/${seg.id}`, { as: ['app_a', 'admin'] }), 409);
     expect((await h.call('DELETE', `/v1/segments/${ref.id}`, { as: ['app_a', 'admin'] })).status).toBe(204);
     await expectProblem(await h.call('GET', `/v1/segments/${ref.id}`, { as: ['app_a', 'read'] }), 404);
   });

@@ -68,6 +68,99 @@ describe('explain takes the same body as evaluate', () => {
   });
 });
 
+describe('the expression is text or JSON form, nothing else', () => {
+  const ast = { kind: 'attr', attr: 'country', op: 'eq', value: 'CN' };
+  const bodies: [string, unknown][] = [
+    ['an internal AST', ast],
+    ['an AST with an unknown key', { ...ast, foo: 1 }],
+    ['a malformed AST', { kind: 'and' }],
+    ['a malformed nested AST', { kind: 'not', item: { kind: 'did' } }],
+  ];
+
+  it.each(bodies)('rejects %s with a segment problem, in evaluate, explain, create and update', async (_, expression) => {
+    const seg = await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: `ast target ${_}`, expression: 'did(view)' } }), 201);
+    const calls: [string, string, Record<string, unknown>][] = [
+      ['POST', '/v1/segments/evaluate', { expression }],
+      ['POST', '/v1/segments/explain', { expression }],
+      ['POST', '/v1/segments', { name: `ast ${_}`, expression }],
+      ['PUT', `/v1/segments/${seg.id}`, { name: seg.name, expression }],
+    ];
+    for (const [method, path, body] of calls) {
+      const p = await expectProblem(await h.call(method, path, { as: [...A_ADMIN], body }), 400);
+      expect(p.title, `${method} ${path}`).toBe('Invalid segment expression');
+      expect(p.errors[0].path, `${method} ${path}`).toMatch(/^body\.expression/);
+      expect(p.detail, `${method} ${path}`).not.toMatch(/iterable|undefined|Cannot read/);
+    }
+    // Nothing was saved or changed.
+    const names = (await ok(await h.call('GET', '/v1/segments', { as: [...A_READ] }))).segments.map((s: any) => s.name);
+    expect(names).not.toContain(`ast ${_}`);
+    expect((await ok(await h.call('GET', `/v1/segments/${seg.id}`, { as: [...A_READ] }))).text).toBe('did(view)');
+    expect((await h.call('DELETE', `/v1/segments/${seg.id}`, { as: [...A_ADMIN] })).status).toBe(204);
+  });
+
+  it('still takes the JSON form, and saved segments still evaluate', async () => {
+    const json = { attr: 'country', op: 'eq', value: 'CN' };
+    expect((await ok(await h.call('POST', '/v1/segments/evaluate', { as: [...A_READ], body: { expression: json } }))).users).toEqual([{ user_id: 'alice' }]);
+    const seg = await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'chinese', expression: json } }), 201);
+    expect(seg.expression).toEqual(json);
+    const nd = await h.call('GET', '/v1/segments/chinese/users', { as: [...A_READ] });
+    expect((await nd.text()).trim()).toBe('{"user_id":"alice"}');
+    expect((await ok(await h.call('POST', '/v1/segments/evaluate', { as: [...A_READ], body: { expression: { in_segment: 'chinese' } } }))).count).toBe(1);
+    expect((await h.call('DELETE', `/v1/segments/${seg.id}`, { as: [...A_ADMIN] })).status).toBe(204);
+  });
+});
+
+describe('saved segments: id or name, renames and deletes in use', () => {
+  it('PUT and DELETE take a name as GET does, within the key\'s app', async () => {
+    const seg = await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'the viewers', expression: 'did(view)' } }), 201);
+    const byName = `/v1/segments/${encodeURIComponent('the viewers')}`;
+    expect((await ok(await h.call('GET', byName, { as: [...A_READ] }))).id).toBe(seg.id);
+    // Another app's key does not reach it by name.
+    await expectProblem(await h.call('PUT', byName, { as: ['app_b', 'admin'], body: { name: 'the viewers', expression: 'did(purchase)' } }), 404);
+    await expectProblem(await h.call('DELETE', byName, { as: ['app_b', 'admin'] }), 404);
+    const u = await ok(await h.call('PUT', byName, { as: [...A_ADMIN], body: { name: 'the viewers', expression: 'did(view, count >= 2)', description: 'twice' } }));
+    expect(u).toMatchObject({ id: seg.id, name: 'the viewers', text: 'did(view, count >= 2)', description: 'twice' });
+    const renamed = await ok(await h.call('PUT', byName, { as: [...A_ADMIN], body: { name: 'repeat viewers', expression: 'did(view, count >= 2)' } }));
+    expect(renamed).toMatchObject({ id: seg.id, name: 'repeat viewers' });
+    await expectProblem(await h.call('GET', byName, { as: [...A_READ] }), 404);
+    expect((await h.call('DELETE', `/v1/segments/${encodeURIComponent('repeat viewers')}`, { as: [...A_ADMIN] })).status).toBe(204);
+    await expectProblem(await h.call('GET', `/v1/segments/${seg.id}`, { as: [...A_READ] }), 404);
+  });
+
+  it('refuses to rename a segment other segments use by name (409, naming them); references by id keep working', async () => {
+    const buyers = await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'buyers', expression: 'did(purchase)' } }), 201);
+    await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'cn buyers', expression: 'in_segment("buyers") and country = "CN"' } }), 201);
+    await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'big buyers', expression: 'not in_segment("buyers") or did(purchase, count >= 5)' } }), 201);
+    const p = await expectProblem(await h.call('PUT', `/v1/segments/${buyers.id}`, { as: [...A_ADMIN], body: { name: 'purchasers', expression: 'did(purchase)' } }), 409);
+    expect(p.detail).toContain('"cn buyers"');
+    expect(p.detail).toContain('"big buyers"');
+    expect(p.errors).toEqual([{ path: 'body.name', message: expect.stringContaining('cn buyers') }]);
+    // Nothing changed, and the users still evaluate.
+    expect((await ok(await h.call('GET', `/v1/segments/${buyers.id}`, { as: [...A_READ] }))).name).toBe('buyers');
+    expect((await ok(await h.call('POST', '/v1/segments/evaluate', { as: [...A_READ], body: { expression: 'in_segment("cn buyers")' } }))).users).toEqual([{ user_id: 'alice' }]);
+    // Keeping the name while changing the expression is not a rename.
+    expect((await ok(await h.call('PUT', '/v1/segments/buyers', { as: [...A_ADMIN], body: { name: 'buyers', expression: 'did(purchase, within 3650d)' } }))).id).toBe(buyers.id);
+
+    // A segment used only by id may be renamed: the reference follows.
+    const solo = await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'solo', expression: 'country = "SG"' } }), 201);
+    await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'solo by id', expression: `in_segment("${solo.id}")` } }), 201);
+    expect((await ok(await h.call('PUT', `/v1/segments/${solo.id}`, { as: [...A_ADMIN], body: { name: 'singapore', expression: 'country = "SG"' } }))).name).toBe('singapore');
+    expect((await ok(await h.call('POST', '/v1/segments/evaluate', { as: [...A_READ], body: { expression: 'in_segment("solo by id")' } }))).users).toEqual([{ user_id: 'bob' }]);
+  });
+
+  it('refuses to delete a segment in use with 409 conflict on path.id, not a segment syntax error', async () => {
+    const p = await expectProblem(await h.call('DELETE', '/v1/segments/buyers', { as: [...A_ADMIN] }), 409);
+    expect(p.type).toBe('urn:warbler:problem:conflict');
+    expect(p.title).not.toBe('Invalid segment expression');
+    expect(p.detail).toContain('"cn buyers"');
+    expect(p.errors).toEqual([{ path: 'path.id', message: expect.stringContaining('big buyers') }]);
+    expect((await ok(await h.call('GET', '/v1/segments/buyers', { as: [...A_READ] }))).name).toBe('buyers');
+    const doc = await ok(await h.call('GET', '/openapi.json', { as: [...A_READ] }));
+    expect(doc.paths['/v1/segments/{id}'].delete.responses['409']).toBeDefined();
+    expect(doc.paths['/v1/segments/{id}'].put.responses['409']).toBeDefined();
+  });
+});
+
 describe('request instants: any ISO 8601 instant with an offset or Z', () => {
   const forms: [string, string][] = [
     ['2026-11-20T12:00:00Z', '2026-11-20T12:00:00Z'],

@@ -6,7 +6,7 @@ import type { Expr } from '../../segments/ast.ts';
 import { SegmentSyntaxError } from '../../segments/errors.ts';
 import { evaluateSegment } from '../../segments/evaluate.ts';
 import { explainSegment } from '../../segments/explain.ts';
-import { createSegment, deleteSegment, getSegment, listSegments, SegmentConflictError, updateSegment } from '../../segments/saved.ts';
+import { createSegment, deleteSegment, getSegment, listSegments, SegmentConflictError, SegmentInUseError, updateSegment } from '../../segments/saved.ts';
 import { testDatabase } from '../support/env.ts';
 import { generateApp, loadApp, T0 } from './fixtures.ts';
 import { Reference } from './reference.ts';
@@ -51,7 +51,7 @@ describe('saved segments', () => {
     const ex = await explainSegment(ch, 'app_s', 'in_segment("big buyers") or tag("vip")', { asOf });
     expect(ex.nodes.map((n) => n.at)).toEqual(['', 'or[0]', 'or[1]']);
     // A segment in use cannot be deleted; an unused one can.
-    await expect(deleteSegment(ch, 'app_s', a.id)).rejects.toBeInstanceOf(SegmentSyntaxError);
+    await expect(deleteSegment(ch, 'app_s', a.id)).rejects.toBeInstanceOf(SegmentInUseError);
     await deleteSegment(ch, 'app_s', b.id);
     await deleteSegment(ch, 'app_s', a.id);
     expect(await listSegments(ch, 'app_s')).toEqual([]);
