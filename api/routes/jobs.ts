@@ -4,7 +4,7 @@
 import { getJob, startJob } from '../../lib/jobs.ts';
 import { resolveFeatures } from '../../profiles/cluster-features.ts';
 import { trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles } from '../../profiles/job.ts';
+import { buildProfiles, isoSeconds } from '../../profiles/job.ts';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
 import { notFound, ProblemError } from '../problem.ts';
@@ -21,11 +21,12 @@ export function jobRoutes(ctx: AppContext) {
         tag: 'jobs',
         role: 'admin',
         body: ProfileJobBodySchema,
+        optionalBody: true,
         response: { status: 202, description: 'the job was queued', schema: JobAcceptedSchema },
         problems: [409],
       },
       async ({ appId, body }) => {
-        const params = { as_of: body.as_of?.toISOString(), mode: body.mode ?? 'incremental' };
+        const params = { as_of: body.as_of ? isoSeconds(body.as_of) : undefined, mode: body.mode ?? 'incremental' };
         return startJob(ctx.ch, appId, 'profiles', params, (report) =>
           buildProfiles(ctx.ch, appId, { asOf: body.as_of, mode: body.mode, onProgress: report }),
         );
@@ -40,6 +41,7 @@ export function jobRoutes(ctx: AppContext) {
         tag: 'jobs',
         role: 'admin',
         body: ClusterJobBodySchema,
+        optionalBody: true,
         response: { status: 202, description: 'the job was queued', schema: JobAcceptedSchema },
         problems: [409],
       },
@@ -50,7 +52,7 @@ export function jobRoutes(ctx: AppContext) {
             errors: resolved.errors.map((e) => ({ path: `body.${e.path}`, message: e.message })),
           });
         }
-        const params = { k: body.k ?? 'auto', features: body.features, as_of: body.as_of?.toISOString() };
+        const params = { k: body.k ?? 'auto', features: body.features, as_of: body.as_of ? isoSeconds(body.as_of) : undefined };
         return startJob(ctx.ch, appId, 'clusters', params, (report) =>
           trainClusters(ctx.ch, appId, { k: body.k, features: body.features, asOf: body.as_of }, (f) => report(f)),
         );
@@ -63,7 +65,7 @@ export function jobRoutes(ctx: AppContext) {
         operationId: 'getJob',
         summary: 'A job\'s state, progress, and its result or error',
         tag: 'jobs',
-        role: 'read',
+        role: 'admin',
         params: JobPathSchema,
         response: { status: 200, description: 'the job', schema: JobSchema },
         problems: [404],

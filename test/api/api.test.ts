@@ -20,7 +20,7 @@ async function runJob(path: string, body: unknown, as: ['app_a' | 'app_b', 'admi
   expect(res.status).toBe(202);
   const { job_id } = await json(res);
   await jobFinished(job_id);
-  const job = await json(await h.call('GET', `/v1/jobs/${job_id}`, { as: [as[0], 'read'] }));
+  const job = await json(await h.call('GET', `/v1/jobs/${job_id}`, { as: [as[0], 'admin'] }));
   expect(job).toMatchObject({ job_id, state: 'succeeded', progress: 1 });
   return job;
 }
@@ -279,7 +279,7 @@ describe('jobs and clusters', () => {
     expect(m.centroids).toHaveLength(2);
     expect(m.sizes.reduce((a: number, b: number) => a + b, 0)).toBe(APP_A_VIEWERS.length + 1); // + carol, who only bought
     expect(m.labels).toHaveLength(2);
-    await expectProblem(await h.call('GET', '/v1/jobs/not-a-job', { as: ['app_a', 'read'] }), 404);
+    await expectProblem(await h.call('GET', '/v1/jobs/not-a-job', { as: ['app_a', 'admin'] }), 404);
   });
 });
 
@@ -339,7 +339,7 @@ describe('tenant isolation', () => {
     // Jobs and cluster models are per app.
     const jobRes = await h.call('POST', '/v1/jobs/profiles', { as: ['app_a', 'admin'], body: { mode: 'incremental' } });
     const { job_id } = await json(jobRes);
-    await expectProblem(await h.call('GET', `/v1/jobs/${job_id}`, { as: [...Br] }), 404);
+    await expectProblem(await h.call('GET', `/v1/jobs/${job_id}`, { as: [...B] }), 404);
     await jobFinished(job_id);
     await expectProblem(await h.call('GET', '/v1/clusters', { as: [...Br] }), 404);
   });

@@ -204,3 +204,35 @@ describe('request instants: any ISO 8601 instant with an offset or Z', () => {
     expect(as_of.format).toBeUndefined();
   });
 });
+
+describe('jobs', () => {
+  it('take no body as {}, record params in UTC seconds, and are read with the admin role', async () => {
+    let res = await h.call('POST', '/v1/jobs/profiles', { as: [...A_ADMIN] });
+    const { job_id } = await ok(res, 202);
+    await jobFinished(job_id);
+    // Jobs belong to `admin`: a read key is refused.
+    await expectProblem(await h.call('GET', `/v1/jobs/${job_id}`, { as: [...A_READ] }), 403);
+    expect(await ok(await h.call('GET', `/v1/jobs/${job_id}`, { as: [...A_ADMIN] }))).toMatchObject({ state: 'succeeded', params: { mode: 'incremental' } });
+
+    res = await h.call('POST', '/v1/jobs/profiles', { as: [...A_ADMIN], body: { as_of: '2026-11-20T14:00:00.999+02:00', mode: 'full' } });
+    const full = await ok(res, 202);
+    await jobFinished(full.job_id);
+    const job = await ok(await h.call('GET', `/v1/jobs/${full.job_id}`, { as: [...A_ADMIN] }));
+    expect(job.params).toEqual({ as_of: '2026-11-20T12:00:00Z', mode: 'full' });
+    expect(job.created_at).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$/);
+
+    // An empty body on the cluster job too.
+    res = await h.call('POST', '/v1/jobs/clusters', { as: [...A_ADMIN] });
+    const clusters = await ok(res, 202);
+    await jobFinished(clusters.job_id);
+    expect((await ok(await h.call('GET', `/v1/jobs/${clusters.job_id}`, { as: [...A_ADMIN] }))).params).toMatchObject({ k: 'auto' });
+    res = await h.call('POST', '/v1/jobs/clusters', { as: [...A_ADMIN], body: { k: 2, as_of: '2026-11-20T12:00Z' } });
+    const k2 = await ok(res, 202);
+    await jobFinished(k2.job_id);
+    expect((await ok(await h.call('GET', `/v1/jobs/${k2.job_id}`, { as: [...A_ADMIN] }))).params).toEqual({ k: 2, as_of: '2026-11-20T12:00:00Z' });
+
+    // A body that is there must still be an object of known fields.
+    await expectProblem(await h.call('POST', '/v1/jobs/profiles', { as: [...A_ADMIN], body: { mode: 'sometimes' } }), 400);
+    await expectProblem(await h.call('POST', '/v1/jobs/clusters', { as: [...A_ADMIN], body: '[]' }), 400);
+  });
+});
