@@ -215,7 +215,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
         if (spec.role) {
           key = authenticate(c, ctx.keys);
           c.set('key', key);
-          if (!hasRole(key, spec.role)) {
+          if (spec.role !== 'any' && !hasRole(key, spec.role)) {
             throw new ProblemError(403, `this needs a key with the '${spec.role}' role (this key has: ${[...key.roles].join(', ')})`);
           }
         }

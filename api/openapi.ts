@@ -30,8 +30,8 @@ export interface RouteSpec<
   operationId: string;
   summary: string;
   tag: string;
-  /** The role a key needs; null = no key (health, metrics, the document itself). */
-  role: Role | null;
+  /** The role a key needs; 'any' = any valid key; null = no key (only the health check). */
+  role: Role | 'any' | null;
   params?: P;
   query?: Q;
   body?: B;
@@ -40,6 +40,8 @@ export interface RouteSpec<
   /** Largest accepted body in bytes (default: the app's). */
   bodyLimit?: number;
   response: ResponseSpec;
+  /** Other non-problem answers (e.g. the health check's 503 carries the health object). */
+  otherResponses?: ResponseSpec[];
   /** Error statuses worth documenting besides the generic 400/401/403/500. */
   problems?: number[];
 }
@@ -166,16 +168,18 @@ export function openApiDocument(routes: readonly Route<any>[], info: { title: st
     if (spec.body) {
       op.requestBody = { required: !spec.optionalBody, content: { 'application/json': { schema: jsonSchema(spec.body, 'input', defs) } } };
     }
-    const content: Record<string, unknown> = {};
-    if (spec.response.schema) content['application/json'] = { schema: jsonSchema(spec.response.schema, 'output', defs) };
-    for (const [type, m] of Object.entries(spec.response.media ?? {})) {
-      content[type] = { ...(m.schema ? { schema: m.schema } : {}), 'x-description': m.description };
+    const responses: Record<string, unknown> = {};
+    for (const r of [spec.response, ...(spec.otherResponses ?? [])]) {
+      const content: Record<string, unknown> = {};
+      if (r.schema) content['application/json'] = { schema: jsonSchema(r.schema, 'output', defs) };
+      for (const [type, m] of Object.entries(r.media ?? {})) {
+        content[type] = { ...(m.schema ? { schema: m.schema } : {}), 'x-description': m.description };
+      }
+      responses[String(r.status)] = { description: r.description, ...(Object.keys(content).length ? { content } : {}) };
     }
-    const responses: Record<string, unknown> = {
-      [String(spec.response.status)]: { description: spec.response.description, ...(Object.keys(content).length ? { content } : {}) },
-    };
     const statuses = new Set<number>([...(spec.body || spec.query || spec.params ? [400] : []), ...(spec.role ? [401, 403] : []), ...(spec.problems ?? []), 500]);
     for (const s of [...statuses].sort()) {
+      if (responses[String(s)]) continue;
       responses[String(s)] = {
         description: GENERIC_PROBLEMS[s] ?? 'error',
         content: { [PROBLEM_CONTENT_TYPE]: { schema: { $ref: '#/components/schemas/Problem' } } },

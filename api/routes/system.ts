@@ -1,4 +1,6 @@
-// Liveness, metrics and the OpenAPI document: the routes that need no key.
+// Liveness, metrics and the OpenAPI document. Only the health check needs no
+// key (load balancers probe it); the document takes any valid key, and the
+// metrics an admin key, since their counters span every app.
 import { z } from 'zod';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
@@ -49,11 +51,11 @@ export function systemRoutes(ctx: AppContext) {
         method: 'get',
         path: '/healthz',
         operationId: 'health',
-        summary: 'Liveness and ClickHouse/Kafka reachability (503 when either is unreachable)',
+        summary: 'Liveness and ClickHouse/Kafka reachability (503 with the same object when either is unreachable)',
         tag: 'system',
         role: null,
         response: { status: 200, description: 'both reachable', schema: HealthSchema },
-        problems: [503],
+        otherResponses: [{ status: 503, description: 'ClickHouse or Kafka unreachable (status "degraded"; each part says which)', schema: HealthSchema }],
       },
       async ({ c }) => {
         const [chOk, kafka] = await Promise.all([
@@ -72,9 +74,9 @@ export function systemRoutes(ctx: AppContext) {
         method: 'get',
         path: '/metrics',
         operationId: 'metrics',
-        summary: 'Prometheus text metrics (request latency per route, ingest, jobs)',
+        summary: 'Prometheus text metrics (request latency per route, ingest, jobs) of the whole process, every app: needs an admin key',
         tag: 'system',
-        role: null,
+        role: 'admin',
         response: { status: 200, description: 'Prometheus text format 0.0.4', media: { 'text/plain; version=0.0.4': { description: 'metrics' } } },
       },
       ({ c }) => c.body(ctx.metrics.render(), 200, { 'content-type': 'text/plain; version=0.0.4; charset=utf-8' }),
@@ -84,9 +86,9 @@ export function systemRoutes(ctx: AppContext) {
         method: 'get',
         path: '/openapi.json',
         operationId: 'openapi',
-        summary: 'This API as an OpenAPI 3.1 document, generated from the schemas that validate requests',
+        summary: 'This API as an OpenAPI 3.1 document, generated from the schemas that validate requests (any valid key)',
         tag: 'system',
-        role: null,
+        role: 'any',
         response: { status: 200, description: 'the document', media: { 'application/json': { description: 'OpenAPI 3.1' } } },
       },
       ({ c }) => {

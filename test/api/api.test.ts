@@ -56,12 +56,14 @@ describe('keys and roles', () => {
       const path = spec.path.replace(/\{[a-z_]+\}/g, 'x');
       // Roles are checked before the body: a body every route rejects (400) keeps the probe free of side effects (no jobs, no events).
       const body = spec.method === 'post' || spec.method === 'put' ? { role_probe: true } : undefined;
-      const lacking = spec.role === 'admin' ? (['ingest', 'read'] as const) : spec.role === 'read' ? (['ingest'] as const) : (['read'] as const);
+      // 'any': every valid key, whatever its roles.
+      const lacking = spec.role === 'admin' ? (['ingest', 'read'] as const) : spec.role === 'read' ? (['ingest'] as const) : spec.role === 'ingest' ? (['read'] as const) : ([] as const);
       for (const role of lacking) {
         const res = await h.call(spec.method.toUpperCase(), path, { as: ['app_a', role], body });
         expect(res.status, `${spec.method} ${spec.path} as ${role}`).toBe(403);
       }
-      for (const role of ['admin', spec.role as 'admin' | 'read' | 'ingest'] as const) {
+      const holding = spec.role === 'any' ? (['ingest', 'read', 'admin'] as const) : (['admin', spec.role as 'admin' | 'read' | 'ingest'] as const);
+      for (const role of holding) {
         const res = await h.call(spec.method.toUpperCase(), path, { as: ['app_a', role], body });
         expect([401, 403], `${spec.method} ${spec.path} as ${role}`).not.toContain(res.status);
         if (body && spec.body) expect(res.status, `${spec.method} ${spec.path} as ${role}`).toBe(400);
@@ -288,9 +290,9 @@ describe('system', () => {
     const health = await h.call('GET', '/healthz');
     expect(health.status).toBe(200);
     expect(await json(health)).toEqual({ status: 'ok', clickhouse: { ok: true }, kafka: { ok: true } });
-    const metrics = await (await h.call('GET', '/metrics')).text();
+    const metrics = await (await h.call('GET', '/metrics', { as: ['app_a', 'admin'] })).text();
     expect(metrics).toMatch(/warbler_http_request_duration_seconds_bucket\{le="0.005",method="GET",route="\/v1\/users\/\{user_id\}",status="200"\} \d+/);
-    const doc = await json(await h.call('GET', '/openapi.json'));
+    const doc = await json(await h.call('GET', '/openapi.json', { as: ['app_a', 'read'] }));
     expect(doc.openapi).toBe('3.1.0');
     for (const { spec } of h.ctx.routes) expect(doc.paths[spec.path]?.[spec.method], `${spec.method} ${spec.path}`).toBeDefined();
     const refs = [...JSON.stringify(doc).matchAll(/"\$ref":"#\/components\/schemas\/([^"]+)"/g)].map((m) => m[1] as string);

@@ -236,3 +236,44 @@ describe('jobs', () => {
     await expectProblem(await h.call('POST', '/v1/jobs/clusters', { as: [...A_ADMIN], body: '[]' }), 400);
   });
 });
+
+describe('system routes', () => {
+  it('/metrics needs an admin key, /openapi.json any key, /healthz none', async () => {
+    expect((await h.call('GET', '/healthz')).status).toBe(200);
+    for (const path of ['/metrics', '/openapi.json']) {
+      await expectProblem(await h.call('GET', path), 401);
+      await expectProblem(await h.call('GET', path, { headers: { authorization: 'Bearer nope' } }), 401);
+    }
+    for (const role of ['ingest', 'read'] as const) {
+      await expectProblem(await h.call('GET', '/metrics', { as: ['app_a', role] }), 403);
+      expect((await ok(await h.call('GET', '/openapi.json', { as: ['app_a', role] }))).openapi).toBe('3.1.0');
+    }
+    const m = await h.call('GET', '/metrics', { as: [...A_ADMIN] });
+    expect(m.status).toBe(200);
+    expect(await m.text()).toContain('warbler_http_requests_total');
+    const doc = await ok(await h.call('GET', '/openapi.json', { as: ['app_b', 'ingest'] }));
+    expect(doc.paths['/metrics'].get).toMatchObject({ security: [{ bearer: [] }], 'x-warbler-role': 'admin' });
+    expect(doc.paths['/openapi.json'].get.security).toEqual([{ bearer: [] }]);
+    expect(doc.paths['/healthz'].get.security).toEqual([]);
+  });
+
+  it('/healthz answers 503 with the health object, as the document says', async () => {
+    // ClickHouse on a port nobody listens on, no Kafka: degraded.
+    const dead = new ClickHouse({ url: 'http://127.0.0.1:9', database: 'nothing' });
+    const { app } = createApp({ ch: dead, producer: h.producer, config: h.config, keys: h.ctx.keys });
+    try {
+      const res = await app.request('/healthz');
+      expect(res.status).toBe(503);
+      const body = (await res.json()) as Record<string, unknown>;
+      expect(body).toMatchObject({ status: 'degraded', clickhouse: { ok: false }, kafka: { ok: false } });
+      const doc = await ok(await h.call('GET', '/openapi.json', { as: [...A_READ] }));
+      const documented = doc.paths['/healthz'].get.responses['503'];
+      const served = (res.headers.get('content-type') ?? '').split(';')[0] as string;
+      expect(Object.keys(documented.content)).toEqual([served]);
+      expect(documented.content[served].schema).toEqual({ $ref: '#/components/schemas/Health' });
+      expect(Object.keys(doc.components.schemas.Health.properties).sort()).toEqual(Object.keys(body).sort());
+    } finally {
+      await dead.close();
+    }
+  });
+});
