@@ -166,6 +166,11 @@ function authenticate(c: Context, keys: KeyStore): ApiKey {
   return key;
 }
 
+/** Query parameters given a value: `?limit=` reads as no `limit` (its default), never as an empty value. */
+export function presentQuery(q: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(q).filter(([, v]) => v !== ''));
+}
+
 function parseWith<S extends z.ZodType>(schema: S, value: unknown, where: string): z.output<S> {
   const r = schema.safeParse(value);
   if (!r.success) throw validationProblem(r.error, where);
@@ -220,7 +225,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
           }
         }
         const params = spec.params ? parseWith(spec.params, c.req.param(), 'path') : undefined;
-        const query = spec.query ? parseWith(spec.query, c.req.query(), 'query') : undefined;
+        const query = spec.query ? parseWith(spec.query, presentQuery(c.req.query()), 'query') : undefined;
         const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes, spec.optionalBody), 'body') : undefined;
         const out = await handler({
           params,
