@@ -44,6 +44,22 @@ export function hasRole(key: ApiKey, role: Role): boolean {
   return key.roles.has('admin') || key.roles.has(role);
 }
 
+/** The entries of a keys-file JSON text; errors name `source` (a file or WARBLER_API_KEYS) and the path in it. */
+function parseKeyEntries(text: string, source: string): KeyEntry[] {
+  let json: unknown;
+  try {
+    json = JSON.parse(text);
+  } catch (e) {
+    throw new Error(`${source}: not valid JSON (${(e as Error).message})`);
+  }
+  const r = KeysFileSchema.safeParse(json);
+  if (!r.success) {
+    const lines = r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
+    throw new Error(`${source}: invalid keys file:\n${lines.join('\n')}`);
+  }
+  return r.data.keys;
+}
+
 export class KeyStore {
   private readonly byHash = new Map<string, ApiKey>();
 
@@ -69,18 +85,7 @@ export class KeyStore {
   }
 
   static parse(text: string, source: string): KeyStore {
-    let json: unknown;
-    try {
-      json = JSON.parse(text);
-    } catch (e) {
-      throw new Error(`${source}: not valid JSON (${(e as Error).message})`);
-    }
-    const r = KeysFileSchema.safeParse(json);
-    if (!r.success) {
-      const lines = r.error.issues.map((i) => `  ${i.path.join('.')}: ${i.message}`);
-      throw new Error(`${source}: invalid keys file:\n${lines.join('\n')}`);
-    }
-    return new KeyStore(r.data.keys);
+    return new KeyStore(parseKeyEntries(text, source));
   }
 
   static fromFile(file: string): KeyStore {
@@ -94,8 +99,9 @@ export class KeyStore {
   static fromConfig(cfg: Pick<Config, 'keysFile'>, env: NodeJS.ProcessEnv = process.env): KeyStore {
     const entries: KeyEntry[] = [];
     const inline = env.WARBLER_API_KEYS;
-    if (inline) entries.push(...KeysFileSchema.parse(JSON.parse(inline)).keys);
-    if (existsSync(cfg.keysFile)) entries.push(...KeysFileSchema.parse(JSON.parse(readFileSync(cfg.keysFile, 'utf8'))).keys);
+    // Errors name their source: a bad value stops the command with a message naming it.
+    if (inline) entries.push(...parseKeyEntries(inline, 'WARBLER_API_KEYS'));
+    if (existsSync(cfg.keysFile)) entries.push(...parseKeyEntries(readFileSync(cfg.keysFile, 'utf8'), cfg.keysFile));
     if (entries.length === 0) {
       throw new Error(
         `no API keys configured: create ${cfg.keysFile} (run \`warbler serve\` once for a demo admin key) or set WARBLER_API_KEYS`,

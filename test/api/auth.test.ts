@@ -37,6 +37,13 @@ describe('API keys', () => {
     expect(store.size).toBe(2);
     expect(store.verify('one')?.appId).toBe('a');
     expect(store.verify('two')?.appId).toBe('b');
+    // A bad value stops start-up with a message naming where it came from.
+    expect(() => KeyStore.fromConfig({ keysFile }, { WARBLER_API_KEYS: '{"keys": [' })).toThrow(/^WARBLER_API_KEYS: not valid JSON/);
+    expect(() => KeyStore.fromConfig({ keysFile }, { WARBLER_API_KEYS: '{"keys":[{"app_id":"a","roles":[],"sha256":"00"}]}' })).toThrow(
+      /^WARBLER_API_KEYS: invalid keys file:[\s\S]*keys\.0\.roles/,
+    );
+    writeFileSync(keysFile, '{"keys": 1}');
+    expect(() => KeyStore.fromConfig({ keysFile }, {})).toThrow(new RegExp(`^${keysFile.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}: invalid keys file`));
   });
 
   it('creates the demo admin key once, hashed in the keys file and readable only by the owner', () => {

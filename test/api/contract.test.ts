@@ -294,3 +294,15 @@ describe('system routes', () => {
     }
   });
 });
+
+describe('the README documents the API configuration', () => {
+  it('names every environment variable the API and serve read', () => {
+    const readme = readFileSync(join(REPO_ROOT, 'README.md'), 'utf8');
+    const config = readme.slice(readme.indexOf('## Configuration'), readme.indexOf('\n## ', readme.indexOf('## Configuration') + 5));
+    const sources = ['api/auth.ts', 'api/app.ts', 'cli/serve.ts'].map((f) => readFileSync(join(REPO_ROOT, f), 'utf8')).join('\n');
+    const used = new Set([...sources.matchAll(/env\.(WARBLER_[A-Z0-9_]+)/g)].map((m) => m[1] as string));
+    expect(used).toContain('WARBLER_API_KEYS');
+    for (const v of used) expect(config, v).toContain(`\`${v}\``);
+    expect(readme).toMatch(/\/metrics[^\n]*admin/);
+  });
+});
