@@ -36,7 +36,9 @@ export const EXPORT_CONTENT_TYPES: Record<ExportFormat, string> = {
 /**
  * How a column's value is rendered. `json` values are objects/arrays (traits,
  * tags; JSON text in CSV and Arrow); `scalar` is a string, number or boolean
- * decided per row (a trait; text in CSV and Arrow).
+ * decided per row (a trait; text in CSV and Arrow); `timestamp` comes from
+ * ClickHouse as epoch seconds (select a DateTime with toUInt32) and leaves as
+ * ISO 8601 UTC.
  */
 export type ColumnKind = 'string' | 'number' | 'boolean' | 'timestamp' | 'json' | 'scalar';
 
@@ -62,10 +64,16 @@ export interface ExportOptions {
 
 type Value = string | number | boolean | null | object;
 
+/**
+ * A DateTime selected as epoch seconds (toUInt32) → ISO 8601 UTC. Never read
+ * ClickHouse's 'YYYY-MM-DD hh:mm:ss' text: it is in the server's zone, which
+ * an external ClickHouse need not have set to UTC.
+ */
 function chTimestamp(v: unknown): string | null {
   if (v === null || v === undefined) return null;
-  // ClickHouse renders DateTime as 'YYYY-MM-DD hh:mm:ss' (UTC server).
-  return String(v).replace(' ', 'T') + 'Z';
+  const s = Number(v);
+  if (!Number.isFinite(s)) throw new TypeError(`a timestamp column must be selected as epoch seconds, got ${JSON.stringify(v)}`);
+  return new Date(s * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
 /** A ClickHouse JSON value as its API value. */
@@ -356,7 +364,7 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
           if (!input.profileRunId || Number(r.has_p) !== 1) return null;
           const v = r[`p${pi}`];
           if (v === null || v === undefined) return null;
-          return kind === 'timestamp' ? new Date(Number(v) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z') : normalise(kind, v);
+          return normalise(kind, v);
         },
       });
     } else if (f === 'traits') {

@@ -32,7 +32,9 @@ const StatsSchema = z
   })
   .meta({ id: 'Stats' });
 
-const iso = (s: string) => s.replace(' ', 'T') + 'Z';
+// DateTime values leave ClickHouse as epoch seconds or explicitly UTC, never
+// in the server's zone: an external server need not run on UTC.
+const iso = (epochSeconds: string | number) => new Date(Number(epochSeconds) * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
 
 /** Messages of the events topic beyond the ingest group's committed offsets. */
 async function consumerLag(kafka: Kafka | undefined, topic: string, groupId: string): Promise<{ messages: number | null; error?: string }> {
@@ -76,15 +78,16 @@ export function statsRoutes(ctx: AppContext) {
         response: { status: 200, description: 'the app\'s figures', schema: StatsSchema },
       },
       async ({ ch, appId, query }) => {
-        const since = new Date(Date.now() - (query.days - 1) * 86_400_000);
+        // The first UTC day of the window, at 00:00 UTC.
+        const since = new Date((Math.floor(Date.now() / 86_400_000) - (query.days - 1)) * 86_400_000);
         const [totals, days, ingest, lag] = await Promise.all([
           ch.one<{ track: string; identify: string; users: string; last_ts: string; last_received: string; n: string }>(sql`
             SELECT countIf(type = 'track') AS track, countIf(type = 'identify') AS identify, uniqExact(user_id) AS users,
-              toString(max(ts)) AS last_ts, toString(max(received_at)) AS last_received, count() AS n
+              toUInt32(max(ts)) AS last_ts, toUInt32(max(received_at)) AS last_received, count() AS n
             FROM events WHERE app_id = ${appId}`),
           ch.rows<{ day: string; track: string; identify: string }>(sql`
-            SELECT toString(toDate(ts)) AS day, countIf(type = 'track') AS track, countIf(type = 'identify') AS identify
-            FROM events WHERE app_id = ${appId} AND ts >= toDateTime(toDate(${since}))
+            SELECT toString(toDate(ts, 'UTC')) AS day, countIf(type = 'track') AS track, countIf(type = 'identify') AS identify
+            FROM events WHERE app_id = ${appId} AND ts >= ${since}
             GROUP BY day ORDER BY day`),
           ingestStats(ch, appId),
           consumerLag(ctx.kafka, ctx.config.WARBLER_EVENTS_TOPIC, ctx.config.WARBLER_CONSUMER_GROUP),

@@ -306,3 +306,34 @@ describe('the README documents the API configuration', () => {
     expect(readme).toMatch(/\/metrics[^\n]*admin/);
   });
 });
+
+describe('response timestamps are UTC whatever the ClickHouse server zone', () => {
+  it('normalises ClickHouse timestamps given as epoch seconds', () => {
+    expect(normalise('timestamp', 1_790_007_200)).toBe('2026-09-21T16:13:20Z');
+    expect(normalise('timestamp', '1790007200')).toBe('2026-09-21T16:13:20Z');
+  });
+
+  it('GET /v1/stats: last event time and days in UTC when DateTime values render in another zone', async () => {
+    // A DateTime column with a zone renders like a plain DateTime on a server
+    // in that zone: an external ClickHouse that is not on UTC.
+    const t = await harness({ prefix: 'apitz' });
+    // The views fed by `events` go too: this database serves only the stats read.
+    const views = await t.ch.rows<{ name: string }>(sql`SELECT name FROM system.tables WHERE database = currentDatabase() AND engine = 'MaterializedView'`);
+    for (const v of views) await t.ch.exec(sql`DROP TABLE ${ident(v.name)}`);
+    await t.ch.exec(sql`RENAME TABLE events TO events_utc`);
+    await t.ch.exec(sql`CREATE TABLE events (app_id String, user_id String, ts DateTime('Asia/Shanghai'), event_id String,
+      type Enum8('track' = 1, 'identify' = 2), event String, received_at DateTime('Asia/Shanghai'))
+      ENGINE = MergeTree ORDER BY (app_id, user_id, ts)`);
+    // 22:30 UTC is 06:30 of the next day in Shanghai.
+    const day = Math.floor(Date.now() / 86_400_000) - 2;
+    const ts = day * 86_400 + 22.5 * 3600;
+    await t.ch.exec(sql`INSERT INTO events (app_id, user_id, ts, event_id, type, event, received_at)
+      SELECT 'app_a', 'zoe', toDateTime(${ts}), 'e1', 'track', 'view', toDateTime(${ts + 5})`);
+    const res = await t.call('GET', '/v1/stats?days=10', { as: [...A_READ] });
+    const s = await ok(res);
+    const iso = (sec: number) => new Date(sec * 1000).toISOString().replace(/\.\d{3}Z$/, 'Z');
+    expect(s.last_event_at).toBe(iso(ts));
+    expect(s.last_received_at).toBe(iso(ts + 5));
+    expect(s.events.by_day).toEqual([{ day: iso(ts).slice(0, 10), track: 1, identify: 0 }]);
+  });
+});

@@ -33,9 +33,9 @@ beforeAll(async () => {
       toDateTime(1760000000 + number),
       if(number % 1000 = 0, 'has "quotes", commas\nand newlines', concat('note number ', toString(number)))
     FROM system.numbers LIMIT 1000000`);
-  queries.set('wide', { query: sql`SELECT user_id, country, revenue_total, last_seen, note FROM wide_users ORDER BY user_id`, columns: COLUMNS });
+  queries.set('wide', { query: sql`SELECT user_id, country, revenue_total, toUInt32(last_seen) AS last_seen, note FROM wide_users ORDER BY user_id`, columns: COLUMNS });
   queries.set('small', {
-    query: sql`SELECT user_id, country, revenue_total, last_seen, note FROM wide_users WHERE user_id < 'user-0100000' ORDER BY user_id`,
+    query: sql`SELECT user_id, country, revenue_total, toUInt32(last_seen) AS last_seen, note FROM wide_users WHERE user_id < 'user-0100000' ORDER BY user_id`,
     columns: COLUMNS,
   });
   queries.set('endless', {
