@@ -7,7 +7,7 @@ import { DURATION_SECONDS, unreachable } from './ast.ts';
 import type { CompareOp, Duration, Expr, Literal, Predicate, PropExpr, Span, TimeWindow } from './ast.ts';
 import { atOffset, shown } from './errors.ts';
 import type { SegmentError } from './errors.ts';
-import { NON_COMPARABLE_FIELDS, resolveAttr, TRAITS_PREFIX } from './fields.ts';
+import { NON_COMPARABLE_FIELDS, resolveAttr, TRAIT_BACKED_FIELDS, TRAITS_PREFIX } from './fields.ts';
 import type { AttrTarget } from './fields.ts';
 
 export const LIMITS = {
@@ -21,10 +21,12 @@ export const LIMITS = {
   minSequenceSteps: 2,
   maxSequenceSteps: 8,
   /**
-   * 100 years. Larger windows add nothing (events start in 1970) and would push
-   * `as_of - duration` below the DateTime range, where ClickHouse wraps around.
+   * Seconds are computed exactly up to 2^53 - 1 (about 285 million years). Every
+   * window is clamped in JavaScript before it reaches SQL (a window reaching back
+   * before 1970 covers all history), so ClickHouse itself never sees a bound it
+   * could overflow; this limit keeps `amount × unit` an exact integer.
    */
-  maxDurationSeconds: 36_500 * 86_400,
+  maxDurationSeconds: Number.MAX_SAFE_INTEGER,
   /** in_segment references followed while looking for cycles. */
   maxSegmentsVisited: 10_000,
 } as const;
@@ -47,7 +49,7 @@ export function durationProblem(amount: number, unit: string): string | undefine
   if (!Number.isFinite(amount) || !Number.isInteger(amount)) return 'duration must be a whole number';
   if (amount <= 0) return 'duration must be > 0';
   if (amount * DURATION_SECONDS[unit as Duration['unit']] > LIMITS.maxDurationSeconds) {
-    return 'duration must be at most 36500d (100 years)';
+    return `duration must be at most ${LIMITS.maxDurationSeconds} seconds (about 285 million years): longer ones cannot be computed exactly`;
   }
   return undefined;
 }
@@ -121,23 +123,16 @@ export function windowProblem(from: string, to: string): { code: string; message
   if (!a) return { code: 'bad_timestamp', message: `${shown(from)} is not ${INSTANT_HINT}`, at: 0 };
   const b = parseInstant(to);
   if (!b) return { code: 'bad_timestamp', message: `${shown(to)} is not ${INSTANT_HINT}`, at: 1 };
-  const c = compareInstants(b, a);
-  if (c < 0) return { code: 'between_order', message: `between end ${shown(to)} precedes start ${shown(from)}`, at: 1 };
-  if (c === 0) {
-    return {
-      code: 'empty_window',
-      message: `between window is empty: end equals start (it covers start <= ts < end)`,
-      at: 1,
-    };
-  }
+  // End equal to start is allowed: the window start <= ts < end is empty and matches no event.
+  if (compareInstants(b, a) < 0) return { code: 'between_order', message: `between end ${shown(to)} precedes start ${shown(from)}`, at: 1 };
   return undefined;
 }
 
 // ---- counts ----
 
-export function countProblem(op: CompareOp, value: number): string | undefined {
+/** `count < 0` is allowed: it is never true, like any other comparison no count satisfies. */
+export function countProblem(_op: CompareOp, value: number): string | undefined {
   if (!Number.isSafeInteger(value) || value < 0) return 'count must be a whole number >= 0';
-  if (op === 'lt' && value === 0) return 'count < 0 can never match';
   return undefined;
 }
 
@@ -160,6 +155,18 @@ function kindOf(v: Literal): 'string' | 'number' | 'boolean' {
 }
 
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/**
+ * Whether a string is valid Unicode (String.prototype.isWellFormed, which the
+ * ES2023 lib does not declare). A lone UTF-16 surrogate has no UTF-8 form: it
+ * would reach ClickHouse as U+FFFD and compare with another value than written.
+ */
+export function isWellFormedText(text: string): boolean {
+  return !LONE_SURROGATE.test(text);
+}
+
+export const LONE_SURROGATE_MESSAGE =
+  'holds a lone UTF-16 surrogate (such as \\uD800 without its pair), which is not valid Unicode; write the character itself or both halves of its surrogate pair';
 
 // ---- RE2 syntax ----
 
@@ -212,6 +219,8 @@ function unicodeClassKnown(name: string): boolean {
  */
 export function re2Problem(pattern: string): string | undefined {
   if (LONE_SURROGATE.test(pattern)) return 'pattern is not valid UTF-8 (lone surrogate)';
+  // ClickHouse's match() reads the pattern as a C string: a NUL would silently cut it short.
+  if (pattern.includes('\u0000')) return 'pattern holds a NUL character (U+0000), which ClickHouse would cut the pattern at; write \\x00 instead';
   const cs = Array.from(pattern);
   const names = new Set<string>();
   // One frame per open group: the largest nested repeat product of its items so
@@ -652,7 +661,13 @@ class Checker {
       this.add('empty_name', `${what} must be a non-empty string`, path, span);
       return false;
     }
-    return true;
+    return this.wellFormed(value, what, path, span);
+  }
+
+  private wellFormed(value: string, what: string, path: Path, span: Span | undefined): boolean {
+    if (isWellFormedText(value)) return true;
+    this.add('bad_string', `${what} ${LONE_SURROGATE_MESSAGE}`, path, span);
+    return false;
   }
 
   private event(name: string, path: Path, span: Span | undefined): void {
@@ -702,17 +717,24 @@ class Checker {
   /** Operator/value rules shared by attrs and where-clause props; `target` is undefined for props. */
   private predicate(pred: Predicate, path: Path, span: Span | undefined, target: AttrTarget | undefined): void {
     const name = target === undefined ? 'property' : target.kind === 'field' ? target.name : `traits.${target.key}`;
-    const field = target?.kind === 'field' ? target : undefined;
+    // A strictly typed built-in field; the trait-backed ones (country, platform, …)
+    // hold whatever identify stored, so they follow the value rules of traits.
+    const field = target?.kind === 'field' && !TRAIT_BACKED_FIELDS.has(target.name) ? target : undefined;
     const valuePath = [...path, 'value'];
     const mismatch = (message: string, at: Path = valuePath): void => this.add('type_mismatch', message, at, span);
 
-    // Whether one literal may stand on the right of `op` for this target.
+    // Whether one literal may stand on the right of `op` for this target. On a
+    // strictly typed built-in field, a literal no stored value of its type could
+    // ever match is an error (sql/README.md): a number field takes numbers, a
+    // timestamp field ISO 8601 strings, a text field strings and true/false
+    // (which match the text "true"/"false").
     const literal = (v: Literal, at: Path, ordered: boolean): void => {
       const kind = kindOf(v);
       if (kind === 'number' && !Number.isFinite(v)) {
         this.add('bad_number', 'numbers must be finite', at, span);
         return;
       }
+      if (kind === 'string' && !this.wellFormed(v as string, 'string', at, span)) return;
       if (kind === 'boolean' && ordered) {
         mismatch('true/false can only be compared with =, !=, in or not in', at);
         return;
@@ -720,8 +742,9 @@ class Checker {
       if (!field) return;
       if (field.type === 'timestamp') {
         if (kind !== 'string' || !parseInstant(v as string)) mismatch(`${field.name} is a timestamp; compare it with ${INSTANT_HINT}`, at);
-      } else if (kind !== field.type) {
-        mismatch(`${field.name} is a ${field.type}; compare it with a ${field.type}, not a ${kind}`, at);
+      } else if (kind !== field.type && !(field.type === 'string' && kind === 'boolean')) {
+        const allowed = field.type === 'string' ? 'a string (or true/false)' : `a ${field.type}`;
+        mismatch(`${field.name} is a ${field.type}; compare it with ${allowed}, not a ${kind}: no stored value could match`, at);
       }
     };
 
@@ -744,11 +767,7 @@ class Checker {
           this.add('list_size', `list has ${n} values; it needs 1..${LIMITS.maxListItems}`, valuePath, span);
           return;
         }
-        const kinds = new Set(values.map(kindOf));
-        if (kinds.size > 1) {
-          this.add('mixed_list', `list mixes ${[...kinds].join(' and ')} values; use one type`, valuePath, span);
-          return;
-        }
+        // Items may mix kinds (a trait holds any): each compares by its own kind's rule.
         values.forEach((v, i) => literal(v, [...valuePath, i], false));
         return;
       }
@@ -779,6 +798,7 @@ class Checker {
           mismatch(`'${pred.op}' needs a string`);
           return;
         }
+        if (!this.wellFormed(pred.value, 'string', valuePath, span)) return;
         if (field && field.type !== 'string') {
           mismatch(`'${pred.op}' needs text, but ${name} is a ${field.type}`, [...path, 'op']);
           return;
@@ -803,16 +823,17 @@ class Checker {
     const resolve = this.ctx.resolveSegment;
     if (!resolve) return;
     const self = new Set(this.ctx.self ?? []);
+    // The segment being saved is a cycle, not an unknown segment, even when the
+    // resolver leaves it out (it resolves the other saved segments).
+    const selfCycle = (): void => this.add('segment_cycle', `in_segment(${shown(ref)}) refers to the segment itself`, path, span);
+    if (self.has(ref)) return selfCycle();
     const start = resolve(ref);
     if (start === undefined) {
       this.add('unknown_segment', `segment ${shown(ref)} does not exist`, path, span);
       return;
     }
     const startId = isSaved(start) ? start.id : ref;
-    if (self.has(ref) || self.has(startId)) {
-      this.add('segment_cycle', `in_segment(${shown(ref)}) refers to the segment itself`, path, span);
-      return;
-    }
+    if (self.has(startId)) return selfCycle();
     // Depth-first over references with an explicit stack (chains can be long).
     interface Visit { id: string; label: string; refs: string[]; next: number }
     const done = new Set<string>();
@@ -834,14 +855,18 @@ class Checker {
         continue;
       }
       const r = v.refs[v.next++]!;
-      const target = resolve(r);
       const chain = (): string => [...stack.map((s) => shown(s.label)), shown(r)].join(' → ');
+      if (self.has(r)) {
+        this.add('segment_cycle', `in_segment cycle: this segment → ${chain()}`, path, span);
+        return;
+      }
+      const target = resolve(r);
       if (target === undefined) {
         this.add('unknown_segment', `segment ${shown(r)} (used by ${shown(v.label)}) does not exist: ${chain()}`, path, span);
         return;
       }
       const id = isSaved(target) ? target.id : r;
-      if (self.has(r) || self.has(id) || onPath.has(id)) {
+      if (self.has(id) || onPath.has(id)) {
         this.add('segment_cycle', `in_segment cycle: ${self.size > 0 && !onPath.has(id) ? 'this segment → ' : ''}${chain()}`, path, span);
         return;
       }

@@ -26,7 +26,7 @@
 import type { Duration, Expr, PropExpr, TimeWindow } from './ast.ts';
 import { unreachable } from './ast.ts';
 import { parseInstant } from './check.ts';
-import { resolveAttr } from './fields.ts';
+import { resolveAttr, TRAIT_BACKED_FIELDS } from './fields.ts';
 import { and, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
 
@@ -90,7 +90,7 @@ const PROFILE_COLUMNS: Readonly<Record<string, 'number' | 'string' | 'instant'>>
 };
 
 /** Built-in fields that are the current trait of the same name, read live like `traits.<name>`. */
-export const LIVE_TRAIT_FIELDS: ReadonlySet<string> = new Set(['platform', 'country', 'timezone', 'locale', 'app_version']);
+export const LIVE_TRAIT_FIELDS: ReadonlySet<string> = TRAIT_BACKED_FIELDS;
 
 /** Largest UInt32: the "no such event" sentinel in sequence chains. */
 const NEVER = 4294967295;

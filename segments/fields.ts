@@ -49,6 +49,13 @@ export const PROFILE_FIELDS: readonly ProfileField[] = [
 
 const BY_NAME = new Map(PROFILE_FIELDS.map((f) => [f.name, f]));
 
+/**
+ * Built-in fields that are the user's current trait of the same name (read live,
+ * as `traits.<name>`). Identify can store any JSON scalar there, so comparisons
+ * follow the value rules of traits, not the declared type.
+ */
+export const TRAIT_BACKED_FIELDS: ReadonlySet<string> = new Set(['platform', 'country', 'timezone', 'locale', 'app_version']);
+
 /** Profile fields that exist but cannot be compared with a literal. */
 export const NON_COMPARABLE_FIELDS: ReadonlySet<string> = new Set(['traits', 'tags']);
 

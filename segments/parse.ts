@@ -11,13 +11,17 @@
 //   error), no leading dot (`.5`); a value that overflows to ±Infinity is an error.
 // - Strings: `\"` `\\` as the spec says, plus `\n` `\r` `\t` and `\uXXXX`, so
 //   every JSON string has a text form; any other escape, and raw control
-//   characters (including a raw newline), are errors. Single quotes are an error.
+//   characters other than TAB (including a raw newline), are errors. Single
+//   quotes are an error. A string must be valid Unicode: a lone surrogate
+//   (`"\uD800"`) is an error, a pair (`"\uD83D\uDE00"`) is one character.
 // - Names that are not bare identifiers, or are keywords, are double-quoted:
 //   events `did("add to cart")`, trait keys `traits."first name"`, whole
 //   attribute paths `"count" = 1`, where-clause properties `"unit price" > 1`.
 // - Function names (did, sum, tag, …) are case-insensitive like keywords.
-// - Nesting: every `(`, `not`, call and `where` opens a level; more than 32 open
-//   levels is an error, which also keeps adversarial input off the JS stack.
+// - Nesting: the limit of 32 levels is on the AST (checkSegment), so redundant
+//   parentheses cost nothing. The parser recurses for each `(`, call and
+//   `where`; more than MAX_PARSE_NESTING of those open at once is an error that
+//   keeps adversarial input off the JS stack (`not` runs are read in a loop).
 // - Spans are UTF-16 offsets (JavaScript string indices), so
 //   `text.slice(span.start, span.end)` is the node's source; `( … )` around a
 //   node are not part of its span.
@@ -35,7 +39,7 @@ import type {
   Span,
   TimeWindow,
 } from './ast.ts';
-import { checkSegment, countProblem, durationProblem, LIMITS, windowProblem } from './check.ts';
+import { checkSegment, countProblem, durationProblem, isWellFormedText, LIMITS, LONE_SURROGATE_MESSAGE, windowProblem } from './check.ts';
 import type { CheckContext } from './check.ts';
 import { atOffset, MAX_REPORTED_ERRORS, SegmentSyntaxError, shown } from './errors.ts';
 import type { SegmentError, SegmentResult } from './errors.ts';
@@ -53,6 +57,9 @@ export function isKeyword(word: string): boolean {
 
 /** A bare identifier in the text form (event names, field paths). */
 export const IDENTIFIER_RE = /^[A-Za-z_][A-Za-z0-9_.:-]*$/;
+
+/** Open `(`, calls and `where`s the recursive parser follows before giving up (stack safety, not a language limit). */
+export const MAX_PARSE_NESTING = 1000;
 
 const AGG_FN_SET: ReadonlySet<string> = new Set(['sum', 'avg', 'min', 'max', 'count_distinct']);
 const FUNCTIONS = ['did', 'first_did', 'stopped', 'sequence', 'sum', 'avg', 'min', 'max', 'count_distinct', 'tag', 'in_segment'];
@@ -258,7 +265,10 @@ function lexString(src: string, start: number, problems: Problem[]): { end: numb
       problems.push({ code: 'unterminated_string', message: 'unterminated string', offset: start });
       return { end: i, value };
     }
-    if (c === quote) return { end: i + 1, value };
+    if (c === quote) {
+      if (!isWellFormedText(value)) problems.push({ code: 'bad_string', message: `string ${LONE_SURROGATE_MESSAGE}`, offset: start });
+      return { end: i + 1, value };
+    }
     if (c === '\n' || c === '\r') {
       problems.push({
         code: 'unterminated_string',
@@ -294,7 +304,7 @@ function lexString(src: string, start: number, problems: Problem[]): { end: numb
       continue;
     }
     const code = c.charCodeAt(0);
-    if (code < 0x20 || code === 0x7f) {
+    if ((code < 0x20 && c !== '\t') || code === 0x7f) {
       const hex = code.toString(16).padStart(4, '0');
       problems.push({
         code: 'bad_string',
@@ -379,8 +389,11 @@ class Parser {
     return this.next();
   }
 
+  /** One more level of parser recursion; the language's depth limit is checked on the AST. */
   private enter(at: Token): void {
-    if (++this.depth > LIMITS.maxDepth) this.fail(`expression nests deeper than ${LIMITS.maxDepth} levels`, at, 'too_deep');
+    if (++this.depth > MAX_PARSE_NESTING) {
+      this.fail(`parentheses, calls and 'where' nest deeper than ${MAX_PARSE_NESTING} levels`, at, 'too_deep');
+    }
   }
 
   private leave(levels = 1): void {
@@ -429,18 +442,14 @@ class Parser {
   }
 
   private parseUnary<T extends Expr | PropExpr>(leaf: () => T): T {
-    // Iterative, so a long run of `not` cannot recurse; each still opens a level.
+    // Iterative, so a long run of `not` cannot recurse. Each `not` is one level of
+    // the AST, which checkSegment limits (its walk stops at the limit).
     const nots: Token[] = [];
-    while (this.isKw('not')) {
-      const t = this.next();
-      this.enter(t);
-      nots.push(t);
-    }
+    while (this.isKw('not')) nots.push(this.next());
     let node = this.parsePrimary(leaf);
     for (let k = nots.length - 1; k >= 0; k--) {
       node = { kind: 'not', item: node, span: { start: nots[k]!.start, end: this.lastEnd } } as unknown as T;
     }
-    this.leave(nots.length);
     return node;
   }
 

@@ -3,12 +3,14 @@ import { describe, expect, it } from 'vitest';
 import { sql } from '../../lib/sql.ts';
 import {
   checkSegment,
+  fromJson,
   duration,
   parseInstant,
   parseSegment,
   PROFILE_FIELDS,
   re2Problem,
   resolveAttr,
+  toJson,
   tryParseSegment,
 } from '../../segments/index.ts';
 import type { CheckContext, Expr, SavedSegment, SegmentError } from '../../segments/index.ts';
@@ -50,16 +52,29 @@ describe('types that can never match', () => {
       message: "'contains' needs text, but revenue_total is a number at line 1, column 1",
     });
     expect(codes('cluster = "3"')).toEqual(['type_mismatch']);
-    expect(codes('events_total in (1, "2")')).toEqual(['mixed_list']);
+    // A list item no stored number could match is reported by itself.
+    expect(problems('events_total in (1, "2")').map((e) => [e.code, e.path])).toEqual([['type_mismatch', ['value', 1]]]);
     expect(codes('events_total in ("1", "2")')).toEqual(['type_mismatch', 'type_mismatch']);
     expect(codes('purchases_30d = true')).toEqual(['type_mismatch']);
+    expect(problems('revenue_total != "5"')[0]!.message).toMatch(/^revenue_total is a number; compare it with a number, not a string: no stored value could match/);
     ok('purchases_30d between 1 and 5 and cluster in (1, 2) and avg_order_value is null');
   });
 
-  it('text fields take strings', () => {
-    expect(problems('country > 5')[0]!.message).toMatch(/^country is a string; compare it with a string, not a number/);
-    expect(codes('country = true')).toEqual(['type_mismatch']);
+  it('text fields take strings, and true/false (which match the text "true"/"false")', () => {
+    expect(problems('rfm_segment > 5')[0]!.message).toMatch(/^rfm_segment is a string; compare it with a string \(or true\/false\), not a number/);
+    expect(codes('cluster_label in ("a", 2)')).toEqual(['type_mismatch']);
+    ok('user_id = true and top_category in ("shoes", false)');
     ok('country >= "A" and rfm_segment in ("champions", "loyal") and app_version starts_with "2." and locale matches "^zh"');
+  });
+
+  it('country, platform, timezone, locale and app_version are traits: any literal, as for traits.<name>', () => {
+    // identify can store a number or a boolean in them (`traits.country = 7` matches such a user, so `country = 7` must too).
+    ok('country = 5 and country = true and platform in ("ios", 1, false) and timezone > 3 and locale != 2.5 and app_version between 1 and 2');
+    ok('country > "A" and not (country = 7) and app_version starts_with "2."');
+    for (const f of ['country', 'platform', 'timezone', 'locale', 'app_version']) {
+      expect(toJson(parseSegment(`${f} = 7`))).toEqual({ attr: f, op: 'eq', value: 7 });
+      expect(codes(`${f} > true`)).toEqual(['type_mismatch']); // booleans are unordered, as for any trait
+    }
   });
 
   it('timestamp fields compare with ISO 8601 strings with an offset or Z, as instants', () => {
@@ -78,7 +93,27 @@ describe('types that can never match', () => {
     expect(problems('traits.beta > true')[0]!.message).toMatch(/true\/false can only be compared with =, !=, in or not in/);
     expect(codes('did(e where p between true and false)')).toEqual(['type_mismatch', 'type_mismatch']);
     expect(codes('x between 1 and "z"')).toEqual(['type_mismatch']);
-    expect(problems('x in (1, "a", true)')[0]!.message).toMatch(/list mixes number and string and boolean values/);
+  });
+
+  it('lists may mix kinds: each item compares by its own rule', () => {
+    ok('x in (1, "a", true) and traits.plan not in ("pro", 2, false) and did(e where p in (2.5, "2.5"))');
+    expect(toJson(parseSegment('x in (1, "a", true)'))).toEqual({ attr: 'x', op: 'in', value: [1, 'a', true] });
+    expect(fromJson({ attr: 'x', op: 'nin', value: ['a', 1] })).toEqual({ kind: 'attr', attr: 'x', op: 'nin', value: ['a', 1] });
+  });
+
+  it('strings must be valid Unicode: a lone surrogate is an error in every string of a programmatic AST', () => {
+    const attr = (value: unknown, op = 'eq'): Expr => ({ kind: 'attr', attr: 'x', op, value }) as Expr;
+    const check = (e: Expr): [string, (string | number)[] | undefined][] => checkSegment(e).map((x) => [x.code, x.path]);
+    expect(check(attr('a\ud800'))).toEqual([['bad_string', ['value']]]);
+    expect(check(attr(['ok', '\udc00x'], 'in'))).toEqual([['bad_string', ['value', 1]]]);
+    expect(check(attr('\ud800', 'contains'))).toEqual([['bad_string', ['value']]]);
+    expect(check({ kind: 'attr', attr: 'traits.\ud800', op: 'is_null' })).toEqual([['bad_string', ['attr']]]);
+    expect(check({ kind: 'tag', tag: '\udfff' })).toEqual([['bad_string', ['tag']]]);
+    expect(check({ kind: 'in_segment', ref: 'a\ud800' })).toEqual([['bad_string', ['in_segment']]]);
+    expect(check({ kind: 'did', event: 'e', where: { kind: 'prop', prop: '\ud800', op: 'is_null' } })).toEqual([['bad_string', ['where', 'prop']]]);
+    expect(checkSegment(attr('a\ud800'))[0]!.message).toMatch(/lone UTF-16 surrogate/);
+    // A surrogate pair is one character, not a problem.
+    expect(check(attr('\ud83d\ude00'))).toEqual([]);
   });
 
   it('between end must not precede start (equal is allowed: both bounds are inclusive)', () => {
@@ -146,6 +181,7 @@ describe('RE2 regular expressions', () => {
     ['\\k<n>', /invalid escape sequence/],
     ['a\\', /trailing \\/],
     ['\ud800', /not valid UTF-8/],
+    ['a\u0000zzz', /NUL character .* write \\x00 instead/],
     ['(a{1000})'.repeat(700), /pattern too large for RE2/],
     ['\\pL{1,500}', /pattern too large for RE2/],
   ])('rejects %s', (pattern, message) => {
@@ -155,6 +191,13 @@ describe('RE2 regular expressions', () => {
   it('reports the problem for `matches` with its path and position', () => {
     expect(problems('x = 1 and\n  email matches "(?=x)"')[0]).toMatchObject({ code: 'bad_regex', path: ['and', 1, 'value'], line: 2, column: 3 });
     expect(codes('did(e where p matches "a**")')).toEqual(['bad_regex']);
+  });
+
+  it('a NUL character in a pattern is an error in both forms; the escape \\x00 is the way to match one', () => {
+    expect(problems('email matches "a\\u0000z"')[0]).toMatchObject({ code: 'bad_regex', line: 1, column: 1 });
+    expect(() => fromJson({ attr: 'email', op: 'matches', value: 'a\u0000z' })).toThrow(/NUL character/);
+    expect(checkSegment({ kind: 'did', event: 'e', where: { kind: 'prop', prop: 'p', op: 'matches', value: '\u0000' } }).map((e) => e.code)).toEqual(['bad_regex']);
+    ok('email matches "a\\\\x00z" and email contains "a\\u0000z" and email starts_with "\\u0000"');
   });
 });
 
@@ -190,6 +233,14 @@ describe('RE2 validation against the real thing', () => {
     }
     expect(disagreements).toEqual([]);
   });
+
+  it('ClickHouse cuts a pattern at a NUL character (why it is rejected) and reads the escape \\x00 as NUL', async () => {
+    const ch = await testDatabase('seg_re2_nul');
+    const [row] = await ch.rows<Record<string, number>>(
+      sql`SELECT match('axyz', ${'a\u0000zzz'}) AS cut, match(${'a\u0000b'}, ${'a\\x00b'}) AS escaped, match('axb', ${'a\\x00b'}) AS other`,
+    );
+    expect(row).toEqual({ cut: 1, escaped: 1, other: 0 });
+  });
 });
 
 describe('instants', () => {
@@ -214,12 +265,18 @@ describe('programmatic ASTs get the same checks', () => {
     const check = (e: Expr): [string, (string | number)[] | undefined][] => checkSegment(e).map((x) => [x.code, x.path]);
     expect(check(did({ count: { op: 'gte', value: -1 } }))).toEqual([['bad_count', ['count', 'value']]]);
     expect(check(did({ count: { op: 'gte', value: 1.5 } }))).toEqual([['bad_count', ['count', 'value']]]);
-    expect(check(did({ count: { op: 'lt', value: 0 } }))).toEqual([['bad_count', ['count', 'value']]]);
+    // count < 0 is never true, not an error (segments.md rejects only a negative count).
+    expect(check(did({ count: { op: 'lt', value: 0 } }))).toEqual([]);
     expect(check(did({ window: { kind: 'within', duration: duration(0, 'd') } }))).toEqual([['bad_duration', ['within']]]);
     expect(check(did({ window: { kind: 'within', duration: { amount: 1, unit: 'd', seconds: 60 } } }))).toEqual([['bad_duration', ['within']]]);
     expect(check(did({ window: { kind: 'between', from: '2026-01-02T00:00:00Z', to: '2026-01-01T00:00:00Z' } }))).toEqual([
       ['between_order', ['between', 1]],
     ]);
+    // An empty window (end == start) matches no event; only an end before the start is an error.
+    expect(check(did({ window: { kind: 'between', from: '2026-01-01T00:00:00Z', to: '2026-01-01T00:00:00Z' } }))).toEqual([]);
+    expect(check(did({ window: { kind: 'within', duration: duration(1_000_000, 'w') } }))).toEqual([]);
+    expect(check(did({ window: { kind: 'within', duration: duration(Number.MAX_SAFE_INTEGER, 's') } }))).toEqual([]);
+    expect(check(did({ window: { kind: 'within', duration: duration(Number.MAX_SAFE_INTEGER, 'm') } }))).toEqual([['bad_duration', ['within']]]);
     expect(check({ kind: 'sequence', steps: [{ event: 'a' }] })).toEqual([['sequence_steps', ['sequence']]]);
     expect(check({ kind: 'sequence', steps: Array.from({ length: 9 }, () => ({ event: 'a' })) })).toEqual([['sequence_steps', ['sequence']]]);
     expect(check({ kind: 'stopped', event: 'e', within: duration(1, 'd'), before: duration(0, 'w') })).toEqual([['bad_duration', ['before']]]);
@@ -283,6 +340,23 @@ describe('in_segment: existence and cycles through saved segments', () => {
     expect(check('in_segment("n-b")', { resolveSegment: saving, self: ['b', 'n-b'] })[0]![1]).toMatch(/refers to the segment itself/);
   });
 
+  it('a reference to the segment being saved is a cycle even when the resolver leaves that segment out', () => {
+    // segments/saved.ts resolves the *other* saved segments: the one being saved is not found by id or name.
+    const others = store({ a: 'in_segment("n-b")', c: 'tag("x")' });
+    const self = ['b', 'n-b', 'n-b-renamed'];
+    for (const ref of self) {
+      expect(check(`in_segment("${ref}")`, { resolveSegment: others, self })).toEqual([
+        ['segment_cycle', `in_segment('${ref}') refers to the segment itself`],
+      ]);
+    }
+    // Through another segment that refers back to it.
+    expect(check('in_segment("a")', { resolveSegment: others, self })).toEqual([['segment_cycle', "in_segment cycle: this segment → 'a' → 'n-b'"]]);
+    // A new segment (no id yet) named in its own expression.
+    expect(check('tag("y") or in_segment("fresh")', { resolveSegment: others, self: ['fresh'] }).map(([c]) => c)).toEqual(['segment_cycle']);
+    expect(check('in_segment("c")', { resolveSegment: others, self })).toEqual([]);
+    expect(check('in_segment("zzz")', { resolveSegment: others, self }).map(([c]) => c)).toEqual(['unknown_segment']);
+  });
+
   it('reports a dangling reference inside a saved segment', () => {
     const resolveSegment = store({ a: 'in_segment("gone")' });
     expect(check('in_segment("a")', { resolveSegment })[0]![0]).toBe('unknown_segment');
@@ -302,6 +376,17 @@ describe('in_segment: existence and cycles through saved segments', () => {
       ok: false,
       errors: [{ code: 'unknown_segment', line: 1, column: 1 }],
     });
+  });
+
+  it('errors on references carry line and column when the source text is given', () => {
+    const resolveSegment = store({ a: 'in_segment("n-b")', b: 'in_segment("a")' });
+    const text = 'tag("x") and\n  (in_segment("zzz") or in_segment("a"))';
+    const errors = checkSegment(parseSegment(text), { resolveSegment, source: text });
+    expect(errors.map((e) => [e.code, e.line, e.column])).toEqual([
+      ['unknown_segment', 2, 4],
+      ['segment_cycle', 2, 25],
+    ]);
+    expect(errors[0]!.message).toBe("segment 'zzz' does not exist at line 2, column 4");
   });
 });
 

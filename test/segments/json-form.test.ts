@@ -156,6 +156,28 @@ describe('JSON form: errors with paths', () => {
     expect(brief({ not: notDeepEnough })).toEqual([['too_deep', ['not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not']]]);
   });
 
+  it('strings must be valid Unicode: a lone surrogate is rejected wherever it is', () => {
+    expect(errorsOf({ attr: 'x', op: 'eq', value: 'a\ud800' })[0]).toMatchObject({
+      code: 'bad_string',
+      path: ['value'],
+      message: expect.stringMatching(/lone UTF-16 surrogate .*\(at value\)$/),
+    });
+    expect(brief({ and: [{ tag: 'ok' }, { attr: 'x', op: 'in', value: [1, '\udfff'] }] })).toEqual([['bad_string', ['and', 1, 'value', 1]]]);
+    expect(brief({ did: 'e', where: { prop: '\ud800', op: 'starts_with', value: '\udc00' } })).toEqual([
+      ['bad_string', ['where', 'prop']],
+      ['bad_string', ['where', 'value']],
+    ]);
+    expect(brief({ in_segment: '\ud800' })).toEqual([['bad_string', ['in_segment']]]);
+    // Through JSON text too: JSON.parse reads "\ud800" as a lone surrogate.
+    expect(brief(JSON.parse('{"attr":"traits.k","op":"neq","value":"\\ud800"}'))).toEqual([['bad_string', ['value']]]);
+    expect(tryFromJson({ attr: 'x', op: 'eq', value: '\ud83d\ude00' }).ok).toBe(true);
+  });
+
+  it('lists may mix kinds', () => {
+    expect(fromJson({ attr: 'traits.plan', op: 'in', value: ['pro', 2, true] })).toEqual({ kind: 'attr', attr: 'traits.plan', op: 'in', value: ['pro', 2, true] });
+    expect(brief({ attr: 'events_total', op: 'in', value: [1, 'x'] })).toEqual([['type_mismatch', ['value', 1]]]);
+  });
+
   it('fromJson throws SegmentSyntaxError', () => {
     expect(() => fromJson({ nope: 1 })).toThrow(SegmentSyntaxError);
   });

@@ -9,6 +9,7 @@ import {
   tryParseSegment,
 } from '../../segments/index.ts';
 import type { Expr, SegmentError } from '../../segments/index.ts';
+import { MAX_PARSE_NESTING } from '../../segments/parse.ts';
 
 /** Every row of segments.md §2 (with concrete operands), text ≡ JSON. */
 const SPEC_ROWS: [string, unknown][] = [
@@ -198,12 +199,21 @@ describe('lexical rules', () => {
     expect(first('foo."bar" = 1').message).toMatch(/only a trait key can be quoted after a dot/);
   });
 
-  it('strings: \\" \\\\ \\n \\r \\t \\uXXXX escapes; other escapes and raw control characters are errors', () => {
+  it('strings: \\" \\\\ \\n \\r \\t \\uXXXX escapes; other escapes and raw control characters but TAB are errors', () => {
     expect(json('x = "a\\"b\\\\c\\n\\r\\t\\u00e9\\u0000"')).toMatchObject({ value: 'a"b\\c\n\r\t\u00e9\u0000' });
     expect(json('x = "日本 😀"')).toMatchObject({ value: '日本 😀' });
     expect(first('x = "a\\qb"')).toMatchObject({ code: 'bad_escape', column: 7 });
     expect(first('x = "a\\u12"')).toMatchObject({ code: 'bad_escape' });
     expect(first('x = "a\u0000b"')).toMatchObject({ code: 'bad_string', column: 7 });
+    // A raw TAB is an ordinary character of the string, as in JSON text after unescaping.
+    expect(json('x = "a\tb" and tag("\t")')).toEqual({ and: [{ attr: 'x', op: 'eq', value: 'a\tb' }, { tag: '\t' }] });
+    expect(first('x = "a\u000bb"')).toMatchObject({ code: 'bad_string', column: 7 });
+    // A string must be valid Unicode: a lone surrogate (escaped or raw) would reach ClickHouse as U+FFFD.
+    expect(first('x = 1 and\n tag("a\\uD800")')).toMatchObject({ code: 'bad_string', line: 2, column: 6, message: expect.stringMatching(/lone UTF-16 surrogate/) });
+    expect(first('x in ("ok", "\\udc00")')).toMatchObject({ code: 'bad_string', column: 13 });
+    expect(first('did(e where p contains "\ud800")')).toMatchObject({ code: 'bad_string', column: 24 });
+    expect(first('traits."\\ud800" = 1').code).toBe('bad_string');
+    expect(json('x = "\\uD83D\\uDE00"')).toMatchObject({ value: '😀' });
     expect(first('x = "abc')).toMatchObject({ code: 'unterminated_string', column: 5 });
     expect(first('x = "ab\nc"')).toMatchObject({ code: 'unterminated_string', line: 1, column: 5 });
     expect(first("x = 'CN'").message).toMatch(/double quotes/);
@@ -234,7 +244,10 @@ describe('lexical rules', () => {
     expect(first('did(e, within -3d)').message).toMatch(/whole number > 0/);
     expect(first('did(e, within 30days)').code).toBe('bad_number');
     expect(first('did(e, within 30)').message).toMatch(/expected a duration such as 30d/);
-    expect(first('did(e, within 36501d)').message).toMatch(/at most 36500d/);
+    // No 100-year cap: a window reaching before 1970 covers all history. Only exactness bounds it.
+    expect(json('did(e, within 36501d) and stopped(e, within 100000w, before 9999999d)')).toMatchObject({ and: [{ within: '36501d' }, { within: '100000w' }] });
+    expect(json(`did(e, within ${Number.MAX_SAFE_INTEGER}s)`)).toMatchObject({ within: `${Number.MAX_SAFE_INTEGER}s` });
+    expect(first(`did(e, within ${Number.MAX_SAFE_INTEGER}m)`).message).toMatch(/at most 9007199254740991 seconds .*cannot be computed exactly/);
   });
 
   it('between windows need ISO 8601 with an offset or Z and end after start', () => {
@@ -250,14 +263,17 @@ describe('lexical rules', () => {
       code: 'between_order',
       column: 43,
     });
-    // Equal bounds make the half-open window [t, t) empty.
-    expect(first('did(e, between "2026-01-01T08:00:00+08:00" and "2026-01-01T00:00:00Z")').code).toBe('empty_window');
+    // Equal bounds make the half-open window [t, t) empty: allowed, it matches no event.
+    expect(json('did(e, between "2026-01-01T08:00:00+08:00" and "2026-01-01T00:00:00Z")')).toMatchObject({
+      between: ['2026-01-01T08:00:00+08:00', '2026-01-01T00:00:00Z'],
+    });
   });
 
   it('count: whole number >= 0', () => {
     expect(first('did(e, count >= -1)')).toMatchObject({ code: 'bad_count', column: 17 });
     expect(first('did(e, count >= 1.5)').code).toBe('bad_count');
-    expect(first('did(e, count < 0)').message).toMatch(/never match/);
+    // Never true, but not malformed: allowed.
+    expect(json('did(e, count < 0)')).toEqual({ did: 'e', count: { op: 'lt', value: 0 } });
   });
 });
 
@@ -339,19 +355,24 @@ describe('limits', () => {
     expect(first(`x = "${'é'.repeat(8200)}"`)).toMatchObject({ code: 'too_long' });
   });
 
-  it('nesting of at most 32 levels; adversarial depth is a clean error', () => {
-    // Each `(`, `not`, call and `where` opens a level.
-    const nested = (n: number, leaf = 'x = 1'): string => '('.repeat(n) + leaf + ')'.repeat(n);
-    expect(tryParseSegment(nested(32)).ok).toBe(true);
-    expect(first(nested(33))).toMatchObject({ code: 'too_deep', column: 33 });
-    expect(tryParseSegment(nested(31, 'tag("a")')).ok).toBe(true);
-    expect(first(nested(32, 'tag("a")'))).toMatchObject({ code: 'too_deep', column: 36 });
-    expect(first('('.repeat(16_000)).code).toBe('too_deep');
-    expect(first('not '.repeat(4000) + 'tag("a")').code).toBe('too_deep');
-    expect(first('did(e where ' + '(not '.repeat(1000)).code).toBe('too_deep');
-    const nots = (n: number): string => 'not '.repeat(n) + 'tag("a")';
+  it('nesting of at most 32 levels of the AST; parentheses add none; adversarial depth is a clean error', () => {
+    // Redundant parentheses around one condition: AST depth 1, whatever their number.
+    const parens = (n: number, leaf = 'x = 1'): string => '('.repeat(n) + leaf + ')'.repeat(n);
+    expect(json(parens(33))).toEqual({ attr: 'x', op: 'eq', value: 1 });
+    expect(json(parens(MAX_PARSE_NESTING - 1, 'tag("a")'))).toEqual({ tag: 'a' }); // the call is one more
+    // `not` adds a level, and so does a where-clause below its condition (the root is depth 1).
+    const nots = (n: number, leaf = 'tag("a")'): string => 'not ('.repeat(n) + leaf + ')'.repeat(n);
     expect(tryParseSegment(nots(31)).ok).toBe(true);
-    expect(first(nots(33)).code).toBe('too_deep');
+    expect(first(nots(32))).toMatchObject({ code: 'too_deep', column: 32 * 'not ('.length + 1 }); // at the 33rd level: tag("a")
+    expect(tryParseSegment(nots(30, 'did(e where p = 1)')).ok).toBe(true);
+    expect(first(nots(31, 'did(e where p = 1)'))).toMatchObject({ code: 'too_deep', column: 31 * 'not ('.length + 'did(e where '.length + 1 });
+    expect(first('not '.repeat(4000) + 'tag("a")').code).toBe('too_deep');
+    // and/or in parentheses flatten: nesting them adds nothing either.
+    expect(tryParseSegment('(tag("a") and '.repeat(40) + 'tag("b")' + ')'.repeat(40)).ok).toBe(true);
+    // The parser's own guard against stack overflow: an error with a position, never a RangeError.
+    expect(first('('.repeat(16_000))).toMatchObject({ code: 'too_deep', column: MAX_PARSE_NESTING + 1 });
+    expect(first(parens(MAX_PARSE_NESTING + 1)).message).toMatch(/parentheses, calls and 'where' nest deeper than 1000 levels/);
+    expect(first('did(e where ' + '(not '.repeat(3000)).code).toBe('too_deep');
   });
 
   it('at most 500 conditions', () => {
