@@ -63,7 +63,9 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
   let savedSegments: Map<string, Expr> | undefined;
   if (usesInSegment(expr)) {
     const all = await listSegments(ch, appId);
-    const errors = checkSegment(expr, { resolveSegment: segmentResolver(all) });
+    // The text, when given as text: errors then carry line and column (segments.md §3).
+    const source = typeof input === 'string' ? input : undefined;
+    const errors = checkSegment(expr, { resolveSegment: segmentResolver(all), source });
     if (errors.length > 0) throw new SegmentSyntaxError(errors);
     savedSegments = new Map();
     for (const s of all) {
