@@ -3,16 +3,18 @@
 // occur), with literals of every kind in every value position.
 import fc from 'fast-check';
 import { duration, type CompareOp, type Duration, type Expr, type Literal, type Predicate, type PropExpr, type TimeWindow } from '../../segments/ast.ts';
-import { DAY, EVENT_NAMES, PROP_KEYS, TAGS, T0 } from './fixtures.ts';
+import { AS_OFS, DAY, EDGE_DURATIONS, EVENT_NAMES, PROP_KEYS, TAGS, TRAIT_NUMBERS, T0 } from './fixtures.ts';
+
+export { AS_OFS };
 
 const iso = (sec: number, suffix = 'Z') => new Date(sec * 1000).toISOString().replace(/\.000Z$/, suffix);
 
-export const AS_OFS = [T0, T0 - 20 * DAY + 4321, T0 - 3 * DAY, T0 - 200 * DAY, T0 + 3 * DAY];
 
 const compareOp = fc.constantFrom<CompareOp>('eq', 'neq', 'gt', 'gte', 'lt', 'lte');
 
 const literal: fc.Arbitrary<Literal> = fc.oneof(
   fc.constantFrom<Literal>(0, 1, 2, 2.5, 3, 5, 7, 10, 12.5, 40, 100, -3),
+  fc.constantFrom<Literal>(...TRAIT_NUMBERS, 14.693999999999999, 2.2560000000000002, 0.1 + 0.2),
   fc.constantFrom<Literal>('CN', 'US', 'shoes', 'Shoes', '', 'true', 'false', '12', 'pro', 'champions', 'at_risk', 'label 2', 'ios', 'héllo', "it's", 'a\\b', 'u07', 'zh'),
   fc.constantFrom<Literal>(true, false),
   fc.constantFrom<Literal>(iso(T0 - 30 * DAY), iso(T0 - 5 * DAY, '.5Z'), iso(T0 - 10 * DAY + 3600).replace('Z', '+01:00')),
@@ -32,19 +34,25 @@ function predicate(): fc.Arbitrary<Predicate> {
   ) as fc.Arbitrary<Predicate>;
 }
 
-const durationArb: fc.Arbitrary<Duration> = fc
-  .tuple(fc.integer({ min: 1, max: 90 }), fc.constantFrom<Duration['unit']>('s', 'm', 'h', 'd', 'w'))
-  .map(([n, u]) => duration(u === 's' ? n * 997 : u === 'm' ? n * 61 : n, u));
+const durationArb: fc.Arbitrary<Duration> = fc.oneof(
+  fc
+    .tuple(fc.integer({ min: 1, max: 90 }), fc.constantFrom<Duration['unit']>('s', 'm', 'h', 'd', 'w'))
+    .map(([n, u]) => duration(u === 's' ? n * 997 : u === 'm' ? n * 61 : n, u)),
+  // The data has events exactly on these windows' edges.
+  fc.constantFrom(...EDGE_DURATIONS),
+  // Longer than all history (no 100-year cap): clamped before it reaches SQL.
+  { weight: 1, arbitrary: fc.constantFrom(duration(100_000, 'd'), duration(1_000_000_000, 'w')) },
+);
 
 const windowArb: fc.Arbitrary<TimeWindow> = fc.oneof(
   durationArb.map((d): TimeWindow => ({ kind: 'within', duration: d })),
   fc
-    .tuple(fc.integer({ min: -120, max: 5 }), fc.integer({ min: 1, max: 60 }), fc.boolean())
-    .map(([a, len, frac]): TimeWindow => ({
-      kind: 'between',
-      from: iso(T0 + a * DAY + (frac ? 1800 : 0), frac ? '.25Z' : 'Z'),
-      to: iso(T0 + (a + len) * DAY),
-    })),
+    // len 0 (end == start) is an empty window: it matches no event.
+    .tuple(fc.integer({ min: -120, max: 5 }), fc.integer({ min: 0, max: 60 }), fc.boolean())
+    .map(([a, len, fraction]): TimeWindow => {
+      const frac = fraction && len > 0;
+      return { kind: 'between', from: iso(T0 + a * DAY + (frac ? 1800 : 0), frac ? '.25Z' : 'Z'), to: iso(T0 + (a + len) * DAY) };
+    }),
 );
 
 const eventName = fc.constantFrom<string>(...EVENT_NAMES, 'never_happens');
@@ -63,7 +71,7 @@ const propExpr: fc.Arbitrary<PropExpr> = fc.letrec<{ p: PropExpr }>((tie) => ({
 const where = fc.option(propExpr, { nil: undefined, freq: 2 });
 
 const ATTRS = [
-  'country', 'platform', 'language', 'plan', 'vip', 'traits.country', 'traits.plan', 'traits.vip', 'traits.missing',
+  'country', 'platform', 'language', 'plan', 'vip', 'traits.country', 'traits.plan', 'traits.vip', 'traits.missing', 'score', 'traits.score',
   'events_30d', 'revenue_total', 'avg_order_value', 'r_score', 'best_hour', 'rfm_segment', 'top_category',
   'first_seen', 'last_seen', 'last_purchase_at', 'cluster', 'cluster_label', 'user_id', 'random_bucket', 'timezone',
 ];

@@ -11,7 +11,7 @@ import type { Expr } from '../../segments/ast.ts';
 import { compileSegment } from '../../segments/compile.ts';
 import { testDatabase } from '../support/env.ts';
 import { caseArb, AS_OFS } from './arbitraries.ts';
-import { generateApp, loadApp, type AppData } from './fixtures.ts';
+import { EDGE_DURATIONS, generateApp, loadApp, type AppData } from './fixtures.ts';
 import { Reference } from './reference.ts';
 
 // 105 + 35 batches of 8..25 expressions: over 2,000 random cases per CI run (checked below).
@@ -79,6 +79,21 @@ function referenceMembers(appIndex: number, c: Case): string[] {
 }
 
 describe('segment compiler vs reference evaluator', () => {
+  it('the data has events on window edges and non-integer trait numbers (the generator covers them)', () => {
+    for (const { app } of apps) {
+      const events = app.ref.events;
+      const at = (t: number) => events.filter((e) => e.ts === t).length;
+      for (const asOf of AS_OFS) {
+        expect(at(asOf), `events at as_of ${asOf}`).toBeGreaterThan(0);
+        // On the lower edge of `within D` (outside) and one second later (inside), for some edge durations.
+        expect(EDGE_DURATIONS.filter((d) => at(asOf - d.seconds) > 0 && at(asOf - d.seconds + 1) > 0).length).toBeGreaterThan(0);
+      }
+      const traitNumbers = events.flatMap((e) => Object.values(e.traits)).filter((v) => typeof v === 'number' && !Number.isInteger(v));
+      expect(new Set(traitNumbers).size).toBeGreaterThanOrEqual(4);
+      expect(events.some((e) => typeof e.traits.country === 'number')).toBe(true);
+    }
+  });
+
   it('reads the same profile run as the reference', () => {
     for (const { ref, runs } of apps) for (const asOf of AS_OFS) expect(runs.get(asOf) ?? null).toBe(ref.profileRun(asOf)?.run_id ?? null);
   });

@@ -1,18 +1,33 @@
 // Random but seeded app data for the segment tests: events (with ties in ts,
-// mixed-kind properties, unicode), identify traits with removals, tag history,
-// profile runs (complete, incomplete, later than as_of) and cluster versions.
-// The same data goes to the reference evaluator (RefData) and to ClickHouse.
+// mixed-kind properties, unicode, and events exactly on window edges: at each
+// evaluation as_of, one second after it, and at as_of - D and as_of - D + 1 for
+// the EDGE_DURATIONS), identify traits with removals and non-integer numbers
+// (also in the trait-backed `country`), tag history, profile runs (complete,
+// incomplete, later than as_of) and cluster versions. The same data goes to the
+// reference evaluator (RefData) and to ClickHouse.
 import type { ClickHouse } from '../../lib/clickhouse.ts';
-import type { Expr } from '../../segments/ast.ts';
+import { duration, type Duration, type Expr } from '../../segments/ast.ts';
 import type { ProfileValue, RefData, RefEvent, RefProfileRun, RefTagChange, Scalar } from './reference.ts';
 import { seededRandom } from '../../profiles/kmeans.ts';
 
 export const T0 = Date.UTC(2026, 5, 1) / 1000; // 2026-06-01T00:00:00Z
 export const DAY = 86_400;
 
+/** The evaluation instants of the differential tests. */
+export const AS_OFS = [T0, T0 - 20 * DAY + 4321, T0 - 3 * DAY, T0 - 200 * DAY, T0 + 3 * DAY];
+
+/**
+ * Durations the generated data has events on the edges of (as_of - D is outside
+ * `within D`, as_of - D + 1 inside), and that the random expressions use often.
+ */
+export const EDGE_DURATIONS: readonly Duration[] = [duration(1, 'd'), duration(3, 'h'), duration(7, 'd'), duration(2, 'w'), duration(30, 'd'), duration(997, 's')];
+
+/** Non-integer numbers stored in traits, as text (String(n)); 14.694 and 2.256 are misparsed by 18.16's toFloat64OrZero. */
+export const TRAIT_NUMBERS = [2.5, 14.694, 2.256, 0.1, -6.778, 14.694000000000003] as const;
+
 export const EVENT_NAMES = ['view', 'click', 'purchase', 'add_to_cart', 'app_open', 'odd.name x'] as const;
 export const PROP_KEYS = ['amount', 'category', 'flag', 'note'] as const;
-export const TRAIT_KEYS = ['country', 'plan', 'vip', 'language', 'platform'] as const;
+export const TRAIT_KEYS = ['country', 'plan', 'vip', 'language', 'platform', 'score'] as const;
 export const TAGS = ['vip', 'beta', "it's"] as const;
 export const RFM = ['champions', 'loyal', 'at_risk', 'hibernating'] as const;
 
@@ -60,13 +75,16 @@ export function generateApp(appId: string, seed: number, users = 50, userPrefix 
   const traitValue = (key: string): Scalar | null => {
     switch (key) {
       case 'country':
-        return pick(['CN', 'US', 'SG', null]);
+        // The built-in `country` is this trait: identify may store numbers and booleans in it too.
+        return r() < 0.85 ? pick(['CN', 'US', 'SG', null]) : pick([7, 14.694, true, 'true']);
       case 'plan':
-        return pick([1, 2, 3, 'pro', null]);
+        return r() < 0.6 ? pick([1, 2, 3, 'pro', null]) : pick(TRAIT_NUMBERS);
       case 'vip':
         return pick([true, false, 'true']);
       case 'language':
         return pick(['zh', 'en', null]);
+      case 'score':
+        return r() < 0.8 ? pick(TRAIT_NUMBERS) : pick([3, 'high', null]);
       default:
         return pick(['ios', 'android', 'web']);
     }
@@ -101,13 +119,47 @@ export function generateApp(appId: string, seed: number, users = 50, userPrefix 
       });
     }
   }
+  // Events on the edges of windows, for every as_of: at it (inclusive) and one
+  // second after it (invisible); on the lower edge of `within D` (as_of - D,
+  // outside) and one second inside it, and the same one D further back (the
+  // edges of `stopped(…, within D, before D)`), for every edge duration.
+  const edgeEvent = (t: number): void => {
+    const identify = r() < 0.2;
+    const props: Record<string, Scalar> = {};
+    const traits: Record<string, Scalar | null> = {};
+    if (identify) {
+      const key = pick(TRAIT_KEYS);
+      traits[key] = traitValue(key);
+    } else {
+      for (const key of PROP_KEYS) {
+        const v = propValue(key);
+        if (v !== undefined) props[key] = v;
+      }
+    }
+    events.push({
+      user_id: pick(ids),
+      ts: t,
+      event_id: `e${String(eid++).padStart(6, '0')}`,
+      type: identify ? 'identify' : 'track',
+      event: identify ? '' : pick(EVENT_NAMES),
+      props,
+      traits,
+    });
+  };
+  for (const asOf of AS_OFS) {
+    edgeEvent(asOf);
+    edgeEvent(asOf);
+    edgeEvent(asOf + 1);
+    for (const d of EDGE_DURATIONS) for (const t of [asOf - d.seconds, asOf - d.seconds + 1, asOf - 2 * d.seconds, asOf - 2 * d.seconds + 1]) edgeEvent(t);
+  }
   const tags: RefTagChange[] = [];
   let seq = 1;
   for (const user of ids) {
     for (const tag of TAGS) {
       const changes = Math.floor(r() * 3);
       for (let k = 0; k < changes; k++) {
-        tags.push({ user_id: user, tag, present: r() < 0.7, changed_at: T0 - Math.floor(r() * 60 * DAY) + Math.floor(r() * 2 * DAY), seq: seq++ });
+        const changedAt = r() < 0.1 ? pick(AS_OFS) : T0 - Math.floor(r() * 60 * DAY) + Math.floor(r() * 2 * DAY);
+        tags.push({ user_id: user, tag, present: r() < 0.7, changed_at: changedAt, seq: seq++ });
       }
     }
   }
