@@ -124,6 +124,8 @@ export function toProblem(err: unknown): Problem {
   return new ProblemError(500, 'internal error; see the server log').problem;
 }
 
+const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+
 async function readBody(c: Context, limit: number, optional = false): Promise<unknown> {
   const type = c.req.header('content-type') ?? '';
   if (type && !/^application\/([a-z.+-]*\+)?json\b/i.test(type)) {
@@ -147,7 +149,13 @@ async function readBody(c: Context, limit: number, optional = false): Promise<un
     }
     chunks.push(value);
   }
-  const text = Buffer.concat(chunks).toString('utf8');
+  let text: string;
+  try {
+    // Strict, as on Kafka: invalid bytes would otherwise become U+FFFD and could merge distinct ids.
+    text = UTF8.decode(Buffer.concat(chunks));
+  } catch {
+    throw new ProblemError(400, 'the body is not valid UTF-8', { errors: [{ path: 'body', message: 'not valid UTF-8' }] });
+  }
   if (text.trim() === '' && optional) return {};
   if (text.trim() === '') throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
   try {

@@ -7,7 +7,7 @@ import { normalizeEvent } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { sql } from '../../lib/sql.ts';
 import { APP_A_VIEWERS, storeFixtureEvents } from './fixtures.ts';
-import { consumeAll, harness, type Harness } from './harness.ts';
+import { auth, consumeAll, harness, type Harness } from './harness.ts';
 
 let h: Harness;
 
@@ -80,6 +80,11 @@ describe('requests are validated', () => {
     p = await expectProblem(await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body: '{"expression": ' }), 400);
     expect(p.detail).toContain('not valid JSON');
     await expectProblem(await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body: 'x', headers: { 'content-type': 'text/plain' } }), 415);
+    // Bytes that are not UTF-8 are refused, not decoded to U+FFFD (which could merge distinct user ids).
+    const bad = Buffer.concat([Buffer.from('{"user_id":"u'), Buffer.from([0xff, 0xfe]), Buffer.from('","event":"view","ts":"2026-01-01T00:00:00Z"}')]);
+    const raw = await h.app.request('/v1/events', { method: 'POST', headers: { ...auth('app_a', 'ingest'), 'content-type': 'application/json' }, body: bad });
+    p = await expectProblem(raw, 400);
+    expect(p.detail).toBe('the body is not valid UTF-8');
     p = await expectProblem(await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body: { expression: 'did(view)', limit: 10_001 } }), 400);
     expect(p.errors[0].path).toBe('body.limit');
     p = await expectProblem(await h.call('GET', '/v1/segments/x/snapshots/y/users?limit=0', { as: ['app_a', 'read'] }), 400);
