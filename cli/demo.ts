@@ -249,7 +249,7 @@ export async function runDemo(argv: string[]): Promise<number> {
       `clusters (GET /v1/clusters): model v${model.version}, k = ${model.k}`,
       ...clusterLines,
       '',
-      `API        ${base}   (OpenAPI: ${base}/openapi.json)`,
+      `API        ${base}   (OpenAPI: ${base}/openapi.json, with the key below as a bearer token)`,
       `admin key  ${key.keyFile}   (app "demo"; keys file ${key.file})`,
       `try        curl -s -H "Authorization: Bearer $(cat ${key.keyFile})" -H 'content-type: application/json' \\`,
       `             -d '{"expression":"did(purchase, count >= 3, within 30d)","limit":5}' ${base}/v1/segments/evaluate`,

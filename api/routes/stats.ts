@@ -20,7 +20,7 @@ const StatsSchema = z
     }),
     users: z.number().int(),
     last_event_at: z.string().nullable().meta({ description: 'greatest event ts' }),
-    last_received_at: z.string().nullable().meta({ description: 'when the latest stored event was received' }),
+    last_received_at: z.string().nullable().meta({ description: 'when the latest INSERT that stored events of the app ran (events are stamped at each insert attempt)' }),
     ingest_lag: z.object({
       messages: z.number().int().nullable().meta({ description: 'events produced to Kafka but not yet stored (all apps); null when Kafka cannot be asked' }),
       topic: z.string(),
