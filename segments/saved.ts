@@ -170,6 +170,8 @@ async function validated(ch: ClickHouse, appId: string, input: SegmentInput, sel
   const errors = checkSegment(expr, {
     resolveSegment: segmentResolver(all.filter((s) => s.id !== selfId)),
     self: self ? [self.id, self.name, input.name] : [input.name],
+    // Text input: unknown or cyclic in_segment errors carry line and column.
+    ...(typeof input.expression === 'string' ? { source: input.expression } : {}),
   });
   if (errors.length > 0) throw new SegmentSyntaxError(errors);
   if (all.some((s) => s.name === input.name && s.id !== selfId)) throw new SegmentConflictError(input.name);

@@ -89,6 +89,24 @@ describe('saving a segment that refers to itself (segments/saved.ts)', () => {
     expect(await cycleOf(updateSegment(ch, app, a.id, { name: 'self_a', expression: 'in_segment("nope")' }))).toEqual(['unknown_segment']);
     expect(b.name).toBe('self_b');
   });
+
+  it('reports an unknown reference in text with line and column, and none for the JSON form', async () => {
+    const app = 'app_save_pos';
+    const errorsOf = async (p: Promise<unknown>): Promise<SegmentError[]> => {
+      try {
+        await p;
+      } catch (e) {
+        if (e instanceof SegmentSyntaxError) return e.errors;
+        throw e;
+      }
+      return [];
+    };
+    const text = await errorsOf(createSegment(ch, app, { name: 'pos', expression: 'did(view) and\n   in_segment("nope")' }));
+    expect(text).toMatchObject([{ code: 'unknown_segment', line: 2, column: 4 }]);
+    const json = await errorsOf(createSegment(ch, app, { name: 'pos', expression: { in_segment: 'nope' } }));
+    expect(json[0]).toMatchObject({ code: 'unknown_segment' });
+    expect(json[0]!.line).toBeUndefined();
+  });
 });
 
 describe('what the contract allows, on the server', () => {
