@@ -59,17 +59,16 @@ export function isoSeconds(d: Date): string {
   return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
-function chDate(s: string): Date {
-  // JSONEachRow DateTime: 'YYYY-MM-DD hh:mm:ss' in the server's zone (UTC here, see lib/stack.ts).
-  return new Date(s.replace(' ', 'T') + 'Z');
-}
+// Read as epoch seconds: DateTime text would be in the server's zone, which an
+// external ClickHouse need not set to UTC.
+const epochDate = (s: string | number): Date => new Date(Number(s) * 1000);
 
 interface SnapshotRow {
   app_id: string;
   segment_id: string;
   snapshot_id: string;
-  as_of: string;
-  created_at: string;
+  as_of: string | number;
+  created_at: string | number;
   count: string | number;
   entered: string | number;
   exited: string | number;
@@ -81,8 +80,8 @@ function toSnapshot(r: SnapshotRow): Snapshot {
     app_id: r.app_id,
     segment_id: r.segment_id,
     snapshot_id: r.snapshot_id,
-    as_of: chDate(r.as_of),
-    created_at: chDate(r.created_at),
+    as_of: epochDate(r.as_of),
+    created_at: epochDate(r.created_at),
     count: Number(r.count),
     entered: Number(r.entered),
     exited: Number(r.exited),
@@ -90,7 +89,7 @@ function toSnapshot(r: SnapshotRow): Snapshot {
   };
 }
 
-const SNAPSHOT_COLUMNS = sql`app_id, segment_id, snapshot_id, as_of, created_at, count, entered, exited, previous_snapshot_id`;
+const SNAPSHOT_COLUMNS = sql`app_id, segment_id, snapshot_id, toUInt32(as_of) AS as_of, toUInt32(created_at) AS created_at, count, entered, exited, previous_snapshot_id`;
 
 /** The latest complete snapshot of a segment, if any. */
 export async function latestSnapshot(ch: ClickHouse, appId: string, segmentId: string): Promise<Snapshot | undefined> {

@@ -77,3 +77,17 @@ describe('segment snapshots', () => {
     expect(new Set(seen).size).toBe(250);
   });
 });
+
+describe('snapshot times', () => {
+  it('are read as instants, whatever the time zone the DateTime columns are shown in', async () => {
+    // A column in another zone renders its text as a non-UTC server would.
+    const db = await testDatabase('snaptz');
+    await db.exec(sql`ALTER TABLE segment_snapshots MODIFY COLUMN as_of DateTime('Asia/Shanghai')`);
+    await db.exec(sql`ALTER TABLE segment_snapshots MODIFY COLUMN created_at DateTime('Asia/Shanghai')`);
+    const asOf = new Date('2026-11-20T12:00:00Z');
+    const s = await createSnapshot(db, producer, { appId: 'a', segmentId: 'tz', asOf, members: sql`SELECT 'u1' AS user_id`, topic: uniqueName('membership') });
+    const read = await getSnapshot(db, 'a', 'tz', s.snapshot_id);
+    expect(read?.as_of.toISOString()).toBe('2026-11-20T12:00:00.000Z');
+    expect(Math.abs(read!.created_at.getTime() - s.created_at.getTime())).toBeLessThan(1000);
+  });
+});
