@@ -27,7 +27,7 @@ import type { Duration, Expr, PropExpr, TimeWindow } from './ast.ts';
 import { unreachable } from './ast.ts';
 import { parseInstant } from './check.ts';
 import { resolveAttr, TRAIT_BACKED_FIELDS } from './fields.ts';
-import { and, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
+import { and, compareNumbers, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
 
 export type NodePath = (string | number)[];
@@ -548,25 +548,6 @@ function ceilSeconds(iso: string): number {
   const at = parseInstant(iso);
   if (!at) throw new Error(`not an ISO 8601 instant: ${JSON.stringify(iso)}`);
   return at.seconds + (at.nanos > 0 ? 1 : 0);
-}
-
-function compareNumbers(a: number, op: 'eq' | 'neq' | 'gt' | 'gte' | 'lt' | 'lte', b: number): boolean {
-  switch (op) {
-    case 'eq':
-      return a === b;
-    case 'neq':
-      return a !== b;
-    case 'gt':
-      return a > b;
-    case 'gte':
-      return a >= b;
-    case 'lt':
-      return a < b;
-    case 'lte':
-      return a <= b;
-    default:
-      return unreachable(op);
-  }
 }
 
 /** An event-property condition, evaluated per event row. */

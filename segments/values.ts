@@ -176,7 +176,8 @@ export function doublesNear(x: number, steps = NEAR_STEPS): number[] {
   return out;
 }
 
-function holdsFor(a: number, op: CompareOp, b: number): boolean {
+/** `a op b` in JavaScript numbers: what a comparison gives for a known value. */
+export function compareNumbers(a: number, op: CompareOp, b: number): boolean {
   switch (op) {
     case 'eq':
       return a === b;
@@ -202,7 +203,7 @@ function exactNumberCompare(text: Sql, number: Sql, op: CompareOp, lit: number):
   if (op === 'neq') return sql`${text} != ${canonical}`;
   const near = doublesNear(lit);
   const texts = (xs: number[]): Sql => join(xs.map((d) => sql`${String(d)}`));
-  const holding = near.filter((d) => holdsFor(d, op, lit));
+  const holding = near.filter((d) => compareNumbers(d, op, lit));
   const byText = holding.length > 0 ? sql`${text} IN (${texts(holding)}) OR ` : raw('');
   return sql`(${byText}(${number} ${compareOperator(op)} ${float(lit)} AND ${text} NOT IN (${texts(near)})))`;
 }

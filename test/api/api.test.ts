@@ -7,7 +7,7 @@ import { normalizeEvent } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { sql } from '../../lib/sql.ts';
 import { APP_A_VIEWERS, storeFixtureEvents } from './fixtures.ts';
-import { auth, consumeAll, harness, type Harness } from './harness.ts';
+import { auth, consumeAll, expectProblem, harness, type Harness } from './harness.ts';
 
 let h: Harness;
 
@@ -23,15 +23,6 @@ async function runJob(path: string, body: unknown, as: ['app_a' | 'app_b', 'admi
   const job = await json(await h.call('GET', `/v1/jobs/${job_id}`, { as: [as[0], 'admin'] }));
   expect(job).toMatchObject({ job_id, state: 'succeeded', progress: 1 });
   return job;
-}
-
-function expectProblem(res: Response, status: number): Promise<any> {
-  expect(res.status).toBe(status);
-  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-  return res.json().then((p: any) => {
-    expect(p).toMatchObject({ status, type: expect.any(String), title: expect.any(String), detail: expect.any(String) });
-    return p;
-  });
 }
 
 beforeAll(async () => {

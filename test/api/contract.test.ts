@@ -15,18 +15,9 @@ import { REPO_ROOT } from '../../lib/config.ts';
 import { jobFinished } from '../../lib/jobs.ts';
 import { ident, sql } from '../../lib/sql.ts';
 import { APP_A_VIEWERS, storeFixtureEvents } from './fixtures.ts';
-import { harness, type Harness } from './harness.ts';
+import { expectProblem, harness, type Harness } from './harness.ts';
 
 let h: Harness;
-
-function expectProblem(res: Response, status: number): Promise<any> {
-  expect(res.status).toBe(status);
-  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
-  return res.json().then((p: any) => {
-    expect(p).toMatchObject({ status, type: expect.any(String), title: expect.any(String), detail: expect.any(String) });
-    return p;
-  });
-}
 
 async function ok(res: Response, status = 200): Promise<any> {
   const text = await res.text();

@@ -2,7 +2,7 @@
 // broker of the test stack, and keys for two apps with every role, so each
 // test file can check roles and tenant isolation on the same app.
 import { Kafka, logLevel, type Consumer, type Producer } from 'kafkajs';
-import { afterAll } from 'vitest';
+import { afterAll, expect } from 'vitest';
 import { createApp, type AppDeps, type Limits } from '../../api/app.ts';
 import { KeyStore, type Role } from '../../api/auth.ts';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
@@ -98,6 +98,16 @@ export async function consumeAll(kafka: Kafka, topic: string, expected: number, 
     await consumer.disconnect();
   }
   return out;
+}
+
+/** Checks a problem+json answer (RFC 9457 members present) and returns its body. */
+export function expectProblem(res: Response, status: number): Promise<any> {
+  expect(res.status).toBe(status);
+  expect(res.headers.get('content-type')).toMatch(/^application\/problem\+json/);
+  return res.json().then((p: any) => {
+    expect(p).toMatchObject({ status, type: expect.any(String), title: expect.any(String), detail: expect.any(String) });
+    return p;
+  });
 }
 
 export { logLevel };

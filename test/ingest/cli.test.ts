@@ -1,33 +1,17 @@
 // `warbler ingest --workers 2`: two consumer processes in one group store
 // every event once, the pid file names the supervisor, SIGTERM stops all cleanly.
-import { spawn } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { existsSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { expect, it } from 'vitest';
-import { REPO_ROOT } from '../../lib/config.ts';
-import { clickhouseUrl, kafkaBrokers, testDatabase, uniqueName } from '../support/env.ts';
-import { countEvents, produceRaw, testKafka, trackEvent, waitFor } from './support.ts';
+import { testDatabase, uniqueName } from '../support/env.ts';
+import { countEvents, produceRaw, spawnIngest, testKafka, trackEvent, waitFor } from './support.ts';
 
 it('runs N workers, stores each event once, and stops on SIGTERM', async () => {
   const ch = await testDatabase('ingest_cli');
   const kafka = testKafka();
   const topic = uniqueName('cli');
-  const home = mkdtempSync(join(tmpdir(), 'warbler-ingest-cli-'));
-  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'cli/ingest.ts'), '--workers', '2', '--topic', topic, '--group', `${topic}-g`, '--batch-ms', '300', '--session-timeout-ms', '6000'], {
-    env: {
-      ...process.env,
-      WARBLER_HOME: home,
-      WARBLER_CLICKHOUSE_URL: clickhouseUrl(),
-      WARBLER_CLICKHOUSE_DATABASE: ch.database,
-      WARBLER_KAFKA_BROKERS: kafkaBrokers().join(','),
-      WARBLER_LOG_LEVEL: 'info',
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  let stderr = '';
-  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  const { child, home, stderr } = spawnIngest('cli/ingest.ts', ['--workers', '2', '--topic', topic, '--group', `${topic}-g`, '--batch-ms', '300', '--session-timeout-ms', '6000'], ch);
   let step = 'start';
   try {
     const pidFile = join(home, 'ingest.pid');
@@ -48,7 +32,7 @@ it('runs N workers, stores each event once, and stops on SIGTERM', async () => {
     expect(existsSync(pidFile)).toBe(false);
   } catch (err) {
     // The workers' logs explain a failure better than a timeout does.
-    process.stderr.write(`ingest CLI failed at step ${step}; its stderr:\n${stderr.slice(-4000)}\n`);
+    process.stderr.write(`ingest CLI failed at step ${step}; its stderr:\n${stderr().slice(-4000)}\n`);
     throw err;
   } finally {
     if (child.exitCode === null) child.kill('SIGKILL');

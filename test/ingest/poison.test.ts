@@ -6,23 +6,18 @@
 // dead-lettered (Kafka) or rejected on its own (HTTP), and the stream goes on.
 // Also: an unforeseen exception while validating one message is that message's
 // problem only, and a consumer kafkajs will not restart stops `warbler ingest`.
-import { spawn } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import type { Kafka, KafkaMessage } from 'kafkajs';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
-import { REPO_ROOT } from '../../lib/config.ts';
 import { acceptEvents } from '../../ingest/accept.ts';
 import { decodeMessage } from '../../ingest/consumer.ts';
 import { DLQ_HEADERS, type DeadLetter } from '../../ingest/dlq.ts';
 import { MAX_NESTING_DEPTH, jsonValueProblem } from '../../ingest/event-schema.ts';
 import { normalizeEvent } from '../../ingest/normalize.ts';
 import type { EventMessage, EventProducer } from '../../ingest/producer.ts';
-import { clickhouseUrl, kafkaBrokers, testDatabase, uniqueName } from '../support/env.ts';
-import { countEvents, newConsumer, produceRaw, readTopic, testKafka, trackEvent, waitFor } from './support.ts';
+import { testDatabase, uniqueName } from '../support/env.ts';
+import { countEvents, newConsumer, produceRaw, readTopic, spawnIngest, testKafka, trackEvent, waitFor } from './support.ts';
 
 // A user_id that makes normalizeEvent throw, standing in for any bug nobody has found yet.
 const BOOM = 'boom-user';
@@ -196,28 +191,15 @@ describe('poison messages on Kafka', () => {
 
   it('warbler ingest exits with status 1 and says why when the consumer crashes for good', async () => {
     const topic = uniqueName('crash_cli');
-    const home = mkdtempSync(join(tmpdir(), 'warbler-ingest-crash-'));
-    const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, 'test/ingest/crash-child.ts'), '--topic', topic, '--group', `${topic}-g`, '--batch-ms', '200', '--session-timeout-ms', '6000'], {
-      env: {
-        ...process.env,
-        WARBLER_HOME: home,
-        WARBLER_CLICKHOUSE_URL: clickhouseUrl(),
-        WARBLER_CLICKHOUSE_DATABASE: ch.database,
-        WARBLER_KAFKA_BROKERS: kafkaBrokers().join(','),
-        WARBLER_LOG_LEVEL: 'info',
-      },
-      stdio: ['ignore', 'ignore', 'pipe'],
-    });
-    let stderr = '';
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+    const { child, stderr } = spawnIngest('test/ingest/crash-child.ts', ['--topic', topic, '--group', `${topic}-g`, '--batch-ms', '200', '--session-timeout-ms', '6000'], ch);
     const exited = new Promise<number | null>((r) => child.once('exit', (code) => r(code)));
     try {
-      expect(await waitFor(async () => stderr.includes('ingest consumer started'), 30_000)).toBe(true);
+      expect(await waitFor(async () => stderr().includes('ingest consumer started'), 30_000)).toBe(true);
       await produceRaw(kafka, topic, [{ value: JSON.stringify({ ...trackEvent(1), app_id: 'crash_cli' }) }]);
       expect(await Promise.race([exited, sleep(45_000).then(() => 'still running')])).toBe(1);
-      expect(stderr).toContain('ingest consumer crashed and will not resume; exiting with status 1');
+      expect(stderr()).toContain('ingest consumer crashed and will not resume; exiting with status 1');
     } catch (err) {
-      process.stderr.write(`crash child stderr:\n${stderr.slice(-4000)}\n`);
+      process.stderr.write(`crash child stderr:\n${stderr().slice(-4000)}\n`);
       throw err;
     } finally {
       if (child.exitCode === null) child.kill('SIGKILL');

@@ -1,13 +1,18 @@
 // Shared pieces of the ingest tests: fast-joining consumers, raw producers,
 // a TCP proxy that can cut ClickHouse off from one consumer, and polling.
 import { type Kafka, type KafkaMessage } from 'kafkajs';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
 import { createServer, connect, type Server, type Socket } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { createKafka, createProducer } from '../../lib/kafka.ts';
 import { sql } from '../../lib/sql.ts';
 import { IngestConsumer, type IngestConsumerOptions } from '../../ingest/consumer.ts';
-import { kafkaBrokers, uniqueName } from '../support/env.ts';
+import { REPO_ROOT } from '../../lib/config.ts';
+import { clickhouseUrl, kafkaBrokers, uniqueName } from '../support/env.ts';
 
 /** Group timings low enough that joins and rebalances take a second or two. */
 export const FAST_GROUP = { sessionTimeoutMs: 6000, rebalanceTimeoutMs: 6000, heartbeatIntervalMs: 300 } as const;
@@ -121,4 +126,27 @@ export function trackEvent(i: number, extra: Record<string, unknown> = {}): Reco
     properties: { i, amount: i % 10 === 0 ? 10 : undefined, category: `c${i % 5}` },
     ...extra,
   };
+}
+
+/**
+ * Runs a script of the repo (cli/ingest.ts, or a test child) in its own
+ * process against the test database and broker, with a fresh WARBLER_HOME;
+ * its stderr (the structured log) is collected.
+ */
+export function spawnIngest(script: string, args: string[], ch: ClickHouse): { child: ChildProcess; home: string; stderr: () => string } {
+  const home = mkdtempSync(join(tmpdir(), 'warbler-ingest-'));
+  const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, script), ...args], {
+    env: {
+      ...process.env,
+      WARBLER_HOME: home,
+      WARBLER_CLICKHOUSE_URL: clickhouseUrl(),
+      WARBLER_CLICKHOUSE_DATABASE: ch.database,
+      WARBLER_KAFKA_BROKERS: kafkaBrokers().join(','),
+      WARBLER_LOG_LEVEL: 'info',
+    },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  let stderr = '';
+  child.stderr!.setEncoding('utf8').on('data', (d: string) => (stderr += d));
+  return { child, home, stderr: () => stderr };
 }
