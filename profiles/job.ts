@@ -56,6 +56,8 @@ export interface BuildOptions {
   keepPreviousRuns?: number;
   /** Concurrent queries, each over a slice of the users (default 2: the cores of the machine it was tuned on). */
   slices?: number;
+  /** Late users above this share of the previous run's users make an incremental run a full one (default FULL_WHEN_LATE_SHARE). */
+  fullWhenLateShare?: number;
 }
 
 export interface BuildResult {
@@ -74,6 +76,8 @@ export interface BuildResult {
 
 export const DEFAULT_RECEIVED_MARGIN_S = 300;
 export const DEFAULT_SLICES = 2;
+/** An incremental run whose late users exceed this share of the previous run's users runs as a full one. */
+export const FULL_WHEN_LATE_SHARE = 0.1;
 const STALE_RUN_S = 86_400;
 
 const building = new Set<string>();
@@ -191,8 +195,21 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const receivedSince = new Date(previous.started_at.getTime() - margin * 1000);
       for (const q of changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince })) await ch.exec(q);
       usersIn = ident(changed);
-      const n = await ch.one<{ n: string }>(sql`SELECT uniqExact(user_id) AS n FROM ${ident(changed)}`);
+      const n = await ch.one<{ n: string; late: string }>(
+        sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
+      );
       recomputed = Number(n?.n ?? 0);
+      // Late users are rescanned over all their events, and users spread over
+      // the app touch every granule: past a small share that reads as much as a
+      // full run, then the window and the copy on top (the demo's first
+      // scheduled run, every user late: 6.8 s against 3.3 s for a full run).
+      const lateUsers = Number(n?.late ?? 0);
+      if (lateUsers > (opts.fullWhenLateShare ?? FULL_WHEN_LATE_SHARE) * previous.users) {
+        rlog.info('most users have late arrivals; running a full scan instead', { late_users: lateUsers, previous_users: previous.users });
+        mode = 'full';
+        usersIn = undefined;
+        recomputed = undefined;
+      }
       report(0.1);
       step('changed_users');
     }

@@ -89,7 +89,7 @@ describe('profiles match the reference implementation', () => {
       const users = [...new Set(a.map((e) => e.user_id))];
       const b: TestEvent[] = generate(seed + 1000, { appUsers: 5, asOf: asOf2, receivedAt: now, tag: 'b', existingUsers: users.filter(() => r() < 0.2) });
       await insertEvents(ch, app, b);
-      const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60 });
+      const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
       expect(inc.mode).toBe('incremental');
       expect(inc.previous_run_id).toBe(full1.run_id);
       const incRows = await runRows(app, inc.run_id);
@@ -109,7 +109,7 @@ describe('profiles match the reference implementation', () => {
     const a = generate(99, { appUsers: 60, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
     await insertEvents(ch, app, a);
     await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
-    const inc = await buildProfiles(ch, app, { asOf: new Date((asOf1 + 600) * 1000), mode: 'incremental', receivedMarginS: 60 });
+    const inc = await buildProfiles(ch, app, { asOf: new Date((asOf1 + 600) * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
     expect(inc.mode).toBe('incremental');
     // Exactly the users with an event entering or leaving a window between the two as_of.
     const [p, n] = [asOf1, asOf1 + 600];
@@ -132,7 +132,7 @@ describe('profiles match the reference implementation', () => {
     const b = generate(516, { appUsers: 5, asOf: asOf2, receivedAt: now, tag: 'b', existingUsers: users.filter((_, i) => i % 3 === 0) });
     await insertEvents(ch, app, b);
     expect(b.some((e) => e.ts <= asOf1)).toBe(true);
-    const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60 });
+    const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
     expect(inc.mode).toBe('incremental');
     const incRows = await runRows(app, inc.run_id);
     expectMatches(incRows, referenceProfiles([...a, ...b], asOf2), 'incremental over 120 days');
@@ -157,7 +157,7 @@ describe('profiles match the reference implementation', () => {
     const users = [...new Set(a.map((e) => e.user_id))];
     const b = generate(4243, { appUsers: 4, asOf: asOf1 + 3600, receivedAt: now, tag: 'b', existingUsers: users });
     await insertEvents(ch, app, b);
-    const inc = await buildProfiles(ch, app, { asOf: new Date((asOf1 + 3600) * 1000), mode: 'incremental', receivedMarginS: 60, slices: 3 });
+    const inc = await buildProfiles(ch, app, { asOf: new Date((asOf1 + 3600) * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1, slices: 3 });
     expect(inc.mode).toBe('incremental');
     expectMatches(await runRows(app, inc.run_id), referenceProfiles([...a, ...b], asOf1 + 3600), 'incremental, 3 slices');
   });
@@ -170,6 +170,28 @@ describe('profiles match the reference implementation', () => {
     await insertEvents(ch, app, a);
     const run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
     expectMatches(await runRows(app, run.run_id), referenceProfiles(a, asOf), 'idle app');
+  });
+
+  it('runs as a full run when late arrivals touch more than the given share of users', async () => {
+    const app = 'late_many';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf1 = AS_OFS[0]!;
+    const a = generate(31, { appUsers: 30, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    const first = await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
+    // Every user gets a view stamped before asOf1 that arrives after the run: all late.
+    const users = [...new Set(a.filter((e) => e.ts <= asOf1).map((e) => e.user_id))];
+    const late: TestEvent[] = users.map((u, i) => ({ ...a[0]!, event_id: `late${i}`, user_id: u, ts: asOf1 - 3600, type: 'track', event: 'view', received_at: now, properties: {}, traits: {}, context: {} }));
+    await insertEvents(ch, app, late);
+    const asOf2 = asOf1 + 60;
+    const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 0.5 });
+    expect(inc.mode).toBe('full');
+    expect(inc.previous_run_id).toBeUndefined();
+    expectMatches(await runRows(app, inc.run_id), referenceProfiles([...a, ...late], asOf2), 'many late users');
+    // Below the share, the same situation stays incremental.
+    const again = await buildProfiles(ch, app, { asOf: new Date((asOf2 + 60) * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
+    expect(again).toMatchObject({ mode: 'incremental', previous_run_id: inc.run_id });
+    expect(first.mode).toBe('full');
   });
 
   it('falls back to a full run without a previous run, or when as_of moves back', async () => {
