@@ -18,8 +18,9 @@ import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
-import { ident, sql, type Sql } from '../lib/sql.ts';
-import { assignNewUsers } from './clusters-job.ts';
+import { ident, raw, sql, type Sql } from '../lib/sql.ts';
+import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
+import { assignNewUsers, latestModel } from './clusters-job.ts';
 import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, type ProfileRow } from './read.ts';
 import {
   boundsSampleEvery,
@@ -322,7 +323,17 @@ export async function liveProfile(ch: ClickHouse, appId: string, userId: string,
   try {
     await ch.exec(profilesFromScanSql({ appId, runId: '', window: w, zones, rfm, usersIn: sql`(${userId})`, into: table }));
     const row = (await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM ${ident(table)}`))[0];
-    return row ? withTagsAndCluster(ch, appId, userId, row) : undefined;
+    if (!row) return undefined;
+    const profile = await withTagsAndCluster(ch, appId, userId, row);
+    // Not assigned yet (the next run will): the nearest cluster under the latest model, as that run would give it.
+    const model = profile.cluster === null ? await latestModel(ch, appId) : null;
+    if (model) {
+      const c = await ch.one<{ cluster: number; label: string }>(
+        sql`SELECT cluster, ${clusterLabelSql(model, raw('cluster'))} AS label FROM (SELECT ${nearestClusterSql(model)} AS cluster FROM ${ident(table)})`,
+      );
+      if (c) Object.assign(profile, { cluster: Number(c.cluster), cluster_label: c.label });
+    }
+    return profile;
   } finally {
     await ch.exec(sql`DROP TABLE IF EXISTS ${ident(table)}`).catch((e) => log.warn('could not drop a live profile table', { table, error: e }));
   }

@@ -358,6 +358,11 @@ describe('a user newer than the latest profile run', () => {
     // Ranked among app_a's purchasers now: the largest revenue and the latest purchase.
     expect(p).toMatchObject({ user_id: 'newbie', events_total: 1, purchases_total: 1, revenue_total: 400, country: 'FR', top_category: 'hats', recency_days: 0, m_score: 5, r_score: 5, tags: [] });
     expect(Date.parse(p.as_of)).toBeGreaterThanOrEqual(Math.floor(now / 1000) * 1000);
+    // app_a has a cluster model by now (the clusters tests above): the nearest cluster under it, with its label.
+    const model = await json(await h.call('GET', '/v1/clusters', { as: ['app_a', 'read'] }));
+    expect(p.cluster).toBeGreaterThanOrEqual(1);
+    expect(p.cluster).toBeLessThanOrEqual(model.k);
+    expect(p.cluster_label).toBe(model.labels[p.cluster - 1]);
     // No leftover tables, and the other app does not see the user.
     const left = await h.ch.rows(sql`SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'profile_live%'`);
     expect(left).toEqual([]);
