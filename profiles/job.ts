@@ -33,6 +33,7 @@ import {
   profilesFromPreviousSql,
   profilesFromScanSql,
   purchasersSql,
+  recentlyWrittenMonthsSql,
   rfmScoreFloorsSql,
   sliceBoundsSql,
   slicesOf,
@@ -194,7 +195,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       }
       const margin = opts.receivedMarginS ?? DEFAULT_RECEIVED_MARGIN_S;
       const receivedSince = new Date(previous.started_at.getTime() - margin * 1000);
-      for (const q of changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince })) await ch.exec(q);
+      // Parts are stamped by the ClickHouse host's clock, received_at by the consumer's: the margin again covers skew.
+      const lateMonths = (await ch.rows<{ month: number }>(recentlyWrittenMonthsSql(new Date(receivedSince.getTime() - margin * 1000)))).map((r) => Number(r.month));
+      for (const q of changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths })) await ch.exec(q);
       usersIn = ident(changed);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,

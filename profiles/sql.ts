@@ -147,18 +147,39 @@ SELECT assumeNotNull(lp), purchases_total, revenue_total FROM (
  * counted them, so those users are rescanned over all their events; for the
  * others the previous row is exact up to the previous as_of.
  */
-export function changedUsersSql(p: { appId: string; changed: string; late: string; previousAsOf: Date; asOf: Date; receivedSince?: Date }): Sql[] {
+export function changedUsersSql(p: {
+  appId: string;
+  changed: string;
+  late: string;
+  previousAsOf: Date;
+  asOf: Date;
+  receivedSince?: Date;
+  /** The `events` months (toYYYYMM, its partition key) that can hold a late arrival; all months when absent. */
+  lateMonths?: readonly number[];
+}): Sql[] {
   const prev = windowOf(p.previousAsOf);
   const next = windowOf(p.asOf);
   const ranges = (['asOf', 'd7', 'd30', 'd90'] as const).map((k) => sql`(ts > ${prev[k]} AND ts <= ${next[k]})`);
   const out = [
     sql`INSERT INTO ${ident(p.changed)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND (${join(ranges, ' OR ')})`,
   ];
-  if (p.receivedSince) {
-    out.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND received_at >= ${p.receivedSince} AND ts <= ${prev.asOf}`);
+  if (p.receivedSince && (p.lateMonths === undefined || p.lateMonths.length > 0)) {
+    // received_at is in no key: without the months, every partition is read.
+    const months = p.lateMonths ? sql` AND toYYYYMM(ts) IN (${join(p.lateMonths.map((m) => sql`${m}`))})` : sql``;
+    out.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND received_at >= ${p.receivedSince} AND ts <= ${prev.asOf}${months}`);
     out.push(sql`INSERT INTO ${ident(p.changed)} SELECT user_id FROM ${ident(p.late)}`);
   }
   return out;
+}
+
+/**
+ * The months of `events` with a part written since `since`: an event inserted
+ * since then lies in such a part (an insert writes a new part; a merge or
+ * mutation writes its result later still), and rows never leave their month.
+ */
+export function recentlyWrittenMonthsSql(since: Date): Sql {
+  return sql`SELECT DISTINCT toUInt32(partition) AS month FROM system.parts
+WHERE database = currentDatabase() AND table = 'events' AND active AND modification_time >= ${since}`;
 }
 
 // Comparison values for the quintiles, ascending from worst to best.
