@@ -89,6 +89,17 @@ export function generateApp(appId: string, seed: number, users = 50, userPrefix 
         return pick(['ios', 'android', 'web']);
     }
   };
+  const pushEvent = (user: string, t: number, identify: boolean, props: Record<string, Scalar>, traits: Record<string, Scalar | null>): void => {
+    events.push({
+      user_id: user,
+      ts: t,
+      event_id: `e${String(eid++).padStart(6, '0')}`,
+      type: identify ? 'identify' : 'track',
+      event: identify ? '' : pick(EVENT_NAMES),
+      props,
+      traits,
+    });
+  };
   for (const user of ids) {
     const n = Math.floor(r() * r() * 70);
     const userTimes: number[] = [];
@@ -108,15 +119,7 @@ export function generateApp(appId: string, seed: number, users = 50, userPrefix 
         }
         if (r() < 0.1) traits.platform = traitValue('platform');
       }
-      events.push({
-        user_id: user,
-        ts: t,
-        event_id: `e${String(eid++).padStart(6, '0')}`,
-        type: identify ? 'identify' : 'track',
-        event: identify ? '' : pick(EVENT_NAMES),
-        props,
-        traits,
-      });
+      pushEvent(user, t, identify, props, traits);
     }
   }
   // Events on the edges of windows, for every as_of: at it (inclusive) and one
@@ -136,15 +139,7 @@ export function generateApp(appId: string, seed: number, users = 50, userPrefix 
         if (v !== undefined) props[key] = v;
       }
     }
-    events.push({
-      user_id: pick(ids),
-      ts: t,
-      event_id: `e${String(eid++).padStart(6, '0')}`,
-      type: identify ? 'identify' : 'track',
-      event: identify ? '' : pick(EVENT_NAMES),
-      props,
-      traits,
-    });
+    pushEvent(pick(ids), t, identify, props, traits);
   };
   for (const asOf of AS_OFS) {
     edgeEvent(asOf);
