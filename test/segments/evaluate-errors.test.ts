@@ -67,18 +67,21 @@ describe('in_segment errors when evaluating', () => {
   });
 });
 
+/** The segment errors a save is rejected with; none when it succeeds. */
+async function savingErrors(p: Promise<unknown>): Promise<SegmentError[]> {
+  try {
+    await p;
+  } catch (e) {
+    if (e instanceof SegmentSyntaxError) return e.errors;
+    throw e;
+  }
+  return [];
+}
+
 describe('saving a segment that refers to itself (segments/saved.ts)', () => {
   it('is a cycle, not an unknown segment, by id, old name or new name, directly or through another segment', async () => {
     const app = 'app_self_ref';
-    const cycleOf = async (p: Promise<unknown>): Promise<string[]> => {
-      try {
-        await p;
-      } catch (e) {
-        if (e instanceof SegmentSyntaxError) return e.errors.map((x) => x.code);
-        throw e;
-      }
-      return [];
-    };
+    const cycleOf = async (p: Promise<unknown>): Promise<string[]> => (await savingErrors(p)).map((x) => x.code);
     const a = await createSegment(ch, app, { name: 'self_a', expression: 'tag("vip")' });
     expect(await cycleOf(updateSegment(ch, app, a.id, { name: 'self_a', expression: `in_segment("${a.id}")` }))).toEqual(['segment_cycle']);
     expect(await cycleOf(updateSegment(ch, app, a.id, { name: 'self_a', expression: 'tag("x") or in_segment("self_a")' }))).toEqual(['segment_cycle']);
@@ -92,18 +95,9 @@ describe('saving a segment that refers to itself (segments/saved.ts)', () => {
 
   it('reports an unknown reference in text with line and column, and none for the JSON form', async () => {
     const app = 'app_save_pos';
-    const errorsOf = async (p: Promise<unknown>): Promise<SegmentError[]> => {
-      try {
-        await p;
-      } catch (e) {
-        if (e instanceof SegmentSyntaxError) return e.errors;
-        throw e;
-      }
-      return [];
-    };
-    const text = await errorsOf(createSegment(ch, app, { name: 'pos', expression: 'did(view) and\n   in_segment("nope")' }));
+    const text = await savingErrors(createSegment(ch, app, { name: 'pos', expression: 'did(view) and\n   in_segment("nope")' }));
     expect(text).toMatchObject([{ code: 'unknown_segment', line: 2, column: 4 }]);
-    const json = await errorsOf(createSegment(ch, app, { name: 'pos', expression: { in_segment: 'nope' } }));
+    const json = await savingErrors(createSegment(ch, app, { name: 'pos', expression: { in_segment: 'nope' } }));
     expect(json[0]).toMatchObject({ code: 'unknown_segment' });
     expect(json[0]!.line).toBeUndefined();
   });
