@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import { loadMigrations, migrate, splitStatements } from '../../lib/migrate.ts';
-import { raw } from '../../lib/sql.ts';
+import { raw, sql } from '../../lib/sql.ts';
 import { normalizeEvent, toEventRow } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { testDatabase } from '../support/env.ts';
@@ -118,5 +118,45 @@ describe('090_profiles_by_user', () => {
     expect(create?.statement).toMatch(/PARTITION BY \(app_id, run_id\) ORDER BY user_id/);
     const tables = (await ch.rows<{ name: string }>(raw("SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'profiles%'"))).map((r) => r.name);
     expect(tables.sort()).toEqual(['profiles', 'profiles_latest']);
+  });
+});
+
+describe('100_user_timeline', () => {
+  const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
+  const event = (i: number) => {
+    const r =
+      i % 5 === 0
+        ? normalizeEvent({ type: 'identify', user_id: `u${i % 7}`, event_id: `e${i}`, ts: at(i), traits: { plan: `p${i}`, timezone: 'Asia/Tokyo' } }, 'app')
+        : normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 7}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
+    if (!r.row) throw new Error(JSON.stringify(r.errors));
+    return r.row;
+  };
+  // What a full profile run makes of the timeline, run id aside.
+  const profileOf = async (ch: Awaited<ReturnType<typeof testDatabase>>) => {
+    const run = await buildProfiles(ch, 'app', { asOf: new Date(at(60)), mode: 'full' });
+    return ch.rows(sql`SELECT user_id, first_seen, last_seen, events_total, events_30d, purchases_total, revenue_total, top_category, best_hour, trait_keys, trait_values
+      FROM profiles WHERE app_id = 'app' AND run_id = ${run.run_id} ORDER BY user_id`);
+  };
+  const elements = async (ch: Awaited<ReturnType<typeof testDatabase>>) =>
+    Number((await ch.one<{ n: string }>(raw('SELECT sum(length(finalizeAggregation(event_ts))) AS n FROM user_timeline')))!.n);
+
+  it('holds every stored event of each user, from the view and from a repeated backfill', async () => {
+    const ch = await testDatabase('mig100');
+    await insertEventRows(ch, Array.from({ length: 40 }, (_, i) => event(i)));
+    expect(await elements(ch)).toBe(40);
+    const before = await profileOf(ch);
+    expect(before).toHaveLength(7);
+    const m = loadMigrations().find((x) => x.name === '100_user_timeline.sql')!;
+    await ch.exec(raw('TRUNCATE TABLE user_timeline'));
+    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    expect(await elements(ch)).toBe(40);
+    expect(await profileOf(ch)).toEqual(before);
+    // Repeated: every event twice in its user's row, counted once.
+    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    expect(await elements(ch)).toBe(80);
+    expect(await profileOf(ch)).toEqual(before);
+    // The view still writes.
+    await insertEventRows(ch, [event(41)]);
+    expect(await elements(ch)).toBe(81);
   });
 });
