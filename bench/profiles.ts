@@ -129,7 +129,7 @@ try {
     loadS = secs(t);
     say(`loaded in ${loadS} s; merging parts (OPTIMIZE … FINAL) for a steady state…`);
     t = performance.now();
-    await mergeFully(ch, ['events', 'user_traits', 'profile_events', 'purchase_events']);
+    await mergeFully(ch, ['events', 'user_traits', 'profile_events', 'purchase_events', 'user_timeline']);
     say(`merged in ${secs(t)} s`);
     await ch.insert('bench_meta', [{ events: N, users: U, t0, load_seconds: loadS }]);
   }

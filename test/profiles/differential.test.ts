@@ -3,7 +3,7 @@
 // aimed at the contract's edges (DST, window boundaries, ties, bad zones).
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
-import { sql } from '../../lib/sql.ts';
+import { ident, sql } from '../../lib/sql.ts';
 import { buildProfiles } from '../../profiles/job.ts';
 import { PROFILE_SELECT } from '../../profiles/read.ts';
 import { typedTraitValue } from '../../profiles/traits.ts';
@@ -192,6 +192,48 @@ describe('profiles match the reference implementation', () => {
     const again = await buildProfiles(ch, app, { asOf: new Date((asOf2 + 60) * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
     expect(again).toMatchObject({ mode: 'incremental', previous_run_id: inc.run_id });
     expect(first.mode).toBe('full');
+  });
+
+  // Timeline rows of the app's users: how many rows each user has (see 100_user_timeline.sql).
+  const timelineRows = async (app: string) =>
+    (await ch.rows<{ rows: string }>(sql`SELECT count() AS rows FROM user_timeline WHERE app_id = ${app} GROUP BY user_id`)).map((r) => Number(r.rows));
+
+  it('gives the same rows whether a user history is in one timeline row or in several', async () => {
+    const app = 'timeline_rows';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf = AS_OFS[3]!;
+    const a = generate(606, { appUsers: 40, asOf, receivedAt: now - 7200, tag: 'a' });
+    // Three inserts, each a third of every user's events: one timeline row per insert until merged.
+    for (let k = 0; k < 3; k++) await insertEvents(ch, app, a.filter((_, i) => i % 3 === k));
+    const rows = await timelineRows(app);
+    expect(Math.max(...rows)).toBe(3);
+    expect(rows.some((n) => n === 1)).toBe(true);
+    const expected = referenceProfiles(a, asOf);
+    const several = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    const severalRows = await runRows(app, several.run_id);
+    expectMatches(severalRows, expected, 'several timeline rows');
+
+    await ch.exec(sql`OPTIMIZE TABLE user_timeline FINAL`);
+    expect(Math.max(...(await timelineRows(app)))).toBe(1);
+    const one = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    const oneRows = await runRows(app, one.run_id);
+    expectSameRows(oneRows, severalRows, 'one timeline row = several');
+    expectMatches(oneRows, expected, 'one timeline row');
+  });
+
+  it('counts an event stored twice once, as merges of events collapse it', async () => {
+    const app = 'timeline_dup';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf = AS_OFS[1]!;
+    const a = generate(707, { appUsers: 30, asOf, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    // The same rows again (a store that slipped past ingest's id lookup), merged into one timeline row per user.
+    await insertEvents(ch, app, a.filter((_, i) => i % 2 === 0));
+    // The RFM step reads purchase_events, whose merges collapse the copies as events' do.
+    for (const table of ['purchase_events', 'user_timeline']) await ch.exec(sql`OPTIMIZE TABLE ${ident(table)} FINAL`);
+    expect(Math.max(...(await timelineRows(app)))).toBe(1);
+    const run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    expectMatches(await runRows(app, run.run_id), referenceProfiles(a, asOf), 'events stored twice');
   });
 
   it('falls back to a full run without a previous run, or when as_of moves back', async () => {
