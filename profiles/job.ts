@@ -31,8 +31,6 @@ import {
   changedUsersSql,
   profilesFromDeltaSql,
   profilesFromPreviousSql,
-  missingFromRunSql,
-  profilesFromTimelineMergedSql,
   profilesFromTimelineSql,
   purchasersSql,
   recentlyWrittenMonthsSql,
@@ -42,7 +40,6 @@ import {
   thresholdsFromFloors,
   timezoneCandidatesSql,
   windowOf,
-  usersInSliceSql,
   type RfmThresholds,
   type Window,
 } from './sql.ts';
@@ -142,7 +139,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const buyers = `profile_buyers_${runId}`;
   const changed = `profile_changed_${runId}`;
   const late = `profile_late_${runId}`;
-  const missing = `profile_missing_${runId}`;
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -237,7 +233,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
       await Promise.all(
         slices.map(async (slice) => {
-          if (anyLate) await ch.exec(profilesFromTimelineMergedSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
+          if (anyLate) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
           await ch.exec(
             profilesFromDeltaSql({ appId, runId, window: w, previousRunId: previous.run_id, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
             { timeoutS: 3600 },
@@ -245,19 +241,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         }),
       );
     } else {
-      await ch.exec(changedTableSql(missing));
-      created.push(missing);
-      await Promise.all(
-        slices.map(async (slice) => {
-          await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice }), { timeoutS: 3600 });
-          // Users with several timeline rows (parts not merged yet) were left out above.
-          await ch.exec(missingFromRunSql({ appId, runId, missing, slice }), { timeoutS: 3600 });
-          const left = await ch.one<{ n: string }>(usersInSliceSql(missing, slice));
-          if (Number(left?.n ?? 0) > 0) {
-            await ch.exec(profilesFromTimelineMergedSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(missing) }), { timeoutS: 3600 });
-          }
-        }),
-      );
+      await Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice }), { timeoutS: 3600 })));
     }
     report(mode === 'incremental' ? 0.6 : 0.95);
     step('scan_events');
@@ -342,7 +326,7 @@ export async function liveProfile(ch: ClickHouse, appId: string, userId: string,
   const table = `profile_live_${newRunId(new Date())}`;
   await ch.exec(sql`CREATE TABLE ${ident(table)} AS profiles ENGINE = Memory`);
   try {
-    await ch.exec(profilesFromTimelineMergedSql({ appId, runId: '', window: w, zones, rfm, usersIn: sql`(${userId})`, into: table }));
+    await ch.exec(profilesFromTimelineSql({ appId, runId: '', window: w, zones, rfm, usersIn: sql`(${userId})`, into: table }));
     const row = (await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM ${ident(table)}`))[0];
     if (!row) return undefined;
     const profile = await withTagsAndCluster(ch, appId, userId, row);
@@ -403,7 +387,7 @@ export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|missing|live|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

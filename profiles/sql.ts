@@ -322,181 +322,75 @@ function modeOfSorted(sorted: Sql, prefix: string): Sql {
 }
 
 /**
- * Trait changes (key, ts, event_id, value, type), sorted descending, reduced to
- * the first of each key: its latest change, a removal (type 0) included so that
- * it still hides an older value from another row of the same user.
+ * Step 3: one profile row per user (all, or those in `usersIn`) from
+ * user_timeline (100_user_timeline.sql), where ClickHouse's merges keep each
+ * user's events and trait changes as one row of parallel arrays. Read with
+ * FINAL, which merges the rows of a user that sit in parts not merged yet, so
+ * every row read is one whole user and nothing is grouped: each field comes
+ * from the user's arrays by array functions. On the benchmark this costs the
+ * same CPU as summing per-row partials with a GROUP BY, and needs no second
+ * pass for users of several rows. An event repeated in a user's arrays (same
+ * hash of event_id and ts) counts once, as merges of events collapse it.
+ * `zones`: the zones ClickHouse can load (job.ts checks each once), 'UTC'
+ * among them, with their offsets over the 90d window (zones.ts); any other
+ * timezone trait counts as UTC.
  */
-function latestPerKey(changesDesc: Sql, prefix: string): Sql {
-  return sql`arrayFilter((x, i) -> i = 1, ${changesDesc}, arrayEnumerateUniq(arrayMap(x -> x.1, ${changesDesc})) AS ${raw(`${prefix}_nth`)})`;
-}
-
-type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice; into?: string };
-
-/**
- * Each timeline row's partial profile, by array functions in every reading
- * thread: counters, the 30d day mask, the latest trait per key and, as if the
- * row were the user's only one, traits, top_category and best_hour. With
- * `lists`, also what a user of several rows needs to recompute those three:
- * the 90d categories and times, and the latest change per key (parallel arrays).
- */
-function timelineRowsSql(p: TimelineScan & { lists: boolean }): Sql {
+export function profilesFromTimelineSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice; into?: string }): Sql {
   const { window: w } = p;
   const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
   // The first UTC date a 30d-window instant (d30, as_of] can fall on.
   const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
-  const rowZone = localHours(raw('row_timezone'), p.zones.names, p.zones.offsets);
-  const lists = p.lists
-    ? sql`,
-        p_cats90, p_ts90,
-        arrayMap(x -> x.1, p_latest) AS l_key, arrayMap(x -> x.2, p_latest) AS l_ts, arrayMap(x -> x.3, p_latest) AS l_event,
-        arrayMap(x -> x.4, p_latest) AS l_value, arrayMap(x -> x.5, p_latest) AS l_type`
-    : sql``;
-  // u: the event counts (keep); every partial takes it as an argument rather than
-  // reading copies of the arrays filtered by it.
-  return sql`SELECT user_id,
-        arraySum(keep) AS p_n,
-        if(p_n = 0, toDateTime(4294967295), arrayReduce('minIf', tsa, keep)) AS p_first,
-        arrayReduce('maxIf', tsa, keep) AS p_last,
-        arrayCount((k, u) -> u AND k != 0, ka, keep) AS p_events_total,
-        arrayCount((k, u) -> u AND k = 3, ka, keep) AS p_purchases_total,
-        -- amount is 0 on every other event, and x + 0 = x exactly.
-        arrayReduce('sumIf', am, keep) AS p_revenue_total,
-        arrayReduce('maxIf', tsa, arrayMap((k, u) -> u AND k = 3, ka, keep)) AS p_last_purchase,
-        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d7}, tsa, ka, keep) AS p_events_7d,
-        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d30}, tsa, ka, keep) AS p_events_30d,
-        arrayCount((t, k, u) -> u AND k = 1 AND t > ${w.d30}, tsa, ka, keep) AS p_views_30d,
-        arrayCount((t, k, u) -> u AND k = 2 AND t > ${w.d30}, tsa, ka, keep) AS p_clicks_30d,
-        arrayCount((t, k, u) -> u AND k = 3 AND t > ${w.d30}, tsa, ka, keep) AS p_purchases_30d,
-        arrayReduce('sumIf', am, arrayMap((t, u) -> u AND t > ${w.d30}, tsa, keep)) AS p_revenue_30d,
-        -- Bit i: a track event on the i-th UTC date of the 30d window (31 dates at most).
-        arrayReduce('groupBitOr', arrayMap(t -> toUInt64(bitShiftLeft(toUInt64(1), bitAnd(intDiv(toUInt32(t), ${DAY_S}) - ${firstDay30}, 63))),
-          arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d30}, tsa, ka, keep))) AS p_days30,
-        arrayFilter((c, t, f, u) -> u AND f >= 8 AND t > ${w.d90}, ca, tsa, fa, keep) AS p_cats90,
-        arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d90}, tsa, ka, keep) AS p_ts90,
-        ${modeOfSorted(raw('arraySort(p_cats90)'), 'p_cats')} AS p_top_category,
-        ${modeOfSorted(sql`arraySort(${rowZone.hoursOf(raw('p_ts90'))})`, 'p_hours')} AS p_best_hour,
-        -- Removals dropped; keys ascending.
-        arrayReverse(arrayFilter(x -> x.5 != 0, p_latest)) AS p_current,
-        arrayMap(x -> x.1, p_current) AS p_trait_keys,
-        arrayMap(x -> x.4, p_current) AS p_trait_values,
-        arrayMap(x -> x.5, p_current) AS p_trait_types${lists}
-      FROM (SELECT *, ${join(rowZone.columns)} FROM (
-        SELECT user_id,
-          finalizeAggregation(event_ts) AS tsa,
-          -- Counted: the first event of each hash, up to as_of.
-          arrayMap((t, i) -> i = 1 AND t <= ${w.asOf}, tsa, arrayEnumerateUniq(finalizeAggregation(event_hash))) AS keep,
-          finalizeAggregation(event_flags) AS fa,
-          arrayMap(f -> bitAnd(f, 7), fa) AS ka,
-          finalizeAggregation(event_amount) AS am,
-          finalizeAggregation(event_category) AS ca,
-          arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y),
-            finalizeAggregation(trait_key), finalizeAggregation(trait_ts), finalizeAggregation(trait_event), finalizeAggregation(trait_value), finalizeAggregation(trait_type)))) AS changes,
-          ${latestPerKey(raw('changes'), 'changes')} AS p_latest,
-          arrayElement(arrayMap(x -> x.4, arrayFilter(x -> x.1 = 'timezone' AND x.5 != 0, p_latest)), 1) AS row_timezone
-        FROM user_timeline
-        WHERE app_id = ${p.appId}${scope}
-      ))`;
-}
-
-/** The sums of a user's row partials (timelineRowsSql), plus `extra` aggregates. */
-function timelineUsersSql(rows: Sql, extra: Sql, having: Sql): Sql {
-  return sql`SELECT user_id, count() AS rows_n,
-        sum(p_n) AS n_all,
-        min(p_first) AS first_seen,
-        max(p_last) AS last_seen,
-        sum(p_events_total) AS events_total,
-        sum(p_purchases_total) AS purchases_total,
-        sum(p_revenue_total) AS revenue_total,
-        max(p_last_purchase) AS last_purchase_at,
-        sum(p_events_7d) AS events_7d,
-        sum(p_events_30d) AS events_30d,
-        sum(p_views_30d) AS views_30d,
-        sum(p_clicks_30d) AS clicks_30d,
-        sum(p_purchases_30d) AS purchases_30d,
-        sum(p_revenue_30d) AS revenue_30d,
-        toUInt32(length(bitmaskToArray(groupBitOr(p_days30)))) AS active_days_30d,
-        ${extra}
-      FROM (${rows})
-      GROUP BY user_id
-      -- A user with no event up to as_of has no profile.
-      HAVING n_all > 0${having}`;
-}
-
-function withNamedTraits(source: Sql): Sql {
+  const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
   const named = NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`);
-  return sql`SELECT *, ${join(named)} FROM (${source})`;
-}
-
-/**
- * Step 3 of a full run: one profile row per user from user_timeline
- * (100_user_timeline.sql), where ClickHouse's merges keep each user's events
- * and trait changes as one row of parallel arrays, so no event is grouped by
- * user here. Each row's partials come from timelineRowsSql; a GROUP BY adds up
- * the partials of each user. This query writes the users that have one row
- * (every user once the parts have merged), whose traits, top_category and
- * best_hour are that row's; profilesFromTimelineMergedSql then writes the rest.
- * An event repeated in a row (same id: event_id and ts) counts once, as the
- * merges of events collapse it. `zones`: the zones ClickHouse can load (job.ts
- * checks each once), 'UTC' among them, with their offsets over the 90d window
- * (zones.ts); any other timezone trait counts as UTC.
- */
-export function profilesFromTimelineSql(p: TimelineScan): Sql {
-  const users = timelineUsersSql(
-    timelineRowsSql({ ...p, lists: false }),
-    sql`any(p_top_category) AS top_category, any(p_best_hour) AS best_hour,
-        groupArrayArray(p_trait_keys) AS trait_keys, groupArrayArray(p_trait_values) AS trait_values, groupArrayArray(p_trait_types) AS trait_types`,
-    sql` AND rows_n = 1`,
-  );
-  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.window.asOf, source: withNamedTraits(users), rfm: p.rfm, ...(p.into ? { into: p.into } : {}) });
-}
-
-/**
- * Step 3 for users of any number of timeline rows (all, or those in `usersIn`):
- * the lists of every row are concatenated and traits, top_category and
- * best_hour recomputed from them. A full run uses it for the users
- * profilesFromTimelineSql left out (missingFromRunSql); incremental runs and
- * single profiles for the users they rescan.
- */
-export function profilesFromTimelineMergedSql(p: TimelineScan): Sql {
-  const rows = timelineRowsSql({ ...p, lists: true });
-  const users = timelineUsersSql(
-    rows,
-    sql`groupArrayArray(p_cats90) AS cats90, groupArrayArray(p_ts90) AS ts90,
-        groupArrayArray(l_key) AS lk, groupArrayArray(l_ts) AS lt, groupArrayArray(l_event) AS le, groupArrayArray(l_value) AS lv, groupArrayArray(l_type) AS ly`,
-    sql``,
-  );
-  const userZone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
-  const traits = sql`SELECT *,
-      arrayReverseSort(arrayMap((k, t, e, v, y) -> (k, t, e, v, y), lk, lt, le, lv, ly)) AS merged_changes,
-      -- Removals dropped; keys ascending.
-      arrayReverse(arrayFilter(x -> x.5 != 0, ${latestPerKey(raw('merged_changes'), 'merged')})) AS current,
-      arrayMap(x -> x.1, current) AS trait_keys,
-      arrayMap(x -> x.4, current) AS trait_values,
-      arrayMap(x -> x.5, current) AS trait_types
-    FROM (${users})`;
-  const source = sql`SELECT *,
-      ${modeOfSorted(raw('arraySort(cats90)'), 'm_cats')} AS top_category,
-      ${modeOfSorted(sql`arraySort(${userZone.hoursOf(raw('ts90'))})`, 'm_hours')} AS best_hour
-    FROM (SELECT *, ${join(userZone.columns)} FROM (${withNamedTraits(traits)}))`;
-  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.window.asOf, source, rfm: p.rfm, ...(p.into ? { into: p.into } : {}) });
-}
-
-/**
- * The timeline's users (of a slice) without a row in the run yet, into
- * `missing`: after profilesFromTimelineSql, those with several timeline rows
- * (and those with no event up to as_of, whom the next step skips again).
- * Asked of the run's own rows, not of the timeline's row counts, so a merge
- * between the two steps cannot make a user fall between them.
- */
-export function missingFromRunSql(p: { appId: string; runId: string; missing: string; slice?: UserSlice }): Sql {
-  return sql`INSERT INTO ${ident(p.missing)} SELECT DISTINCT user_id FROM user_timeline
-WHERE app_id = ${p.appId}${sliceSql(p.slice)}
-  AND user_id NOT IN (SELECT user_id FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId}${sliceSql(p.slice)})`;
-}
-
-/** How many users of `table` (a user_id list) fall in the slice. */
-export function usersInSliceSql(table: string, slice?: UserSlice): Sql {
-  return sql`SELECT count() AS n FROM ${ident(table)} WHERE 1${sliceSql(slice)}`;
+  // u: the event counts (keep); every field takes it as an argument rather than
+  // reading copies of the arrays filtered by it.
+  const source = sql`SELECT user_id,
+        arraySum(keep) AS n_all,
+        arrayReduce('minIf', tsa, keep) AS first_seen,
+        arrayReduce('maxIf', tsa, keep) AS last_seen,
+        arrayCount((k, u) -> u AND k != 0, ka, keep) AS events_total,
+        arrayCount((k, u) -> u AND k = 3, ka, keep) AS purchases_total,
+        -- amount is 0 on every other event, and x + 0 = x exactly.
+        arrayReduce('sumIf', am, keep) AS revenue_total,
+        arrayReduce('maxIf', tsa, arrayMap((k, u) -> u AND k = 3, ka, keep)) AS last_purchase_at,
+        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d7}, tsa, ka, keep) AS events_7d,
+        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d30}, tsa, ka, keep) AS events_30d,
+        arrayCount((t, k, u) -> u AND k = 1 AND t > ${w.d30}, tsa, ka, keep) AS views_30d,
+        arrayCount((t, k, u) -> u AND k = 2 AND t > ${w.d30}, tsa, ka, keep) AS clicks_30d,
+        arrayCount((t, k, u) -> u AND k = 3 AND t > ${w.d30}, tsa, ka, keep) AS purchases_30d,
+        arrayReduce('sumIf', am, arrayMap((t, u) -> u AND t > ${w.d30}, tsa, keep)) AS revenue_30d,
+        -- Bit i: a track event on the i-th UTC date of the 30d window (31 dates at most).
+        toUInt32(length(bitmaskToArray(arrayReduce('groupBitOr', arrayMap(t -> toUInt64(bitShiftLeft(toUInt64(1), bitAnd(intDiv(toUInt32(t), ${DAY_S}) - ${firstDay30}, 63))),
+          arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d30}, tsa, ka, keep)))))) AS active_days_30d,
+        ${modeOfSorted(sql`arraySort(arrayFilter((c, t, f, u) -> u AND f >= 8 AND t > ${w.d90}, ca, tsa, fa, keep))`, 'cats')} AS top_category,
+        ${modeOfSorted(sql`arraySort(${zone.hoursOf(raw('ts90'))})`, 'hours')} AS best_hour,
+        trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)}
+      FROM (SELECT *, arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d90}, tsa, ka, keep) AS ts90, ${join(zone.columns)} FROM (
+        SELECT *, ${join(named)} FROM (
+          SELECT user_id,
+            finalizeAggregation(event_ts) AS tsa,
+            -- Counted: the first event of each hash, up to as_of.
+            arrayMap((t, i) -> i = 1 AND t <= ${w.asOf}, tsa, arrayEnumerateUniq(finalizeAggregation(event_hash))) AS keep,
+            finalizeAggregation(event_flags) AS fa,
+            arrayMap(f -> bitAnd(f, 7), fa) AS ka,
+            finalizeAggregation(event_amount) AS am,
+            finalizeAggregation(event_category) AS ca,
+            -- Trait changes up to as_of, sorted by (key, ts, event_id) descending: the first
+            -- of each key is its latest; removals (type 0) dropped after that; keys ascending.
+            arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y),
+              finalizeAggregation(trait_key), finalizeAggregation(trait_ts), finalizeAggregation(trait_event),
+              finalizeAggregation(trait_value), finalizeAggregation(trait_type)))) AS changes,
+            arrayReverse(arrayFilter((x, i) -> i = 1 AND x.5 != 0, changes, arrayEnumerateUniq(arrayMap(x -> x.1, changes)))) AS current,
+            arrayMap(x -> x.1, current) AS trait_keys,
+            arrayMap(x -> x.4, current) AS trait_values,
+            arrayMap(x -> x.5, current) AS trait_types
+          FROM user_timeline FINAL
+          WHERE app_id = ${p.appId}${scope}
+        )
+      ))
+      -- A user with no event up to as_of has no profile.
+      WHERE n_all > 0`;
+  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm, ...(p.into ? { into: p.into } : {}) });
 }
 
 /**

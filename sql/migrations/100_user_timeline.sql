@@ -2,13 +2,12 @@
 -- of grouping every event by user.
 --
 -- The GROUP BY of 20M events by user_id is what the profile scan spent most of
--- its CPU on: 15 aggregate functions updated per event through a hash table,
--- then every step after the GROUP BY on one thread. Here ClickHouse's own merges
--- do that grouping in the background: an AggregatingMergeTree keyed by user,
--- whose columns are groupArray states, concatenates the rows of one user
--- whenever parts merge. A run then reads about one row per user and computes
--- each field with array functions, row by row in every reading thread, and
--- only sums partial results by user (profiles/sql.ts).
+-- its CPU on: 15 aggregate functions updated per event through a hash table.
+-- Here ClickHouse's own merges do that grouping in the background: an
+-- AggregatingMergeTree keyed by user, whose columns are groupArray states,
+-- concatenates the rows of one user whenever parts merge. A run reads it with
+-- FINAL (which merges what the background has not yet), one row per user, and
+-- computes each field with array functions (profiles/sql.ts).
 --
 -- Columns are parallel arrays, one element per event (in no particular order):
 --   event_ts, event_hash: the event's second and cityHash64(event_id, ts), the
