@@ -3,15 +3,17 @@
 //
 //   purchase_events ──(1) one row per purchaser──► buyers (+ previous run's unchanged)
 //   buyers ──(2) value counts──► 4 score thresholds per RFM metric (numbers in Node)
-//   profile_events + user_traits ──(3) one scan, one row per user, scores by arithmetic──► profiles
+//   user_timeline FINAL ──(3) one row per user, fields by array functions, scores by arithmetic──► profiles
 //   incremental only: (3) for the changed users with a late arrival;
 //   previous row + profile_events from the window on ──(3d) the other changed users──► profiles
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
 //
 // Each profile row is written once, straight from the scan (no stage table).
-// The scan keeps the per-event work small: it reads the narrow profile_events
+// Step 3 groups nothing: user_timeline holds each user's events and trait
+// changes as one row of arrays, kept by ClickHouse's merges (100_user_timeline.sql).
+// Step 3d keeps the per-event work small: it reads the narrow profile_events
 // (kind, amount, category; written with each event by a materialized view) and
-// computes plain counters per user; active days are a 31-bit mask of the 30d
+// computes plain counters per user. Active days are a 31-bit mask of the 30d
 // window's UTC dates (groupBitOr, cheaper than a per-user hash set or list).
 // best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour, so
 // each zone's UTC offset over the 90d window is tabulated once by ClickHouse's
