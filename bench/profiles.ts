@@ -134,7 +134,7 @@ try {
     await ch.insert('bench_meta', [{ events: N, users: U, t0, load_seconds: loadS }]);
   }
   const stats = await ch.one<{ users: string; events: string }>(sql`SELECT uniqExact(user_id) AS users, count() AS events FROM events WHERE app_id = ${APP} AND ts <= toDateTime(${t0})`);
-  const parts = await ch.rows<{ table: string; parts: string }>(sql`SELECT table, count() AS parts FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events') GROUP BY table`);
+  const parts = await ch.rows<{ table: string; parts: string }>(sql`SELECT table, count() AS parts FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events', 'user_timeline') GROUP BY table`);
 
   // 1% new events: sessions of 10 events by N/1000 recently active users during the next hour.
   // They are stamped after the full runs' as_of, so those runs ignore them.
