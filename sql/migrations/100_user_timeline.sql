@@ -60,9 +60,9 @@ GROUP BY app_id, user_id;
 -- Events stored before this migration. A row inserted while it runs (or a
 -- repeated run of this file) may be written twice: its hash repeats, and
 -- readers drop the repeat (a repeated trait change is the same change, and only
--- the latest per key counts). The GROUP BY holds every user's arrays: 3.3 GB
--- for 20M events in memory, 0.66 GB and the same 26 s when it spills past
--- 500 MB (hand-timed), so it spills past 2 GB rather than fail on a large store.
+-- the latest per key counts). The GROUP BY holds every user's arrays in memory
+-- (bench/timeline.ts measures it), so it spills past 2 GB rather than fail on
+-- a large store.
 INSERT INTO user_timeline
 SELECT
     app_id,

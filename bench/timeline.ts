@@ -1,0 +1,164 @@
+// What user_timeline (100_user_timeline.sql) costs the profile scan and its
+// migration, on the data bench/profiles.ts keeps:
+//   parts     the full run's scan (profilesFromTimelineSql, two user slices at
+//             once, into a scratch table) over the merged timeline, and over a
+//             copy of it split into --parts parts with merges stopped (each
+//             user in one part, as a backfill leaves it before merges catch
+//             up): FINAL merges the parts at read time
+//   backfill  the migration's backfill GROUP BY into a scratch table, with its
+//             spill setting and without it: peak memory from query_log
+// Alternating rounds; the ratio is paired within each round. Results:
+// bench/results/timeline.json and .md. Never asserted by tests.
+// Usage: npx tsx bench/profiles.ts --db bench_profiles_kept   (once, to load)
+//        npx tsx bench/timeline.ts [--db bench_profiles_kept] [--parts 16] [--rounds 3] [--no-backfill]
+import { randomUUID } from 'node:crypto';
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ClickHouse } from '../lib/clickhouse.ts';
+import { loadConfig } from '../lib/config.ts';
+import { loadMigrations, migrate } from '../lib/migrate.ts';
+import { ident, raw, sql, type Sql } from '../lib/sql.ts';
+import { up } from '../lib/stack.ts';
+import { validTimezones } from '../profiles/job.ts';
+import { profilesFromTimelineSql, purchasersSql, rfmScoreFloorsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors, timezoneCandidatesSql, windowOf } from '../profiles/sql.ts';
+import { zoneOffsetsFromRows, zoneOffsetsSql } from '../profiles/zones.ts';
+
+const { values } = parseArgs({
+  options: { db: { type: 'string', default: 'bench_profiles_kept' }, parts: { type: 'string', default: '16' }, rounds: { type: 'string', default: '3' }, 'no-backfill': { type: 'boolean', default: false } },
+});
+const PARTS = Number(values.parts);
+const ROUNDS = Number(values.rounds);
+const APP = 'bench';
+const OUT = 'timeline_bench_out';
+const SPLIT = 'timeline_bench_parts';
+
+const stack = await up(loadConfig());
+const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600 });
+const say = (m: string) => process.stderr.write(m + '\n');
+const secs = (t: number) => +((performance.now() - t) / 1000).toFixed(3);
+const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
+
+await migrate(ch);
+const meta = await ch.one<{ t0: string; events: string }>(sql`SELECT t0, events FROM bench_meta LIMIT 1`).catch(() => undefined);
+if (!meta) throw new Error(`${values.db} has no benchmark data: run npx tsx bench/profiles.ts --db ${values.db} first`);
+const w = windowOf(new Date(Number(meta.t0) * 1000));
+
+// The run's inputs, as buildProfiles finds them.
+const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(APP));
+const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
+const offsets = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000))));
+const purchasers = purchasersSql({ appId: APP, asOf: w.asOf });
+const [r, f, m] = await Promise.all((['r', 'f', 'm'] as const).map(async (metric) => thresholdsFromFloors(await ch.rows(rfmScoreFloorsSql({ metric, asOf: w.asOf, purchasers })))));
+const rfm = { r: r!, f: f!, m: m! };
+const bounds = (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId: APP, asOf: w.asOf, n: 2, sampleEvery: 200 })))?.bounds ?? [];
+const slices = slicesOf(bounds);
+
+/** The slice queries reading `table` instead of user_timeline. */
+function scanOf(table: string): Sql[] {
+  return slices.map((slice) => {
+    const q = profilesFromTimelineSql({ appId: APP, runId: 'bench', window: w, zones: { names, offsets }, rfm, slice, into: OUT }).text;
+    if (!q.includes('FROM user_timeline FINAL')) throw new Error('the scan no longer reads user_timeline FINAL: update bench/timeline.ts');
+    return raw(q.replace('FROM user_timeline FINAL', `FROM ${table} FINAL`));
+  });
+}
+
+await ch.exec(sql`DROP TABLE IF EXISTS ${ident(OUT)}`);
+await ch.exec(sql`CREATE TABLE ${ident(OUT)} AS profiles`);
+await ch.exec(sql`DROP TABLE IF EXISTS ${ident(SPLIT)}`);
+await ch.exec(sql`CREATE TABLE ${ident(SPLIT)} AS user_timeline`);
+await ch.exec(sql`SYSTEM STOP MERGES ${ident(SPLIT)}`);
+for (let k = 0; k < PARTS; k++) await ch.exec(sql`INSERT INTO ${ident(SPLIT)} SELECT * FROM user_timeline WHERE cityHash64(user_id) % ${PARTS} = ${k}`);
+const partCount = async (table: string) =>
+  Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM system.parts WHERE database = currentDatabase() AND table = ${table} AND active`))?.n ?? 0);
+const parts = { merged: await partCount('user_timeline'), split: await partCount(SPLIT) };
+const sizes = Object.fromEntries(
+  (
+    await ch.rows<{ table: string; mb: number }>(sql`SELECT table, round(sum(bytes_on_disk) / 1e6) AS mb FROM system.parts
+      WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events', 'user_timeline') GROUP BY table`)
+  ).map((x) => [x.table, Number(x.mb)]),
+);
+say(`user_timeline in ${parts.merged} part(s); the copy in ${parts.split}`);
+
+async function timeScan(table: string): Promise<number> {
+  await ch.exec(sql`TRUNCATE TABLE ${ident(OUT)}`);
+  const t = performance.now();
+  await Promise.all(scanOf(table).map((q) => ch.exec(q, { timeoutS: 3600 })));
+  return secs(t);
+}
+const merged: number[] = [];
+const split: number[] = [];
+for (let i = 0; i < ROUNDS; i++) {
+  merged.push(await timeScan('user_timeline'));
+  split.push(await timeScan(SPLIT));
+  say(`round ${i + 1}: merged ${merged[i]} s, ${parts.split} parts ${split[i]} s`);
+}
+const ratios = merged.map((x, i) => +(split[i]! / x).toFixed(2));
+const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(OUT)}`))?.n ?? 0);
+await ch.exec(sql`DROP TABLE ${ident(SPLIT)}`);
+
+// The migration's backfill, as written and without its SETTINGS clause.
+const backfill: { spill: boolean; seconds: number; memoryGB: number; rows: number }[] = [];
+if (!values['no-backfill']) {
+  const stmt = loadMigrations().find((x) => x.name === '100_user_timeline.sql')!.statements.find((s) => s.startsWith('INSERT INTO user_timeline'));
+  if (!stmt?.includes('SETTINGS')) throw new Error('the backfill statement changed: update bench/timeline.ts');
+  const target = 'timeline_bench_backfill';
+  for (const spill of [true, false]) {
+    await ch.exec(sql`DROP TABLE IF EXISTS ${ident(target)}`);
+    await ch.exec(sql`CREATE TABLE ${ident(target)} AS user_timeline`);
+    const text = stmt.replace('INSERT INTO user_timeline', `INSERT INTO ${target}`);
+    const queryId = randomUUID();
+    const t = performance.now();
+    await ch.client.command({ query: spill ? text : text.slice(0, text.indexOf('SETTINGS')), query_id: queryId, clickhouse_settings: { log_queries: 1, max_execution_time: 3600 } });
+    const seconds = secs(t);
+    await ch.exec(sql`SYSTEM FLUSH LOGS`);
+    const mem = await ch.one<{ m: string }>(sql`SELECT max(memory_usage) AS m FROM system.query_log WHERE query_id = ${queryId} AND type = 2`);
+    const rows = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(target)}`))?.n ?? 0);
+    backfill.push({ spill, seconds, memoryGB: +(Number(mem?.m ?? 0) / 1e9).toFixed(2), rows });
+    say(`backfill ${spill ? 'with' : 'without'} the spill setting: ${seconds} s, ${backfill.at(-1)!.memoryGB} GB, ${rows} rows`);
+  }
+  await ch.exec(sql`DROP TABLE ${ident(target)}`);
+}
+await ch.exec(sql`DROP TABLE ${ident(OUT)}`);
+
+const out = {
+  events: Number(meta.events),
+  profile_users: users,
+  parts,
+  disk_mb: sizes,
+  seconds: { merged, split },
+  median_seconds: { merged: median(merged), split: median(split) },
+  split_to_merged: { median: median(ratios), rounds: ratios },
+  backfill,
+  clickhouse: (await ch.one<{ v: string }>(sql`SELECT version() AS v`))?.v,
+};
+writeFileSync('bench/results/timeline.json', JSON.stringify(out, null, 2) + '\n');
+const md = `# user_timeline benchmark
+
+\`npx tsx bench/timeline.ts --db ${values.db}\` — the data of \`bench/profiles.ts\` (${out.events.toLocaleString('en')} events, ${users.toLocaleString('en')} users profiled),
+ClickHouse ${out.clickhouse} on this 2-core machine, ${ROUNDS} alternating rounds.
+
+On disk: \`user_timeline\` ${sizes.user_timeline} MB, \`profile_events\` ${sizes.profile_events} MB, \`events\` ${sizes.events} MB.
+
+**The full run's scan** (\`profilesFromTimelineSql\`, two user slices at once) over \`user_timeline\` in ${parts.merged} part(s) and over a copy
+in ${parts.split} parts with merges stopped (each user in one part): \`FINAL\` merges the parts while reading.
+
+| timeline | seconds (median) | rounds |
+|---|---:|---|
+| merged (${parts.merged} part(s)) | ${out.median_seconds.merged} | ${merged.join(', ')} |
+| ${parts.split} parts | ${out.median_seconds.split} | ${split.join(', ')} |
+
+${parts.split} parts / merged: **${out.split_to_merged.median}×** (rounds: ${ratios.join(', ')}).
+${
+  backfill.length
+    ? `
+**The migration's backfill** (\`GROUP BY app_id, user_id\` over every event, into a scratch table):
+
+| | seconds | peak memory | rows |
+|---|---:|---:|---:|
+${backfill.map((b) => `| ${b.spill ? 'as written (spills past 2 GB)' : 'without the SETTINGS clause'} | ${b.seconds} | ${b.memoryGB} GB | ${b.rows} |`).join('\n')}
+`
+    : ''
+}`;
+writeFileSync('bench/results/timeline.md', md);
+say(md);
+await ch.client.close();
