@@ -280,6 +280,31 @@ function windowAggregates(w: Window): Sql {
         groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90`;
 }
 
+/** The most frequent element of `sorted` (an ascending list), the smallest among ties; NULL when empty. */
+function modeOfSorted(sorted: Sql, prefix: string): Sql {
+  const e = raw(`${prefix}_nth`);
+  return sql`if(empty(${sorted}), NULL, ${sorted}[indexOf(arrayEnumerateUniq(${sorted}) AS ${e}, arrayReduce('max', ${e}))])`;
+}
+
+/**
+ * trait_keys, trait_values and trait_types from a user's trait changes
+ * `changes` (an alias: (key, ts, event_id, value, type) tuples up to as_of,
+ * sorted descending): the first of each key is its latest; removals (type 0)
+ * dropped after that; keys ascending.
+ */
+function currentTraits(changes: string): Sql {
+  const c = raw(changes);
+  return sql`arrayReverse(arrayFilter((x, i) -> i = 1 AND x.5 != 0, ${c}, arrayEnumerateUniq(arrayMap(x -> x.1, ${c})))) AS current,
+          arrayMap(x -> x.1, current) AS trait_keys,
+          arrayMap(x -> x.4, current) AS trait_values,
+          arrayMap(x -> x.5, current) AS trait_types`;
+}
+
+/** platform, country, … as columns, from trait_keys and trait_values. */
+function namedTraits(): Sql {
+  return join(NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`));
+}
+
 /**
  * The profile source from per-user aggregates (`perUser`: user_id, the
  * all-time counters, last_purchase_at and windowAggregates' columns): joins
@@ -288,39 +313,25 @@ function windowAggregates(w: Window): Sql {
  */
 function withTraitsAndModes(p: { appId: string; window: Window; zones: Zones; perUser: Sql; scope: Sql }): Sql {
   const local = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
-  const named = NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`);
   return sql`SELECT *,
-    arraySort(cats90) AS cs, arrayEnumerateUniq(cs) AS ce,
-    if(empty(cs), NULL, cs[indexOf(ce, arrayReduce('max', ce))]) AS top_category,
+    ${modeOfSorted(raw('arraySort(cats90)'), 'cats')} AS top_category,
     toUInt32(length(bitmaskToArray(days30))) AS active_days_30d,
-    arraySort(${local.hoursOf(raw('ts90'))}) AS hs, arrayEnumerateUniq(hs) AS he,
-    if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS best_hour
+    ${modeOfSorted(sql`arraySort(${local.hoursOf(raw('ts90'))})`, 'hours')} AS best_hour
   FROM (SELECT *, ${join(local.columns)} FROM (
-    SELECT *, ${join(named)}
+    SELECT *, ${namedTraits()}
     FROM (${p.perUser}) ANY LEFT JOIN (
       -- Only the result columns go into the join's hash table, not the change lists.
       SELECT user_id, trait_keys, trait_values, trait_types FROM (
-        -- Current traits per user in one grouping: changes sorted by (key, ts, event_id)
-        -- descending, the first of each key is its latest; removals dropped; keys ascending.
+        -- Current traits per user in one grouping.
         SELECT user_id,
           arrayReverseSort(groupArray((key, ts, event_id, value, value_type))) AS changes,
-          arrayEnumerateUniq(arrayMap(x -> x.1, changes)) AS nth,
-          arrayReverse(arrayFilter((x, i) -> i = 1 AND x.5 != 0, changes, nth)) AS current,
-          arrayMap(x -> x.1, current) AS trait_keys,
-          arrayMap(x -> x.4, current) AS trait_values,
-          arrayMap(x -> x.5, current) AS trait_types
+          ${currentTraits('changes')}
         FROM user_traits
         WHERE app_id = ${p.appId} AND ts <= ${p.window.asOf}${p.scope}
         GROUP BY user_id
       )
     ) USING user_id
   ))`;
-}
-
-/** The most frequent element of `sorted` (an ascending list), the smallest among ties; NULL when empty. */
-function modeOfSorted(sorted: Sql, prefix: string): Sql {
-  const e = raw(`${prefix}_nth`);
-  return sql`if(empty(${sorted}), NULL, ${sorted}[indexOf(arrayEnumerateUniq(${sorted}) AS ${e}, arrayReduce('max', ${e}))])`;
 }
 
 /**
@@ -343,7 +354,6 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
   // The first UTC date a 30d-window instant (d30, as_of] can fall on.
   const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
-  const named = NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`);
   // u: the event counts (keep); every field takes it as an argument rather than
   // reading copies of the arrays filtered by it.
   const source = sql`SELECT user_id,
@@ -368,7 +378,7 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
         ${modeOfSorted(sql`arraySort(${zone.hoursOf(raw('ts90'))})`, 'hours')} AS best_hour,
         trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)}
       FROM (SELECT *, arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d90}, tsa, ka, keep) AS ts90, ${join(zone.columns)} FROM (
-        SELECT *, ${join(named)} FROM (
+        SELECT *, ${namedTraits()} FROM (
           SELECT user_id,
             finalizeAggregation(event_ts) AS tsa,
             -- Counted: the first event of each hash, up to as_of.
@@ -377,15 +387,10 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
             arrayMap(f -> bitAnd(f, 7), fa) AS ka,
             finalizeAggregation(event_amount) AS am,
             finalizeAggregation(event_category) AS ca,
-            -- Trait changes up to as_of, sorted by (key, ts, event_id) descending: the first
-            -- of each key is its latest; removals (type 0) dropped after that; keys ascending.
             arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y),
               finalizeAggregation(trait_key), finalizeAggregation(trait_ts), finalizeAggregation(trait_event),
               finalizeAggregation(trait_value), finalizeAggregation(trait_type)))) AS changes,
-            arrayReverse(arrayFilter((x, i) -> i = 1 AND x.5 != 0, changes, arrayEnumerateUniq(arrayMap(x -> x.1, changes)))) AS current,
-            arrayMap(x -> x.1, current) AS trait_keys,
-            arrayMap(x -> x.4, current) AS trait_values,
-            arrayMap(x -> x.5, current) AS trait_types
+            ${currentTraits('changes')}
           FROM user_timeline FINAL
           WHERE app_id = ${p.appId}${scope}
         )
