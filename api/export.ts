@@ -23,6 +23,7 @@ import {
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { log } from '../lib/log.ts';
 import { ident, raw, type Sql, sql } from '../lib/sql.ts';
+import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 
 export const EXPORT_FORMATS = ['ndjson', 'csv', 'arrow'] as const;
 export type ExportFormat = (typeof EXPORT_FORMATS)[number];
@@ -276,6 +277,7 @@ export interface FieldSourceInput {
   members: Sql;
   /** The profile run the segment was evaluated against (null before the first run). */
   profileRunId: string | null;
+  profileLayer?: RunLayer | undefined;
   fields: readonly string[];
 }
 
@@ -324,7 +326,7 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
       return t === 'timestamp' ? sql`toNullable(toUInt32(${col})) AS ${raw(`p${i}`)}` : sql`toNullable(${col}) AS ${raw(`p${i}`)}`;
     });
     joinStep(
-      sql`SELECT user_id, 1 AS has_p${raw(sel.map((s) => ', ' + s.text).join(''))} FROM profiles WHERE app_id = ${appId} AND run_id = ${input.profileRunId}`,
+      sql`SELECT user_id, 1 AS has_p${raw(sel.map((s) => ', ' + s.text).join(''))} FROM (${runRowsSql(appId, { run_id: input.profileRunId, layer: input.profileLayer })})`,
       ['has_p', ...profileCols.map((_, i) => `p${i}`)],
     );
   }

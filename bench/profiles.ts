@@ -19,6 +19,8 @@ import { migrate } from '../lib/migrate.ts';
 import { ident, raw, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { buildProfiles, dropSupersededRuns, type BuildResult } from '../profiles/job.ts';
+import { listRuns } from '../profiles/read.ts';
+import { runRowsSql } from '../profiles/sql.ts';
 import { mergeFully } from './merged.ts';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '20000000' }, users: { type: 'string', default: '1000000' }, runs: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false }, db: { type: 'string' } } });
@@ -79,7 +81,9 @@ SELECT ${APP}, user_id, ts, event_id, type, event, prop_keys, prop_strings, prop
 )`;
 }
 
+/** Over the run's rows as readers see them (a layered run's inherited rows included). */
 async function checksum(runId: string): Promise<string> {
+  const run = (await listRuns(ch, APP)).find((r) => r.run_id === runId)!;
   const row = await ch.one<{ c: string; n: string }>(sql`
     -- avg_order_value is revenue_total / purchases_total, both compared; its last digits vary with float summation order.
     SELECT toString(sum(cityHash64(user_id, toUInt32(first_seen), toUInt32(last_seen), events_total, events_7d, events_30d, active_days_30d,
@@ -87,7 +91,7 @@ async function checksum(runId: string): Promise<string> {
       ifNull(toUInt32(last_purchase_at), 0), ifNull(recency_days, 999999), ifNull(r_score, 0), ifNull(f_score, 0), ifNull(m_score, 0),
       ifNull(rfm_segment, ''), ifNull(top_category, '\\0'), ifNull(best_hour, 99), ifNull(timezone, '\\0'), ifNull(platform, '\\0'),
       ifNull(country, '\\0'), trait_keys, trait_values, random_bucket))) AS c, toString(count()) AS n
-    FROM profiles WHERE app_id = ${APP} AND run_id = ${runId}`);
+    FROM (${runRowsSql(APP, run)})`);
   return `${row?.n}:${row?.c}`;
 }
 

@@ -13,6 +13,7 @@
 // inside a subquery, hence the unrolled form.)
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
 import { FEATURES, type ClusterModel } from './cluster-features.ts';
+import { runRowsSql, type RunRef } from './sql.ts';
 
 const ALIAS = '__wcl_';
 
@@ -59,12 +60,12 @@ export function clusterLabelSql(model: Pick<ClusterModel, 'labels'>, cluster: Sq
 export function liveAssignmentsSql(
   model: Pick<ClusterModel, 'transform' | 'centroids_standardised' | 'labels'>,
   appId: string,
-  runId: string,
+  run: RunRef,
   users?: Sql,
 ): Sql {
   // `users` (a condition on user_id) filters the profile rows before any distance is computed.
   const only = users ? sql` AND ${users}` : sql``;
   return sql`
     SELECT user_id, cluster, ${clusterLabelSql(model, raw('cluster'))} AS cluster_label
-    FROM (SELECT user_id, ${nearestClusterSql(model)} AS cluster FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}${only})`;
+    FROM (SELECT user_id, ${nearestClusterSql(model)} AS cluster FROM (${runRowsSql(appId, run, only)}))`;
 }

@@ -13,6 +13,7 @@ import { join, raw, sql, type Sql } from '../lib/sql.ts';
 import { applyTransform, fitTransform, invertPoint, resolveFeatures, type ClusterModel, type FeatureDef, type FeatureTransform } from './cluster-features.ts';
 import { identifyClusters, type PreviousClusters } from './cluster-labels.ts';
 import { latestRun, type ProfileRun } from './read.ts';
+import { runRowsSql, type RunRef } from './sql.ts';
 import { liveAssignmentsSql } from './cluster-sql.ts';
 import { autoKAsync, assignNearest, fitKMeansAsync, rowsOf, silhouette, type Engine, type KMeansFit, type KSelection, type Points } from './kmeans.ts';
 
@@ -87,21 +88,20 @@ function featureColumns(features: readonly FeatureDef[]): Sql {
 async function sampleFeatures(
   ch: ClickHouse,
   appId: string,
-  runId: string,
+  run: RunRef,
   features: readonly FeatureDef[],
   size: number,
   seed: number,
   withUserIds: boolean,
 ): Promise<{ users: number; X: Points; userIds: string[] }> {
-  const total = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`);
+  const total = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM (${runRowsSql(appId, run)})`);
   const users = Number(total?.n ?? 0);
   const SCALE = 1_000_000;
   // 10% headroom over the expected share so the LIMIT, not chance, decides the size.
   const threshold = users <= size ? SCALE : Math.min(SCALE, Math.ceil((SCALE * size * 1.1) / users) + 100);
   const q = sql`
     SELECT ${withUserIds ? raw('user_id, ') : raw('')}${featureColumns(features)}
-    FROM profiles
-    WHERE app_id = ${appId} AND run_id = ${runId} AND cityHash64(user_id, ${seed}) % ${SCALE} < ${threshold}
+    FROM (${runRowsSql(appId, run, sql` AND cityHash64(user_id, ${seed}) % ${SCALE} < ${threshold}`)})
     ORDER BY cityHash64(user_id, ${seed}), user_id
     LIMIT ${size}`;
   const d = features.length;
@@ -151,17 +151,17 @@ export function latestAssignmentsSql(appId: string): Sql {
  * a cluster does not shift with every profile run. Returns how many were
  * assigned; 0 when the app has no model.
  */
-export async function assignNewUsers(ch: ClickHouse, appId: string, runId: string): Promise<number> {
+export async function assignNewUsers(ch: ClickHouse, appId: string, run: RunRef): Promise<number> {
   const model = await latestModel(ch, appId);
   if (!model) return 0;
   const unassigned = sql`user_id NOT IN (SELECT user_id FROM cluster_assignments WHERE app_id = ${appId} AND version = ${model.version})`;
-  const row = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId} AND ${unassigned}`);
+  const row = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM (${runRowsSql(appId, run, sql` AND ${unassigned}`)})`);
   const n = Number(row?.n ?? 0);
   if (n === 0) return 0;
   await ch.exec(
     sql`
     INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
-    SELECT ${appId}, ${model.version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, runId, unassigned)})`,
+    SELECT ${appId}, ${model.version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run, unassigned)})`,
     { timeoutS: 3600 },
   );
   return n;
@@ -205,7 +205,7 @@ export async function loadTrainingSample(
   const { features } = resolved;
   const run = await latestRun(ch, appId, options.asOf);
   if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}; run a profile job first`);
-  const { users, X } = await sampleFeatures(ch, appId, run.run_id, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, false);
+  const { users, X } = await sampleFeatures(ch, appId, run, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, false);
   if (X.n < 2) throw new ClusterJobError(`profile run ${run.run_id} has ${X.n} users; clustering needs at least 2`);
   const transform = fitTransform(features, X.values, X.n);
   return { run, users, features, raw: X, transform, Z: { n: X.n, d: X.d, values: applyTransform(transform, X.values) } };
@@ -277,7 +277,7 @@ export async function trainClusters(ch: ClickHouse, appId: string, options: Trai
   await ch.exec(
     sql`
     INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
-    SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run.run_id)})`,
+    SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run)})`,
     { timeoutS: 3600 },
   );
   const counts = await ch.rows<{ cluster: number; n: string }>(sql`
@@ -334,7 +334,7 @@ export async function exportFeaturesArrow(ch: ClickHouse, appId: string, path: s
   const { features } = resolved;
   const run = await latestRun(ch, appId);
   if (!run) throw new ClusterJobError(`no complete profile run for app ${JSON.stringify(appId)}`);
-  const { X, userIds } = await sampleFeatures(ch, appId, run.run_id, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, true);
+  const { X, userIds } = await sampleFeatures(ch, appId, run, features, options.sampleSize ?? TRAIN_DEFAULTS.sampleSize, options.seed ?? TRAIN_DEFAULTS.seed, true);
   // Plain Utf8 ids (arrow's default for strings is a dictionary, pointless for unique keys).
   const columns: Record<string, Vector> = { user_id: vectorFromArray(userIds, new Utf8()) };
   features.forEach((f, j) => {

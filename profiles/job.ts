@@ -10,10 +10,13 @@
 // these; tags are not stored in profile rows). Users with a late arrival are
 // rescanned over all their events; the other changed users take the previous
 // row's all-time values plus the newer events, and their windowed values from
-// the window's events alone. Everyone else is copied. The fields that depend on
-// as_of or on the whole population (recency_days, the RFM scores and segment)
-// are recomputed for all users from the per-user values, so the result equals a
-// full run at the same as_of.
+// the window's events alone. The fields that depend on as_of or on the whole
+// population (recency_days, the RFM scores and segment) are recomputed for all
+// users from the per-user values, so the result equals a full run at the same
+// as_of. Such a run is layered: it writes only its recomputed users (and those
+// the layered run before it wrote) and reads every other user's row from the
+// last run that wrote everyone, its base, rescored at its own as_of (runRowsSql,
+// 110_profile_run_layers.sql); past LAYER_SHARE it copies everyone instead.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, startJob } from '../lib/jobs.ts';
@@ -33,6 +36,7 @@ import {
   profilesFromPreviousSql,
   profilesFromTimelineSql,
   purchasersSql,
+  runRowsSql,
   recentlyWrittenMonthsSql,
   rfmScoreFloorsSql,
   sliceBoundsSql,
@@ -41,6 +45,8 @@ import {
   timezoneCandidatesSql,
   windowOf,
   type RfmThresholds,
+  type RunLayer,
+  type RunRef,
   type Window,
 } from './sql.ts';
 import { zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
@@ -60,6 +66,8 @@ export interface BuildOptions {
   slices?: number;
   /** Late users above this share of the previous run's users make an incremental run a full one (default FULL_WHEN_LATE_SHARE). */
   fullWhenLateShare?: number;
+  /** An incremental run holding more than this share of the users copies every user instead of inheriting from a base (default LAYER_SHARE). */
+  layerShare?: number;
 }
 
 export interface BuildResult {
@@ -70,6 +78,8 @@ export interface BuildResult {
   seconds: number;
   previous_run_id?: string;
   recomputed_users?: number;
+  /** Set when the run holds only its recomputed users and reads the others from this run (see runRowsSql). */
+  base_run_id?: string;
   /** Users new since the latest cluster model was trained, given their nearest cluster under it. */
   clustered_users?: number;
   /** Seconds per step, for benchmarks and logs. */
@@ -80,6 +90,13 @@ export const DEFAULT_RECEIVED_MARGIN_S = 300;
 export const DEFAULT_SLICES = 2;
 /** An incremental run whose late users exceed this share of the previous run's users runs as a full one. */
 export const FULL_WHEN_LATE_SHARE = 0.1;
+/**
+ * A layered run copies the rows its previous run held itself, and readers of a
+ * layered run skip the base rows of the users it holds: both cost in proportion
+ * to the layer. Past this share of the users a run copies everyone instead (the
+ * ~1 s that layers save) and starts a new base.
+ */
+export const LAYER_SHARE = 0.2;
 const STALE_RUN_S = 86_400;
 
 const building = new Set<string>();
@@ -221,7 +238,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     await ch.exec(buyersTableSql(buyers));
     created.push(buyers);
     await ch.exec(buyersInsertSql({ appId, asOf, buyers, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 });
-    if (mode === 'incremental' && previous) await ch.exec(buyersFromPreviousSql({ appId, previousRunId: previous.run_id, changed, buyers }), { timeoutS: 3600 });
+    if (mode === 'incremental' && previous) await ch.exec(buyersFromPreviousSql({ appId, previous, changed, buyers }), { timeoutS: 3600 });
     const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(buyers)}`);
     report(0.2);
     step('rfm_scores');
@@ -235,7 +252,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         slices.map(async (slice) => {
           if (anyLate) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
           await ch.exec(
-            profilesFromDeltaSql({ appId, runId, window: w, previousRunId: previous.run_id, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
+            profilesFromDeltaSql({ appId, runId, window: w, previous, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
             { timeoutS: 3600 },
           );
         }),
@@ -245,23 +262,40 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     }
     report(mode === 'incremental' ? 0.6 : 0.95);
     step('scan_events');
+    let layer: RunLayer | undefined;
     if (mode === 'incremental' && previous) {
-      await Promise.all(
-        slices.map((slice) => ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previousRunId: previous.run_id, changed, rfm, slice }), { timeoutS: 3600 })),
-      );
-      step('copy_unchanged');
+      // The run holds the users it recomputed and those the previous run held
+      // itself; the rest it inherits from the base run (runRowsSql) — unless
+      // that would be most of a run's rows anyway: then it copies every user
+      // and becomes a base itself, so layers never grow past a share of the app.
+      const held = previous.layer ? await ownRows(ch, appId, previous.run_id) : 0;
+      const all = held + (recomputed ?? 0) > (opts.layerShare ?? LAYER_SHARE) * previous.users;
+      if (!all) layer = { base_run_id: previous.layer?.base_run_id ?? previous.run_id, as_of: asOf, rfm: storedThresholds(rfm) };
+      if (all || previous.layer) {
+        await Promise.all(
+          slices.map((slice) => ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous, all, changed, rfm, slice }), { timeoutS: 3600 })),
+        );
+      }
+      step(all ? 'copy_unchanged' : 'copy_layer');
     }
     report(0.95);
 
     // Before the run is published, so no reader sees one of its users without a cluster
     // while a model exists. A model that cannot assign leaves the profiles valid: warn, go on.
-    const clustered = await assignNewUsers(ch, appId, runId).catch((e: unknown) => {
+    const clustered = await assignNewUsers(ch, appId, { run_id: runId, layer }).catch((e: unknown) => {
       rlog.warn('could not assign new users to the latest cluster model; run a cluster job (warbler clusters) to retrain', { error: e });
       return 0;
     });
     step('assign_clusters');
 
-    const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`))?.n ?? 0);
+    const self: RunRef = { run_id: runId, layer };
+    const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM (${runRowsSql(appId, self)})`))?.n ?? 0);
+    // Before the run is complete: no reader sees it without its layer.
+    if (layer) {
+      await ch.insert('profile_run_layers', [
+        { app_id: appId, run_id: runId, base_run_id: layer.base_run_id, as_of: Math.floor(asOf.getTime() / 1000), rfm_r: layer.rfm.r.map(String), rfm_f: layer.rfm.f.map(String), rfm_m: layer.rfm.m.map(String) },
+      ]);
+    }
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
     const result: BuildResult = {
       run_id: runId,
@@ -274,6 +308,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     if (previous && mode === 'incremental') {
       result.previous_run_id = previous.run_id;
       if (recomputed !== undefined) result.recomputed_users = recomputed;
+      if (layer) result.base_run_id = layer.base_run_id;
     }
     if (clustered > 0) result.clustered_users = clustered;
     rlog.info('profile run complete', { ...result });
@@ -291,6 +326,16 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 }
 
 type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
+
+async function ownRows(ch: ClickHouse, appId: string, runId: string): Promise<number> {
+  return Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`))?.n ?? 0);
+}
+
+/** The thresholds a score reaches, as stored for a layer: absent ones (no purchaser scores that high) left out. */
+function storedThresholds(rfm: RfmThresholds): RfmThresholds {
+  const defined = (ts: (bigint | undefined)[]) => ts.filter((t): t is bigint => t !== undefined);
+  return { r: defined(rfm.r), f: defined(rfm.f), m: defined(rfm.m) };
+}
 
 /** The zones the app's users name that ClickHouse can load, 'UTC' among them, with their offsets over the 90d window. */
 async function zonesAt(ch: ClickHouse, appId: string, w: Window): Promise<Zones> {
@@ -350,12 +395,14 @@ async function findSliceBounds(ch: ClickHouse, appId: string, asOf: Date, n: num
   return row?.bounds ?? [];
 }
 
-/** Keeps the new run and the `keep` latest other complete runs; drops the rest (and abandoned partial runs). */
+/** Keeps the new run and the `keep` latest other complete runs, and their base runs; drops the rest (and abandoned partial runs). */
 export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentRunId: string, keep: number): Promise<string[]> {
   const runs = await listRuns(ch, appId);
   const others = runs.filter((r) => r.run_id !== currentRunId && r.state !== 'dropped');
   const complete = others.filter((r) => r.state === 'complete');
   const keepIds = new Set(complete.slice(0, keep).map((r) => r.run_id));
+  // A kept layered run reads its base's rows: the base stays while such a run does.
+  for (const r of [...runs.filter((x) => x.run_id === currentRunId), ...complete.slice(0, keep)]) if (r.layer) keepIds.add(r.layer.base_run_id);
   const staleBefore = Date.now() - STALE_RUN_S * 1000;
   const drop = others.filter((r) => !keepIds.has(r.run_id) && (r.state === 'complete' || r.state === 'failed' || r.started_at.getTime() < staleBefore));
   for (const r of drop) {

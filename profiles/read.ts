@@ -9,10 +9,11 @@
 // or windows disagree with everyone else's.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { sql } from '../lib/sql.ts';
+import { runRowsSql, type RunLayer, type RunRef } from './sql.ts';
 import { userTags } from './tags.ts';
 import { typedTraitValue, type TraitValue } from './traits.ts';
 
-export interface ProfileRun {
+export interface ProfileRun extends RunRef {
   run_id: string;
   as_of: Date;
   mode: string;
@@ -23,6 +24,8 @@ export interface ProfileRun {
   started_at: Date;
   finished_at: Date;
   previous_run_id: string;
+  /** Set when the run holds only its recomputed users (see runRowsSql). */
+  layer?: RunLayer;
 }
 
 export interface Profile {
@@ -86,7 +89,18 @@ export async function listRuns(ch: ClickHouse, appId: string): Promise<ProfileRu
     FROM profile_runs WHERE app_id = ${appId}
     GROUP BY run_id
     ORDER BY run_as_of DESC, run_finished DESC, run_id DESC`);
+  const layers = new Map(
+    (
+      await ch.rows<{ run_id: string; base_run_id: string; as_of: number; r: string[]; f: string[]; m: string[] }>(sql`
+        SELECT run_id, any(base_run_id) AS base_run_id, toUInt32(any(as_of)) AS as_of, any(rfm_r) AS r, any(rfm_f) AS f, any(rfm_m) AS m
+        FROM profile_run_layers WHERE app_id = ${appId} GROUP BY run_id`)
+    ).map((l) => [
+      l.run_id,
+      { base_run_id: l.base_run_id, as_of: new Date(Number(l.as_of) * 1000), rfm: { r: l.r.map(BigInt), f: l.f.map(BigInt), m: l.m.map(BigInt) } } satisfies RunLayer,
+    ]),
+  );
   return rows.map((r) => ({
+    ...(layers.has(r.run_id) ? { layer: layers.get(r.run_id)! } : {}),
     run_id: r.run_id,
     as_of: new Date(Number(r.run_as_of) * 1000),
     mode: r.run_mode,
@@ -160,7 +174,7 @@ export const PROFILE_SELECT = sql`user_id, toUInt32(as_of) AS as_of, toUInt32(fi
 export async function getProfile(ch: ClickHouse, appId: string, userId: string, opts: { asOf?: Date } = {}): Promise<Profile | undefined> {
   const run = await latestRun(ch, appId, opts.asOf);
   if (!run) return undefined;
-  const rows = await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id} AND user_id = ${userId}`);
+  const rows = await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM (${runRowsSql(appId, run, sql` AND user_id = ${userId}`)})`);
   return rows[0] ? withTagsAndCluster(ch, appId, userId, rows[0]) : undefined;
 }
 

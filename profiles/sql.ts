@@ -7,6 +7,8 @@
 //   incremental only: (3) for the changed users with a late arrival;
 //   previous row + profile_events from the window on ──(3d) the other changed users──► profiles
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
+//     (only the users the previous run held itself when the new run is layered
+//     on a base run: runRowsSql reads every other user from the base)
 //
 // Each profile row is written once, straight from the scan (no stage table).
 // Step 3 groups nothing: user_timeline holds each user's events and trait
@@ -133,11 +135,11 @@ export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; 
 }
 
 /** Step 1', incremental runs: the previous run's purchasers among the users not rescanned. */
-export function buyersFromPreviousSql(p: { appId: string; previousRunId: string; changed: string; buyers: string }): Sql {
+export function buyersFromPreviousSql(p: { appId: string; previous: RunRef; changed: string; buyers: string }): Sql {
   return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total)
 SELECT assumeNotNull(lp), purchases_total, revenue_total FROM (
-  SELECT last_purchase_at AS lp, purchases_total, revenue_total FROM profiles
-  WHERE app_id = ${p.appId} AND run_id = ${p.previousRunId} AND purchases_total > 0 AND user_id NOT IN ${ident(p.changed)}
+  SELECT last_purchase_at AS lp, purchases_total, revenue_total
+  FROM (${runRowsSql(p.appId, p.previous, sql` AND purchases_total > 0 AND user_id NOT IN ${ident(p.changed)}`)})
 )`;
 }
 
@@ -240,17 +242,17 @@ const OUTPUT_COLUMNS = [
 ];
 
 /**
- * The INSERT of profile rows from a source with CARRIED and last_purchase_at
- * (any value when purchases_total = 0): the as_of- and population-dependent
- * fields are computed here, for scanned and copied rows alike.
+ * Profile rows (OUTPUT_COLUMNS, by position) from a source with CARRIED and
+ * last_purchase_at (any value when purchases_total = 0): the as_of- and
+ * population-dependent fields are computed here, for scanned, copied and
+ * inherited rows alike.
  */
-function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds; into?: string }): Sql {
+function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds }): Sql {
   const seg = segmentTable();
   const buyer = raw('purchases_total > 0');
   const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), p.rfm[m]);
   const segment = sql`transform(toUInt16(r_score * 10 + intDiv(f_score + m_score + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
-  return sql`INSERT INTO ${ident(p.into ?? 'profiles')} (${cols(OUTPUT_COLUMNS)})
-SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
+  return sql`SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
   if(${buyer}, revenue_total / purchases_total, NULL),
   if(${buyer}, last_purchase_at, NULL),
   if(${buyer}, toUInt32(${RECENCY_DAYS(p.asOf)}), NULL),
@@ -260,6 +262,65 @@ SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
   if(${buyer}, ${segment}, NULL),
   ${randomBucketSql(p.appId)}
 FROM (SELECT *, ${score('r')} AS r_score, ${score('f')} AS f_score, ${score('m')} AS m_score FROM (${p.source}))`;
+}
+
+function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds; into?: string }): Sql {
+  return sql`INSERT INTO ${ident(p.into ?? 'profiles')} (${cols(OUTPUT_COLUMNS)})
+${profilesSelect(p)}`;
+}
+
+/** CARRIED and a non-null last_purchase_at from one run's own rows, for profilesSelect. */
+function storedRowsSource(p: { appId: string; runId: string; where: Sql }): Sql {
+  return sql`SELECT ${cols(CARRIED)}, assumeNotNull(lp) AS last_purchase_at FROM (
+    SELECT ${cols(CARRIED)}, last_purchase_at AS lp
+    FROM profiles
+    WHERE app_id = ${p.appId} AND run_id = ${p.runId}${p.where}
+  )`;
+}
+
+/**
+ * A layered run (an incremental one that wrote only the users it recomputed,
+ * see 110_profile_run_layers.sql): every other user's row comes from
+ * `base_run_id`, rescored at `as_of` with `rfm`.
+ */
+export interface RunLayer {
+  base_run_id: string;
+  as_of: Date;
+  rfm: RfmThresholds;
+}
+
+/** A run as its readers need it: its id, and its layer when it has one. */
+export interface RunRef {
+  run_id: string;
+  layer?: RunLayer | undefined;
+}
+
+/**
+ * Every profile row of a run (OUTPUT_COLUMNS, named as in `profiles`): its own
+ * rows and, for a layered run, its base run's rows of the users it does not
+ * hold, with as_of, recency_days, the RFM scores and rfm_segment computed at the
+ * run's as_of — exactly what a run that wrote every user would hold.
+ * `where` (` AND …` on the stored columns, e.g. user_id) narrows both reads.
+ * Every reader of profile rows goes through here.
+ */
+export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``): Sql {
+  const own = sql`SELECT ${cols(OUTPUT_COLUMNS)} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}${where}`;
+  const l = run.layer;
+  if (!l || l.base_run_id === run.run_id) return own;
+  const inherited = profilesSelect({
+    appId,
+    runId: run.run_id,
+    asOf: l.as_of,
+    rfm: l.rfm,
+    source: storedRowsSource({
+      appId,
+      runId: l.base_run_id,
+      where: sql` AND user_id NOT IN (SELECT user_id FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id})${where}`,
+    }),
+  });
+  return sql`${own}
+UNION ALL
+${inherited}`;
 }
 
 type Zones = { names: readonly string[]; offsets: ZoneOffsets };
@@ -410,7 +471,7 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
  * partitions from the 90d window on is what saves the work: in the benchmark
  * about half of the events.
  */
-export function profilesFromDeltaSql(p: { appId: string; runId: string; window: Window; previousRunId: string; previousAsOf: Date; zones: Zones; rfm: RfmThresholds; users: Sql; slice?: UserSlice }): Sql {
+export function profilesFromDeltaSql(p: { appId: string; runId: string; window: Window; previous: RunRef; previousAsOf: Date; zones: Zones; rfm: RfmThresholds; users: Sql; slice?: UserSlice }): Sql {
   const { appId, window: w } = p;
   const prev = p.previousAsOf;
   const scope = sql` AND user_id IN ${p.users}${sliceSql(p.slice)}`;
@@ -429,8 +490,7 @@ export function profilesFromDeltaSql(p: { appId: string; runId: string; window: 
       ANY LEFT JOIN (
         SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
           purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase
-        FROM profiles
-        WHERE app_id = ${appId} AND run_id = ${p.previousRunId}${scope}
+        FROM (${runRowsSql(appId, p.previous, scope)})
       ) USING user_id
     ) ANY LEFT JOIN (
       SELECT user_id,
@@ -453,15 +513,19 @@ export function profilesFromDeltaSql(p: { appId: string; runId: string; window: 
 }
 
 /**
- * Step 3': incremental runs copy the users that cannot have changed from the
- * previous run; only recency_days and the RFM scores and segment are recomputed.
+ * Step 3': incremental runs copy from the previous run the users that cannot
+ * have changed; only recency_days and the RFM scores and segment are
+ * recomputed. `all`: every such user of the previous run (a run that holds
+ * every user itself); otherwise only those the previous run holds itself (a
+ * layered run on the same base, which inherits the others).
  */
-export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previousRunId: string; changed: string; rfm: RfmThresholds; slice?: UserSlice }): Sql {
-  const source = sql`SELECT ${cols(CARRIED)}, assumeNotNull(lp) AS last_purchase_at FROM (
-    SELECT ${cols(CARRIED)}, last_purchase_at AS lp
-    FROM profiles
-    WHERE app_id = ${p.appId} AND run_id = ${p.previousRunId} AND user_id NOT IN ${ident(p.changed)}${sliceSql(p.slice)}
-  )`;
+export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previous: RunRef; all: boolean; changed: string; rfm: RfmThresholds; slice?: UserSlice }): Sql {
+  const where = sql` AND user_id NOT IN ${ident(p.changed)}${sliceSql(p.slice)}`;
+  const source = p.all
+    ? sql`SELECT ${cols(CARRIED)}, assumeNotNull(lp) AS last_purchase_at FROM (
+    SELECT ${cols(CARRIED)}, last_purchase_at AS lp FROM (${runRowsSql(p.appId, p.previous, where)})
+  )`
+    : storedRowsSource({ appId: p.appId, runId: p.previous.run_id, where });
   return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.asOf, source, rfm: p.rfm });
 }
 

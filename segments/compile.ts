@@ -29,6 +29,7 @@ import { parseInstant } from './check.ts';
 import { resolveAttr, TRAIT_BACKED_FIELDS } from './fields.ts';
 import { and, compareNumbers, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
+import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 
 export type NodePath = (string | number)[];
 
@@ -38,6 +39,8 @@ export interface CompileContext {
   asOf: Date;
   /** The latest complete profile run with as_of <= asOf, or null when there is none. */
   profileRunId: string | null;
+  /** That run's layer, when it holds only its recomputed users (profiles/sql.ts, runRowsSql). */
+  profileLayer?: RunLayer | undefined;
   /** Saved segments an `in_segment` may name (by id and by name), already resolved and cycle-checked. */
   savedSegments?: ReadonlyMap<string, Expr>;
 }
@@ -691,7 +694,7 @@ function sides(b: Builder): Side[] {
     out.push({
       kind: 'profile',
       columns: names,
-      query: (having) => filtered(sql`SELECT user_id, ${join(cols)} FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`, names, having),
+      query: (having) => filtered(sql`SELECT user_id, ${join(cols)} FROM (${runRowsSql(appId, { run_id: runId, layer: b.ctx.profileLayer })})`, names, having),
     });
   }
   if (b.firsts.size > 0) {

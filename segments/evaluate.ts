@@ -3,6 +3,7 @@
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { latestRun } from '../profiles/read.ts';
+import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 import { currentTagsSql } from '../profiles/tags.ts';
 import { currentTraitsSql, typedTraitValue } from '../profiles/traits.ts';
 import type { Expr } from './ast.ts';
@@ -28,6 +29,7 @@ export interface PreparedSegment {
   /** Whole seconds. */
   asOf: Date;
   profileRunId: string | null;
+  profileLayer?: RunLayer | undefined;
   profilesAsOf: Date | null;
   compiled: CompiledSegment;
 }
@@ -74,8 +76,8 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
     }
   }
   const run = await latestRun(ch, appId, asOf);
-  const compiled = compileSegment(expr, { appId, asOf, profileRunId: run?.run_id ?? null, savedSegments });
-  return { expr, asOf, profileRunId: run?.run_id ?? null, profilesAsOf: run?.as_of ?? null, compiled };
+  const compiled = compileSegment(expr, { appId, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, savedSegments });
+  return { expr, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, profilesAsOf: run?.as_of ?? null, compiled };
 }
 
 function usesInSegment(e: Expr): boolean {
@@ -152,7 +154,7 @@ async function withFields(ch: ClickHouse, appId: string, p: PreparedSegment, ids
     jobs.push(
       ch
         .rows<Record<string, unknown>>(
-          sql`SELECT user_id, ${join(cols)} FROM profiles WHERE app_id = ${appId} AND run_id = ${p.profileRunId} AND user_id IN ${users}`,
+          sql`SELECT user_id, ${join(cols)} FROM (${runRowsSql(appId, { run_id: p.profileRunId, layer: p.profileLayer }, sql` AND user_id IN ${users}`)})`,
         )
         .then((rows) => {
           for (const r of rows) {

@@ -78,7 +78,7 @@ export function segmentMemberRoutes(ctx: AppContext) {
         const seg = await savedSegment(ch, appId, params.id);
         const p = await prepareSegment(ch, appId, seg.expr, query.as_of);
         const source = membersWithFields(
-          { appId, asOf: p.asOf, members: p.compiled.members, profileRunId: p.profileRunId, fields: [...new Set(fields)] },
+          { appId, asOf: p.asOf, members: p.compiled.members, profileRunId: p.profileRunId, profileLayer: p.profileLayer, fields: [...new Set(fields)] },
           catalog,
         );
         // The app-wide client: the export manages its own query id and kills it if the client leaves.

@@ -94,7 +94,7 @@ describe('cluster job against ClickHouse', () => {
     const model = (await latestModel(ch, APP))!;
     const diff = await ch.one<{ n: string; c: string }>(sql`
       SELECT count() AS c, countIf(live != cluster OR live_label != cluster_label) AS n FROM (
-        SELECT user_id, cluster AS live, cluster_label AS live_label FROM (${liveAssignmentsSql(model, APP, 'run1')})
+        SELECT user_id, cluster AS live, cluster_label AS live_label FROM (${liveAssignmentsSql(model, APP, { run_id: 'run1' })})
       ) ANY INNER JOIN (${latestAssignmentsSql(APP)}) USING user_id`);
     expect(Number(diff!.c)).toBe(N);
     expect(Number(diff!.n)).toBe(0);

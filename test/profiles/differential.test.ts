@@ -5,7 +5,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { sql } from '../../lib/sql.ts';
 import { buildProfiles } from '../../profiles/job.ts';
-import { PROFILE_SELECT } from '../../profiles/read.ts';
+import { getProfile, listRuns, PROFILE_SELECT } from '../../profiles/read.ts';
+import { runRowsSql } from '../../profiles/sql.ts';
+import { evaluateSegment } from '../../segments/evaluate.ts';
 import { typedTraitValue } from '../../profiles/traits.ts';
 import { testDatabase } from '../support/env.ts';
 import { AS_OFS, generate, insertEvents, rng } from './events.ts';
@@ -18,8 +20,10 @@ beforeAll(async () => {
 
 type Row = Record<string, unknown>;
 
+/** A run's rows as readers see them (its own and, for a layered run, those it inherits). */
 async function runRows(appId: string, runId: string): Promise<Map<string, Row>> {
-  const rows = await ch.rows<Row>(sql`SELECT ${PROFILE_SELECT} FROM profiles WHERE app_id = ${appId} AND run_id = ${runId} ORDER BY user_id`);
+  const run = (await listRuns(ch, appId)).find((r) => r.run_id === runId)!;
+  const rows = await ch.rows<Row>(sql`SELECT ${PROFILE_SELECT} FROM (${runRowsSql(appId, run)}) ORDER BY user_id`);
   return new Map(rows.map((r) => [r.user_id as string, r]));
 }
 
@@ -239,6 +243,78 @@ describe('profiles match the reference implementation', () => {
     expect(Math.max(...(await timelineRows(app)))).toBe(1);
     const merged = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
     expectMatches(await runRows(app, merged.run_id), referenceProfiles(a, asOf), 'events stored twice, in one row');
+  });
+
+  it('layers incremental runs on a base run, carries each layer forward, and starts a new base past the share', async () => {
+    const app = 'layers';
+    const now = Math.floor(Date.now() / 1000);
+    let asOf = AS_OFS[1]!;
+    let events = generate(808, { appUsers: 60, asOf, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, events);
+    const base = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    const users = [...new Set(events.map((e) => e.user_id))];
+    const runs = [base];
+    // Three later runs, each after a few users' new events (and a day or an hour
+    // for windows and recency to move): two layered on the base, then one over
+    // the share, which copies everyone.
+    for (const [k, step, share] of [[1, 86400, 1], [2, 3600, 1], [3, 600, 0]] as const) {
+      asOf += step;
+      const more = generate(808 + k, { appUsers: 2, asOf, receivedAt: now, tag: `l${k}`, existingUsers: users.filter((_, i) => i % 9 === k) });
+      await insertEvents(ch, app, more);
+      events = [...events, ...more];
+      const inc = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1, layerShare: share });
+      expect(inc.mode).toBe('incremental');
+      expect(inc.base_run_id).toBe(share === 1 ? base.run_id : undefined);
+      const rows = await runRows(app, inc.run_id);
+      expectMatches(rows, referenceProfiles(events, asOf), `run ${k}`);
+      const own = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${app} AND run_id = ${inc.run_id}`);
+      // A layered run holds fewer users than it reads; the last holds all.
+      if (share === 1) expect(Number(own!.n)).toBeLessThan(rows.size);
+      else expect(Number(own!.n)).toBe(rows.size);
+      expect(inc.users).toBe(rows.size);
+      const full = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full', keepPreviousRuns: 9 });
+      expectSameRows(rows, await runRows(app, full.run_id), `run ${k} = full`);
+      // What analysts and the API read for a layered latest run: the same rows.
+      // (Its version, finished_at, beats the `complete` row's, so a merge keeps this one.)
+      await ch.insert('profile_runs', [{ app_id: app, run_id: full.run_id, as_of: asOf, mode: 'full', state: 'dropped', users: 0, started_at: asOf, finished_at: Math.floor(Date.now() / 1000) + 60, previous_run_id: '' }]);
+      await ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${app}, ${full.run_id})`);
+      const latest = await ch.rows<Row>(sql`SELECT ${PROFILE_SELECT} FROM profiles_latest WHERE app_id = ${app} ORDER BY user_id`);
+      expect(latest.every((r) => r.run_id === undefined || r.run_id === inc.run_id)).toBe(true);
+      expectSameRows(new Map(latest.map((r) => [r.user_id as string, r])), rows, `run ${k}: profiles_latest`);
+      const someone = users[(k * 7) % users.length]!;
+      const viaApi = await getProfile(ch, app, someone);
+      expect(viaApi?.recency_days ?? null).toEqual(normalise(rows.get(someone)?.recency_days, 'recency_days'));
+      expect(viaApi?.rfm_segment ?? null).toEqual(rows.get(someone)?.rfm_segment ?? null);
+      // Segments over profile fields, and the fields they return, read the same rows.
+      const seg = await evaluateSegment(ch, app, 'r_score >= 3', { limit: 10_000, fields: ['recency_days', 'rfm_segment'] });
+      const want = [...rows.values()].filter((r) => r.r_score !== null && Number(r.r_score) >= 3);
+      expect(want.length).toBeGreaterThan(0);
+      expect(seg.users.map((u) => [u.user_id, u.recency_days, u.rfm_segment]).sort()).toEqual(
+        want.map((r) => [r.user_id, normalise(r.recency_days, 'recency_days'), r.rfm_segment]).sort(),
+      );
+      runs.push(inc);
+    }
+    // The base outlives the runs before it as long as a kept run reads it.
+    const kept = (await listRuns(ch, app)).filter((r) => r.state === 'complete').map((r) => r.run_id);
+    expect(kept).toContain(runs[3]!.run_id);
+  });
+
+  it('keeps the base of a kept layered run when it drops superseded runs', async () => {
+    const app = 'layer_drop';
+    const now = Math.floor(Date.now() / 1000);
+    let asOf = AS_OFS[0]!;
+    const a = generate(909, { appUsers: 40, asOf, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    const base = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    const ids: string[] = [];
+    for (let k = 1; k <= 4; k++) {
+      asOf += 600;
+      ids.push((await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'incremental', receivedMarginS: 60, layerShare: 1, keepPreviousRuns: 1 })).run_id);
+    }
+    const runs = await listRuns(ch, app);
+    const complete = runs.filter((r) => r.state === 'complete').map((r) => r.run_id);
+    expect(complete).toEqual([ids[3], ids[2], base.run_id]);
+    expectMatches(await runRows(app, ids[3]!), referenceProfiles(a, asOf), 'latest layered run after drops');
   });
 
   it('falls back to a full run without a previous run, or when as_of moves back', async () => {

@@ -181,7 +181,7 @@ describe('reading profiles', () => {
     expect(after.slice(0, 24).map((r) => Number(r.cluster))).toEqual(before.map((r) => Number(r.cluster)));
     const model = (await latestModel(ch, app))!;
     const live = await ch.rows<{ user_id: string; cluster: number; cluster_label: string }>(
-      sql`SELECT user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, app, inc.run_id)}) WHERE user_id IN ('n1', 'n2') ORDER BY user_id`,
+      sql`SELECT user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, app, (await latestRun(ch, app))!)}) WHERE user_id IN ('n1', 'n2') ORDER BY user_id`,
     );
     expect(after.slice(24).map((r) => [r.user_id, Number(r.cluster), r.cluster_label])).toEqual(live.map((r) => [r.user_id, Number(r.cluster), r.cluster_label]));
     // The n1 and n2 purchase profiles differ this much, so the check above can tell the clusters apart.
