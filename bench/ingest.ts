@@ -70,7 +70,7 @@ function renderMarkdown(r: Results, profile?: string): string {
     '',
     `- pipeline ≥ 25% of the raw baseline (goal 50%): **${r.pipelineVsBaseline ?? '-'}×** — ${(r.pipelineVsBaseline ?? 0) >= 0.5 ? 'goal met' : (r.pipelineVsBaseline ?? 0) >= 0.25 ? 'met, goal not' : 'NOT met'}.`,
     `- pipeline ≥ 100k events/s per process: **not met** (${p.eventsPerS ?? '-'}/s), and out of reach on this machine: ClickHouse itself`,
-    `  takes the pre-serialised rows at ${b.jsonEachRow?.rowsPerS ?? '-'} rows/s (phase 1: every event also writes event_ids, profile_events and ~5`,
+    `  takes the pre-serialised rows at ${b.jsonEachRow?.rowsPerS ?? '-'} rows/s (phase 1: every event also writes event_ids, profile_events_by_time and ~5`,
     '  user_traits rows through the materialized views, and app_users, user_event_firsts and purchase_events rows), and the',
     '  consumer\'s own CPU work alone (phase 2a, one core, nothing',
     `  stored) runs at ${r.cpu?.eventsPerS ?? '-'} events/s. Both share the 2 cores here. On a machine where ClickHouse runs elsewhere,`,

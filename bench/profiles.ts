@@ -133,12 +133,12 @@ try {
     loadS = secs(t);
     say(`loaded in ${loadS} s; merging parts (OPTIMIZE … FINAL) for a steady state…`);
     t = performance.now();
-    await mergeFully(ch, ['events', 'user_traits', 'profile_events', 'purchase_events', 'user_timeline']);
+    await mergeFully(ch, ['events', 'user_traits', 'profile_events_by_time', 'purchase_events', 'user_timeline']);
     say(`merged in ${secs(t)} s`);
     await ch.insert('bench_meta', [{ events: N, users: U, t0, load_seconds: loadS }]);
   }
   const stats = await ch.one<{ users: string; events: string }>(sql`SELECT uniqExact(user_id) AS users, count() AS events FROM events WHERE app_id = ${APP} AND ts <= toDateTime(${t0})`);
-  const parts = await ch.rows<{ table: string; parts: string }>(sql`SELECT table, count() AS parts FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events', 'user_timeline') GROUP BY table`);
+  const parts = await ch.rows<{ table: string; parts: string }>(sql`SELECT table, count() AS parts FROM system.parts WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events_by_time', 'user_timeline') GROUP BY table`);
 
   // 1% new events: sessions of 10 events by N/1000 recently active users during the next hour.
   // They are stamped after the full runs' as_of, so those runs ignore them.

@@ -74,7 +74,7 @@ const parts = { merged: await partCount('user_timeline'), split: await partCount
 const sizes = Object.fromEntries(
   (
     await ch.rows<{ table: string; mb: number }>(sql`SELECT table, round(sum(bytes_on_disk) / 1e6) AS mb FROM system.parts
-      WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events', 'user_timeline') GROUP BY table`)
+      WHERE database = currentDatabase() AND active AND table IN ('events', 'profile_events_by_time', 'user_timeline') GROUP BY table`)
   ).map((x) => [x.table, Number(x.mb)]),
 );
 say(`user_timeline in ${parts.merged} part(s); the copy in ${parts.split}`);
@@ -137,7 +137,7 @@ const md = `# user_timeline benchmark
 \`npx tsx bench/timeline.ts --db ${values.db}\` — the data of \`bench/profiles.ts\` (${out.events.toLocaleString('en')} events, ${users.toLocaleString('en')} users profiled),
 ClickHouse ${out.clickhouse} on this 2-core machine, ${ROUNDS} alternating rounds.
 
-On disk: \`user_timeline\` ${sizes.user_timeline} MB, \`profile_events\` ${sizes.profile_events} MB, \`events\` ${sizes.events} MB.
+On disk: \`user_timeline\` ${sizes.user_timeline} MB, \`profile_events_by_time\` ${sizes.profile_events_by_time} MB, \`events\` ${sizes.events} MB.
 
 **The full run's scan** (\`profilesFromTimelineSql\`, two user slices at once) over \`user_timeline\` in ${parts.merged} part(s) and over a copy
 in ${parts.split} parts with merges stopped (each user in one part): \`FINAL\` merges the parts while reading.

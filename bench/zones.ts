@@ -51,7 +51,7 @@ for (const n of [20, 150]) {
   const offsets = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, from, to)));
   const tabulate = +((performance.now() - t) / 1000).toFixed(3);
   const local = localHours(raw('timezone'), names, offsets);
-  const base = sql`SELECT user_id, groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90 FROM profile_events WHERE app_id = 'bench' AND ts <= ${w.asOf} GROUP BY user_id`;
+  const base = sql`SELECT user_id, groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90 FROM profile_events_by_time WHERE app_id = 'bench' AND ts <= ${w.asOf} GROUP BY user_id`;
   const users = sql`SELECT *, ${names}[1 + cityHash64(user_id) % ${names.length}] AS timezone FROM (${base})`;
   const mode = raw(`arrayEnumerateUniq(hs) AS he, if(empty(hs), NULL, hs[indexOf(he, arrayReduce('max', he))]) AS bh`);
   const perZone = join(names.map((z) => sql`arrayMap(t -> toHour(t, ${z}), if(timezone = ${z}, ts90, emptyArrayDateTime()))`));

@@ -32,8 +32,8 @@ import {
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
-  profilesFromDeltaSql,
   profilesFromPreviousSql,
+  profilesFromStateSql,
   profilesFromTimelineSql,
   purchasersSql,
   runRowsSql,
@@ -252,7 +252,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         slices.map(async (slice) => {
           if (anyLate) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
           await ch.exec(
-            profilesFromDeltaSql({ appId, runId, window: w, previous, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
+            profilesFromStateSql({ appId, runId, window: w, previous, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
             { timeoutS: 3600 },
           );
         }),
@@ -365,7 +365,7 @@ async function rfmThresholds(ch: ClickHouse, asOf: Date, purchasers: Sql): Promi
  */
 export async function liveProfile(ch: ClickHouse, appId: string, userId: string, asOf: Date = new Date()): Promise<Profile | undefined> {
   const w = windowOf(asOf);
-  const seen = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profile_events WHERE app_id = ${appId} AND user_id = ${userId} AND ts <= ${w.asOf}`);
+  const seen = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM events WHERE app_id = ${appId} AND user_id = ${userId} AND ts <= ${w.asOf}`);
   if (!Number(seen?.n ?? 0)) return undefined;
   const [zones, rfm] = await Promise.all([zonesAt(ch, appId, w), rfmThresholds(ch, w.asOf, purchasersSql({ appId, asOf: w.asOf }))]);
   const table = `profile_live_${newRunId(new Date())}`;

@@ -38,6 +38,13 @@ const CARRIED = [
   'app_version', 'trait_keys', 'trait_values', 'trait_types', 'best_hour',
 ] as const;
 
+/**
+ * The row's state: its user's track events of the 90d window (120_profile_state.sql),
+ * which the next incremental run cuts and extends instead of reading the window's events.
+ * Written and copied with every row; no reader but the job selects it.
+ */
+const STATE = ['s_ts', 's_flags', 's_cats', 's_amounts'] as const;
+
 export const NAMED_TRAITS = ['platform', 'country', 'timezone', 'locale', 'app_version'] as const;
 
 const cols = (names: readonly string[]): Sql => join(names.map((n) => ident(n)));
@@ -76,7 +83,7 @@ export function sliceBoundsSql(p: { appId: string; asOf: Date; n: number; sample
   const picks = Array.from({ length: p.n - 1 }, (_, i) => sql`padded[intDiv(length(us) * ${i + 1}, ${p.n}) + 1]`);
   return sql`SELECT [${join(picks)}] AS bounds FROM (
     SELECT arraySort(groupUniqArray(user_id)) AS us, arrayConcat(us, ['']) AS padded
-    FROM profile_events WHERE app_id = ${p.appId} AND ts > ${from} AND ts <= ${p.asOf}${sample}
+    FROM profile_events_by_time WHERE app_id = ${p.appId} AND ts > ${from} AND ts <= ${p.asOf}${sample}
   )`;
 }
 
@@ -165,7 +172,8 @@ export function changedUsersSql(p: {
   const next = windowOf(p.asOf);
   const ranges = (['asOf', 'd7', 'd30', 'd90'] as const).map((k) => sql`(ts > ${prev[k]} AND ts <= ${next[k]})`);
   const out = [
-    sql`INSERT INTO ${ident(p.changed)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND (${join(ranges, ' OR ')})`,
+    // Time ranges of the table sorted by time: a few granules each.
+    sql`INSERT INTO ${ident(p.changed)} SELECT DISTINCT user_id FROM profile_events_by_time WHERE app_id = ${p.appId} AND (${join(ranges, ' OR ')})`,
   ];
   if (p.receivedSince && (p.lateMonths === undefined || p.lateMonths.length > 0)) {
     // received_at is in no key: without the months, every partition is read.
@@ -247,7 +255,7 @@ const OUTPUT_COLUMNS = [
  * population-dependent fields are computed here, for scanned, copied and
  * inherited rows alike.
  */
-function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds }): Sql {
+function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds; state: boolean }): Sql {
   const seg = segmentTable();
   const buyer = raw('purchases_total > 0');
   const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), p.rfm[m]);
@@ -260,19 +268,21 @@ function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: S
   if(${buyer}, f_score, NULL),
   if(${buyer}, m_score, NULL),
   if(${buyer}, ${segment}, NULL),
-  ${randomBucketSql(p.appId)}
+  ${randomBucketSql(p.appId)}${p.state ? sql`, ${cols(STATE)}` : sql``}
 FROM (SELECT *, ${score('r')} AS r_score, ${score('f')} AS f_score, ${score('m')} AS m_score FROM (${p.source}))`;
 }
 
+/** The INSERT of profile rows with their state, from a source with CARRIED, last_purchase_at and STATE. */
 function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds; into?: string }): Sql {
-  return sql`INSERT INTO ${ident(p.into ?? 'profiles')} (${cols(OUTPUT_COLUMNS)})
-${profilesSelect(p)}`;
+  return sql`INSERT INTO ${ident(p.into ?? 'profiles')} (${cols([...OUTPUT_COLUMNS, ...STATE])})
+${profilesSelect({ ...p, state: true })}`;
 }
 
-/** CARRIED and a non-null last_purchase_at from one run's own rows, for profilesSelect. */
-function storedRowsSource(p: { appId: string; runId: string; where: Sql }): Sql {
-  return sql`SELECT ${cols(CARRIED)}, assumeNotNull(lp) AS last_purchase_at FROM (
-    SELECT ${cols(CARRIED)}, last_purchase_at AS lp
+/** CARRIED (and STATE) and a non-null last_purchase_at from one run's own rows, for profilesSelect. */
+function storedRowsSource(p: { appId: string; runId: string; where: Sql; state: boolean }): Sql {
+  const carried = cols(p.state ? [...CARRIED, ...STATE] : CARRIED);
+  return sql`SELECT ${carried}, assumeNotNull(lp) AS last_purchase_at FROM (
+    SELECT ${carried}, last_purchase_at AS lp
     FROM profiles
     WHERE app_id = ${p.appId} AND run_id = ${p.runId}${p.where}
   )`;
@@ -303,8 +313,9 @@ export interface RunRef {
  * `where` (` AND …` on the stored columns, e.g. user_id) narrows both reads.
  * Every reader of profile rows goes through here.
  */
-export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``): Sql {
-  const own = sql`SELECT ${cols(OUTPUT_COLUMNS)} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}${where}`;
+export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``, opts: { state?: boolean } = {}): Sql {
+  const state = opts.state ?? false;
+  const own = sql`SELECT ${cols(state ? [...OUTPUT_COLUMNS, ...STATE] : OUTPUT_COLUMNS)} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}${where}`;
   const l = run.layer;
   if (!l || l.base_run_id === run.run_id) return own;
   const inherited = profilesSelect({
@@ -312,10 +323,12 @@ export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``): Sql 
     runId: run.run_id,
     asOf: l.as_of,
     rfm: l.rfm,
+    state,
     source: storedRowsSource({
       appId,
       runId: l.base_run_id,
       where: sql` AND user_id NOT IN (SELECT user_id FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id})${where}`,
+      state,
     }),
   });
   return sql`${own}
@@ -324,22 +337,6 @@ ${inherited}`;
 }
 
 type Zones = { names: readonly string[]; offsets: ZoneOffsets };
-
-/** The per-user aggregates over the 30d and 90d windows (and 7d), from profile_events rows. */
-function windowAggregates(w: Window): Sql {
-  // The first UTC date a 30d-window instant (d30, as_of] can fall on.
-  const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
-  return sql`countIf(kind != 0 AND ts > ${w.d7}) AS events_7d,
-        countIf(kind != 0 AND ts > ${w.d30}) AS events_30d,
-        -- Bit i: a track event on the i-th UTC date of the 30d window (31 dates at most).
-        groupBitOrIf(toUInt64(bitShiftLeft(toUInt64(1), bitAnd(intDiv(toUInt32(ts), ${DAY_S}) - ${firstDay30}, 63))), kind != 0 AND ts > ${w.d30}) AS days30,
-        countIf(kind = 1 AND ts > ${w.d30}) AS views_30d,
-        countIf(kind = 2 AND ts > ${w.d30}) AS clicks_30d,
-        countIf(kind = 3 AND ts > ${w.d30}) AS purchases_30d,
-        sumIf(amount, ts > ${w.d30}) AS revenue_30d,
-        groupArrayIf(category, has_category = 1 AND ts > ${w.d90}) AS cats90,
-        groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90`;
-}
 
 /** The most frequent element of `sorted` (an ascending list), the smallest among ties; NULL when empty. */
 function modeOfSorted(sorted: Sql, prefix: string): Sql {
@@ -367,32 +364,35 @@ function namedTraits(): Sql {
 }
 
 /**
- * The profile source from per-user aggregates (`perUser`: user_id, the
- * all-time counters, last_purchase_at and windowAggregates' columns): joins
- * the current traits and derives the named traits, top_category,
- * active_days_30d and best_hour. `scope` restricts the users whose traits are read.
+ * A user's events as parallel arrays (column names): ts, kind (flags & 7), and
+ * `counted` (1 for an event that counts: not a duplicate, not after as_of).
  */
-function withTraitsAndModes(p: { appId: string; window: Window; zones: Zones; perUser: Sql; scope: Sql }): Sql {
-  const local = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
-  return sql`SELECT *,
-    ${modeOfSorted(raw('arraySort(cats90)'), 'cats')} AS top_category,
-    toUInt32(length(bitmaskToArray(days30))) AS active_days_30d,
-    ${modeOfSorted(sql`arraySort(${local.hoursOf(raw('ts90'))})`, 'hours')} AS best_hour
-  FROM (SELECT *, ${join(local.columns)} FROM (
-    SELECT *, ${namedTraits()}
-    FROM (${p.perUser}) ANY LEFT JOIN (
-      -- Only the result columns go into the join's hash table, not the change lists.
-      SELECT user_id, trait_keys, trait_values, trait_types FROM (
-        -- Current traits per user in one grouping.
-        SELECT user_id,
-          arrayReverseSort(groupArray((key, ts, event_id, value, value_type))) AS changes,
-          ${currentTraits('changes')}
-        FROM user_traits
-        WHERE app_id = ${p.appId} AND ts <= ${p.window.asOf}${p.scope}
-        GROUP BY user_id
-      )
-    ) USING user_id
-  ))`;
+interface EventArrays {
+  ts: string;
+  kind: string;
+  counted: string;
+}
+
+/**
+ * The windowed counts from a user's event arrays: events_7d, events_30d,
+ * views/clicks/purchases_30d, active_days_30d and best_hour (revenue_30d and
+ * top_category are the caller's: the arrays it has differ). Needs `ts90` (the
+ * counted track events' ts in the 90d window) and the zone columns in scope;
+ * every field is an array function of one user's row.
+ */
+function windowedFields(w: Window, zone: ReturnType<typeof localHours>, a: EventArrays): Sql {
+  const [t, k, u] = [a.ts, a.kind, a.counted].map(raw) as [Sql, Sql, Sql];
+  // The first UTC date a 30d-window instant (d30, as_of] can fall on.
+  const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
+  return sql`arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d7}, ${t}, ${k}, ${u}) AS events_7d,
+        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS events_30d,
+        arrayCount((t, k, u) -> u AND k = 1 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS views_30d,
+        arrayCount((t, k, u) -> u AND k = 2 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS clicks_30d,
+        arrayCount((t, k, u) -> u AND k = 3 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS purchases_30d,
+        -- Bit i: a track event on the i-th UTC date of the 30d window (31 dates at most).
+        toUInt32(length(bitmaskToArray(arrayReduce('groupBitOr', arrayMap(t -> toUInt64(bitShiftLeft(toUInt64(1), bitAnd(intDiv(toUInt32(t), ${DAY_S}) - ${firstDay30}, 63))),
+          arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d30}, ${t}, ${k}, ${u})))))) AS active_days_30d,
+        ${modeOfSorted(sql`arraySort(${zone.hoursOf(raw('ts90'))})`, 'hours')} AS best_hour`;
 }
 
 /**
@@ -407,15 +407,15 @@ function withTraitsAndModes(p: { appId: string; window: Window; zones: Zones; pe
  * hash of event_id and ts) counts once, as merges of events collapse it.
  * `zones`: the zones ClickHouse can load (job.ts checks each once), 'UTC'
  * among them, with their offsets over the 90d window (zones.ts); any other
- * timezone trait counts as UTC.
+ * timezone trait counts as UTC. Also writes the row's state (120_profile_state.sql).
  */
 export function profilesFromTimelineSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice; into?: string }): Sql {
   const { window: w } = p;
   const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
-  // The first UTC date a 30d-window instant (d30, as_of] can fall on.
-  const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
-  // u: the event counts (keep); every field takes it as an argument rather than
+  const a: EventArrays = { ts: 'tsa', kind: 'ka', counted: 'keep' };
+  const in90 = (x: string, cond: string) => sql`arrayFilter((x, t, f, k, u) -> u AND ${raw(cond)} AND t > ${w.d90}, ${raw(x)}, tsa, fa, ka, keep)`;
+  // keep: the event counts; every field takes it as an argument rather than
   // reading copies of the arrays filtered by it.
   const source = sql`SELECT user_id,
         arraySum(keep) AS n_all,
@@ -426,18 +426,11 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
         -- amount is 0 on every other event, and x + 0 = x exactly.
         arrayReduce('sumIf', am, keep) AS revenue_total,
         arrayReduce('maxIf', tsa, arrayMap((k, u) -> u AND k = 3, ka, keep)) AS last_purchase_at,
-        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d7}, tsa, ka, keep) AS events_7d,
-        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d30}, tsa, ka, keep) AS events_30d,
-        arrayCount((t, k, u) -> u AND k = 1 AND t > ${w.d30}, tsa, ka, keep) AS views_30d,
-        arrayCount((t, k, u) -> u AND k = 2 AND t > ${w.d30}, tsa, ka, keep) AS clicks_30d,
-        arrayCount((t, k, u) -> u AND k = 3 AND t > ${w.d30}, tsa, ka, keep) AS purchases_30d,
+        ${windowedFields(w, zone, a)},
         arrayReduce('sumIf', am, arrayMap((t, u) -> u AND t > ${w.d30}, tsa, keep)) AS revenue_30d,
-        -- Bit i: a track event on the i-th UTC date of the 30d window (31 dates at most).
-        toUInt32(length(bitmaskToArray(arrayReduce('groupBitOr', arrayMap(t -> toUInt64(bitShiftLeft(toUInt64(1), bitAnd(intDiv(toUInt32(t), ${DAY_S}) - ${firstDay30}, 63))),
-          arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d30}, tsa, ka, keep)))))) AS active_days_30d,
         ${modeOfSorted(sql`arraySort(arrayFilter((c, t, f, u) -> u AND f >= 8 AND t > ${w.d90}, ca, tsa, fa, keep))`, 'cats')} AS top_category,
-        ${modeOfSorted(sql`arraySort(${zone.hoursOf(raw('ts90'))})`, 'hours')} AS best_hour,
-        trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)}
+        trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)},
+        ts90 AS s_ts, ${in90('fa', 'k != 0')} AS s_flags, ${in90('ca', 'f >= 8')} AS s_cats, ${in90('am', 'k = 3')} AS s_amounts
       FROM (SELECT *, arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d90}, tsa, ka, keep) AS ts90, ${join(zone.columns)} FROM (
         SELECT *, ${namedTraits()} FROM (
           SELECT user_id,
@@ -465,50 +458,94 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
  * Step 3, incremental runs, for the changed users whose previous row holds
  * every event they had up to the previous as_of (`users`: the changed users
  * without a late arrival, see changedUsersSql). Their all-time fields are the
- * previous row's plus the events after the previous as_of; the windowed fields
- * come from the events in the window alone. For users scattered over the app,
- * every granule of profile_events holds some of their rows, so reading only the
- * partitions from the 90d window on is what saves the work: in the benchmark
- * about half of the events.
+ * previous row's plus the events after the previous as_of; their windowed
+ * fields come from the previous row's state (its 90d window's track events,
+ * 120_profile_state.sql) cut at the new window's start, plus those events; their
+ * traits are the previous row's updated by those events' trait changes. The
+ * events after the previous as_of are a time range of profile_events_by_time, a
+ * few granules: nothing else is read but the previous rows.
  */
-export function profilesFromDeltaSql(p: { appId: string; runId: string; window: Window; previous: RunRef; previousAsOf: Date; zones: Zones; rfm: RfmThresholds; users: Sql; slice?: UserSlice }): Sql {
+export function profilesFromStateSql(p: { appId: string; runId: string; window: Window; previous: RunRef; previousAsOf: Date; zones: Zones; rfm: RfmThresholds; users: Sql; slice?: UserSlice }): Sql {
   const { appId, window: w } = p;
-  const prev = p.previousAsOf;
   const scope = sql` AND user_id IN ${p.users}${sliceSql(p.slice)}`;
-  const from = prev.getTime() < w.d90.getTime() ? prev : w.d90;
-  // ANY LEFT JOIN fills a missing right row with zeros: has_prev and has_new tell.
-  const perUser = sql`SELECT user_id,
-      if(has_prev, if(has_new, least(p_first, n_first), p_first), n_first) AS first_seen,
-      if(has_prev, if(has_new, greatest(p_last, n_last), p_last), n_last) AS last_seen,
-      p_events_total + n_events AS events_total,
-      p_purchases_total + n_purchases AS purchases_total,
-      p_revenue_total + n_revenue AS revenue_total,
-      greatest(p_last_purchase, n_last_purchase) AS last_purchase_at,
-      events_7d, events_30d, days30, views_30d, clicks_30d, purchases_30d, revenue_30d, cats90, ts90
-    FROM (
-      SELECT * FROM (SELECT user_id FROM (SELECT DISTINCT user_id FROM ${p.users}) WHERE 1${sliceSql(p.slice)})
-      ANY LEFT JOIN (
-        SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
-          purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase
-        FROM (${runRowsSql(appId, p.previous, scope)})
-      ) USING user_id
-    ) ANY LEFT JOIN (
-      SELECT user_id,
-        toUInt8(countIf(ts > ${prev}) > 0) AS has_new,
-        minIf(ts, ts > ${prev}) AS n_first,
-        maxIf(ts, ts > ${prev}) AS n_last,
-        countIf(kind != 0 AND ts > ${prev}) AS n_events,
-        countIf(kind = 3 AND ts > ${prev}) AS n_purchases,
-        sumIf(amount, ts > ${prev}) AS n_revenue,
-        maxIf(ts, kind = 3 AND ts > ${prev}) AS n_last_purchase,
-        ${windowAggregates(w)}
-      FROM profile_events
-      WHERE app_id = ${appId} AND ts > ${from} AND ts <= ${w.asOf}${scope}
-      GROUP BY user_id
-    ) USING user_id
-    -- A user with no event up to as_of has no profile.
-    WHERE has_prev OR has_new`;
-  const source = withTraitsAndModes({ appId, window: w, zones: p.zones, perUser, scope });
+  const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
+  const a: EventArrays = { ts: 'ts90', kind: 'ka', counted: 'keep' };
+  // Old state elements still in the window; the subsets (categories, amounts)
+  // are in the order of their events in s_ts, so each is cut by its events' ts.
+  const oldKept = sql`arrayMap(t -> t > ${w.d90}, p_ts)`;
+  const subsetOf = (cond: string, ts: string, flags: string) => sql`arrayFilter((t, f) -> ${raw(cond)}, ${raw(ts)}, ${raw(flags)})`;
+  const inWindow = (values: string, ts: Sql) => sql`arrayFilter((x, t) -> t > ${w.d90}, ${raw(values)}, ${ts})`;
+
+  const source = sql`SELECT user_id, first_seen, last_seen, events_total, purchases_total, revenue_total, last_purchase_at,
+        ${windowedFields(w, zone, a)},
+        -- The state's subsets are of the window's events: the purchases' amounts after d30, and every category.
+        arraySum(arrayFilter((x, t) -> t > ${w.d30}, s_amounts, arrayFilter((t, k) -> k = 3, ts90, ka))) AS revenue_30d,
+        ${modeOfSorted(raw('arraySort(s_cats)'), 'cats')} AS top_category,
+        trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)},
+        ts90 AS s_ts, s_flags, s_cats, s_amounts
+      FROM (SELECT *,
+          arrayMap(f -> bitAnd(f, 7), s_flags) AS ka,
+          arrayMap(t -> 1, ts90) AS keep,
+          ${join(zone.columns)}
+        FROM (SELECT *, ${namedTraits()},
+            arrayConcat(arrayFilter((t, k) -> k, p_ts, ${oldKept}), arrayFilter(t -> t > ${w.d90}, n_ts)) AS ts90,
+            arrayConcat(arrayFilter((f, k) -> k, p_flags, ${oldKept}), ${inWindow('n_flags', raw('n_ts'))}) AS s_flags,
+            arrayConcat(${inWindow('p_cats', subsetOf('f >= 8', 'p_ts', 'p_flags'))}, ${inWindow('n_cats', subsetOf('f >= 8', 'n_ts', 'n_flags'))}) AS s_cats,
+            arrayConcat(${inWindow('p_amounts', subsetOf('bitAnd(f, 7) = 3', 'p_ts', 'p_flags'))}, ${inWindow('n_amounts', subsetOf('bitAnd(f, 7) = 3', 'n_ts', 'n_flags'))}) AS s_amounts
+          FROM (SELECT user_id,
+              -- The previous current traits (older than any change since) and the changes since, newest first.
+              arrayReverseSort(arrayConcat(n_changes,
+                arrayMap((k, v, y) -> (k, toDateTime(0), '', v, y), p_trait_keys, p_trait_values, p_trait_types))) AS changes,
+              ${currentTraits('changes')},
+              if(has_prev, if(has_new, least(p_first, n_first), p_first), n_first) AS first_seen,
+              if(has_prev, if(has_new, greatest(p_last, n_last), p_last), n_last) AS last_seen,
+              p_events_total + n_events AS events_total,
+              p_purchases_total + n_purchases AS purchases_total,
+              p_revenue_total + n_revenue AS revenue_total,
+              greatest(p_last_purchase, n_last_purchase) AS last_purchase_at,
+              p_ts, p_flags, p_cats, p_amounts, n_ts, n_flags, n_cats, n_amounts
+            FROM (
+              SELECT * FROM (SELECT user_id FROM (SELECT DISTINCT user_id FROM ${p.users}) WHERE 1${sliceSql(p.slice)})
+              ANY LEFT JOIN (
+                SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
+                  purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
+                  s_ts AS p_ts, s_flags AS p_flags, s_cats AS p_cats, s_amounts AS p_amounts,
+                  trait_keys AS p_trait_keys, trait_values AS p_trait_values, trait_types AS p_trait_types
+                FROM (${runRowsSql(appId, p.previous, scope, { state: true })})
+              ) USING user_id
+            ) ANY LEFT JOIN (
+              SELECT user_id, toUInt8(1) AS has_new,
+                min(ts) AS n_first,
+                max(ts) AS n_last,
+                countIf(kind != 0) AS n_events,
+                countIf(kind = 3) AS n_purchases,
+                sum(amount) AS n_revenue,
+                maxIf(ts, kind = 3) AS n_last_purchase,
+                -- One pass, so the subsets keep the order of their events in n_ts.
+                groupArrayIf(ts, kind != 0) AS n_ts,
+                groupArrayIf(toUInt8(kind + 8 * has_category), kind != 0) AS n_flags,
+                groupArrayIf(category, kind != 0 AND has_category = 1) AS n_cats,
+                groupArrayIf(amount, kind = 3) AS n_amounts,
+                groupArrayArray(changes_e) AS n_changes
+              FROM (
+                SELECT *,
+                  -- (key, ts, event_id, value, type) of each trait change (ts and event_id in as arrays: no capture in 18.16).
+                  arrayMap((k, v, y, t, e) -> (k, t, e, v, y), trait_keys, trait_values, trait_types,
+                    arrayResize(CAST([] AS Array(DateTime)), length(trait_keys), ts), arrayResize(CAST([] AS Array(String)), length(trait_keys), trait_event)) AS changes_e
+                FROM (
+                  -- A copy that slipped past ingest and is not merged yet is the same row.
+                  SELECT DISTINCT user_id, ts, id_hash, kind, amount, has_category, category, trait_keys, trait_values, trait_types, trait_event
+                  FROM profile_events_by_time
+                  WHERE app_id = ${appId} AND ts > ${p.previousAsOf} AND ts <= ${w.asOf}${scope}
+                )
+              )
+              GROUP BY user_id
+            ) USING user_id
+            -- A user with no event up to as_of has no profile.
+            WHERE has_prev OR has_new
+          )
+        )
+      )`;
   return profilesInsert({ appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm });
 }
 
@@ -521,11 +558,12 @@ export function profilesFromDeltaSql(p: { appId: string; runId: string; window: 
  */
 export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previous: RunRef; all: boolean; changed: string; rfm: RfmThresholds; slice?: UserSlice }): Sql {
   const where = sql` AND user_id NOT IN ${ident(p.changed)}${sliceSql(p.slice)}`;
+  const carried = cols([...CARRIED, ...STATE]);
   const source = p.all
-    ? sql`SELECT ${cols(CARRIED)}, assumeNotNull(lp) AS last_purchase_at FROM (
-    SELECT ${cols(CARRIED)}, last_purchase_at AS lp FROM (${runRowsSql(p.appId, p.previous, where)})
+    ? sql`SELECT ${carried}, assumeNotNull(lp) AS last_purchase_at FROM (
+    SELECT ${carried}, last_purchase_at AS lp FROM (${runRowsSql(p.appId, p.previous, where, { state: true })})
   )`
-    : storedRowsSource({ appId: p.appId, runId: p.previous.run_id, where });
+    : storedRowsSource({ appId: p.appId, runId: p.previous.run_id, where, state: true });
   return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.asOf, source, rfm: p.rfm });
 }
 

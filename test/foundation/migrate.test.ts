@@ -65,11 +65,11 @@ describe('080_purchase_events', () => {
     if (!r.row) throw new Error(JSON.stringify(r.errors));
     return r.row;
   };
-  // What the RFM step reads must be profile_events' purchases, amount for amount.
+  // What the RFM step reads must be the profile job's event copy's purchases, amount for amount.
   const fromPurchases = raw('SELECT user_id, toUInt32(ts) AS t, amount, toString(id_hash) AS h FROM purchase_events ORDER BY user_id, t, h');
-  const fromProfileEvents = raw('SELECT user_id, toUInt32(ts) AS t, amount, toString(id_hash) AS h FROM profile_events WHERE kind = 3 ORDER BY user_id, t, h');
+  const fromProfileEvents = raw('SELECT user_id, toUInt32(ts) AS t, amount, toString(id_hash) AS h FROM profile_events_by_time WHERE kind = 3 ORDER BY user_id, t, h');
 
-  it('holds exactly the purchases of profile_events, from the view and from a repeated backfill', async () => {
+  it('holds exactly the purchases of profile_events_by_time, from the view and from a repeated backfill', async () => {
     const ch = await testDatabase('mig080');
     const amounts: unknown[] = [12.5, '7', true, { value: 3 }, undefined, 0, 1e-7, -4];
     await insertEventRows(ch, [
@@ -83,6 +83,8 @@ describe('080_purchase_events', () => {
     expect(await ch.rows(fromPurchases)).toEqual(expected);
     const m = loadMigrations().find((x) => x.name === '080_purchase_events.sql')!;
     await ch.exec(raw('TRUNCATE TABLE purchase_events'));
+    // 080 backfills from profile_events, which 120 replaced by profile_events_by_time: here it is as it stood then.
+    await ch.exec(raw('CREATE TABLE profile_events ENGINE = Memory AS SELECT * FROM profile_events_by_time'));
     for (const stmt of m.statements) await ch.exec(raw(stmt));
     expect(await ch.rows(fromPurchases)).toEqual(expected);
     // Repeated: the duplicates collapse.
@@ -158,5 +160,53 @@ describe('100_user_timeline', () => {
     // The view still writes.
     await insertEventRows(ch, [event(41)]);
     expect(await elements(ch)).toBe(81);
+  });
+});
+
+describe('120_profile_state', () => {
+  const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
+  const event = (i: number) => {
+    const r =
+      i % 6 === 0
+        ? normalizeEvent({ type: 'identify', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), traits: { plan: `p${i}`, timezone: 'Asia/Tokyo' } }, 'app')
+        : normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
+    if (!r.row) throw new Error(JSON.stringify(r.errors));
+    return r.row;
+  };
+  const copies = (ch: Awaited<ReturnType<typeof testDatabase>>) =>
+    ch.rows(raw(`SELECT DISTINCT user_id, toUInt32(ts) AS t, kind, amount, has_category, category, toString(id_hash) AS h, trait_keys, trait_values, trait_types, trait_event
+      FROM profile_events_by_time ORDER BY user_id, t, h`));
+
+  it('copies every event into the time-sorted table, also when repeated, and a profile chain runs on the new rows', async () => {
+    const ch = await testDatabase('mig120');
+    await insertEventRows(ch, Array.from({ length: 48 }, (_, i) => event(i)));
+    const fromView = await copies(ch);
+    expect(fromView).toHaveLength(48);
+    expect(fromView.filter((r) => (r as { trait_event: string }).trait_event !== '')).toHaveLength(8);
+    const m = loadMigrations().find((x) => x.name === '120_profile_state.sql')!;
+    // Repeated in full: the backfill writes every event again; readers see each once.
+    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    expect(await copies(ch)).toEqual(fromView);
+    const n = await ch.one<{ n: string }>(raw('SELECT count() AS n FROM profile_events_by_time'));
+    expect(Number(n!.n)).toBe(96);
+    const tables = (await ch.rows<{ name: string }>(raw("SELECT name FROM system.tables WHERE database = currentDatabase() AND name LIKE 'profile_events%'"))).map((r) => r.name);
+    expect(tables.sort()).toEqual(['profile_events_by_time', 'profile_events_by_time_mv']);
+    // The view writes new events; a full run and an incremental one from its state give the same rows as a full run.
+    // (A second later, so no event counts as received after the run started: a late arrival would be rescanned instead.)
+    await new Promise((r) => setTimeout(r, 1100));
+    await buildProfiles(ch, 'app', { asOf: new Date(at(47)), mode: 'full' });
+    await insertEventRows(ch, [event(60), event(61)]);
+    expect(await copies(ch)).toHaveLength(50);
+    const inc = await buildProfiles(ch, 'app', { asOf: new Date(at(70)), mode: 'incremental', receivedMarginS: 0, layerShare: 1 });
+    expect(inc.mode).toBe('incremental');
+    const full = await buildProfiles(ch, 'app', { asOf: new Date(at(70)), mode: 'full' });
+    const rows = (runId: string) =>
+      ch.rows(sql`SELECT user_id, events_total, events_7d, revenue_30d, top_category, best_hour, trait_keys, trait_values, arraySort(s_ts) AS ts, arraySort(s_cats) AS cats
+        FROM profiles WHERE app_id = 'app' AND run_id = ${runId} ORDER BY user_id`);
+    const incRows = await rows(inc.run_id);
+    const fullRows = await rows(full.run_id);
+    // The incremental run holds only the users it recomputed (layered on the full run).
+    expect(inc.base_run_id).toBeDefined();
+    for (const r of incRows) expect(fullRows).toContainEqual(r);
   });
 });
