@@ -36,7 +36,6 @@ import {
   profilesFromStateSql,
   profilesFromTimelineSql,
   purchasersSql,
-  runRowsSql,
   recentlyWrittenMonthsSql,
   rfmScoreFloorsSql,
   sliceBoundsSql,
@@ -214,7 +213,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const receivedSince = new Date(previous.started_at.getTime() - margin * 1000);
       // Parts are stamped by the ClickHouse host's clock, received_at by the consumer's: the margin again covers skew.
       const lateMonths = (await ch.rows<{ month: number }>(recentlyWrittenMonthsSql(new Date(receivedSince.getTime() - margin * 1000)))).map((r) => Number(r.month));
-      for (const q of changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths })) await ch.exec(q);
+      const find = changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths });
+      await Promise.all(find.concurrent.map((q) => ch.exec(q)));
+      for (const q of find.then) await ch.exec(q);
       usersIn = ident(changed);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
@@ -237,8 +238,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
     await ch.exec(buyersTableSql(buyers));
     created.push(buyers);
-    await ch.exec(buyersInsertSql({ appId, asOf, buyers, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 });
-    if (mode === 'incremental' && previous) await ch.exec(buyersFromPreviousSql({ appId, previous, changed, buyers }), { timeoutS: 3600 });
+    // Both write the Memory table at once: each is one read, of purchase_events and of the previous rows.
+    await Promise.all([
+      ch.exec(buyersInsertSql({ appId, asOf, buyers, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 }),
+      ...(mode === 'incremental' && previous ? [ch.exec(buyersFromPreviousSql({ appId, previous, changed, buyers }), { timeoutS: 3600 })] : []),
+    ]);
     const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(buyers)}`);
     report(0.2);
     step('rfm_scores');
@@ -288,8 +292,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     });
     step('assign_clusters');
 
-    const self: RunRef = { run_id: runId, layer };
-    const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM (${runRowsSql(appId, self)})`))?.n ?? 0);
+    const users = await usersOf(ch, appId, { run_id: runId, layer });
     // Before the run is complete: no reader sees it without its layer.
     if (layer) {
       await ch.insert('profile_run_layers', [
@@ -326,6 +329,17 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 }
 
 type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
+
+/** The users a run reads: its own rows, plus its base's rows of users it does not hold (counted without reading the rows). */
+async function usersOf(ch: ClickHouse, appId: string, run: RunRef): Promise<number> {
+  const own = sql`SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}`;
+  if (!run.layer) return Number((await ch.one<{ n: string }>(sql`SELECT (${own}) AS n`))?.n ?? 0);
+  const base = run.layer.base_run_id;
+  const row = await ch.one<{ n: string }>(sql`SELECT (${own}) + (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${base})
+    - (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${base}
+         AND user_id IN (SELECT user_id FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id})) AS n`);
+  return Number(row?.n ?? 0);
+}
 
 async function ownRows(ch: ClickHouse, appId: string, runId: string): Promise<number> {
   return Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM profiles WHERE app_id = ${appId} AND run_id = ${runId}`))?.n ?? 0);

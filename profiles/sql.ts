@@ -167,21 +167,22 @@ export function changedUsersSql(p: {
   receivedSince?: Date;
   /** The `events` months (toYYYYMM, its partition key) that can hold a late arrival; all months when absent. */
   lateMonths?: readonly number[];
-}): Sql[] {
+}): { concurrent: Sql[]; then: Sql[] } {
   const prev = windowOf(p.previousAsOf);
   const next = windowOf(p.asOf);
   const ranges = (['asOf', 'd7', 'd30', 'd90'] as const).map((k) => sql`(ts > ${prev[k]} AND ts <= ${next[k]})`);
-  const out = [
-    // Time ranges of the table sorted by time: a few granules each.
+  // Time ranges of the table sorted by time: a few granules each.
+  const concurrent = [
     sql`INSERT INTO ${ident(p.changed)} SELECT DISTINCT user_id FROM profile_events_by_time WHERE app_id = ${p.appId} AND (${join(ranges, ' OR ')})`,
   ];
+  const then: Sql[] = [];
   if (p.receivedSince && (p.lateMonths === undefined || p.lateMonths.length > 0)) {
     // received_at is in no key: without the months, every partition is read.
     const months = p.lateMonths ? sql` AND toYYYYMM(ts) IN (${join(p.lateMonths.map((m) => sql`${m}`))})` : sql``;
-    out.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND received_at >= ${p.receivedSince} AND ts <= ${prev.asOf}${months}`);
-    out.push(sql`INSERT INTO ${ident(p.changed)} SELECT user_id FROM ${ident(p.late)}`);
+    concurrent.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND received_at >= ${p.receivedSince} AND ts <= ${prev.asOf}${months}`);
+    then.push(sql`INSERT INTO ${ident(p.changed)} SELECT user_id FROM ${ident(p.late)}`);
   }
-  return out;
+  return { concurrent, then };
 }
 
 /**
@@ -504,16 +505,15 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
               p_revenue_total + n_revenue AS revenue_total,
               greatest(p_last_purchase, n_last_purchase) AS last_purchase_at,
               p_ts, p_flags, p_cats, p_amounts, n_ts, n_flags, n_cats, n_amounts
+            -- The previous rows stream through; the new events' users (few) are the join's table, and
+            -- FULL keeps those without a previous row (new since the previous run).
             FROM (
-              SELECT * FROM (SELECT user_id FROM (SELECT DISTINCT user_id FROM ${p.users}) WHERE 1${sliceSql(p.slice)})
-              ANY LEFT JOIN (
-                SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
-                  purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
-                  s_ts AS p_ts, s_flags AS p_flags, s_cats AS p_cats, s_amounts AS p_amounts,
-                  trait_keys AS p_trait_keys, trait_values AS p_trait_values, trait_types AS p_trait_types
-                FROM (${runRowsSql(appId, p.previous, scope, { state: true })})
-              ) USING user_id
-            ) ANY LEFT JOIN (
+              SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
+                purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
+                s_ts AS p_ts, s_flags AS p_flags, s_cats AS p_cats, s_amounts AS p_amounts,
+                trait_keys AS p_trait_keys, trait_values AS p_trait_values, trait_types AS p_trait_types
+              FROM (${runRowsSql(appId, p.previous, scope, { state: true })})
+            ) ANY FULL JOIN (
               SELECT user_id, toUInt8(1) AS has_new,
                 min(ts) AS n_first,
                 max(ts) AS n_last,
