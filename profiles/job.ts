@@ -28,6 +28,7 @@ import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, 
 import {
   boundsSampleEvery,
   buyersFromPreviousSql,
+  DAY_S,
   buyersInsertSql,
   buyersTableSql,
   changedTableSql,
@@ -351,12 +352,30 @@ function storedThresholds(rfm: RfmThresholds): RfmThresholds {
   return { r: defined(rfm.r), f: defined(rfm.f), m: defined(rfm.m) };
 }
 
+// Offset tables by zones and span, for the runs of the next day: tabulating
+// them is a query of ~0.2 s, and scheduled runs a few minutes apart need the same.
+const offsetTables = new Map<string, Zones['offsets']>();
+const OFFSET_TABLES_KEPT = 16;
+
 /** The zones the app's users name that ClickHouse can load, 'UTC' among them, with their offsets over the 90d window. */
 async function zonesAt(ch: ClickHouse, appId: string, w: Window): Promise<Zones> {
   const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(appId));
   const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
-  const rows = await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000)));
-  return { names, offsets: zoneOffsetsFromRows(names.length, rows) };
+  // Tabulated from the start of the window's first UTC day to two days after
+  // as_of's: the offset at any instant from the table's start on is its start
+  // offset plus the changes up to that instant, so the table serves every
+  // window inside that span.
+  const from = Math.floor((w.d90.getTime() / 1000 + 1) / DAY_S) * DAY_S;
+  const to = (Math.floor(w.asOf.getTime() / 1000 / DAY_S) + 2) * DAY_S;
+  const key = JSON.stringify([names, from, to]);
+  let offsets = offsetTables.get(key);
+  if (!offsets) {
+    const rows = await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(names, from, to));
+    offsets = zoneOffsetsFromRows(names.length, rows);
+    offsetTables.set(key, offsets);
+    if (offsetTables.size > OFFSET_TABLES_KEPT) offsetTables.delete(offsetTables.keys().next().value!);
+  }
+  return { names, offsets };
 }
 
 /** The RFM thresholds (see RfmThresholds) of `purchasers`: rows of last_purchase_at, purchases_total, revenue_total. */
