@@ -365,34 +365,28 @@ function namedTraits(): Sql {
 }
 
 /**
- * A user's events as parallel arrays (column names): ts, kind (flags & 7), and
- * `counted` (1 for an event that counts: not a duplicate, not after as_of).
+ * Every windowed field from a user's state at as_of (120_profile_state.sql):
+ * `ts90` and `s_flags` (the counted track events of the 90d window, with
+ * kind + 8 when it has a category), `s_cats` and `s_amounts` (the categories
+ * and the purchases' amounts of those events, in their order). Full runs build
+ * the state from the timeline, incremental runs from the previous state and
+ * the newer events; both then compute the same fields from it, each an array
+ * function of one user's row. Needs the zone columns in scope.
  */
-interface EventArrays {
-  ts: string;
-  kind: string;
-  counted: string;
-}
-
-/**
- * The windowed counts from a user's event arrays: events_7d, events_30d,
- * views/clicks/purchases_30d, active_days_30d and best_hour (revenue_30d and
- * top_category are the caller's: the arrays it has differ). Needs `ts90` (the
- * counted track events' ts in the 90d window) and the zone columns in scope;
- * every field is an array function of one user's row.
- */
-function windowedFields(w: Window, zone: ReturnType<typeof localHours>, a: EventArrays): Sql {
-  const [t, k, u] = [a.ts, a.kind, a.counted].map(raw) as [Sql, Sql, Sql];
+function windowedFields(w: Window, zone: ReturnType<typeof localHours>): Sql {
   // The first UTC date a 30d-window instant (d30, as_of] can fall on.
   const firstDay30 = Math.floor((w.d30.getTime() / 1000 + 1) / DAY_S);
-  return sql`arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d7}, ${t}, ${k}, ${u}) AS events_7d,
-        arrayCount((t, k, u) -> u AND k != 0 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS events_30d,
-        arrayCount((t, k, u) -> u AND k = 1 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS views_30d,
-        arrayCount((t, k, u) -> u AND k = 2 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS clicks_30d,
-        arrayCount((t, k, u) -> u AND k = 3 AND t > ${w.d30}, ${t}, ${k}, ${u}) AS purchases_30d,
+  const kindIn30 = (kind: number) => sql`arrayCount((t, f) -> bitAnd(f, 7) = ${raw(String(kind))} AND t > ${w.d30}, ts90, s_flags)`;
+  return sql`arrayCount(t -> t > ${w.d7}, ts90) AS events_7d,
+        arrayCount(t -> t > ${w.d30}, ts90) AS events_30d,
+        ${kindIn30(1)} AS views_30d,
+        ${kindIn30(2)} AS clicks_30d,
+        ${kindIn30(3)} AS purchases_30d,
+        arraySum(arrayFilter((x, t) -> t > ${w.d30}, s_amounts, arrayFilter((t, f) -> bitAnd(f, 7) = 3, ts90, s_flags))) AS revenue_30d,
         -- Bit i: a track event on the i-th UTC date of the 30d window (31 dates at most).
         toUInt32(length(bitmaskToArray(arrayReduce('groupBitOr', arrayMap(t -> toUInt64(bitShiftLeft(toUInt64(1), bitAnd(intDiv(toUInt32(t), ${DAY_S}) - ${firstDay30}, 63))),
-          arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d30}, ${t}, ${k}, ${u})))))) AS active_days_30d,
+          arrayFilter(t -> t > ${w.d30}, ts90)))))) AS active_days_30d,
+        ${modeOfSorted(raw('arraySort(s_cats)'), 'cats')} AS top_category,
         ${modeOfSorted(sql`arraySort(${zone.hoursOf(raw('ts90'))})`, 'hours')} AS best_hour`;
 }
 
@@ -414,8 +408,8 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
   const { window: w } = p;
   const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
-  const a: EventArrays = { ts: 'tsa', kind: 'ka', counted: 'keep' };
-  const in90 = (x: string, cond: string) => sql`arrayFilter((x, t, f, k, u) -> u AND ${raw(cond)} AND t > ${w.d90}, ${raw(x)}, tsa, fa, ka, keep)`;
+  // The state: the counted track events of the 90d window, and their categories and purchase amounts.
+  const in90 = (x: string, cond: string) => sql`arrayFilter((x, f, m) -> m AND ${raw(cond)}, ${raw(x)}, fa, m90)`;
   // keep: the event counts; every field takes it as an argument rather than
   // reading copies of the arrays filtered by it.
   const source = sql`SELECT user_id,
@@ -427,12 +421,17 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
         -- amount is 0 on every other event, and x + 0 = x exactly.
         arrayReduce('sumIf', am, keep) AS revenue_total,
         arrayReduce('maxIf', tsa, arrayMap((k, u) -> u AND k = 3, ka, keep)) AS last_purchase_at,
-        ${windowedFields(w, zone, a)},
-        arrayReduce('sumIf', am, arrayMap((t, u) -> u AND t > ${w.d30}, tsa, keep)) AS revenue_30d,
-        ${modeOfSorted(sql`arraySort(arrayFilter((c, t, f, u) -> u AND f >= 8 AND t > ${w.d90}, ca, tsa, fa, keep))`, 'cats')} AS top_category,
+        ${windowedFields(w, zone)},
         trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)},
-        ts90 AS s_ts, ${in90('fa', 'k != 0')} AS s_flags, ${in90('ca', 'f >= 8')} AS s_cats, ${in90('am', 'k = 3')} AS s_amounts
-      FROM (SELECT *, arrayFilter((t, k, u) -> u AND k != 0 AND t > ${w.d90}, tsa, ka, keep) AS ts90, ${join(zone.columns)} FROM (
+        ts90 AS s_ts, s_flags, s_cats, s_amounts
+      FROM (SELECT *,
+          arrayMap((t, k, u) -> u AND k != 0 AND t > ${w.d90}, tsa, ka, keep) AS m90,
+          arrayFilter((t, m) -> m, tsa, m90) AS ts90,
+          arrayFilter((f, m) -> m, fa, m90) AS s_flags,
+          ${in90('ca', 'f >= 8')} AS s_cats,
+          ${in90('am', 'bitAnd(f, 7) = 3')} AS s_amounts,
+          ${join(zone.columns)}
+        FROM (
         SELECT *, ${namedTraits()} FROM (
           SELECT user_id,
             finalizeAggregation(event_ts) AS tsa,
@@ -470,7 +469,6 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
   const { appId, window: w } = p;
   const scope = sql` AND user_id IN ${p.users}${sliceSql(p.slice)}`;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
-  const a: EventArrays = { ts: 'ts90', kind: 'ka', counted: 'keep' };
   // Old state elements still in the window; the subsets (categories, amounts)
   // are in the order of their events in s_ts, so each is cut by its events' ts.
   const oldKept = sql`arrayMap(t -> t > ${w.d90}, p_ts)`;
@@ -478,15 +476,10 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
   const inWindow = (values: string, ts: Sql) => sql`arrayFilter((x, t) -> t > ${w.d90}, ${raw(values)}, ${ts})`;
 
   const source = sql`SELECT user_id, first_seen, last_seen, events_total, purchases_total, revenue_total, last_purchase_at,
-        ${windowedFields(w, zone, a)},
-        -- The state's subsets are of the window's events: the purchases' amounts after d30, and every category.
-        arraySum(arrayFilter((x, t) -> t > ${w.d30}, s_amounts, arrayFilter((t, k) -> k = 3, ts90, ka))) AS revenue_30d,
-        ${modeOfSorted(raw('arraySort(s_cats)'), 'cats')} AS top_category,
+        ${windowedFields(w, zone)},
         trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)},
         ts90 AS s_ts, s_flags, s_cats, s_amounts
       FROM (SELECT *,
-          arrayMap(f -> bitAnd(f, 7), s_flags) AS ka,
-          arrayMap(t -> 1, ts90) AS keep,
           ${join(zone.columns)}
         FROM (SELECT *, ${namedTraits()},
             arrayConcat(arrayFilter((t, k) -> k, p_ts, ${oldKept}), arrayFilter(t -> t > ${w.d90}, n_ts)) AS ts90,
