@@ -204,7 +204,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     const sliceBounds = n > 1 ? findSliceBounds(ch, appId, asOf, n) : Promise.resolve([]);
     sliceBounds.catch(() => undefined); // awaited below; a failure surfaces there
 
-    let usersIn: Sql | undefined;
+    let lateUsers = 0;
     if (mode === 'incremental' && previous) {
       for (const t of [changed, late]) {
         await ch.exec(changedTableSql(t));
@@ -217,7 +217,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const find = changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths });
       await Promise.all(find.concurrent.map((q) => ch.exec(q)));
       for (const q of find.then) await ch.exec(q);
-      usersIn = ident(changed);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
       );
@@ -226,11 +225,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       // the app touch every granule: past a small share that reads as much as a
       // full run, then the window and the copy on top (the demo's first
       // scheduled run, every user late: 6.8 s against 3.3 s for a full run).
-      const lateUsers = Number(n?.late ?? 0);
+      lateUsers = Number(n?.late ?? 0);
       if (lateUsers > (opts.fullWhenLateShare ?? FULL_WHEN_LATE_SHARE) * previous.users) {
         rlog.info('most users have late arrivals; running a full scan instead', { late_users: lateUsers, previous_users: previous.users });
         mode = 'full';
-        usersIn = undefined;
         recomputed = undefined;
       }
       report(0.1);
@@ -241,7 +239,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     created.push(buyers);
     // Both write the Memory table at once: each is one read, of purchase_events and of the previous rows.
     await Promise.all([
-      ch.exec(buyersInsertSql({ appId, asOf, buyers, ...(usersIn ? { usersIn } : {}) }), { timeoutS: 3600 }),
+      ch.exec(buyersInsertSql({ appId, asOf, buyers, ...(mode === 'incremental' ? { usersIn: ident(changed) } : {}) }), { timeoutS: 3600 }),
       ...(mode === 'incremental' && previous ? [ch.exec(buyersFromPreviousSql({ appId, previous, changed, buyers }), { timeoutS: 3600 })] : []),
     ]);
     const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(buyers)}`);
@@ -251,11 +249,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     const slices = slicesOf(await sliceBounds);
     const zones = await zonesReady;
     if (mode === 'incremental' && previous) {
-      const anyLate = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(late)}`))?.n ?? 0) > 0;
       const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
       await Promise.all(
         slices.map(async (slice) => {
-          if (anyLate) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
+          if (lateUsers > 0) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
           await ch.exec(
             profilesFromStateSql({ appId, runId, window: w, previous, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
             { timeoutS: 3600 },
