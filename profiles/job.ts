@@ -10,7 +10,8 @@
 // these; tags are not stored in profile rows). Users with a late arrival are
 // rescanned over all their events; the other changed users take the previous
 // row's all-time values plus the newer events, and their windowed values from
-// the window's events alone. The fields that depend on as_of or on the whole
+// the previous row's state (its 90d window's events) cut at the new window plus
+// the newer events. The fields that depend on as_of or on the whole
 // population (recency_days, the RFM scores and segment) are recomputed for all
 // users from the per-user values, so the result equals a full run at the same
 // as_of. Such a run is layered: it writes only its recomputed users (and those
@@ -28,11 +29,11 @@ import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, 
 import {
   boundsSampleEvery,
   buyersFromPreviousSql,
-  DAY_S,
   buyersInsertSql,
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
+  DAY_S,
   profilesFromPreviousSql,
   profilesFromStateSql,
   profilesFromTimelineSql,
@@ -330,10 +331,10 @@ type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
 
 /** The users a run reads: its own rows, plus its base's rows of users it does not hold (counted without reading the rows). */
 async function usersOf(ch: ClickHouse, appId: string, run: RunRef): Promise<number> {
-  const own = sql`SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}`;
-  if (!run.layer) return Number((await ch.one<{ n: string }>(sql`SELECT (${own}) AS n`))?.n ?? 0);
+  if (!run.layer) return ownRows(ch, appId, run.run_id);
   const base = run.layer.base_run_id;
-  const row = await ch.one<{ n: string }>(sql`SELECT (${own}) + (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${base})
+  const row = await ch.one<{ n: string }>(sql`SELECT (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id})
+    + (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${base})
     - (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${base}
          AND user_id IN (SELECT user_id FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id})) AS n`);
   return Number(row?.n ?? 0);

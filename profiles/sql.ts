@@ -5,7 +5,7 @@
 //   buyers ──(2) value counts──► 4 score thresholds per RFM metric (numbers in Node)
 //   user_timeline FINAL ──(3) one row per user, fields by array functions, scores by arithmetic──► profiles
 //   incremental only: (3) for the changed users with a late arrival;
-//   previous row + profile_events from the window on ──(3d) the other changed users──► profiles
+//   previous row's state + profile_events_by_time since its as_of ──(3s) the other changed users──► profiles
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
 //     (only the users the previous run held itself when the new run is layered
 //     on a base run: runRowsSql reads every other user from the base)
@@ -13,10 +13,12 @@
 // Each profile row is written once, straight from the scan (no stage table).
 // Step 3 groups nothing: user_timeline holds each user's events and trait
 // changes as one row of arrays, kept by ClickHouse's merges (100_user_timeline.sql).
-// Step 3d keeps the per-event work small: it reads the narrow profile_events
-// (kind, amount, category; written with each event by a materialized view) and
-// computes plain counters per user. Active days are a 31-bit mask of the 30d
-// window's UTC dates (groupBitOr, cheaper than a per-user hash set or list).
+// Every row keeps its user's 90d window as small arrays, its state
+// (120_profile_state.sql); every windowed field is computed from that state
+// (windowedFields), which step 3 builds from the timeline and step 3s from the
+// previous state cut at the new window plus the events since, a time range of
+// the time-sorted profile_events_by_time. Active days are a 31-bit mask of the
+// 30d window's UTC dates (groupBitOr, cheaper than a per-user hash set or list).
 // best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour, so
 // each zone's UTC offset over the 90d window is tabulated once by ClickHouse's
 // own tz database (zones.ts) and the scan adds the user's offset to each 90d
@@ -311,7 +313,8 @@ export interface RunRef {
  * rows and, for a layered run, its base run's rows of the users it does not
  * hold, with as_of, recency_days, the RFM scores and rfm_segment computed at the
  * run's as_of — exactly what a run that wrote every user would hold.
- * `where` (` AND …` on the stored columns, e.g. user_id) narrows both reads.
+ * `where` (` AND …` on the stored columns, e.g. user_id) narrows both reads;
+ * `state` adds the STATE columns, which only the job reads.
  * Every reader of profile rows goes through here.
  */
 export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``, opts: { state?: boolean } = {}): Sql {
