@@ -19,9 +19,8 @@ import { loadConfig } from '../lib/config.ts';
 import { loadMigrations, migrate } from '../lib/migrate.ts';
 import { ident, raw, sql, type Sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
-import { validTimezones } from '../profiles/job.ts';
-import { profilesFromTimelineSql, purchasersSql, rfmScoreFloorsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors, timezoneCandidatesSql, windowOf } from '../profiles/sql.ts';
-import { zoneOffsetsFromRows, zoneOffsetsSql } from '../profiles/zones.ts';
+import { profilesFromTimelineSql } from '../profiles/sql.ts';
+import { scanInputs } from './scan-inputs.ts';
 
 const { values } = parseArgs({
   options: { db: { type: 'string', default: 'bench_profiles_kept' }, parts: { type: 'string', default: '16' }, rounds: { type: 'string', default: '3' }, 'no-backfill': { type: 'boolean', default: false } },
@@ -39,19 +38,7 @@ const secs = (t: number) => +((performance.now() - t) / 1000).toFixed(3);
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 await migrate(ch);
-const meta = await ch.one<{ t0: string; events: string }>(sql`SELECT t0, events FROM bench_meta LIMIT 1`).catch(() => undefined);
-if (!meta) throw new Error(`${values.db} has no benchmark data: run npx tsx bench/profiles.ts --db ${values.db} first`);
-const w = windowOf(new Date(Number(meta.t0) * 1000));
-
-// The run's inputs, as buildProfiles finds them.
-const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(APP));
-const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
-const offsets = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000))));
-const purchasers = purchasersSql({ appId: APP, asOf: w.asOf });
-const [r, f, m] = await Promise.all((['r', 'f', 'm'] as const).map(async (metric) => thresholdsFromFloors(await ch.rows(rfmScoreFloorsSql({ metric, asOf: w.asOf, purchasers })))));
-const rfm = { r: r!, f: f!, m: m! };
-const bounds = (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId: APP, asOf: w.asOf, n: 2, sampleEvery: 200 })))?.bounds ?? [];
-const slices = slicesOf(bounds);
+const { meta, window: w, zones: { names, offsets }, rfm, slices } = await scanInputs(ch, APP, values.db!);
 
 /** The slice queries reading `table` instead of user_timeline. */
 function scanOf(table: string): Sql[] {
