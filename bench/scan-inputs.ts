@@ -7,6 +7,7 @@ import { validTimezones } from '../profiles/job.ts';
 import {
   purchasersSql,
   rfmScoreFloorsSql,
+  recentUsersSql,
   sliceBoundsSql,
   slicesOf,
   thresholdsFromFloors,
@@ -37,6 +38,6 @@ export async function scanInputs(ch: ClickHouse, app: string, db: string): Promi
   const offsets = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000))));
   const purchasers = purchasersSql({ appId: app, asOf: w.asOf });
   const [r, f, m] = await Promise.all((['r', 'f', 'm'] as const).map(async (metric) => thresholdsFromFloors(await ch.rows(rfmScoreFloorsSql({ metric, asOf: w.asOf, purchasers })))));
-  const bounds = (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId: app, asOf: w.asOf, n: 2, sampleEvery: 200 })))?.bounds ?? [];
+  const bounds = (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ users: recentUsersSql(app, w.asOf), n: 2, sampleEvery: 200 })))?.bounds ?? [];
   return { meta, window: w, zones: { names, offsets }, rfm: { r: r!, f: f!, m: m! }, slices: slicesOf(bounds) };
 }

@@ -29,16 +29,21 @@ import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, 
 import {
   boundsSampleEvery,
   buyersFromPreviousSql,
+  buyersFromStateSql,
   buyersInsertSql,
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
+  newEventCopiesSql,
+  newEventsTableSql,
+  previousStateTableSql,
   DAY_S,
   profilesFromPreviousSql,
   profilesFromStateSql,
   profilesFromTimelineSql,
   purchasersSql,
   recentlyWrittenMonthsSql,
+  recentUsersSql,
   rfmScoreFloorsSql,
   sliceBoundsSql,
   slicesOf,
@@ -157,6 +162,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const buyers = `profile_buyers_${runId}`;
   const changed = `profile_changed_${runId}`;
   const late = `profile_late_${runId}`;
+  const previousRows = `profile_prev_${runId}`;
+  const newEvents = `profile_new_${runId}`;
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -200,12 +207,20 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
     // One query per user slice, concurrently: after its GROUP BY (and in an INSERT's
     // sort and write) ClickHouse 18.16 uses one thread per query. The bounds are
-    // found while the steps below run.
+    // found while the steps below run: a full run's at once, from the users active
+    // in the last 7 days; an incremental run's from the users it recomputes.
     const n = Math.max(1, Math.floor(opts.slices ?? DEFAULT_SLICES));
-    const sliceBounds = n > 1 ? findSliceBounds(ch, appId, asOf, n) : Promise.resolve([]);
-    sliceBounds.catch(() => undefined); // awaited below; a failure surfaces there
+    const boundsOf = (users: Sql, count: Promise<number>) => {
+      const found = n > 1 ? count.then((c) => findSliceBounds(ch, users, n, boundsSampleEvery(c, n))) : Promise.resolve([]);
+      found.catch(() => undefined); // awaited below; a failure surfaces there
+      return found;
+    };
+    let sliceBounds: Promise<string[]> | undefined;
+    const fullRunBounds = () => boundsOf(recentUsersSql(appId, asOf), appUsersOf(ch, appId));
+    if (mode === 'full') sliceBounds = fullRunBounds();
 
     let lateUsers = 0;
+    let copies = false;
     if (mode === 'incremental' && previous) {
       for (const t of [changed, late]) {
         await ch.exec(changedTableSql(t));
@@ -216,7 +231,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       // Parts are stamped by the ClickHouse host's clock, received_at by the consumer's: the margin again covers skew.
       const lateMonths = (await ch.rows<{ month: number }>(recentlyWrittenMonthsSql(new Date(receivedSince.getTime() - margin * 1000)))).map((r) => Number(r.month));
       const find = changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths });
-      await Promise.all(find.concurrent.map((q) => ch.exec(q)));
+      const [, c] = await Promise.all([
+        Promise.all(find.concurrent.map((q) => ch.exec(q))),
+        ch.one<{ copies: number | string }>(newEventCopiesSql({ appId, since: previous.as_of, asOf })),
+      ]);
+      copies = Number(c?.copies ?? 0) === 1;
       for (const q of find.then) await ch.exec(q);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
@@ -231,33 +250,54 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         rlog.info('most users have late arrivals; running a full scan instead', { late_users: lateUsers, previous_users: previous.users });
         mode = 'full';
         recomputed = undefined;
-      }
+        sliceBounds = fullRunBounds();
+      } else sliceBounds = boundsOf(sql`SELECT user_id FROM ${ident(changed)}`, Promise.resolve(recomputed));
       report(0.1);
       step('changed_users');
     }
 
+    // Incremental runs read the previous rows and the newer events of the users
+    // they recompute while the RFM step runs: only step 3 needs the scores.
+    const incremental = mode === 'incremental' ? previous : undefined;
+    const stateRead = incremental
+      ? (async () => {
+          created.push(previousRows, newEvents);
+          const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
+          await Promise.all([
+            ch.exec(previousStateTableSql({ appId, previous: incremental, users: onTime, into: previousRows }), { timeoutS: 3600 }),
+            ch.exec(newEventsTableSql({ appId, previousAsOf: incremental.as_of, asOf, late, copies, into: newEvents }), { timeoutS: 3600 }),
+          ]);
+        })()
+      : Promise.resolve();
+    stateRead.catch(() => undefined); // awaited below; a failure surfaces there
+
     await ch.exec(buyersTableSql(buyers));
     created.push(buyers);
-    // Both write the Memory table at once: each is one read, of purchase_events and of the previous rows.
-    await Promise.all([
-      ch.exec(buyersInsertSql({ appId, asOf, buyers, ...(mode === 'incremental' ? { usersIn: ident(changed) } : {}) }), { timeoutS: 3600 }),
-      ...(mode === 'incremental' && previous ? [ch.exec(buyersFromPreviousSql({ appId, previous, changed, buyers }), { timeoutS: 3600 })] : []),
-    ]);
+    // The purchasers, into one Memory table by concurrent inserts: a full run's
+    // from purchase_events; an incremental run's from the previous rows of the
+    // users it keeps, the state read above of those it recomputes on time, and
+    // purchase_events for those with a late arrival.
+    const t = { timeoutS: 3600 };
+    await Promise.all(
+      incremental
+        ? [
+            ch.exec(buyersFromPreviousSql({ appId, previous: incremental, changed, buyers }), t),
+            stateRead.then(() => ch.exec(buyersFromStateSql({ previousRows, newEvents, buyers }), t)),
+            ...(lateUsers > 0 ? [ch.exec(buyersInsertSql({ appId, asOf, buyers, usersIn: ident(late) }), t)] : []),
+          ]
+        : [ch.exec(buyersInsertSql({ appId, asOf, buyers }), t)],
+    );
     const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(buyers)}`);
     report(0.2);
-    step('rfm_scores');
+    step(incremental ? 'rfm_scores_and_state' : 'rfm_scores');
 
-    const slices = slicesOf(await sliceBounds);
+    const slices = slicesOf((await sliceBounds) ?? []);
     const zones = await zonesReady;
-    if (mode === 'incremental' && previous) {
-      const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
+    if (incremental) {
       await Promise.all(
         slices.map(async (slice) => {
           if (lateUsers > 0) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
-          await ch.exec(
-            profilesFromStateSql({ appId, runId, window: w, previous, previousAsOf: previous.as_of, zones, rfm, users: onTime, slice }),
-            { timeoutS: 3600 },
-          );
+          await ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, rfm, previousRows, newEvents, slice }), { timeoutS: 3600 });
         }),
       );
     } else {
@@ -291,7 +331,13 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     });
     step('assign_clusters');
 
-    const users = await usersOf(ch, appId, { run_id: runId, layer });
+    // An incremental run holds the previous run's users and the users it
+    // recomputed that the previous run did not have: on time, those with no
+    // previous row; late, counted by usersOf.
+    const users =
+      incremental && lateUsers === 0
+        ? incremental.users + Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(newEvents)} WHERE user_id NOT IN (SELECT user_id FROM ${ident(previousRows)})`))?.n ?? 0)
+        : await usersOf(ch, appId, { run_id: runId, layer });
     // Before the run is complete: no reader sees it without its layer.
     if (layer) {
       await ch.insert('profile_run_layers', [
@@ -420,10 +466,12 @@ export async function liveProfile(ch: ClickHouse, appId: string, userId: string,
   }
 }
 
-async function findSliceBounds(ch: ClickHouse, appId: string, asOf: Date, n: number): Promise<string[]> {
-  const appUsers = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM app_users WHERE app_id = ${appId}`))?.n ?? 0);
-  const row = await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId, asOf, n, sampleEvery: boundsSampleEvery(appUsers, n) }));
-  return row?.bounds ?? [];
+async function findSliceBounds(ch: ClickHouse, users: Sql, n: number, sampleEvery: number): Promise<string[]> {
+  return (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ users, n, sampleEvery })))?.bounds ?? [];
+}
+
+async function appUsersOf(ch: ClickHouse, appId: string): Promise<number> {
+  return Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM app_users WHERE app_id = ${appId}`))?.n ?? 0);
 }
 
 /** Keeps the new run and the `keep` latest other complete runs, and their base runs; drops the rest (and abandoned partial runs). */
@@ -465,7 +513,7 @@ export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

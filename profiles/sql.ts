@@ -71,22 +71,29 @@ function sliceSql(slice: UserSlice | undefined): Sql {
 }
 
 /**
- * n - 1 bounds for slices of about equal size: quantiles of the users with
- * events in the 7 days before as_of, or of a hash sample of them: every
- * `sampleEvery`-th user by cityHash64. Sorting all 650k such users of the
- * benchmark took 0.5–0.9 s of each run; a sample of a few thousand cuts as evenly
- * to within a few percent, and the slices cover every user whatever the bounds.
+ * n - 1 bounds for slices of about equal size: quantiles of the users a run
+ * computes, or of a hash sample of them (every `sampleEvery`-th user by
+ * cityHash64). A full run takes the users with events in the 7 days before
+ * as_of (recentUsersSql): sorting all 650k such users of the benchmark took
+ * 0.5–0.9 s of each run, and a sample of a few thousand cuts as evenly to within
+ * a few percent. An incremental run takes its changed users. The slices cover
+ * every user whatever the bounds.
  */
-export function sliceBoundsSql(p: { appId: string; asOf: Date; n: number; sampleEvery?: number }): Sql {
-  const from = new Date(p.asOf.getTime() - 7 * DAY_S * 1000);
+export function sliceBoundsSql(p: { users: Sql; n: number; sampleEvery?: number }): Sql {
   const every = Math.max(1, Math.floor(p.sampleEvery ?? 1));
-  const sample = every > 1 ? sql` AND cityHash64(user_id) % ${every} = 0` : sql``;
+  const sample = every > 1 ? sql` WHERE cityHash64(user_id) % ${every} = 0` : sql``;
   // The '' pad keeps every index in range (18.16 fails on an element of an empty array); '' bounds nothing.
   const picks = Array.from({ length: p.n - 1 }, (_, i) => sql`padded[intDiv(length(us) * ${i + 1}, ${p.n}) + 1]`);
   return sql`SELECT [${join(picks)}] AS bounds FROM (
     SELECT arraySort(groupUniqArray(user_id)) AS us, arrayConcat(us, ['']) AS padded
-    FROM profile_events_by_time WHERE app_id = ${p.appId} AND ts > ${from} AND ts <= ${p.asOf}${sample}
+    FROM (${p.users})${sample}
   )`;
+}
+
+/** The users with events in the 7 days before as_of: a time range of profile_events_by_time. */
+export function recentUsersSql(appId: string, asOf: Date): Sql {
+  const from = new Date(asOf.getTime() - 7 * DAY_S * 1000);
+  return sql`SELECT user_id FROM profile_events_by_time WHERE app_id = ${appId} AND ts > ${from} AND ts <= ${asOf}`;
 }
 
 /** The sampling rate for sliceBoundsSql: about 2,000 users per slice whatever the app's size (all users of a small app). */
@@ -150,6 +157,18 @@ SELECT assumeNotNull(lp), purchases_total, revenue_total FROM (
   SELECT last_purchase_at AS lp, purchases_total, revenue_total
   FROM (${runRowsSql(p.appId, p.previous, sql` AND purchases_total > 0 AND user_id NOT IN ${ident(p.changed)}`)})
 )`;
+}
+
+/**
+ * Step 1', incremental runs: the purchasers among the changed users of step 2
+ * (previousStateTableSql, newEventsTableSql), from their previous row's totals
+ * plus the newer events' — the values their new rows get in step 3.
+ */
+export function buyersFromStateSql(p: { previousRows: string; newEvents: string; buyers: string }): Sql {
+  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total)
+SELECT greatest(p_last_purchase, n_last_purchase), p_purchases_total + n_purchases AS purchases, p_revenue_total + n_revenue
+FROM ${ident(p.previousRows)} ANY FULL JOIN ${ident(p.newEvents)} USING user_id
+WHERE purchases > 0`;
 }
 
 /**
@@ -458,25 +477,88 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
 }
 
 /**
- * Step 3, incremental runs, for the changed users whose previous row holds
- * every event they had up to the previous as_of (`users`: the changed users
- * without a late arrival, see changedUsersSql). Their all-time fields are the
- * previous row's plus the events after the previous as_of; their windowed
- * fields come from the previous row's state (its 90d window's track events,
- * 120_profile_state.sql) cut at the new window's start, plus those events; their
- * traits are the previous row's updated by those events' trait changes. The
- * events after the previous as_of are a time range of profile_events_by_time, a
- * few granules: nothing else is read but the previous rows.
+ * Step 2, incremental runs: the previous rows of the changed users whose previous
+ * row holds every event they had up to the previous as_of (`users`: the changed
+ * users without a late arrival, see changedUsersSql), into a Memory table. It
+ * runs while the RFM step does (it needs no score), and step 3 then computes on
+ * whole blocks: streamed, these rows come in thousands of small blocks (a few
+ * percent of each granule read), where ClickHouse 18.16 spends as much on
+ * per-block work as on the fields themselves.
  */
-export function profilesFromStateSql(p: { appId: string; runId: string; window: Window; previous: RunRef; previousAsOf: Date; zones: Zones; rfm: RfmThresholds; users: Sql; slice?: UserSlice }): Sql {
+export function previousStateTableSql(p: { appId: string; previous: RunRef; users: Sql; into: string }): Sql {
+  return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
+SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
+  purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
+  s_ts AS p_ts, s_flags AS p_flags, s_cats AS p_cats, s_amounts AS p_amounts,
+  trait_keys AS p_trait_keys, trait_values AS p_trait_values, trait_types AS p_trait_types
+FROM (${runRowsSql(p.appId, p.previous, sql` AND user_id IN ${p.users}`, { state: true })})`;
+}
+
+/**
+ * Whether an event is stored more than once among those after `since` up to
+ * `asOf` (a copy that slipped past ingest's id lookup and is not merged yet):
+ * step 2' then removes the copies, which costs more than this check.
+ */
+export function newEventCopiesSql(p: { appId: string; since: Date; asOf: Date }): Sql {
+  return sql`SELECT toUInt8(count() != uniqExact(user_id, ts, id_hash)) AS copies
+FROM profile_events_by_time
+WHERE app_id = ${p.appId} AND ts > ${p.since} AND ts <= ${p.asOf}`;
+}
+
+/**
+ * Step 2', incremental runs: per user, the events after the previous as_of up to
+ * as_of (a time range of profile_events_by_time, a few granules) into a Memory
+ * table: the all-time sums, the track events' state and the trait changes.
+ * Users with a late arrival (`late`) are left out: they are rescanned whole.
+ * `copies`: some event is stored twice (newEventCopiesSql); each counts once.
+ */
+export function newEventsTableSql(p: { appId: string; previousAsOf: Date; asOf: Date; late: string; copies: boolean; into: string }): Sql {
+  const columns = sql`user_id, ts, id_hash, kind, amount, has_category, category, trait_keys, trait_values, trait_types, trait_event`;
+  return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
+SELECT user_id, toUInt8(1) AS has_new,
+  min(ts) AS n_first,
+  max(ts) AS n_last,
+  countIf(kind != 0) AS n_events,
+  countIf(kind = 3) AS n_purchases,
+  sum(amount) AS n_revenue,
+  maxIf(ts, kind = 3) AS n_last_purchase,
+  -- One pass, so the subsets keep the order of their events in n_ts.
+  groupArrayIf(ts, kind != 0) AS n_ts,
+  groupArrayIf(toUInt8(kind + 8 * has_category), kind != 0) AS n_flags,
+  groupArrayIf(category, kind != 0 AND has_category = 1) AS n_cats,
+  groupArrayIf(amount, kind = 3) AS n_amounts,
+  groupArrayArray(changes_e) AS n_changes
+FROM (
+  SELECT *,
+    -- (key, ts, event_id, value, type) of each trait change (ts and event_id in as arrays: no capture in 18.16).
+    arrayMap((k, v, y, t, e) -> (k, t, e, v, y), trait_keys, trait_values, trait_types,
+      arrayResize(CAST([] AS Array(DateTime)), length(trait_keys), ts), arrayResize(CAST([] AS Array(String)), length(trait_keys), trait_event)) AS changes_e
+  FROM (
+    SELECT ${p.copies ? sql`DISTINCT ` : sql``}${columns}
+    FROM profile_events_by_time
+    WHERE app_id = ${p.appId} AND ts > ${p.previousAsOf} AND ts <= ${p.asOf} AND user_id NOT IN ${ident(p.late)}
+  )
+)
+GROUP BY user_id`;
+}
+
+/**
+ * Step 3, incremental runs: a profile row for each user of the two Memory
+ * tables of step 2 (previousStateTableSql, newEventsTableSql). The all-time
+ * fields are the previous row's plus the newer events'; the windowed fields
+ * come from the previous row's state (its 90d window's track events,
+ * 120_profile_state.sql) cut at the new window's start, plus the newer events;
+ * the traits are the previous row's updated by the newer events' trait changes.
+ */
+export function profilesFromStateSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; previousRows: string; newEvents: string; slice?: UserSlice }): Sql {
   const { appId, window: w } = p;
-  const scope = sql` AND user_id IN ${p.users}${sliceSql(p.slice)}`;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
   // Old state elements still in the window; the subsets (categories, amounts)
   // are in the order of their events in s_ts, so each is cut by its events' ts.
   const oldKept = sql`arrayMap(t -> t > ${w.d90}, p_ts)`;
   const subsetOf = (cond: string, ts: string, flags: string) => sql`arrayFilter((t, f) -> ${raw(cond)}, ${raw(ts)}, ${raw(flags)})`;
   const inWindow = (values: string, ts: Sql) => sql`arrayFilter((x, t) -> t > ${w.d90}, ${raw(values)}, ${ts})`;
+  const rowsOf = (table: string) => sql`(SELECT * FROM ${ident(table)} WHERE 1${sliceSql(p.slice)})`;
 
   const source = sql`SELECT user_id, first_seen, last_seen, events_total, purchases_total, revenue_total, last_purchase_at,
         ${windowedFields(w, zone)},
@@ -501,42 +583,8 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
               p_revenue_total + n_revenue AS revenue_total,
               greatest(p_last_purchase, n_last_purchase) AS last_purchase_at,
               p_ts, p_flags, p_cats, p_amounts, n_ts, n_flags, n_cats, n_amounts
-            -- The previous rows stream through; the new events' users (few) are the join's table, and
-            -- FULL keeps those without a previous row (new since the previous run).
-            FROM (
-              SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
-                purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
-                s_ts AS p_ts, s_flags AS p_flags, s_cats AS p_cats, s_amounts AS p_amounts,
-                trait_keys AS p_trait_keys, trait_values AS p_trait_values, trait_types AS p_trait_types
-              FROM (${runRowsSql(appId, p.previous, scope, { state: true })})
-            ) ANY FULL JOIN (
-              SELECT user_id, toUInt8(1) AS has_new,
-                min(ts) AS n_first,
-                max(ts) AS n_last,
-                countIf(kind != 0) AS n_events,
-                countIf(kind = 3) AS n_purchases,
-                sum(amount) AS n_revenue,
-                maxIf(ts, kind = 3) AS n_last_purchase,
-                -- One pass, so the subsets keep the order of their events in n_ts.
-                groupArrayIf(ts, kind != 0) AS n_ts,
-                groupArrayIf(toUInt8(kind + 8 * has_category), kind != 0) AS n_flags,
-                groupArrayIf(category, kind != 0 AND has_category = 1) AS n_cats,
-                groupArrayIf(amount, kind = 3) AS n_amounts,
-                groupArrayArray(changes_e) AS n_changes
-              FROM (
-                SELECT *,
-                  -- (key, ts, event_id, value, type) of each trait change (ts and event_id in as arrays: no capture in 18.16).
-                  arrayMap((k, v, y, t, e) -> (k, t, e, v, y), trait_keys, trait_values, trait_types,
-                    arrayResize(CAST([] AS Array(DateTime)), length(trait_keys), ts), arrayResize(CAST([] AS Array(String)), length(trait_keys), trait_event)) AS changes_e
-                FROM (
-                  -- A copy that slipped past ingest and is not merged yet is the same row.
-                  SELECT DISTINCT user_id, ts, id_hash, kind, amount, has_category, category, trait_keys, trait_values, trait_types, trait_event
-                  FROM profile_events_by_time
-                  WHERE app_id = ${appId} AND ts > ${p.previousAsOf} AND ts <= ${w.asOf}${scope}
-                )
-              )
-              GROUP BY user_id
-            ) USING user_id
+            -- FULL keeps the users without a previous row (new since the previous run).
+            FROM ${rowsOf(p.previousRows)} ANY FULL JOIN ${rowsOf(p.newEvents)} USING user_id
             -- A user with no event up to as_of has no profile.
             WHERE has_prev OR has_new
           )

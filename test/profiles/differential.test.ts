@@ -97,6 +97,7 @@ describe('profiles match the reference implementation', () => {
       expect(inc.mode).toBe('incremental');
       expect(inc.previous_run_id).toBe(full1.run_id);
       const incRows = await runRows(app, inc.run_id);
+      expect(inc.users, `seed ${seed} users`).toBe(incRows.size);
       expectMatches(incRows, referenceProfiles([...a, ...b], asOf2), `seed ${seed} incremental@2`);
 
       const full2 = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'full' });
@@ -120,7 +121,9 @@ describe('profiles match the reference implementation', () => {
     const moved = new Set(a.filter((e) => [0, 7, 30, 90].some((d) => e.ts > p - d * 86400 && e.ts <= n - d * 86400)).map((e) => e.user_id));
     expect(inc.recomputed_users).toBe(moved.size);
     expect(inc.recomputed_users!).toBeLessThan(inc.users);
-    expectMatches(await runRows(app, inc.run_id), referenceProfiles(a, asOf1 + 600), 'quiet incremental');
+    const rows = await runRows(app, inc.run_id);
+    expect(inc.users).toBe(rows.size);
+    expectMatches(rows, referenceProfiles(a, asOf1 + 600), 'quiet incremental');
   });
 
   it('adds new events to the previous rows when as_of moves by more than the 90-day window', async () => {
@@ -243,6 +246,31 @@ describe('profiles match the reference implementation', () => {
     expect(Math.max(...(await timelineRows(app)))).toBe(1);
     const merged = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
     expectMatches(await runRows(app, merged.run_id), referenceProfiles(a, asOf), 'events stored twice, in one row');
+  });
+
+  it('counts a newer event stored twice once in an incremental run', async () => {
+    const app = 'state_dup';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf1 = AS_OFS[0]!;
+    const asOf2 = asOf1 + 3600;
+    const a = generate(808, { appUsers: 30, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
+    // Newer events only (after the previous as_of), for old and new users; stored twice, not merged yet.
+    const users = [...new Set(a.map((e) => e.user_id))];
+    const b = generate(809, { appUsers: 5, asOf: asOf2, receivedAt: now, tag: 'b', existingUsers: users }).map((e, i) => ({ ...e, ts: asOf1 + 1 + ((i * 37) % 3600) }));
+    await insertEvents(ch, app, b);
+    await insertEvents(ch, app, b.filter((_, i) => i % 2 === 0));
+    const copies = await ch.one<{ stored: string; distinct: string }>(
+      sql`SELECT count() AS stored, uniqExact(user_id, ts, id_hash) AS distinct FROM profile_events_by_time WHERE app_id = ${app} AND ts > toDateTime(${asOf1})`,
+    );
+    expect(Number(copies!.stored)).toBeGreaterThan(Number(copies!.distinct));
+
+    const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
+    expect(inc.mode).toBe('incremental');
+    const incRows = await runRows(app, inc.run_id);
+    expect(inc.users).toBe(incRows.size);
+    expectMatches(incRows, referenceProfiles([...a, ...b], asOf2), 'newer events stored twice');
   });
 
   it('layers incremental runs on a base run, carries each layer forward, and starts a new base past the share', async () => {

@@ -9,7 +9,7 @@ import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
-import { boundsSampleEvery, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
+import { boundsSampleEvery, recentUsersSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
 import { appsWithEvents, scheduledMode, startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
@@ -104,7 +104,7 @@ describe('job plumbing', () => {
     const users = Array.from({ length: 400 }, (_, i) => `b${String(i).padStart(3, '0')}`);
     // Active in the 7 days before as_of: all but the last 100 (seen 8 days before only).
     await insertEvents(ch, app, users.map((u, i) => track(u, i < 300 ? '2026-05-28T12:00:00Z' : '2026-05-24T00:00:00Z')));
-    const bounds = async (sampleEvery: number) => (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ appId: app, asOf, n: 4, sampleEvery })))!.bounds;
+    const bounds = async (sampleEvery: number) => (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ users: recentUsersSql(app, asOf), n: 4, sampleEvery })))!.bounds;
     expect(await bounds(1)).toEqual(['b075', 'b150', 'b225']);
     const sample = await ch.rows<{ user_id: string }>(sql`SELECT user_id FROM (SELECT arrayJoin(${users.slice(0, 300)}) AS user_id) WHERE cityHash64(user_id) % 5 = 0 ORDER BY user_id`);
     const s = sample.map((r) => r.user_id);
