@@ -46,6 +46,7 @@ import {
   recentUsersSql,
   rfmScoreFloorsSql,
   sliceBoundsSql,
+  stateZoneCandidatesSql,
   slicesOf,
   thresholdsFromFloors,
   timezoneCandidatesSql,
@@ -199,9 +200,15 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     stepStart = now;
   };
   try {
-    // Tabulated while the steps below run; the scan needs it.
-    const zonesReady = zonesAt(ch, appId, w);
-    zonesReady.catch(() => undefined); // awaited below; a failure surfaces there
+    // Tabulated while the steps below run; the scan needs them. An incremental
+    // run without late arrivals needs only the zones of the users it recomputes
+    // (from step 2, below); any other run those of every user.
+    const zonesOf = (candidates?: Promise<Sql>) => {
+      const ready = (candidates ?? Promise.resolve(undefined)).then((c) => zonesAt(ch, appId, w, c));
+      ready.catch(() => undefined); // awaited below; a failure surfaces there
+      return ready;
+    };
+    let zonesReady = mode === 'full' ? zonesOf() : undefined;
     report(0.03);
     step('timezones');
 
@@ -251,6 +258,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         mode = 'full';
         recomputed = undefined;
         sliceBounds = fullRunBounds();
+        zonesReady = zonesOf();
       } else sliceBounds = boundsOf(sql`SELECT user_id FROM ${ident(changed)}`, Promise.resolve(recomputed));
       report(0.1);
       step('changed_users');
@@ -270,24 +278,30 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         })()
       : Promise.resolve();
     stateRead.catch(() => undefined); // awaited below; a failure surfaces there
+    zonesReady ??= zonesOf(lateUsers === 0 ? stateRead.then(() => stateZoneCandidatesSql({ previousRows, newEvents })) : undefined);
 
     await ch.exec(buyersTableSql(buyers));
     created.push(buyers);
     // The purchasers, into one Memory table by concurrent inserts: a full run's
-    // from purchase_events; an incremental run's from the previous rows of the
-    // users it keeps, the state read above of those it recomputes on time, and
-    // purchase_events for those with a late arrival.
+    // from purchase_events; an incremental run's are the previous run's, less the
+    // previous values of the users it recomputes, plus their new values (from
+    // the state read above, or purchase_events for those with a late arrival).
     const t = { timeoutS: 3600 };
     await Promise.all(
       incremental
         ? [
-            ch.exec(buyersFromPreviousSql({ appId, previous: incremental, changed, buyers }), t),
+            ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers }), t),
             stateRead.then(() => ch.exec(buyersFromStateSql({ previousRows, newEvents, buyers }), t)),
-            ...(lateUsers > 0 ? [ch.exec(buyersInsertSql({ appId, asOf, buyers, usersIn: ident(late) }), t)] : []),
+            ...(lateUsers > 0
+              ? [
+                  ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers, takeBack: ident(late) }), t),
+                  ch.exec(buyersInsertSql({ appId, asOf, buyers, usersIn: ident(late) }), t),
+                ]
+              : []),
           ]
         : [ch.exec(buyersInsertSql({ appId, asOf, buyers }), t)],
     );
-    const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total FROM ${ident(buyers)}`);
+    const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
     report(0.2);
     step(incremental ? 'rfm_scores_and_state' : 'rfm_scores');
 
@@ -396,30 +410,34 @@ function storedThresholds(rfm: RfmThresholds): RfmThresholds {
   return { r: defined(rfm.r), f: defined(rfm.f), m: defined(rfm.m) };
 }
 
-// Offset tables by zones and span, for the runs of the next day: tabulating
-// them is a query of ~0.2 s, and scheduled runs a few minutes apart need the same.
-const offsetTables = new Map<string, Zones['offsets']>();
-const OFFSET_TABLES_KEPT = 16;
+// Each zone's offsets by span, for the runs of the next day: tabulating them
+// is a query of ~0.2 s, and scheduled runs a few minutes apart need the same.
+const zoneOffsets = new Map<string, { start: number; changes: { at: number; off: number }[] }>();
+const ZONE_OFFSETS_KEPT = 4096;
 
-/** The zones the app's users name that ClickHouse can load, 'UTC' among them, with their offsets over the 90d window. */
-async function zonesAt(ch: ClickHouse, appId: string, w: Window): Promise<Zones> {
-  const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(appId));
-  const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
+/**
+ * The zones among `candidates` (a query of `value`s; default: every timezone the
+ * app's users ever had) that ClickHouse can load, 'UTC' among them, with their
+ * offsets over the 90d window.
+ */
+async function zonesAt(ch: ClickHouse, appId: string, w: Window, candidates: Sql = timezoneCandidatesSql(appId)): Promise<Zones> {
+  const values = await ch.rows<{ value: string }>(candidates);
+  const names = [...new Set([...(await validTimezones(ch, values.map((r) => r.value))), 'UTC'])].sort();
   // Tabulated from the start of the window's first UTC day to two days after
   // as_of's: the offset at any instant from the table's start on is its start
   // offset plus the changes up to that instant, so the table serves every
   // window inside that span.
   const from = Math.floor((w.d90.getTime() / 1000 + 1) / DAY_S) * DAY_S;
   const to = (Math.floor(w.asOf.getTime() / 1000 / DAY_S) + 2) * DAY_S;
-  const key = JSON.stringify([names, from, to]);
-  let offsets = offsetTables.get(key);
-  if (!offsets) {
-    const rows = await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(names, from, to));
-    offsets = zoneOffsetsFromRows(names.length, rows);
-    offsetTables.set(key, offsets);
-    if (offsetTables.size > OFFSET_TABLES_KEPT) offsetTables.delete(offsetTables.keys().next().value!);
+  const key = (zone: string) => JSON.stringify([zone, from, to]);
+  const missing = names.filter((z) => !zoneOffsets.has(key(z)));
+  if (missing.length > 0) {
+    const tabulated = zoneOffsetsFromRows(missing.length, await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(missing, from, to)));
+    missing.forEach((z, i) => zoneOffsets.set(key(z), { start: tabulated.start[i]!, changes: tabulated.changes[i]! }));
   }
-  return { names, offsets };
+  const own = names.map((z) => zoneOffsets.get(key(z))!);
+  while (zoneOffsets.size > ZONE_OFFSETS_KEPT) zoneOffsets.delete(zoneOffsets.keys().next().value!);
+  return { names, offsets: { start: own.map((o) => o.start), changes: own.map((o) => o.changes) } };
 }
 
 /** The RFM thresholds (see RfmThresholds) of `purchasers`: rows of last_purchase_at, purchases_total, revenue_total. */

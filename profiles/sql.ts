@@ -112,9 +112,14 @@ export function changedTableSql(table: string): Sql {
   return sql`CREATE TABLE ${ident(table)} (user_id String) ENGINE = Memory`;
 }
 
-/** The run's purchasers, one row each: what the RFM scores rank. */
+/**
+ * The run's purchasers: what the RFM scores rank. A row with sign -1 takes
+ * back one with the same values and sign 1 (an incremental run adds every
+ * previous purchaser, then takes back the previous values of those it
+ * recomputes: reading them all costs less than leaving those out).
+ */
 export function buyersTableSql(table: string): Sql {
-  return sql`CREATE TABLE ${ident(table)} (last_purchase_at DateTime, purchases_total UInt64, revenue_total Float64) ENGINE = Memory`;
+  return sql`CREATE TABLE ${ident(table)} (last_purchase_at DateTime, purchases_total UInt64, revenue_total Float64, sign Int8) ENGINE = Memory`;
 }
 
 export interface Window {
@@ -139,7 +144,7 @@ export function timezoneCandidatesSql(appId: string): Sql {
 export function purchasersSql(p: { appId: string; asOf: Date; usersIn?: Sql }): Sql {
   const scope = p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``;
   // The purchases and amounts of the scan's revenue_total (amount is 0 on its other rows, and x + 0 = x).
-  return sql`SELECT max(ts) AS last_purchase_at, count() AS purchases_total, sum(amount) AS revenue_total
+  return sql`SELECT max(ts) AS last_purchase_at, count() AS purchases_total, sum(amount) AS revenue_total, toInt8(1) AS sign
 FROM purchase_events
 WHERE app_id = ${p.appId} AND ts <= ${p.asOf}${scope}
 GROUP BY user_id`;
@@ -147,28 +152,37 @@ GROUP BY user_id`;
 
 /** Step 1: the purchasers among the scanned users, into the run's buyers table. */
 export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; usersIn?: Sql }): Sql {
-  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total) ${purchasersSql(p)}`;
+  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total, sign) ${purchasersSql(p)}`;
 }
 
-/** Step 1', incremental runs: the previous run's purchasers among the users not rescanned. */
-export function buyersFromPreviousSql(p: { appId: string; previous: RunRef; changed: string; buyers: string }): Sql {
-  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total)
-SELECT assumeNotNull(lp), purchases_total, revenue_total FROM (
+/**
+ * Step 1', incremental runs: the previous run's purchasers (`usersIn` absent;
+ * no user_id is read), or the previous values of those in `usersIn` taken back
+ * (sign -1).
+ */
+export function buyersFromPreviousSql(p: { appId: string; previous: RunRef; buyers: string; takeBack?: Sql }): Sql {
+  const scope = p.takeBack ? sql` AND user_id IN ${p.takeBack}` : sql``;
+  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total, sign)
+SELECT assumeNotNull(lp), purchases_total, revenue_total, toInt8(${p.takeBack ? -1 : 1}) FROM (
   SELECT last_purchase_at AS lp, purchases_total, revenue_total
-  FROM (${runRowsSql(p.appId, p.previous, sql` AND purchases_total > 0 AND user_id NOT IN ${ident(p.changed)}`)})
+  FROM (${runRowsSql(p.appId, p.previous, sql` AND purchases_total > 0${scope}`)})
 )`;
 }
 
 /**
- * Step 1', incremental runs: the purchasers among the changed users of step 2
- * (previousStateTableSql, newEventsTableSql), from their previous row's totals
- * plus the newer events' — the values their new rows get in step 3.
+ * Step 1', incremental runs, for the changed users of step 2
+ * (previousStateTableSql, newEventsTableSql): their previous values taken back,
+ * and their new ones (their previous row's totals plus the newer events'), the
+ * values their new rows get in step 3.
  */
 export function buyersFromStateSql(p: { previousRows: string; newEvents: string; buyers: string }): Sql {
-  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total)
-SELECT greatest(p_last_purchase, n_last_purchase), p_purchases_total + n_purchases AS purchases, p_revenue_total + n_revenue
-FROM ${ident(p.previousRows)} ANY FULL JOIN ${ident(p.newEvents)} USING user_id
-WHERE purchases > 0`;
+  return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total, sign)
+SELECT lp, pt, rt, sign FROM (
+  SELECT [p_last_purchase, greatest(p_last_purchase, n_last_purchase)] AS lps, [p_purchases_total, p_purchases_total + n_purchases] AS pts,
+    [p_revenue_total, p_revenue_total + n_revenue] AS rts, [toInt8(-1), toInt8(1)] AS signs
+  FROM ${ident(p.previousRows)} ANY FULL JOIN ${ident(p.newEvents)} USING user_id
+) ARRAY JOIN lps AS lp, pts AS pt, rts AS rt, signs AS sign
+WHERE pt > 0`;
 }
 
 /**
@@ -236,7 +250,8 @@ export type RfmThresholds = Record<RfmMetric, (bigint | undefined)[]>;
 
 /**
  * For one metric, each score that occurs with the least value holding it:
- * score = ceil(5 * (2 * smaller + equal) / (2 * n)) from exact value counts (see rfm.ts).
+ * score = ceil(5 * (2 * smaller + equal) / (2 * n)) from exact value counts (see rfm.ts),
+ * summed over the purchasers' `sign` (buyersTableSql).
  */
 export function rfmScoreFloorsSql(p: { metric: RfmMetric; asOf: Date; purchasers: Sql }): Sql {
   const value = VALUE[p.metric](p.asOf);
@@ -245,7 +260,7 @@ export function rfmScoreFloorsSql(p: { metric: RfmMetric; asOf: Date; purchasers
     FROM (
       SELECT arraySort(groupArray((v, c))) AS s, arrayMap(x -> x.1, s) AS vs, arrayMap(x -> x.2, s) AS cs, arrayCumSum(cs) AS cums,
         toInt64(arraySum(cs)) AS n
-      FROM (SELECT ${value} AS v, count() AS c FROM (${p.purchasers}) GROUP BY v)
+      FROM (SELECT ${value} AS v, sum(sign) AS c FROM (${p.purchasers}) GROUP BY v HAVING c != 0)
     ) ARRAY JOIN vs AS v, cs AS c, cums AS cum
   ) GROUP BY score ORDER BY score`;
 }
@@ -503,6 +518,18 @@ export function newEventCopiesSql(p: { appId: string; since: Date; asOf: Date })
   return sql`SELECT toUInt8(count() != uniqExact(user_id, ts, id_hash)) AS copies
 FROM profile_events_by_time
 WHERE app_id = ${p.appId} AND ts > ${p.since} AND ts <= ${p.asOf}`;
+}
+
+/**
+ * The timezone trait values the users of step 2 had in their previous row or
+ * set since: a superset of their current zones, for step 3.
+ */
+export function stateZoneCandidatesSql(p: { previousRows: string; newEvents: string }): Sql {
+  return sql`SELECT DISTINCT value FROM (
+  SELECT p_trait_values[indexOf(p_trait_keys, 'timezone')] AS value FROM ${ident(p.previousRows)} WHERE has(p_trait_keys, 'timezone')
+  UNION ALL
+  SELECT change.4 AS value FROM ${ident(p.newEvents)} ARRAY JOIN n_changes AS change WHERE change.1 = 'timezone'
+)`;
 }
 
 /**
