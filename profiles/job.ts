@@ -181,12 +181,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       },
     ]);
 
-  await runRow('running', {});
-  report(0.01);
   let mode: ProfileMode = opts.mode ?? 'incremental';
-  // The previous run is the latest at or before this as_of: later ones (a run for a
-  // future as_of) cannot be moved back from.
-  const previous = mode === 'incremental' ? await latestRun(ch, appId, asOf) : undefined;
+  // The previous run is the latest complete one at or before this as_of: later
+  // ones (a run for a future as_of) cannot be moved back from.
+  const [, previous] = await Promise.all([runRow('running', {}), mode === 'incremental' ? latestRun(ch, appId, asOf) : undefined]);
+  report(0.01);
   if (mode === 'incremental' && !previous) mode = 'full';
   rlog.info('profile run started', { as_of: isoSeconds(asOf), mode, previous_run_id: previous?.run_id });
 
@@ -229,14 +228,16 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     let lateUsers = 0;
     let copies = false;
     if (mode === 'incremental' && previous) {
-      for (const t of [changed, late]) {
-        await ch.exec(changedTableSql(t));
-        created.push(t);
-      }
+      created.push(changed, late);
       const margin = opts.receivedMarginS ?? DEFAULT_RECEIVED_MARGIN_S;
       const receivedSince = new Date(previous.started_at.getTime() - margin * 1000);
-      // Parts are stamped by the ClickHouse host's clock, received_at by the consumer's: the margin again covers skew.
-      const lateMonths = (await ch.rows<{ month: number }>(recentlyWrittenMonthsSql(new Date(receivedSince.getTime() - margin * 1000)))).map((r) => Number(r.month));
+      const [months] = await Promise.all([
+        // Parts are stamped by the ClickHouse host's clock, received_at by the consumer's: the margin again covers skew.
+        ch.rows<{ month: number }>(recentlyWrittenMonthsSql(new Date(receivedSince.getTime() - margin * 1000))),
+        ch.exec(changedTableSql(changed)),
+        ch.exec(changedTableSql(late)),
+      ]);
+      const lateMonths = months.map((r) => Number(r.month));
       const find = changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths });
       const [, c] = await Promise.all([
         Promise.all(find.concurrent.map((q) => ch.exec(q))),
@@ -348,16 +349,19 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // An incremental run holds the previous run's users and the users it
     // recomputed that the previous run did not have: on time, those with no
     // previous row; late, counted by usersOf.
-    const users =
+    const [users] = await Promise.all([
       incremental && lateUsers === 0
-        ? incremental.users + Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(newEvents)} WHERE user_id NOT IN (SELECT user_id FROM ${ident(previousRows)})`))?.n ?? 0)
-        : await usersOf(ch, appId, { run_id: runId, layer });
-    // Before the run is complete: no reader sees it without its layer.
-    if (layer) {
-      await ch.insert('profile_run_layers', [
-        { app_id: appId, run_id: runId, base_run_id: layer.base_run_id, as_of: Math.floor(asOf.getTime() / 1000), rfm_r: layer.rfm.r.map(String), rfm_f: layer.rfm.f.map(String), rfm_m: layer.rfm.m.map(String) },
-      ]);
-    }
+        ? ch
+            .one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(newEvents)} WHERE user_id NOT IN (SELECT user_id FROM ${ident(previousRows)})`)
+            .then((r) => incremental.users + Number(r?.n ?? 0))
+        : usersOf(ch, appId, { run_id: runId, layer }),
+      // Before the run is complete: no reader sees it without its layer.
+      layer
+        ? ch.insert('profile_run_layers', [
+            { app_id: appId, run_id: runId, base_run_id: layer.base_run_id, as_of: Math.floor(asOf.getTime() / 1000), rfm_r: layer.rfm.r.map(String), rfm_f: layer.rfm.f.map(String), rfm_m: layer.rfm.m.map(String) },
+          ])
+        : undefined,
+    ]);
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
     const result: BuildResult = {
       run_id: runId,
