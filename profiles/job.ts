@@ -226,7 +226,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     if (mode === 'full') sliceBounds = fullRunBounds();
 
     let lateUsers = 0;
-    let copies = false;
+    let copies: Promise<boolean> = Promise.resolve(false);
     if (mode === 'incremental' && previous) {
       created.push(changed, late);
       const margin = opts.receivedMarginS ?? DEFAULT_RECEIVED_MARGIN_S;
@@ -239,11 +239,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       ]);
       const lateMonths = months.map((r) => Number(r.month));
       const find = changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths });
-      const [, c] = await Promise.all([
-        Promise.all(find.concurrent.map((q) => ch.exec(q))),
-        ch.one<{ copies: number | string }>(newEventCopiesSql({ appId, since: previous.as_of, asOf })),
-      ]);
-      copies = Number(c?.copies ?? 0) === 1;
+      // Only step 2's read of the newer events waits for this check.
+      copies = ch.one<{ copies: number | string }>(newEventCopiesSql({ appId, since: previous.as_of, asOf })).then((c) => Number(c?.copies ?? 0) === 1);
+      copies.catch(() => undefined); // awaited below; a failure surfaces there
+      await Promise.all(find.concurrent.map((q) => ch.exec(q)));
       for (const q of find.then) await ch.exec(q);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
@@ -274,7 +273,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
           await Promise.all([
             ch.exec(previousStateTableSql({ appId, previous: incremental, users: onTime, into: previousRows }), { timeoutS: 3600 }),
-            ch.exec(newEventsTableSql({ appId, previousAsOf: incremental.as_of, asOf, late, copies, into: newEvents }), { timeoutS: 3600 }),
+            copies.then((c) => ch.exec(newEventsTableSql({ appId, previousAsOf: incremental.as_of, asOf, late, copies: c, into: newEvents }), { timeoutS: 3600 })),
           ]);
         })()
       : Promise.resolve();
