@@ -516,7 +516,10 @@ export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentR
         state: 'dropped',
         users: r.users,
         started_at: Math.floor(r.started_at.getTime() / 1000),
-        finished_at: Math.floor(Date.now() / 1000),
+        // profile_runs replaces by finished_at: this row must carry a later second
+        // than the run's own rows, or a merge could bring the run back as complete
+        // (a run finishing in its first second is stamped a second ahead).
+        finished_at: Math.max(Math.floor(Date.now() / 1000), Math.floor(r.finished_at.getTime() / 1000) + 1),
         previous_run_id: '',
       },
     ]);

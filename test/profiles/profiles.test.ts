@@ -6,7 +6,7 @@ import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.
 import { sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, startProfileJob } from '../../profiles/job.ts';
+import { buildProfiles, dropSupersededRuns, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
 import { boundsSampleEvery, recentUsersSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
@@ -218,6 +218,22 @@ describe('reading profiles', () => {
     // A running (not yet complete) run is invisible to readers.
     await ch.insert('profile_runs', [{ app_id: app, run_id: 'rzz_running', as_of: S('2026-12-01T00:00:00Z'), mode: 'full', state: 'running', users: 0, started_at: S('2026-11-01T00:00:00Z'), finished_at: 0, previous_run_id: '' }]);
     expect((await latestRun(ch, app))?.run_id).toBe(ids[3]);
+  });
+
+  it('keeps a dropped run dropped when profile_runs merges, even when its complete row carries a later second', async () => {
+    const app = 'drop_merge';
+    const now = Math.floor(Date.now() / 1000);
+    // A run is stamped finished at least a second after it started, so one dropped within that second looks like r_old.
+    await ch.insert('profile_runs', [
+      { app_id: app, run_id: 'r_old', as_of: now - 7200, mode: 'full', state: 'complete', users: 1, started_at: now - 10, finished_at: now + 30, previous_run_id: '' },
+      { app_id: app, run_id: 'r_new', as_of: now - 3600, mode: 'full', state: 'complete', users: 1, started_at: now - 5, finished_at: now, previous_run_id: '' },
+    ]);
+    expect(await dropSupersededRuns(ch, app, 'r_new', 0)).toEqual(['r_old']);
+    await ch.exec(sql`OPTIMIZE TABLE profile_runs FINAL`);
+    expect((await listRuns(ch, app)).map((r) => [r.run_id, r.state])).toEqual([
+      ['r_new', 'complete'],
+      ['r_old', 'dropped'],
+    ]);
   });
 
   it('keeps a run for a future as_of out of the way of readers and incremental runs at now', async () => {
