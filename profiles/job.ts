@@ -73,6 +73,8 @@ export interface BuildOptions {
   slices?: number;
   /** Late users above this share of the previous run's users make an incremental run a full one (default FULL_WHEN_LATE_SHARE). */
   fullWhenLateShare?: number;
+  /** An incremental run recomputing more users than this runs as a full one (default FULL_WHEN_CHANGED_USERS). */
+  fullWhenChangedUsers?: number;
   /** An incremental run holding more than this share of the users copies every user instead of inheriting from a base (default LAYER_SHARE). */
   layerShare?: number;
 }
@@ -97,6 +99,12 @@ export const DEFAULT_RECEIVED_MARGIN_S = 300;
 export const DEFAULT_SLICES = 2;
 /** An incremental run whose late users exceed this share of the previous run's users runs as a full one. */
 export const FULL_WHEN_LATE_SHARE = 0.1;
+/**
+ * An incremental run holds its changed users' previous rows and newer events in
+ * Memory tables on one ClickHouse server (~300 bytes per user on the
+ * benchmark): past this many it runs as a full one, which holds no such table.
+ */
+export const FULL_WHEN_CHANGED_USERS = 2_000_000;
 /**
  * A layered run copies the rows its previous run held itself, and readers of a
  * layered run skip the base rows of the users it holds: both cost in proportion
@@ -253,8 +261,13 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       // full run, then the window and the copy on top (the demo's first
       // scheduled run, every user late: 6.8 s against 3.3 s for a full run).
       lateUsers = Number(n?.late ?? 0);
-      if (lateUsers > (opts.fullWhenLateShare ?? FULL_WHEN_LATE_SHARE) * previous.users) {
-        rlog.info('most users have late arrivals; running a full scan instead', { late_users: lateUsers, previous_users: previous.users });
+      const manyLate = lateUsers > (opts.fullWhenLateShare ?? FULL_WHEN_LATE_SHARE) * previous.users;
+      if (manyLate || recomputed > (opts.fullWhenChangedUsers ?? FULL_WHEN_CHANGED_USERS)) {
+        rlog.info(manyLate ? 'most users have late arrivals; running a full scan instead' : 'too many changed users to hold in memory; running a full scan instead', {
+          late_users: lateUsers,
+          changed_users: recomputed,
+          previous_users: previous.users,
+        });
         mode = 'full';
         recomputed = undefined;
         sliceBounds = fullRunBounds();

@@ -201,6 +201,26 @@ describe('profiles match the reference implementation', () => {
     expect(first.mode).toBe('full');
   });
 
+  it('runs as a full run when it would recompute more users than the given number', async () => {
+    const app = 'changed_many';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf1 = AS_OFS[1]!;
+    const a = generate(41, { appUsers: 30, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
+    // A day later: every user with an event in the last 91 days has one leaving a window.
+    const asOf2 = asOf1 + 86400;
+    const probe = { asOf: new Date(asOf2 * 1000), mode: 'incremental' as const, receivedMarginS: 60, fullWhenLateShare: 1 };
+    const inc = await buildProfiles(ch, app, { ...probe, fullWhenChangedUsers: 3 });
+    expect(inc.mode).toBe('full');
+    expect(inc.previous_run_id).toBeUndefined();
+    expectMatches(await runRows(app, inc.run_id), referenceProfiles(a, asOf2), 'many changed users');
+    // With room for them, the same run stays incremental.
+    const again = await buildProfiles(ch, app, { ...probe, asOf: new Date((asOf2 + 86400) * 1000) });
+    expect(again).toMatchObject({ mode: 'incremental', previous_run_id: inc.run_id });
+    expect(again.recomputed_users!).toBeGreaterThan(3);
+  });
+
   // Timeline rows of the app's users: how many rows each user has (see 100_user_timeline.sql).
   const timelineRows = async (app: string) =>
     (await ch.rows<{ rows: string }>(sql`SELECT count() AS rows FROM user_timeline WHERE app_id = ${app} GROUP BY user_id`)).map((r) => Number(r.rows));
