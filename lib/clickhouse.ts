@@ -11,6 +11,8 @@ export interface ClickHouseOptions {
   password?: string;
   /** Seconds before ClickHouse itself cancels a query (max_execution_time). */
   queryTimeoutS?: number;
+  /** Settings for every query of this client (benchmarks: log_queries). */
+  settings?: Record<string, string | number>;
 }
 
 export class ClickHouse {
@@ -40,7 +42,7 @@ export class ClickHouse {
       query: q.text,
       format: 'JSONEachRow',
       query_id: opts.queryId,
-      clickhouse_settings: { max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
+      clickhouse_settings: { ...this.options.settings, max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
     });
     return (await rs.json()) as T[];
   }
@@ -53,7 +55,7 @@ export class ClickHouse {
   async exec(q: Sql, opts: { timeoutS?: number } = {}): Promise<void> {
     await this.client.command({
       query: q.text,
-      clickhouse_settings: { max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
+      clickhouse_settings: { ...this.options.settings, max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
     });
   }
 
@@ -69,7 +71,7 @@ export class ClickHouse {
       query: q.text,
       format,
       query_id: opts.queryId,
-      clickhouse_settings: { max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
+      clickhouse_settings: { ...this.options.settings, max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
     });
     return rs.stream() as unknown as Readable;
   }
