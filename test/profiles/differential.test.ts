@@ -208,7 +208,7 @@ describe('profiles match the reference implementation', () => {
     const a = generate(41, { appUsers: 30, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
     await insertEvents(ch, app, a);
     await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
-    // A day later: every user with an event in the last 91 days has one leaving a window.
+    // A day later: the users with an event entering or leaving a window that day (more than 3 here) are recomputed.
     const asOf2 = asOf1 + 86400;
     const probe = { asOf: new Date(asOf2 * 1000), mode: 'incremental' as const, receivedMarginS: 60, fullWhenLateShare: 1 };
     const inc = await buildProfiles(ch, app, { ...probe, fullWhenChangedUsers: 3 });
