@@ -100,9 +100,9 @@ export const DEFAULT_SLICES = 2;
 /** An incremental run whose late users exceed this share of the previous run's users runs as a full one. */
 export const FULL_WHEN_LATE_SHARE = 0.1;
 /**
- * An incremental run holds its changed users' previous rows and newer events in
- * Memory tables on one ClickHouse server (~300 bytes per user on the
- * benchmark): past this many it runs as a full one, which holds no such table.
+ * An incremental run holds its changed users' previous rows (state and traits)
+ * and newer events in Memory tables on one ClickHouse server: past this many
+ * users it runs as a full one, which holds no such table.
  */
 export const FULL_WHEN_CHANGED_USERS = 2_000_000;
 /**
