@@ -14,6 +14,7 @@ import { loadConfig } from '../lib/config.ts';
 import { migrate } from '../lib/migrate.ts';
 import { ident, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
+import { median } from './report.ts';
 
 const { values } = parseArgs({
   options: {
@@ -101,7 +102,6 @@ for (let i = 0; i < RUNS; i++) {
 }
 rmSync(dir, { recursive: true, force: true });
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const summary = Object.fromEntries(
   Object.entries(runs).map(([k, ms]) => [
     k,

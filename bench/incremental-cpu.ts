@@ -28,6 +28,7 @@ import { buildProfiles, dropSupersededRuns } from '../profiles/job.ts';
 import { listRuns } from '../profiles/read.ts';
 import { changedTableSql, newEventsTableSql, previousStateTableSql, profilesFromStateSql, profilesFromTimelineSql, windowOf } from '../profiles/sql.ts';
 import { scanInputs } from './scan-inputs.ts';
+import { median, say } from './report.ts';
 
 const { values } = parseArgs({ options: { db: { type: 'string', default: 'bench_profiles_kept' }, rounds: { type: 'string', default: '3' } } });
 const ROUNDS = Number(values.rounds);
@@ -38,8 +39,6 @@ const OUT = 'cpu_bench_out';
 
 const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db!, queryTimeoutS: 3600, settings: { log_queries: 1 } });
-const say = (m: string) => process.stderr.write(m + '\n');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 const pause = () => new Promise((r) => setTimeout(r, 1100));
 
 interface Logged {

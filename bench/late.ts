@@ -20,6 +20,7 @@ import { ident, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { profilesFromTimelineSql } from '../profiles/sql.ts';
 import { scanInputs } from './scan-inputs.ts';
+import { median, say, secs } from './report.ts';
 
 const { values } = parseArgs({ options: { db: { type: 'string', default: 'bench_profiles_kept' }, rounds: { type: 'string', default: '3' } } });
 const ROUNDS = Number(values.rounds);
@@ -30,9 +31,6 @@ const SIZES = [500, 5000, 30000];
 
 const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600 });
-const say = (m: string) => process.stderr.write(m + '\n');
-const secs = (t: number) => +((performance.now() - t) / 1000).toFixed(3);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 await migrate(ch);
 const { window: w, zones: { names, offsets }, rfm, slices } = await scanInputs(ch, APP, values.db!);

@@ -22,6 +22,7 @@ import { buildProfiles, dropSupersededRuns, type BuildResult } from '../profiles
 import { listRuns } from '../profiles/read.ts';
 import { runRowsSql } from '../profiles/sql.ts';
 import { mergeFully } from './merged.ts';
+import { median, say, secs } from './report.ts';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '20000000' }, users: { type: 'string', default: '1000000' }, runs: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false }, db: { type: 'string' } } });
 const N = Number(values.events);
@@ -35,9 +36,6 @@ const stack = await up(cfg);
 const db = values.db ?? `bench_profiles_${Date.now()}`;
 const keep = values.keep || values.db !== undefined;
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: db, queryTimeoutS: 3600 });
-const say = (m: string) => process.stderr.write(m + '\n');
-const secs = (t: number) => +((performance.now() - t) / 1000).toFixed(3);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 // Realistic shape, from numbers(): activity skewed across users (a few heavy,
 // many light), more events recently than a year ago, 5% identify calls setting

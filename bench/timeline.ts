@@ -21,6 +21,7 @@ import { ident, raw, sql, type Sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { profilesFromTimelineSql } from '../profiles/sql.ts';
 import { scanInputs } from './scan-inputs.ts';
+import { median, say, secs } from './report.ts';
 
 const { values } = parseArgs({
   options: { db: { type: 'string', default: 'bench_profiles_kept' }, parts: { type: 'string', default: '16' }, rounds: { type: 'string', default: '3' }, 'no-backfill': { type: 'boolean', default: false } },
@@ -33,9 +34,6 @@ const SPLIT = 'timeline_bench_parts';
 
 const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600 });
-const say = (m: string) => process.stderr.write(m + '\n');
-const secs = (t: number) => +((performance.now() - t) / 1000).toFixed(3);
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 await migrate(ch);
 const { meta, window: w, zones: { names, offsets }, rfm, slices } = await scanInputs(ch, APP, values.db!);

@@ -23,6 +23,7 @@ import { generateEvents } from '../demo/generate.ts';
 import { decodeMessage } from '../ingest/consumer.ts';
 import type { EventRow } from '../ingest/normalize.ts';
 import { insertEventRows } from '../ingest/sink.ts';
+import { median } from './report.ts';
 
 const { values: args } = parseArgs({
   options: {
@@ -89,7 +90,6 @@ for (let r = 0; r < ROUNDS; r++) {
 }
 await root.exec(sql`DROP DATABASE IF EXISTS ${ident(DB)}`);
 
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const all = median(times.get(null)!);
 const perView = views.map((v) => {
   const without = median(times.get(v)!);

@@ -14,13 +14,12 @@ import { join, raw, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { windowOf } from '../profiles/sql.ts';
 import { localHours, zoneOffsetsFromRows, zoneOffsetsSql } from '../profiles/zones.ts';
+import { median, say } from './report.ts';
 
 const { values } = parseArgs({ options: { db: { type: 'string', default: 'bench_profiles_kept' }, runs: { type: 'string', default: '3' } } });
 const RUNS = Number(values.runs);
 const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db!, queryTimeoutS: 3600 });
-const say = (m: string) => process.stderr.write(m + '\n');
-const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number;
 
 const meta = await ch.one<{ t0: string }>(sql`SELECT t0 FROM bench_meta LIMIT 1`).catch(() => undefined);
 if (!meta) throw new Error(`no profile benchmark data in ${values.db}: run npx tsx bench/profiles.ts --db ${values.db} first`);
