@@ -253,13 +253,20 @@ describe('profiles match the reference implementation', () => {
     const now = Math.floor(Date.now() / 1000);
     const asOf = AS_OFS[1]!;
     const a = generate(707, { appUsers: 30, asOf, receivedAt: now - 7200, tag: 'a' });
-    await insertEvents(ch, app, a);
-    // The same rows again (a store that slipped past ingest's id lookup): a second timeline row per user.
-    await insertEvents(ch, app, a.filter((_, i) => i % 2 === 0));
-    expect(Math.max(...(await timelineRows(app)))).toBe(2);
-    // The RFM step reads purchase_events, whose merges collapse the copies as events' do.
-    await ch.exec(sql`OPTIMIZE TABLE purchase_events FINAL`);
-    const run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    // A background merge would make the two timeline rows one before the run reads them.
+    await ch.exec(sql`SYSTEM STOP MERGES user_timeline`);
+    let run;
+    try {
+      await insertEvents(ch, app, a);
+      // The same rows again (a store that slipped past ingest's id lookup): a second timeline row per user.
+      await insertEvents(ch, app, a.filter((_, i) => i % 2 === 0));
+      expect(Math.max(...(await timelineRows(app)))).toBe(2);
+      // The RFM step reads purchase_events, whose merges collapse the copies as events' do.
+      await ch.exec(sql`OPTIMIZE TABLE purchase_events FINAL`);
+      run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    } finally {
+      await ch.exec(sql`SYSTEM START MERGES user_timeline`);
+    }
     expectMatches(await runRows(app, run.run_id), referenceProfiles(a, asOf), 'events stored twice, in two rows');
     // Merged into one row per user: the same.
     await ch.exec(sql`OPTIMIZE TABLE user_timeline FINAL`);
@@ -279,14 +286,20 @@ describe('profiles match the reference implementation', () => {
     // Newer events only (after the previous as_of), for old and new users; stored twice, not merged yet.
     const users = [...new Set(a.map((e) => e.user_id))];
     const b = generate(809, { appUsers: 5, asOf: asOf2, receivedAt: now, tag: 'b', existingUsers: users }).map((e, i) => ({ ...e, ts: asOf1 + 1 + ((i * 37) % 3600) }));
-    await insertEvents(ch, app, b);
-    await insertEvents(ch, app, b.filter((_, i) => i % 2 === 0));
-    const copies = await ch.one<{ stored: string; distinct: string }>(
-      sql`SELECT count() AS stored, uniqExact(user_id, ts, id_hash) AS distinct FROM profile_events_by_time WHERE app_id = ${app} AND ts > toDateTime(${asOf1})`,
-    );
-    expect(Number(copies!.stored)).toBeGreaterThan(Number(copies!.distinct));
-
-    const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
+    // A background merge would collapse the copies before the run reads them (it did once in CI).
+    await ch.exec(sql`SYSTEM STOP MERGES profile_events_by_time`);
+    let inc;
+    try {
+      await insertEvents(ch, app, b);
+      await insertEvents(ch, app, b.filter((_, i) => i % 2 === 0));
+      const copies = await ch.one<{ stored: string; distinct: string }>(
+        sql`SELECT count() AS stored, uniqExact(user_id, ts, id_hash) AS distinct FROM profile_events_by_time WHERE app_id = ${app} AND ts > toDateTime(${asOf1})`,
+      );
+      expect(Number(copies!.stored)).toBeGreaterThan(Number(copies!.distinct));
+      inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
+    } finally {
+      await ch.exec(sql`SYSTEM START MERGES profile_events_by_time`);
+    }
     expect(inc.mode).toBe('incremental');
     const incRows = await runRows(app, inc.run_id);
     expect(inc.users).toBe(incRows.size);
