@@ -29,6 +29,7 @@ import { log as rootLog, type Logger } from '../lib/log.ts';
 import { dedupBatch } from './dedup.ts';
 import { type DeadLetter, reasonOf, recordDeadLetterCounts, sendDeadLetters } from './dlq.ts';
 import { type EventRow, normalizeEvent } from './normalize.ts';
+import { repairDerivedTables } from './repair.ts';
 import { insertEventRows } from './sink.ts';
 import { ingestMetrics as m } from './stats.ts';
 
@@ -63,6 +64,8 @@ interface Batch {
   dead: DeadLetter[];
   messages: number;
   firstAt: number;
+  /** An INSERT of this batch failed: it may have written `events` and some views' tables but not the rest (ingest/repair.ts). */
+  insertFailed?: boolean;
 }
 
 /** Strict: invalid bytes throw. ignoreBOM keeps a BOM in the text, so such a message stays invalid JSON as before. */
@@ -331,12 +334,19 @@ export class IngestConsumer {
       try {
         this.keepOwned(b);
         if (b.offsets.size === 0) return;
-        const d = await dedupBatch(this.opts.ch, b.rows);
+        const d = await dedupBatch(this.opts.ch, b.rows, b.insertFailed ? 'by_user' : undefined);
         // A rebalance during the lookup hands partitions to another member; store none of theirs.
         let fresh = d.fresh;
+        let stored = d.storedRows;
         if (this.keepOwned(b)) {
           const kept = new Set(b.rows);
           fresh = fresh.filter((r) => kept.has(r));
+          stored = stored.filter((r) => kept.has(r));
+        }
+        if (b.insertFailed && stored.length > 0) {
+          await repairDerivedTables(this.opts.ch, stored);
+          m.repaired.inc({}, stored.length);
+          this.log.warn('re-derived the events a failed insert left in events into every view\'s table', { events: stored.length });
         }
         // received_at is the second of this INSERT attempt, not of decoding: a
         // batch held back by retries is stamped when it can first become
@@ -344,7 +354,10 @@ export class IngestConsumer {
         // runs, which look for late arrivals by received_at, still see it.
         const attemptAt = Math.floor(Date.now() / 1000);
         for (const r of fresh) r.received_at = attemptAt;
-        await insertEventRows(this.opts.ch, fresh);
+        await insertEventRows(this.opts.ch, fresh).catch((err: unknown) => {
+          b.insertFailed = true;
+          throw err;
+        });
         await sendDeadLetters(this.dlqProducer, this.opts.dlqTopic, b.dead);
         await recordDeadLetterCounts(this.opts.ch, b.dead);
         m.stored.inc({}, fresh.length);

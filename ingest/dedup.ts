@@ -24,6 +24,8 @@ export interface DedupResult {
   inBatch: number;
   /** Dropped because `event_ids` already holds the (app_id, ts, event_id). */
   stored: number;
+  /** Those rows. */
+  storedRows: EventRow[];
 }
 
 /** Drops in-batch duplicates by (app_id, event_id); the first occurrence wins. Pure. */
@@ -100,8 +102,12 @@ export async function storedKeys(ch: ClickHouse, appId: string, rows: readonly E
   return found;
 }
 
-/** Removes in-batch duplicates and events already stored. */
-export async function dedupBatch(ch: ClickHouse, rows: readonly EventRow[]): Promise<DedupResult> {
+/**
+ * Removes in-batch duplicates and events already stored. `strategy` forces the
+ * lookup: after an INSERT that failed part-way, only `events` (by_user), which
+ * an INSERT writes before any view, tells exactly what is stored.
+ */
+export async function dedupBatch(ch: ClickHouse, rows: readonly EventRow[], strategy?: 'by_time' | 'by_user'): Promise<DedupResult> {
   const { unique, dropped } = dropInBatchDuplicates(rows);
   const byApp = new Map<string, EventRow[]>();
   for (const r of unique) {
@@ -110,17 +116,17 @@ export async function dedupBatch(ch: ClickHouse, rows: readonly EventRow[]): Pro
     list.push(r);
   }
   const fresh: EventRow[] = [];
-  let stored = 0;
+  const storedRows: EventRow[] = [];
   for (const [appId, list] of byApp) {
-    const found = await storedKeys(ch, appId, list);
+    const found = await storedKeys(ch, appId, list, strategy);
     if (found.size === 0) {
       for (const r of list) fresh.push(r);
       continue;
     }
     for (const r of list) {
-      if (found.has(`${r.ts}\u0000${r.event_id}`)) stored++;
+      if (found.has(`${r.ts}\u0000${r.event_id}`)) storedRows.push(r);
       else fresh.push(r);
     }
   }
-  return { fresh, inBatch: dropped, stored };
+  return { fresh, inBatch: dropped, stored: storedRows.length, storedRows };
 }

@@ -14,6 +14,7 @@ export const ingestMetrics = {
   batchSeconds: metrics.histogram('warbler_ingest_batch_seconds', 'time to store a batch: dedup lookup, insert, dead letters, commit'),
   batchAgeSeconds: metrics.histogram('warbler_ingest_batch_age_seconds', 'time from the first message of a batch to its commit'),
   lag: metrics.gauge('warbler_ingest_consumer_lag', 'messages between the last consumed offset and the high watermark, per partition'),
+  repaired: metrics.counter('warbler_ingest_repaired_total', 'stored events re-derived into the views\' tables after an insert that failed part-way (ingest/repair.ts)'),
   storeErrors: metrics.counter('warbler_ingest_store_errors_total', 'failed attempts to store a batch (retried with backoff)'),
   paused: metrics.gauge('warbler_ingest_paused', '1 while the consumer has paused its partitions because storing fails'),
   httpAccepted: metrics.counter('warbler_ingest_http_accepted_total', 'events accepted by POST /v1/events'),
