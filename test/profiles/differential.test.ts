@@ -201,6 +201,27 @@ describe('profiles match the reference implementation', () => {
     expect(first.mode).toBe('full');
   });
 
+  it('rescans the users whose events ingest re-derived after a failed insert, though received_at predates the previous run', async () => {
+    const app = 'repaired';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf1 = AS_OFS[0]!;
+    const a = generate(37, { appUsers: 30, asOf: asOf1, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, a);
+    await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
+    // Events in events since before the run (received_at), whose views' rows only
+    // now arrive (ingest/repair.ts), for three users: ingest records the repair.
+    const users = [...new Set(a.filter((e) => e.ts <= asOf1).map((e) => e.user_id))].slice(0, 3);
+    const repaired: TestEvent[] = users.map((u, i) => ({ ...a[0]!, event_id: `rep${i}`, user_id: u, ts: asOf1 - 3600, type: 'track', event: 'purchase', received_at: now - 7200, properties: { amount: 5 }, traits: {}, context: {} }));
+    await insertEvents(ch, app, repaired);
+    await ch.insert('ingest_repairs', users.map((user_id) => ({ app_id: app, user_id, repaired_at: now })));
+    const asOf2 = asOf1 + 60;
+    const inc = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
+    expect(inc.mode).toBe('incremental');
+    const rows = await runRows(app, inc.run_id);
+    expect(inc.users).toBe(rows.size);
+    expectMatches(rows, referenceProfiles([...a, ...repaired], asOf2), 'repaired users');
+  });
+
   it('runs as a full run when it would recompute more users than the given number', async () => {
     const app = 'changed_many';
     const now = Math.floor(Date.now() / 1000);
