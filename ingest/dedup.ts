@@ -102,6 +102,17 @@ export async function storedKeys(ch: ClickHouse, appId: string, rows: readonly E
   return found;
 }
 
+/** Rows grouped by app_id, in their order: lookups and repairs run per app. Pure. */
+export function rowsByApp(rows: readonly EventRow[]): Map<string, EventRow[]> {
+  const byApp = new Map<string, EventRow[]>();
+  for (const r of rows) {
+    let list = byApp.get(r.app_id);
+    if (!list) byApp.set(r.app_id, (list = []));
+    list.push(r);
+  }
+  return byApp;
+}
+
 /**
  * Removes in-batch duplicates and events already stored. `strategy` forces the
  * lookup: after an INSERT that failed part-way, only `events` (by_user), which
@@ -109,12 +120,7 @@ export async function storedKeys(ch: ClickHouse, appId: string, rows: readonly E
  */
 export async function dedupBatch(ch: ClickHouse, rows: readonly EventRow[], strategy?: 'by_time' | 'by_user'): Promise<DedupResult> {
   const { unique, dropped } = dropInBatchDuplicates(rows);
-  const byApp = new Map<string, EventRow[]>();
-  for (const r of unique) {
-    let list = byApp.get(r.app_id);
-    if (!list) byApp.set(r.app_id, (list = []));
-    list.push(r);
-  }
+  const byApp = rowsByApp(unique);
   const fresh: EventRow[] = [];
   const storedRows: EventRow[] = [];
   for (const [appId, list] of byApp) {

@@ -19,6 +19,7 @@
 // have passed while the derived rows were missing.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { ident, raw, sql, type Sql } from '../lib/sql.ts';
+import { rowsByApp } from './dedup.ts';
 import type { EventRow } from './normalize.ts';
 
 /** A materialized view on `events`: the table it fills, its output columns and its SELECT. */
@@ -93,12 +94,7 @@ export function repairSql(view: EventsView, database: string, appId: string, row
 export async function repairDerivedTables(ch: ClickHouse, rows: readonly EventRow[], opts: { timeoutS?: number } = {}): Promise<void> {
   if (rows.length === 0) return;
   const views = await eventsViews(ch);
-  const byApp = new Map<string, EventRow[]>();
-  for (const r of rows) {
-    let list = byApp.get(r.app_id);
-    if (!list) byApp.set(r.app_id, (list = []));
-    list.push(r);
-  }
+  const byApp = rowsByApp(rows);
   const repairedAt = Math.floor(Date.now() / 1000);
   for (const [appId, list] of byApp) {
     for (const v of views) await ch.exec(repairSql(v, ch.database, appId, list), { timeoutS: opts.timeoutS ?? 120 });
