@@ -22,9 +22,9 @@ export interface DedupResult {
   fresh: EventRow[];
   /** Dropped because the same (app_id, event_id) appeared earlier in the batch. */
   inBatch: number;
-  /** Dropped because `event_ids` already holds the (app_id, ts, event_id). */
+  /** Dropped because the (app_id, ts, event_id) is already stored (in `event_ids` or `events`, as looked up). */
   stored: number;
-  /** Those rows. */
+  /** Those rows: after a failed INSERT, the consumer re-derives them into the views' tables (ingest/repair.ts). */
   storedRows: EventRow[];
 }
 
