@@ -24,7 +24,7 @@
 import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { createProducer } from '../lib/kafka.ts';
+import { createProducer, leaderWaitsForFollowers } from '../lib/kafka.ts';
 import { log as rootLog, type Logger } from '../lib/log.ts';
 import { dedupBatch } from './dedup.ts';
 import { type DeadLetter, reasonOf, recordDeadLetterCounts, sendDeadLetters } from './dlq.ts';
@@ -67,6 +67,9 @@ interface Batch {
   /** An INSERT of this batch failed: it may have written `events` and some views' tables but not the rest (ingest/repair.ts). */
   insertFailed?: boolean;
 }
+
+/** How long a group leader waits for followers to ask for their assignment (lib/kafka.ts). */
+const FOLLOWER_SYNC_WAIT_MS = 1000;
 
 /** Strict: invalid bytes throw. ignoreBOM keeps a BOM in the text, so such a message stays invalid JSON as before. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
@@ -161,6 +164,7 @@ export class IngestConsumer {
       maxBytesPerPartition: 1024 * 1024,
       maxBytes: 8 * 1024 * 1024,
       maxWaitTimeInMs: Math.min(500, opts.batchMaxMs),
+      partitionAssigners: [leaderWaitsForFollowers(FOLLOWER_SYNC_WAIT_MS)],
     });
     this.dlqProducer = createProducer(opts.kafka);
   }

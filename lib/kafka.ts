@@ -1,6 +1,7 @@
 // The Kafka adapter: one place that builds kafkajs clients from the config and
 // routes kafkajs's own logs into our structured log.
-import { Kafka, logLevel, Partitioners, type Producer } from 'kafkajs';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { Kafka, logLevel, PartitionAssigners, Partitioners, type PartitionAssigner, type Producer } from 'kafkajs';
 import type { Config } from './config.ts';
 import { log } from './log.ts';
 
@@ -42,4 +43,28 @@ export function createProducer(kafka: Kafka): Producer {
     maxInFlightRequests: 1,
     allowAutoTopicCreation: true,
   });
+}
+
+/**
+ * kafkajs's round-robin assigner, whose leader waits `delayMs` before handing
+ * out the assignment when the group has other members. librdkafka's mock
+ * cluster (2.0.2, the local default and the tests' broker) marks the group
+ * stable as soon as the leader's SyncGroup arrives, and answers a follower's
+ * later SyncGroup with INVALID_REQUEST, which kafkajs treats as fatal: a
+ * worker that restarted (cold, on a busy machine) lost that race on every
+ * rejoin and never consumed its partitions (test/ingest/cli.test.ts, twice in
+ * CI). A real broker returns the assignment to a late follower; there the wait
+ * only adds `delayMs` to a rebalance.
+ */
+export function leaderWaitsForFollowers(delayMs: number): PartitionAssigner {
+  return (config) => {
+    const roundRobin = PartitionAssigners.roundRobin(config);
+    return {
+      ...roundRobin,
+      async assign(group) {
+        if (group.members.length > 1) await sleep(delayMs);
+        return roundRobin.assign(group);
+      },
+    };
+  };
 }
