@@ -21,7 +21,7 @@
 // stored keeps only partitions this member still owns before each step. The
 // one remaining window (an INSERT already in flight when another member starts
 // its dedup lookup on the same partition) is documented in sql/README.md.
-import type { Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { createProducer, leaderWaitsForFollowers } from '../lib/kafka.ts';
@@ -60,13 +60,21 @@ interface Batch {
   /** The partition each row came from (rows are of one topic). */
   rowPartitions: number[];
   /** partition key → [topic, partition, last offset] of the messages rows and dead letters came from. */
-  offsets: Map<string, { topic: string; partition: number; last: bigint }>;
+  offsets: Map<string, { topic: string; partition: number; first: bigint; last: bigint }>;
   dead: DeadLetter[];
   messages: number;
   firstAt: number;
   /** An INSERT of this batch failed: it may have written `events` and some views' tables but not the rest (ingest/repair.ts). */
   insertFailed?: boolean;
 }
+
+/**
+ * The metadata of an offset commit that records a failed INSERT: messages of
+ * the partition up to this offset may be in `events` and only some views'
+ * tables. Whoever consumes them next repairs them (ingest/repair.ts); the next
+ * ordinary commit of the partition clears it.
+ */
+const INSERT_FAILED = /^warbler:insert-failed:(\d+)$/;
 
 /** How long a group leader waits for followers to ask for their assignment (lib/kafka.ts). */
 const FOLLOWER_SYNC_WAIT_MS = 1000;
@@ -139,6 +147,10 @@ export class IngestConsumer {
   private owned = new Set<string>();
   /** Highest offset committed per partition by this member, so a late commit never moves one back. */
   private committed = new Map<string, bigint>();
+  /** Per owned partition, the offset up to which a failed INSERT may have half-stored messages (INSERT_FAILED); null until read after a join. */
+  private failedUpTo: Map<string, bigint> | null = null;
+  private generation = 0;
+  private admin: Admin | null = null;
   private pausedForFailure = false;
   private stopping = false;
   private abandon = false;
@@ -232,6 +244,7 @@ export class IngestConsumer {
     }
     await this.consumer.disconnect();
     await this.dlqProducer.disconnect();
+    await this.admin?.disconnect();
     this.log.info('ingest consumer stopped');
   }
 
@@ -241,6 +254,8 @@ export class IngestConsumer {
     for (const k of this.committed.keys()) if (!owned.has(k)) this.committed.delete(k);
     const dropped = this.pending.messages;
     this.owned = owned;
+    this.failedUpTo = null;
+    this.generation++;
     this.pending = emptyBatch();
     if (this.ageTimer) {
       clearTimeout(this.ageTimer);
@@ -267,7 +282,7 @@ export class IngestConsumer {
       b.messages++;
       const o = b.offsets.get(key);
       if (o) o.last = BigInt(msg.offset);
-      else b.offsets.set(key, { topic: batch.topic, partition: batch.partition, last: BigInt(msg.offset) });
+      else b.offsets.set(key, { topic: batch.topic, partition: batch.partition, first: BigInt(msg.offset), last: BigInt(msg.offset) });
       p.resolveOffset(msg.offset);
       if (b.messages >= this.opts.batchMaxEvents) {
         this.kick();
@@ -338,6 +353,12 @@ export class IngestConsumer {
       try {
         this.keepOwned(b);
         if (b.offsets.size === 0) return;
+        // A member that failed an INSERT of these messages, then died or lost
+        // the partition, left a mark on the partition's committed offset.
+        if (!b.insertFailed) {
+          const marks = await this.insertFailures();
+          b.insertFailed = [...b.offsets].some(([k, o]) => o.first <= (marks.get(k) ?? -1n));
+        }
         const d = await dedupBatch(this.opts.ch, b.rows, b.insertFailed ? 'by_user' : undefined);
         // A rebalance during the lookup hands partitions to another member; store none of theirs.
         let fresh = d.fresh;
@@ -358,8 +379,9 @@ export class IngestConsumer {
         // runs, which look for late arrivals by received_at, still see it.
         const attemptAt = Math.floor(Date.now() / 1000);
         for (const r of fresh) r.received_at = attemptAt;
-        await insertEventRows(this.opts.ch, fresh).catch((err: unknown) => {
+        await insertEventRows(this.opts.ch, fresh).catch(async (err: unknown) => {
           b.insertFailed = true;
+          await this.markInsertFailed(b);
           throw err;
         });
         await sendDeadLetters(this.dlqProducer, this.opts.dlqTopic, b.dead);
@@ -408,11 +430,57 @@ export class IngestConsumer {
     if (offsets.length === 0) return;
     try {
       await this.consumer.commitOffsets(offsets);
-      for (const o of offsets) this.committed.set(tp(o.topic, o.partition), BigInt(o.offset));
+      for (const o of offsets) {
+        const k = tp(o.topic, o.partition);
+        this.committed.set(k, BigInt(o.offset));
+        // This commit carries no metadata: it replaced the partition's mark.
+        this.failedUpTo?.delete(k);
+      }
     } catch (err) {
       // The events are stored; an uncommitted offset only means they are read
       // again, and the dedup lookup drops them.
       this.log.warn('offset commit failed; the stored batch will be redelivered and deduplicated', { error: err });
+    }
+  }
+
+  /** The marks of failed INSERTs on this member's partitions (INSERT_FAILED), read once per generation. */
+  private async insertFailures(): Promise<Map<string, bigint>> {
+    if (this.failedUpTo) return this.failedUpTo;
+    const generation = this.generation;
+    if (!this.admin) {
+      this.admin = this.opts.kafka.admin();
+      await this.admin.connect();
+    }
+    const marks = new Map<string, bigint>();
+    for (const t of await this.admin.fetchOffsets({ groupId: this.opts.groupId, topics: [this.opts.topic] })) {
+      for (const p of t.partitions) {
+        const m = INSERT_FAILED.exec(p.metadata ?? '');
+        if (m) marks.set(tp(t.topic, p.partition), BigInt(m[1]!));
+      }
+    }
+    if (generation === this.generation) this.failedUpTo = marks;
+    return marks;
+  }
+
+  /**
+   * Records, in the partitions' committed offsets (which stay where they are),
+   * that an INSERT of `b` failed: if this member dies or loses a partition
+   * before a retry succeeds, the next consumer of those messages repairs them.
+   */
+  private async markInsertFailed(b: Batch): Promise<void> {
+    const offsets: { topic: string; partition: number; offset: string; metadata: string }[] = [];
+    for (const [k, o] of b.offsets) {
+      if (!this.owned.has(k)) continue;
+      // Nothing of this partition before `first` is uncommitted but this batch: committing `first` moves nothing.
+      const at = this.committed.get(k) ?? o.first;
+      offsets.push({ topic: o.topic, partition: o.partition, offset: at.toString(), metadata: `warbler:insert-failed:${o.last}` });
+    }
+    if (offsets.length === 0) return;
+    try {
+      await this.consumer.commitOffsets(offsets);
+      for (const [k, o] of b.offsets) if (this.owned.has(k)) this.failedUpTo?.set(k, o.last);
+    } catch (err) {
+      this.log.warn('could not record the failed insert on the partitions; a consumer that takes them over before a retry succeeds will not repair them', { error: err });
     }
   }
 

@@ -82,11 +82,15 @@ describe('ingest faults', () => {
   // view name order), and stops at the first view that fails. A view that
   // fails while a switch is on stands for e.g. "Too many parts" on one table:
   // named a_… it fails before any other view (event_ids, the lookup's table,
-  // misses the batch); named m_… after app_users and event_ids.
-  for (const failing of ['a_fail_mv', 'm_fail_mv']) {
-    it(`re-derives into every view's table the events a failed insert left in events only (${failing})`, async () => {
+  // misses the batch); named m_… after app_users and event_ids. With a
+  // handover, the consumer that failed stops before any retry succeeds and
+  // another one of the group gets the messages again: it learns of the failed
+  // INSERT from the mark on the partitions' committed offsets.
+  const partialCases = ['a_fail', 'm_fail'].flatMap((prefix) => [false, true].map((handover) => ({ failing: `${prefix}${handover ? '_h' : ''}_mv`, handover })));
+  for (const { failing, handover } of partialCases) {
+    it(`re-derives into every view's table the events a failed insert left in events only (${failing}${handover ? ', another consumer takes over' : ''})`, async () => {
       const topic = uniqueName('partial');
-      const app = `partial_${failing[0]}`;
+      const app = `partial_${failing}`;
       const sw = `${failing}_switch`;
       const messages = [
         ...messagesFor(app, 0, 400),
@@ -101,17 +105,25 @@ describe('ingest faults', () => {
       await ch.exec(sql`CREATE TABLE ${ident(`${failing}_sink`)} (x UInt8) ENGINE = Memory`);
       await ch.exec(sql`CREATE MATERIALIZED VIEW ${ident(failing)} TO ${ident(`${failing}_sink`)} AS
         SELECT throwIf(app_id = ${app} AND (SELECT count() FROM ${ident(sw)}) > 0) AS x FROM events`);
-      const consumer = newConsumer(kafka, ch, topic, { batchMaxEvents: 5000, batchMaxMs: 300 });
+      const consumers = [newConsumer(kafka, ch, topic, { batchMaxEvents: 5000, batchMaxMs: 300, shutdownTimeoutMs: 1000 })];
       try {
         const errorsBefore = ingestMetrics.storeErrors.get();
         const repairedBefore = ingestMetrics.repaired.get();
-        await consumer.start();
+        await consumers[0]!.start();
         await produceRaw(kafka, topic, messages);
         // The batch is in events, not in the tables of the views after the failing one.
         expect(await waitFor(async () => (await countEvents(ch, app)).rows === messages.length && ingestMetrics.storeErrors.get() > errorsBefore + 1, 30_000)).toBe(true);
         const timeline = sql`SELECT uniqExact(h) AS n FROM (SELECT arrayJoin(finalizeAggregation(event_hash)) AS h FROM user_timeline WHERE app_id = ${app})`;
         expect(Number((await ch.one<{ n: string }>(timeline))?.n)).toBe(0);
 
+        if (handover) {
+          await consumers[0]!.stop(); // abandons the batch, uncommitted
+          consumers.push(newConsumer(kafka, ch, topic, { batchMaxEvents: 5000, batchMaxMs: 300 }));
+          await consumers[1]!.start();
+          // The view still fails while the new consumer reads the messages again,
+          // so only it can repair them (not an attempt of the stopped one still in flight).
+          await sleep(3000);
+        }
         await ch.exec(sql`TRUNCATE TABLE ${ident(sw)}`);
         await exactlyOnce(app, messages.length);
         expect(ingestMetrics.repaired.get()).toBeGreaterThan(repairedBefore);
@@ -136,7 +148,7 @@ describe('ingest faults', () => {
           repaired_users: new Set(sent.map((e) => e.user_id)).size,
         });
       } finally {
-        await consumer.stop();
+        for (const c of consumers) await c.stop();
         await ch.exec(sql`DROP TABLE IF EXISTS ${ident(failing)}`);
       }
     });
