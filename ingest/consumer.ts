@@ -13,7 +13,10 @@
 // until a batch is stored again. A row's received_at is the second of the
 // INSERT attempt that stored it (stamped again on every attempt), so it is
 // never earlier than the moment the row became visible minus that INSERT's
-// own duration, however long the retries took (profiles rely on it).
+// own duration, however long the retries took (profiles rely on it). After an
+// INSERT fails, retries look the batch up in `events` and repair the views'
+// tables (ingest/repair.ts); a mark on the partitions' committed offsets
+// (INSERT_FAILED) tells a consumer that takes the messages over to do the same.
 //
 // Rebalances. kafkajs restarts every assigned partition from its committed
 // offset after each rejoin, so on GROUP_JOIN the pending (not yet storing)

@@ -6,7 +6,9 @@
 // the later views. The retry's id lookup then finds the events stored and would
 // skip them, so profiles and segments would never see them (test/ingest/faults.test.ts).
 //
-// So a retry of a failed INSERT re-derives the events it finds stored into
+// So a retry of a failed INSERT (or another consumer's first attempt, told by
+// the mark on the partitions' committed offsets: ingest/consumer.ts) re-derives
+// the events it finds stored into
 // every view's table, with each view's own SELECT (read from ClickHouse, so
 // a migration that changes a view changes its repair too) over just those
 // rows of `events`. Tables whose view had succeeded then hold a copy, which
