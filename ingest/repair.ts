@@ -8,10 +8,9 @@
 //
 // So a retry of a failed INSERT (or another consumer's first attempt, told by
 // the mark on the partitions' committed offsets: ingest/consumer.ts) re-derives
-// the events it finds stored into
-// every view's table, with each view's own SELECT (read from ClickHouse, so
-// a migration that changes a view changes its repair too) over just those
-// rows of `events`. Tables whose view had succeeded then hold a copy, which
+// the events it finds stored into every view's table, with each view's own
+// SELECT (read from ClickHouse, so a migration that changes a view changes its
+// repair too) over just those rows of `events`. Tables whose view had succeeded then hold a copy, which
 // their readers already tolerate, as they do for a copy that slips past the
 // id lookup: the profile job counts an event once by its hash, traits and
 // first-seen tables keep one value per key, and merges collapse the rest.
