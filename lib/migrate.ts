@@ -42,6 +42,34 @@ export function loadMigrations(dir = MIGRATIONS_DIR): Migration[] {
     });
 }
 
+const COLUMN_IF = /^ALTER\s+TABLE\s+([A-Za-z_][A-Za-z0-9_]*)\s+(ADD\s+COLUMN\s+IF\s+NOT\s+EXISTS|DROP\s+COLUMN\s+IF\s+EXISTS)\s+([A-Za-z_][A-Za-z0-9_]*)\b([\s\S]*)$/i;
+
+/**
+ * An ALTER that adds or drops one column `IF [NOT] EXISTS`, as the statement
+ * to run without that clause, or null when the column is already as wanted.
+ * ClickHouse 18.16 has no IF [NOT] EXISTS on columns (current versions do), so
+ * the runner checks system.columns itself: a migration interrupted after its
+ * ALTER is then safe to repeat, like one whose statements say IF NOT EXISTS.
+ */
+export function columnAlter(stmt: string): { table: string; column: string; add: boolean; run: string } | undefined {
+  const m = COLUMN_IF.exec(stmt.trim());
+  if (!m) return undefined;
+  const [, table, clause, column, rest] = m as unknown as [string, string, string, string, string];
+  const add = /^ADD/i.test(clause);
+  return { table, column, add, run: `ALTER TABLE ${table} ${add ? 'ADD' : 'DROP'} COLUMN ${column}${rest}` };
+}
+
+/** Runs one statement of a migration (columnAlter's emulation included). */
+export async function applyStatement(ch: ClickHouse, stmt: string): Promise<void> {
+  const alter = columnAlter(stmt);
+  if (!alter) return void (await ch.exec(raw(stmt)));
+  const found = await ch.one<{ n: string }>(
+    sql`SELECT count() AS n FROM system.columns WHERE database = currentDatabase() AND table = ${alter.table} AND name = ${alter.column}`,
+  );
+  const exists = Number(found?.n ?? 0) > 0;
+  if (exists !== alter.add) await ch.exec(raw(alter.run));
+}
+
 export interface MigrateResult {
   applied: string[];
   skipped: string[];
@@ -75,7 +103,7 @@ export async function migrate(ch: ClickHouse, opts: { onProgress?: (m: string) =
       result.skipped.push(m.name);
       continue;
     }
-    for (const stmt of m.statements) await ch.exec(raw(stmt));
+    for (const stmt of m.statements) await applyStatement(ch, stmt);
     await ch.insert('schema_migrations', [{ name: m.name, checksum: m.checksum, applied_at: Math.floor(Date.now() / 1000) }]);
     result.applied.push(m.name);
     opts.onProgress?.(m.name);

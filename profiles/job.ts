@@ -46,6 +46,7 @@ import {
   recentUsersSql,
   rfmScoreFloorsSql,
   sliceBoundsSql,
+  STATE_FORMAT,
   stateZoneCandidatesSql,
   slicesOf,
   thresholdsFromFloors,
@@ -186,6 +187,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         // The `running` row has version 0, so any later row replaces it.
         finished_at: extra.finished ? Math.max(Math.floor(Date.now() / 1000), Math.floor(startedAt.getTime() / 1000) + 1) : 0,
         previous_run_id: extra.previous ?? '',
+        state_format: STATE_FORMAT,
       },
     ]);
 
@@ -195,6 +197,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const [, previous] = await Promise.all([runRow('running', {}), mode === 'incremental' ? latestRun(ch, appId, asOf) : undefined]);
   report(0.01);
   if (mode === 'incremental' && !previous) mode = 'full';
+  if (mode === 'incremental' && previous && previous.state_format !== STATE_FORMAT) {
+    // Its rows keep their state in an older form (140_profile_state_packed.sql).
+    rlog.info('the previous run predates the current form of profile state; running a full scan instead', { previous_run_id: previous.run_id });
+    mode = 'full';
+  }
   rlog.info('profile run started', { as_of: isoSeconds(asOf), mode, previous_run_id: previous?.run_id });
 
   const created: string[] = [];

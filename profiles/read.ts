@@ -24,6 +24,8 @@ export interface ProfileRun extends RunRef {
   started_at: Date;
   finished_at: Date;
   previous_run_id: string;
+  /** The form of its rows' state (STATE_FORMAT in profiles/sql.ts; 0 before 140_profile_state_packed.sql). */
+  state_format: number;
   /** Set when the run holds only its recomputed users (see runRowsSql). */
   layer?: RunLayer;
 }
@@ -74,6 +76,7 @@ interface RunRow {
   run_started: number;
   run_finished: number;
   run_previous: string;
+  run_state_format: number;
   dropped: number;
   complete: number;
   failed: number;
@@ -84,7 +87,7 @@ export async function listRuns(ch: ClickHouse, appId: string): Promise<ProfileRu
   const rows = await ch.rows<RunRow>(sql`
     SELECT run_id, toUInt32(any(as_of)) AS run_as_of, argMax(mode, finished_at) AS run_mode, max(users) AS run_users,
       toUInt32(min(started_at)) AS run_started, toUInt32(max(finished_at)) AS run_finished,
-      argMax(previous_run_id, finished_at) AS run_previous,
+      argMax(previous_run_id, finished_at) AS run_previous, max(state_format) AS run_state_format,
       max(state = 'dropped') AS dropped, max(state = 'complete') AS complete, max(state = 'failed') AS failed
     FROM profile_runs WHERE app_id = ${appId}
     GROUP BY run_id
@@ -110,6 +113,7 @@ export async function listRuns(ch: ClickHouse, appId: string): Promise<ProfileRu
     started_at: new Date(Number(r.run_started) * 1000),
     finished_at: new Date(Number(r.run_finished) * 1000),
     previous_run_id: r.run_previous,
+    state_format: Number(r.run_state_format),
   }));
 }
 

@@ -42,10 +42,37 @@ const CARRIED = [
 
 /**
  * The row's state: its user's track events of the 90d window (120_profile_state.sql),
- * which the next incremental run cuts and extends instead of reading the window's events.
- * Written and copied with every row; no reader but the job selects it.
+ * which the next incremental run cuts and extends instead of reading the window's events,
+ * and its traits (140_profile_state_packed.sql). Written and copied with every row;
+ * no reader but the job selects it.
  */
-const STATE = ['s_ts', 's_flags', 's_cats', 's_amounts'] as const;
+const STATE = ['s_ts', 's_flags', 's_cats_packed', 's_amounts', 's_traits_packed'] as const;
+
+/** The form of STATE a run writes (profile_runs.state_format): an incremental run needs a previous run of this form. */
+export const STATE_FORMAT = 1;
+
+const NUL = '\u0000';
+const ESC = '\u0001';
+
+/**
+ * A list of strings as one String (140_profile_state_packed.sql): '' when
+ * empty, else each element preceded by NUL; in elements, \x01 becomes
+ * \x01\x02 and NUL \x01\x03, so a NUL in the packed form always separates.
+ */
+export function packedList(list: Sql): Sql {
+  return sql`if(empty(${list}), '', concat(${NUL}, arrayStringConcat(arrayMap(x -> replaceAll(replaceAll(x, ${ESC}, ${ESC + '\u0002'}), ${NUL}, ${ESC + '\u0003'}), ${list}), ${NUL})))`;
+}
+
+/** The list packedList packed. An escape starts with \x01 and \x01 only starts one, so each replacement finds only escapes. */
+export function unpackedList(packed: Sql): Sql {
+  return sql`arrayMap(x -> replaceAll(replaceAll(x, ${ESC + '\u0003'}, ${NUL}), ${ESC + '\u0002'}, ${ESC}), arrayPopFront(splitByChar(${NUL}, ${packed})))`;
+}
+
+/** STATE from the window's ts90, s_flags, s_cats and s_amounts and the new row's traits. */
+function stateColumns(): Sql {
+  return sql`ts90 AS s_ts, s_flags, ${packedList(raw('s_cats'))} AS s_cats_packed, s_amounts,
+        ${packedList(raw('arrayConcat(trait_keys, trait_values)'))} AS s_traits_packed`;
+}
 
 export const NAMED_TRAITS = ['platform', 'country', 'timezone', 'locale', 'app_version'] as const;
 
@@ -465,7 +492,7 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
         arrayReduce('maxIf', tsa, arrayMap((k, u) -> u AND k = 3, ka, keep)) AS last_purchase_at,
         ${windowedFields(w, zone)},
         trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)},
-        ts90 AS s_ts, s_flags, s_cats, s_amounts
+        ${stateColumns()}
       FROM (SELECT *,
           arrayMap((t, k, u) -> u AND k != 0 AND t > ${w.d90}, tsa, ka, keep) AS m90,
           arrayFilter((t, m) -> m, tsa, m90) AS ts90,
@@ -509,8 +536,10 @@ export function previousStateTableSql(p: { appId: string; previous: RunRef; user
   return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
 SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
   purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
-  s_ts AS p_ts, s_flags AS p_flags, s_cats AS p_cats, s_amounts AS p_amounts,
-  trait_keys AS p_trait_keys, trait_values AS p_trait_values, trait_types AS p_trait_types
+  s_ts AS p_ts, s_flags AS p_flags, ${unpackedList(raw('s_cats_packed'))} AS p_cats, s_amounts AS p_amounts,
+  -- From the packed state, not trait_keys and trait_values: see 140_profile_state_packed.sql.
+  arraySlice(${unpackedList(raw('s_traits_packed'))} AS p_traits, 1, length(trait_types)) AS p_trait_keys,
+  arraySlice(p_traits, length(trait_types) + 1) AS p_trait_values, trait_types AS p_trait_types
 FROM (${runRowsSql(p.appId, p.previous, sql` AND user_id IN ${p.users}`, { state: true })})`;
 }
 
@@ -595,7 +624,7 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
   const source = sql`SELECT user_id, first_seen, last_seen, events_total, purchases_total, revenue_total, last_purchase_at,
         ${windowedFields(w, zone)},
         trait_keys, trait_values, trait_types, ${cols(NAMED_TRAITS)},
-        ts90 AS s_ts, s_flags, s_cats, s_amounts
+        ${stateColumns()}
       FROM (SELECT *,
           ${join(zone.columns)}
         FROM (SELECT *, ${namedTraits()},

@@ -1,10 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { loadMigrations, migrate, splitStatements } from '../../lib/migrate.ts';
+import { applyStatement, columnAlter, loadMigrations, migrate, splitStatements } from '../../lib/migrate.ts';
 import { raw, sql } from '../../lib/sql.ts';
 import { normalizeEvent, toEventRow } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { testDatabase } from '../support/env.ts';
 import { buildProfiles } from '../../profiles/job.ts';
+import { latestRun, listRuns } from '../../profiles/read.ts';
+import { unpackedList } from '../../profiles/sql.ts';
 
 describe('migrations', () => {
   it('split into statements, ignoring comments', () => {
@@ -12,6 +14,15 @@ describe('migrations', () => {
       'CREATE TABLE x (a UInt8) ENGINE = Memory',
       'SELECT 1',
     ]);
+  });
+
+  it('emulate IF [NOT] EXISTS on a column, which ClickHouse 18.16 lacks, and leave other statements alone', () => {
+    expect(columnAlter('ALTER TABLE profiles ADD COLUMN IF NOT EXISTS s_x String')).toEqual({
+      table: 'profiles', column: 's_x', add: true, run: 'ALTER TABLE profiles ADD COLUMN s_x String',
+    });
+    expect(columnAlter('alter table t drop column if exists c')).toEqual({ table: 't', column: 'c', add: false, run: 'ALTER TABLE t DROP COLUMN c' });
+    expect(columnAlter('ALTER TABLE t ADD COLUMN c String')).toBeUndefined();
+    expect(columnAlter('CREATE TABLE IF NOT EXISTS t (a UInt8) ENGINE = Memory')).toBeUndefined();
   });
 
   it('apply once, in order, and are idempotent', async () => {
@@ -186,6 +197,8 @@ describe('120_profile_state', () => {
     const m = loadMigrations().find((x) => x.name === '120_profile_state.sql')!;
     // Repeated in full: the backfill writes every event again; readers see each once.
     for (const stmt of m.statements) await ch.exec(raw(stmt));
+    // It recreated profiles as it was then: the later migrations of it again.
+    for (const later of loadMigrations().filter((x) => x.name > m.name)) for (const stmt of later.statements) await applyStatement(ch, stmt);
     expect(await copies(ch)).toEqual(fromView);
     const n = await ch.one<{ n: string }>(raw('SELECT count() AS n FROM profile_events_by_time'));
     expect(Number(n!.n)).toBe(96);
@@ -201,12 +214,62 @@ describe('120_profile_state', () => {
     expect(inc.mode).toBe('incremental');
     const full = await buildProfiles(ch, 'app', { asOf: new Date(at(70)), mode: 'full' });
     const rows = (runId: string) =>
-      ch.rows(sql`SELECT user_id, events_total, events_7d, revenue_30d, top_category, best_hour, trait_keys, trait_values, arraySort(s_ts) AS ts, arraySort(s_cats) AS cats
+      ch.rows(sql`SELECT user_id, events_total, events_7d, revenue_30d, top_category, best_hour, trait_keys, trait_values, arraySort(s_ts) AS ts, arraySort(${unpackedList(raw('s_cats_packed'))}) AS cats
         FROM profiles WHERE app_id = 'app' AND run_id = ${runId} ORDER BY user_id`);
     const incRows = await rows(inc.run_id);
     const fullRows = await rows(full.run_id);
     // The incremental run holds only the users it recomputed (layered on the full run).
     expect(inc.base_run_id).toBeDefined();
     for (const r of incRows) expect(fullRows).toContainEqual(r);
+  });
+});
+
+describe('140_profile_state_packed', () => {
+  const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
+  const event = (i: number) => {
+    const r =
+      i % 6 === 0
+        ? normalizeEvent({ type: 'identify', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), traits: { plan: `p${i}`, country: 'JP' } }, 'app')
+        : normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
+    if (!r.row) throw new Error(JSON.stringify(r.errors));
+    return r.row;
+  };
+  const rowsOf = (ch: Awaited<ReturnType<typeof testDatabase>>, runId: string) =>
+    ch.rows(sql`SELECT user_id, events_total, events_30d, top_category, trait_keys, trait_values FROM profiles WHERE app_id = 'app' AND run_id = ${runId} ORDER BY user_id`);
+
+  it('keeps the rows of an earlier run readable, runs full after it, and is safe to repeat', async () => {
+    const ch = await testDatabase('mig140');
+    await insertEventRows(ch, Array.from({ length: 40 }, (_, i) => event(i)));
+    const old = await buildProfiles(ch, 'app', { asOf: new Date(at(40)), mode: 'full' });
+    const before = await rowsOf(ch, old.run_id);
+    expect(before.length).toBe(5);
+    // The schema as it was before 140: the run's state unpacked, no state_format.
+    for (const q of [
+      'ALTER TABLE profiles DROP COLUMN s_cats_packed',
+      'ALTER TABLE profiles DROP COLUMN s_traits_packed',
+      'ALTER TABLE profiles ADD COLUMN s_cats Array(String)',
+      'ALTER TABLE profile_runs DROP COLUMN state_format',
+    ]) {
+      await ch.exec(raw(q));
+    }
+    const m = loadMigrations().find((x) => x.name === '140_profile_state_packed.sql')!;
+    for (let i = 0; i < 2; i++) for (const stmt of m.statements) await applyStatement(ch, stmt);
+    const columns = (await ch.rows<{ name: string }>(raw("SELECT name FROM system.columns WHERE database = currentDatabase() AND table = 'profiles' AND name LIKE 's_%'"))).map((r) => r.name);
+    expect(columns.sort()).toEqual(['s_amounts', 's_cats_packed', 's_flags', 's_traits_packed', 's_ts']);
+    expect(await rowsOf(ch, old.run_id)).toEqual(before);
+    expect((await latestRun(ch, 'app'))?.state_format).toBe(0);
+    // An incremental run cannot start from that run's state: it runs full, and a chain on it is exact.
+    // (A second after the insert: an event received in the second a run starts counts as late for the next run.)
+    await insertEventRows(ch, [event(41), event(42), event(43)]);
+    await new Promise((r) => setTimeout(r, 1100));
+    const next = await buildProfiles(ch, 'app', { asOf: new Date(at(44)), mode: 'incremental', receivedMarginS: 0 });
+    expect(next.mode).toBe('full');
+    expect((await listRuns(ch, 'app')).find((r) => r.run_id === next.run_id)?.state_format).toBe(1);
+    await insertEventRows(ch, [event(50), event(54)]);
+    const inc = await buildProfiles(ch, 'app', { asOf: new Date(at(55)), mode: 'incremental', receivedMarginS: 0, layerShare: 1 });
+    expect(inc.mode).toBe('incremental');
+    const full = await buildProfiles(ch, 'app', { asOf: new Date(at(55)), mode: 'full' });
+    const fullRows = await rowsOf(ch, full.run_id);
+    for (const r of await rowsOf(ch, inc.run_id)) expect(fullRows).toContainEqual(r);
   });
 });

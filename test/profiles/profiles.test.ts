@@ -344,7 +344,7 @@ describe('jobs', () => {
     const now = new Date('2026-11-29T12:00:00Z');
     const run = (mode: string, finishedIso: string, completed: boolean, state: ProfileRun['state'] = completed ? 'complete' : 'failed'): ProfileRun => ({
       run_id: `r${finishedIso}`, as_of: new Date(finishedIso), mode, state, completed, users: 1,
-      started_at: new Date(finishedIso), finished_at: new Date(finishedIso), previous_run_id: '',
+      started_at: new Date(finishedIso), finished_at: new Date(finishedIso), previous_run_id: '', state_format: 1,
     });
     const day = 86_400;
     expect(scheduledMode([], now, day)).toBe('full');
