@@ -9,7 +9,8 @@
 //   analysis  the last step's query (profilesFromStateSql) over empty inputs:
 //             what it costs before it reads a row
 //   columns   the read of the changed users' previous rows, with and without
-//             the arrays of strings (the state's categories, the traits)
+//             the packed lists of strings (the state's categories, the
+//             traits), and with the traits read as arrays instead
 //   final     one user slice of a full run's scan (profilesFromTimelineSql)
 //             with FINAL and without it, on the merged timeline (one part, so
 //             both give the same rows)
@@ -134,13 +135,14 @@ try {
     analysis.push(await cpuOf(profilesFromStateSql({ appId: APP, runId: 'cpu_bench', window: w2, zones: inputs.zones, rfm: inputs.rfm, previousRows: EMPTY.prev, newEvents: EMPTY.next })));
   }
 
-  // columns: the changed users' previous rows, read with and without the arrays of strings
+  // columns: the changed users' previous rows, read with and without the packed lists of strings
   const changedUsers = sql` AND user_id IN (SELECT user_id FROM profiles WHERE app_id = ${APP} AND run_id = ${last!.incremental})`;
   const SCALARS = ['user_id', 'first_seen', 'last_seen', 'events_total', 'purchases_total', 'revenue_total', 'last_purchase_at', 's_ts', 's_flags', 's_amounts'];
   const variants: [string, string[]][] = [
-    ['every column the incremental run reads', [...SCALARS, 's_cats', 'trait_keys', 'trait_values', 'trait_types']],
-    ['without the categories (s_cats)', [...SCALARS, 'trait_keys', 'trait_values', 'trait_types']],
-    ['without the traits', [...SCALARS, 's_cats']],
+    ['every column the incremental run reads', [...SCALARS, 's_cats_packed', 's_traits_packed', 'trait_types']],
+    ['the same with the traits as arrays (trait_keys, trait_values), as before migration 140', [...SCALARS, 's_cats_packed', 'trait_keys', 'trait_values', 'trait_types']],
+    ['without the categories (s_cats_packed)', [...SCALARS, 's_traits_packed', 'trait_types']],
+    ['without the traits', [...SCALARS, 's_cats_packed']],
     ['without either', SCALARS],
   ];
   const columns: Record<string, number[]> = Object.fromEntries(variants.map(([name]) => [name, []]));
