@@ -8,6 +8,19 @@ import { buildProfiles } from '../../profiles/job.ts';
 import { latestRun, listRuns } from '../../profiles/read.ts';
 import { unpackedList } from '../../profiles/sql.ts';
 
+/** Hour i of 2026-01-01 on: the events of the migration tests' small histories. */
+const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
+
+/** Event i of a history of `users` users: every `identifyEvery`-th an identify (plan, timezone), else a view or, every 4th, a purchase. */
+function historyEvent(i: number, identifyEvery: number, users: number) {
+  const r =
+    i % identifyEvery === 0
+      ? normalizeEvent({ type: 'identify', user_id: `u${i % users}`, event_id: `e${i}`, ts: at(i), traits: { plan: `p${i}`, timezone: 'Asia/Tokyo' } }, 'app')
+      : normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % users}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
+  if (!r.row) throw new Error(JSON.stringify(r.errors));
+  return r.row;
+}
+
 describe('migrations', () => {
   it('split into statements, ignoring comments', () => {
     expect(splitStatements('-- a; b\nCREATE TABLE x (a UInt8) ENGINE = Memory;\nSELECT 1;\n')).toEqual([
@@ -110,7 +123,6 @@ describe('090_profiles_by_user', () => {
 
   it('rebuilds profiles sorted by user_id with every run kept, also when repeated after an interruption', async () => {
     const ch = await testDatabase('mig090');
-    const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
     const rows = Array.from({ length: 30 }, (_, i) => {
       const r = normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 9}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
       if (!r.row) throw new Error(JSON.stringify(r.errors));
@@ -135,15 +147,7 @@ describe('090_profiles_by_user', () => {
 });
 
 describe('100_user_timeline', () => {
-  const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
-  const event = (i: number) => {
-    const r =
-      i % 5 === 0
-        ? normalizeEvent({ type: 'identify', user_id: `u${i % 7}`, event_id: `e${i}`, ts: at(i), traits: { plan: `p${i}`, timezone: 'Asia/Tokyo' } }, 'app')
-        : normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 7}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
-    if (!r.row) throw new Error(JSON.stringify(r.errors));
-    return r.row;
-  };
+  const event = (i: number) => historyEvent(i, 5, 7);
   // What a full profile run makes of the timeline, run id aside.
   const profileOf = async (ch: Awaited<ReturnType<typeof testDatabase>>) => {
     const run = await buildProfiles(ch, 'app', { asOf: new Date(at(60)), mode: 'full' });
@@ -175,15 +179,7 @@ describe('100_user_timeline', () => {
 });
 
 describe('120_profile_state', () => {
-  const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
-  const event = (i: number) => {
-    const r =
-      i % 6 === 0
-        ? normalizeEvent({ type: 'identify', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), traits: { plan: `p${i}`, timezone: 'Asia/Tokyo' } }, 'app')
-        : normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
-    if (!r.row) throw new Error(JSON.stringify(r.errors));
-    return r.row;
-  };
+  const event = (i: number) => historyEvent(i, 6, 5);
   const copies = (ch: Awaited<ReturnType<typeof testDatabase>>) =>
     ch.rows(raw(`SELECT DISTINCT user_id, toUInt32(ts) AS t, kind, amount, has_category, category, toString(id_hash) AS h, trait_keys, trait_values, trait_types, trait_event
       FROM profile_events_by_time ORDER BY user_id, t, h`));
@@ -225,15 +221,7 @@ describe('120_profile_state', () => {
 });
 
 describe('140_profile_state_packed', () => {
-  const at = (i: number) => new Date(Date.UTC(2026, 0, 1) + i * 3600_000).toISOString();
-  const event = (i: number) => {
-    const r =
-      i % 6 === 0
-        ? normalizeEvent({ type: 'identify', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), traits: { plan: `p${i}`, country: 'JP' } }, 'app')
-        : normalizeEvent({ type: 'track', event: i % 4 === 0 ? 'purchase' : 'view', user_id: `u${i % 5}`, event_id: `e${i}`, ts: at(i), properties: { amount: i, category: `c${i % 3}` } }, 'app');
-    if (!r.row) throw new Error(JSON.stringify(r.errors));
-    return r.row;
-  };
+  const event = (i: number) => historyEvent(i, 6, 5);
   const rowsOf = (ch: Awaited<ReturnType<typeof testDatabase>>, runId: string) =>
     ch.rows(sql`SELECT user_id, events_total, events_30d, top_category, trait_keys, trait_values FROM profiles WHERE app_id = 'app' AND run_id = ${runId} ORDER BY user_id`);
 
