@@ -29,7 +29,7 @@ import { buildProfiles, dropSupersededRuns } from '../profiles/job.ts';
 import { listRuns } from '../profiles/read.ts';
 import { changedTableSql, newEventsTableSql, previousStateTableSql, profilesFromStateSql, profilesFromTimelineSql, windowOf } from '../profiles/sql.ts';
 import { scanInputs } from './scan-inputs.ts';
-import { median, say } from './report.ts';
+import { median, queriesFinished, queryLogGap, say } from './report.ts';
 
 const { values } = parseArgs({ options: { db: { type: 'string', default: 'bench_profiles_kept' }, rounds: { type: 'string', default: '3' } } });
 const ROUNDS = Number(values.rounds);
@@ -40,25 +40,8 @@ const OUT = 'cpu_bench_out';
 
 const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db!, queryTimeoutS: 3600, settings: { log_queries: 1 } });
-const pause = () => new Promise((r) => setTimeout(r, 1100));
-
-interface Logged {
-  query: string;
-  ms: number;
-  cpu: number;
-}
-
-/** The queries that finished between two instants (whole seconds: callers pause a second around them). */
-async function logged(from: Date, to: Date): Promise<Logged[]> {
-  await ch.exec(sql`SYSTEM FLUSH LOGS`);
-  const rows = await ch.rows<{ query: string; ms: string; cpu: string }>(sql`
-    SELECT query, query_duration_ms AS ms,
-      intDiv(ProfileEvents.Values[indexOf(ProfileEvents.Names, 'UserTimeMicroseconds')] + ProfileEvents.Values[indexOf(ProfileEvents.Names, 'SystemTimeMicroseconds')], 1000) AS cpu
-    FROM system.query_log
-    WHERE type = 2 AND event_time >= toDateTime(${Math.floor(from.getTime() / 1000)}) AND event_time <= toDateTime(${Math.ceil(to.getTime() / 1000)})
-      AND query NOT LIKE '%system.query_log%'`);
-  return rows.map((r) => ({ query: r.query, ms: Number(r.ms), cpu: Number(r.cpu) }));
-}
+const pause = queryLogGap;
+const logged = (from: Date, to: Date) => queriesFinished(ch, from, to);
 
 /** What a query of the job does, from its text (profiles/sql.ts). */
 const KINDS: [string, RegExp][] = [

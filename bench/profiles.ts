@@ -4,7 +4,8 @@
 //   incremental  after 1% new events (sessions of recently active users, the
 //                next hour) and as_of moved forward by that hour
 // measured in rounds of baseline → full → incremental, each ratio paired
-// within its round. Targets: full ≤ 3× baseline, incremental ≤ 15% of full.
+// within its round. Targets: full ≤ 3× baseline, incremental ≤ 15% of full
+// (wall time). The same ratios in ClickHouse's CPU accounting are reported too.
 // Also checks that the incremental run equals a full run at the same as_of
 // (row checksums).
 // Runs in its own database, dropped at the end unless --keep or --db: with
@@ -22,7 +23,7 @@ import { buildProfiles, dropSupersededRuns, type BuildResult } from '../profiles
 import { listRuns } from '../profiles/read.ts';
 import { runRowsSql } from '../profiles/sql.ts';
 import { mergeFully } from './merged.ts';
-import { median, say, secs } from './report.ts';
+import { median, queriesFinished, queryLogGap, say, secs } from './report.ts';
 
 const { values } = parseArgs({ options: { events: { type: 'string', default: '20000000' }, users: { type: 'string', default: '1000000' }, runs: { type: 'string', default: '3' }, keep: { type: 'boolean', default: false }, db: { type: 'string' } } });
 const N = Number(values.events);
@@ -35,7 +36,8 @@ const cfg = loadConfig();
 const stack = await up(cfg);
 const db = values.db ?? `bench_profiles_${Date.now()}`;
 const keep = values.keep || values.db !== undefined;
-const ch = new ClickHouse({ url: stack.clickhouseUrl, database: db, queryTimeoutS: 3600 });
+// log_queries: the CPU of each measured stretch comes from system.query_log.
+const ch = new ClickHouse({ url: stack.clickhouseUrl, database: db, queryTimeoutS: 3600, settings: { log_queries: 1 } });
 
 // Realistic shape, from numbers(): activity skewed across users (a few heavy,
 // many light), more events recently than a year ago, 5% identify calls setting
@@ -168,14 +170,30 @@ try {
   const baseline: number[] = [];
   const full: BuildResult[] = [];
   const incremental: BuildResult[] = [];
+  // CPU (every thread, user + system) that ClickHouse accounts to each stretch's
+  // queries: less moved than wall time by other work on the machine. A run's
+  // stretch also holds its clean-up after its `seconds` (dropping old runs and
+  // stage tables), a few CPU-ms.
+  const cpu = { baseline: [] as number[], full: [] as number[], incremental: [] as number[] };
+  const cpuOf = async <T>(into: number[], work: () => Promise<T>): Promise<T> => {
+    await queryLogGap();
+    const from = new Date();
+    const result = await work();
+    const to = new Date();
+    await queryLogGap();
+    into.push((await queriesFinished(ch, from, to)).reduce((a, q) => a + q.cpu, 0));
+    return result;
+  };
   for (let i = 0; i < RUNS; i++) {
-    t = performance.now();
-    await ch.exec(sql`SELECT count() FROM (SELECT user_id, count() FROM events WHERE app_id = ${APP} GROUP BY user_id)`, { timeoutS: 3600 });
-    baseline.push(secs(t));
-    full.push(await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' }));
+    await cpuOf(cpu.baseline, async () => {
+      t = performance.now();
+      await ch.exec(sql`SELECT count() FROM (SELECT user_id, count() FROM events WHERE app_id = ${APP} GROUP BY user_id)`, { timeoutS: 3600 });
+      baseline.push(secs(t));
+    });
+    full.push(await cpuOf(cpu.full, () => buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' })));
     // The earlier round's run at asOf2 would otherwise be the previous run (a no-op increment).
     await dropSupersededRuns(ch, APP, full[i]!.run_id, 0);
-    incremental.push(await buildProfiles(ch, APP, { asOf: asOf2, mode: 'incremental' }));
+    incremental.push(await cpuOf(cpu.incremental, () => buildProfiles(ch, APP, { asOf: asOf2, mode: 'incremental' })));
     say(
       `round ${i + 1}: baseline ${baseline[i]} s, full ${full[i]!.seconds} s ${JSON.stringify(full[i]!.steps)}, ` +
         `incremental ${incremental[i]!.seconds} s (${incremental[i]!.recomputed_users} of ${incremental[i]!.users} users recomputed) ${JSON.stringify(incremental[i]!.steps)}`,
@@ -192,6 +210,8 @@ try {
   const inc = median(incremental.map((r) => r.seconds));
   const fullRatios = full.map((r, i) => +(r.seconds / baseline[i]!).toFixed(2));
   const incRatios = incremental.map((r, i) => +(r.seconds / full[i]!.seconds).toFixed(3));
+  const fullCpuRatios = cpu.full.map((c, i) => +(c / cpu.baseline[i]!).toFixed(2));
+  const incCpuRatios = cpu.incremental.map((c, i) => +(c / cpu.full[i]!).toFixed(3));
   const out = {
     events: Number(stats?.events),
     users_with_events: Number(stats?.users),
@@ -204,6 +224,10 @@ try {
     ratios: { full_to_baseline: median(fullRatios), incremental_to_full: median(incRatios) },
     round_ratios: { full_to_baseline: fullRatios, incremental_to_full: incRatios },
     targets: { full_to_baseline: 3, incremental_to_full: 0.15 },
+    // The same ratios in ClickHouse's CPU milliseconds (system.query_log), paired within rounds likewise.
+    cpu_ms: cpu,
+    cpu_ratios: { full_to_baseline: median(fullCpuRatios), incremental_to_full: median(incCpuRatios) },
+    round_cpu_ratios: { full_to_baseline: fullCpuRatios, incremental_to_full: incCpuRatios },
     recomputed_users: last.recomputed_users,
     profile_users: last.users,
     incremental_equals_full: incSum === fullSum,
@@ -233,6 +257,12 @@ active parts: ${JSON.stringify(out.active_parts)}.
 |---|---|---|---|
 | full / baseline | ${out.ratios.full_to_baseline} (rounds: ${fullRatios.join(', ')}) | ≤ 3 | ${ok(out.ratios.full_to_baseline, 3)} |
 | incremental / full | ${out.ratios.incremental_to_full} (rounds: ${incRatios.join(', ')}) | ≤ 0.15 | ${ok(out.ratios.incremental_to_full, 0.15)} |
+
+The same ratios in CPU milliseconds that ClickHouse accounts to the queries (\`system.query_log\`, every thread,
+user + system; less moved by other work on the machine than wall time, and blind to how many cores a run keeps busy):
+full / baseline ${out.cpu_ratios.full_to_baseline} (rounds: ${fullCpuRatios.join(', ')}; baseline ${median(cpu.baseline).toLocaleString('en')} CPU-ms),
+incremental / full ${out.cpu_ratios.incremental_to_full} (rounds: ${incCpuRatios.join(', ')}; full ${median(cpu.full).toLocaleString('en')} CPU-ms,
+incremental ${median(cpu.incremental).toLocaleString('en')}).
 
 Seconds per step — full: \`${JSON.stringify(full[full.length - 1]!.steps)}\`; incremental: \`${JSON.stringify(last.steps)}\`.
 
