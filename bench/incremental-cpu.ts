@@ -29,7 +29,7 @@ import { buildProfiles, dropSupersededRuns } from '../profiles/job.ts';
 import { listRuns } from '../profiles/read.ts';
 import { changedTableSql, newEventsTableSql, previousStateTableSql, profilesFromStateSql, profilesFromTimelineSql, windowOf } from '../profiles/sql.ts';
 import { scanInputs } from './scan-inputs.ts';
-import { median, queriesFinished, queryLogGap, say } from './report.ts';
+import { median, queriesFinished, queryCpu, queryLogGap, say } from './report.ts';
 
 const { values } = parseArgs({ options: { db: { type: 'string', default: 'bench_profiles_kept' }, rounds: { type: 'string', default: '3' } } });
 const ROUNDS = Number(values.rounds);
@@ -55,16 +55,7 @@ const KINDS: [string, RegExp][] = [
 ];
 const kindOf = (q: string) => KINDS.find(([, re]) => re.test(q.trimStart()))?.[0] ?? 'other (run records, zones, bounds, counts)';
 
-/** Runs `q` and returns its CPU milliseconds from query_log. */
-async function cpuOf(q: Sql): Promise<number> {
-  await pause();
-  const from = new Date();
-  await ch.exec(q, { timeoutS: 3600 });
-  const to = new Date();
-  await pause();
-  const mine = (await logged(from, to)).filter((l) => l.query === q.text);
-  return mine.reduce((a, l) => a + l.cpu, 0);
-}
+const cpuOf = (q: Sql) => queryCpu(ch, q);
 
 try {
   await migrate(ch);

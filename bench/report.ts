@@ -1,7 +1,7 @@
 // Small helpers every benchmark script shares: progress lines, timings, medians,
 // and the CPU ClickHouse itself accounts to queries.
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { sql } from '../lib/sql.ts';
+import { sql, type Sql } from '../lib/sql.ts';
 
 /** A progress line on stderr (stdout stays free for results). */
 export const say = (m: string): void => void process.stderr.write(m + '\n');
@@ -40,4 +40,14 @@ export async function queriesFinished(ch: ClickHouse, from: Date, to: Date): Pro
     WHERE type = 2 AND event_time >= toDateTime(${Math.floor(from.getTime() / 1000)}) AND event_time <= toDateTime(${Math.floor(to.getTime() / 1000)})
       AND query NOT LIKE '%system.query_log%'`);
   return rows.map((r) => ({ query: r.query, ms: Number(r.ms), cpu: Number(r.cpu) }));
+}
+
+/** Runs `q` alone and returns the CPU milliseconds query_log accounts to it. */
+export async function queryCpu(ch: ClickHouse, q: Sql): Promise<number> {
+  await queryLogGap();
+  const from = new Date();
+  await ch.exec(q, { timeoutS: 3600 });
+  const to = new Date();
+  await queryLogGap();
+  return (await queriesFinished(ch, from, to)).filter((l) => l.query === q.text).reduce((a, l) => a + l.cpu, 0);
 }
