@@ -45,6 +45,7 @@ import {
   recentlyWrittenMonthsSql,
   recentUsersSql,
   rfmScoreFloorsSql,
+  SCORES_AT_READ,
   sliceBoundsSql,
   STATE_FORMAT,
   stateZoneCandidatesSql,
@@ -54,6 +55,7 @@ import {
   windowOf,
   type RfmThresholds,
   type RunLayer,
+  type Scores,
   type RunRef,
   type Window,
 } from './sql.ts';
@@ -285,7 +287,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     }
 
     // Incremental runs read the previous rows and the newer events of the users
-    // they recompute while the RFM step runs: only step 3 needs the scores.
+    // they recompute while the RFM step runs.
     const incremental = mode === 'incremental' ? previous : undefined;
     const stateRead = incremental
       ? (async () => {
@@ -300,61 +302,76 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     stateRead.catch(() => undefined); // awaited below; a failure surfaces there
     zonesReady ??= zonesOf(lateUsers === 0 ? stateRead.then(() => stateZoneCandidatesSql({ previousRows, newEvents })) : undefined);
 
-    await ch.exec(buyersTableSql(buyers));
-    created.push(buyers);
-    // The purchasers, into one Memory table by concurrent inserts: a full run's
-    // from purchase_events; an incremental run's are the previous run's, less the
-    // previous values of the users it recomputes, plus their new values (from
-    // the state read above, or purchase_events for those with a late arrival).
-    const t = { timeoutS: 3600 };
-    await Promise.all(
-      incremental
-        ? [
-            ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers }), t),
-            stateRead.then(() => ch.exec(buyersFromStateSql({ previousRows, newEvents, buyers }), t)),
-            ...(lateUsers > 0
-              ? [
-                  ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers, takeBack: ident(late) }), t),
-                  ch.exec(buyersInsertSql({ appId, asOf, buyers, usersIn: ident(late) }), t),
-                ]
-              : []),
-          ]
-        : [ch.exec(buyersInsertSql({ appId, asOf, buyers }), t)],
-    );
-    const rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
-    report(0.2);
-    step(incremental ? 'rfm_scores_and_state' : 'rfm_scores');
+    // An incremental run holds the users it recomputes and those the previous run
+    // held itself; the rest it inherits from the base run (runRowsSql) — unless
+    // that would be most of a run's rows anyway: then it copies every user and
+    // becomes a base itself, so layers never grow past a share of the app.
+    const held = incremental?.layer ? await ownRows(ch, appId, incremental.run_id) : 0;
+    const all = incremental ? held + (recomputed ?? 0) > (opts.layerShare ?? LAYER_SHARE) * incremental.users : true;
+    // A layered run's readers compute its RFM scores from the thresholds its
+    // layer records, its own rows' as its inherited rows' (runRowsSql): so its
+    // rows are written without them, while the RFM step runs.
+    const scoresAtRead = !all;
 
-    const slices = slicesOf((await sliceBounds) ?? []);
-    const zones = await zonesReady;
-    if (incremental) {
+    const rfmReady = (async () => {
+      await ch.exec(buyersTableSql(buyers));
+      created.push(buyers);
+      // The purchasers, into one Memory table by concurrent inserts: a full run's
+      // from purchase_events; an incremental run's are the previous run's, less the
+      // previous values of the users it recomputes, plus their new values (from
+      // the state read above, or purchase_events for those with a late arrival).
+      const t = { timeoutS: 3600 };
       await Promise.all(
-        slices.map(async (slice) => {
-          if (lateUsers > 0) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice, usersIn: ident(late) }), { timeoutS: 3600 });
-          await ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, rfm, previousRows, newEvents, slice }), { timeoutS: 3600 });
-        }),
+        incremental
+          ? [
+              ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers }), t),
+              stateRead.then(() => ch.exec(buyersFromStateSql({ previousRows, newEvents, buyers }), t)),
+              ...(lateUsers > 0
+                ? [
+                    ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers, takeBack: ident(late) }), t),
+                    ch.exec(buyersInsertSql({ appId, asOf, buyers, usersIn: ident(late) }), t),
+                  ]
+                : []),
+            ]
+          : [ch.exec(buyersInsertSql({ appId, asOf, buyers }), t)],
       );
-    } else {
-      await Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm, slice }), { timeoutS: 3600 })));
-    }
-    report(mode === 'incremental' ? 0.6 : 0.95);
-    step('scan_events');
-    let layer: RunLayer | undefined;
-    if (mode === 'incremental' && previous) {
-      // The run holds the users it recomputed and those the previous run held
-      // itself; the rest it inherits from the base run (runRowsSql) — unless
-      // that would be most of a run's rows anyway: then it copies every user
-      // and becomes a base itself, so layers never grow past a share of the app.
-      const held = previous.layer ? await ownRows(ch, appId, previous.run_id) : 0;
-      const all = held + (recomputed ?? 0) > (opts.layerShare ?? LAYER_SHARE) * previous.users;
-      if (!all) layer = { base_run_id: previous.layer?.base_run_id ?? previous.run_id, as_of: asOf, rfm: storedThresholds(rfm) };
-      if (all || previous.layer) {
+      return rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
+    })();
+    rfmReady.catch(() => undefined); // awaited below; a failure surfaces there
+
+    // The rows: each written with its scores, or without them when they are computed at read.
+    const writeRows = async (scores: Scores) => {
+      const slices = slicesOf((await sliceBounds) ?? []);
+      const zones = await zonesReady;
+      const t = { timeoutS: 3600 };
+      if (incremental) {
+        await stateRead;
         await Promise.all(
-          slices.map((slice) => ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous, all, changed, rfm, slice }), { timeoutS: 3600 })),
+          slices.map(async (slice) => {
+            if (lateUsers > 0) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm: scores, slice, usersIn: ident(late) }), t);
+            await ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, rfm: scores, previousRows, newEvents, slice }), t);
+            // Step 3': the users the previous run holds that this run does not recompute.
+            if (all || incremental.layer) await ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous: incremental, all, changed, rfm: scores, slice }), t);
+          }),
         );
+      } else {
+        await Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm: scores, slice }), t)));
       }
-      step(all ? 'copy_unchanged' : 'copy_layer');
+    };
+    let rfm: RfmThresholds;
+    if (scoresAtRead) {
+      [, rfm] = await Promise.all([writeRows(SCORES_AT_READ), rfmReady]);
+      step('state_rows_and_rfm_scores');
+    } else {
+      rfm = await rfmReady;
+      report(0.2);
+      step(incremental ? 'rfm_scores_and_state' : 'rfm_scores');
+      await writeRows(rfm);
+      step('scan_events');
     }
+    const layer: RunLayer | undefined = scoresAtRead && incremental
+      ? { base_run_id: incremental.layer?.base_run_id ?? incremental.run_id, as_of: asOf, rfm: storedThresholds(rfm) }
+      : undefined;
     report(0.95);
 
     // Before the run is published, so no reader sees one of its users without a cluster

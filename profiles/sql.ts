@@ -9,6 +9,9 @@
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
 //     (only the users the previous run held itself when the new run is layered
 //     on a base run: runRowsSql reads every other user from the base)
+// A layered run writes its rows (3, 3s, 3') without the RFM scores, while steps
+// 1 and 2 run; its readers score them from the thresholds its layer records
+// (SCORES_AT_READ, runRowsSql).
 //
 // Each profile row is written once, straight from the scan (no stage table).
 // Step 3 groups nothing: user_timeline holds each user's events and trait
@@ -281,6 +284,15 @@ export type RfmMetric = keyof typeof VALUE;
 export type RfmThresholds = Record<RfmMetric, (bigint | undefined)[]>;
 
 /**
+ * Rows written without their RFM scores and segment (NULL): a layered run's,
+ * whose readers compute them from the thresholds its layer records (runRowsSql),
+ * so the run writes its rows while its RFM step runs.
+ */
+export const SCORES_AT_READ = 'at_read' as const;
+/** What a step writes the RFM scores from: thresholds, or SCORES_AT_READ. */
+export type Scores = RfmThresholds | typeof SCORES_AT_READ;
+
+/**
  * For one metric, each score that occurs with the least value holding it:
  * score = ceil(5 * (2 * smaller + equal) / (2 * n)) from exact value counts (see rfm.ts),
  * summed over the purchasers' `sign` (buyersTableSql).
@@ -324,25 +336,28 @@ const OUTPUT_COLUMNS = [
  * population-dependent fields are computed here, for scanned, copied and
  * inherited rows alike.
  */
-function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds; state: boolean }): Sql {
+function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: Scores; state: boolean }): Sql {
   const seg = segmentTable();
   const buyer = raw('purchases_total > 0');
-  const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), p.rfm[m]);
+  const atRead = p.rfm === SCORES_AT_READ;
+  const rfm = p.rfm === SCORES_AT_READ ? undefined : p.rfm;
+  const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), rfm?.[m] ?? []);
   const segment = sql`transform(toUInt16(r_score * 10 + intDiv(f_score + m_score + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
+  const ifBuyer = (v: Sql, type: string) => (atRead ? raw(`CAST(NULL AS Nullable(${type}))`) : sql`if(${buyer}, ${v}, NULL)`);
   return sql`SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
   if(${buyer}, revenue_total / purchases_total, NULL),
   if(${buyer}, last_purchase_at, NULL),
   if(${buyer}, toUInt32(${RECENCY_DAYS(p.asOf)}), NULL),
-  if(${buyer}, r_score, NULL),
-  if(${buyer}, f_score, NULL),
-  if(${buyer}, m_score, NULL),
-  if(${buyer}, ${segment}, NULL),
+  ${ifBuyer(raw('r_score'), 'UInt8')},
+  ${ifBuyer(raw('f_score'), 'UInt8')},
+  ${ifBuyer(raw('m_score'), 'UInt8')},
+  ${ifBuyer(segment, 'String')},
   ${randomBucketSql(p.appId)}${p.state ? sql`, ${cols(STATE)}` : sql``}
-FROM (SELECT *, ${score('r')} AS r_score, ${score('f')} AS f_score, ${score('m')} AS m_score FROM (${p.source}))`;
+FROM (SELECT *${atRead ? sql`` : sql`, ${score('r')} AS r_score, ${score('f')} AS f_score, ${score('m')} AS m_score`} FROM (${p.source}))`;
 }
 
 /** The INSERT of profile rows with their state, from a source with CARRIED, last_purchase_at and STATE. */
-function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: RfmThresholds; into?: string }): Sql {
+function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: Scores; into?: string }): Sql {
   return sql`INSERT INTO ${ident(p.into ?? 'profiles')} (${cols([...OUTPUT_COLUMNS, ...STATE])})
 ${profilesSelect({ ...p, state: true })}`;
 }
@@ -385,9 +400,11 @@ export interface RunRef {
  */
 export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``, opts: { state?: boolean } = {}): Sql {
   const state = opts.state ?? false;
-  const own = sql`SELECT ${cols(state ? [...OUTPUT_COLUMNS, ...STATE] : OUTPUT_COLUMNS)} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}${where}`;
   const l = run.layer;
-  if (!l || l.base_run_id === run.run_id) return own;
+  if (!l || l.base_run_id === run.run_id) {
+    return sql`SELECT ${cols(state ? [...OUTPUT_COLUMNS, ...STATE] : OUTPUT_COLUMNS)} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}${where}`;
+  }
+  const own = scoredOwnRows({ appId, runId: run.run_id, rfm: l.rfm, where, state, asOf: l.as_of });
   const inherited = profilesSelect({
     appId,
     runId: run.run_id,
@@ -404,6 +421,32 @@ export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``, opts:
   return sql`${own}
 UNION ALL
 ${inherited}`;
+}
+
+/**
+ * A layered run's own rows, named as in `profiles`, with the RFM scores and
+ * segment computed from its layer's thresholds: it may have written them
+ * without (SCORES_AT_READ).
+ */
+function scoredOwnRows(p: { appId: string; runId: string; rfm: RfmThresholds; where: Sql; state: boolean; asOf: Date }): Sql {
+  const SCORES = new Set(['r_score', 'f_score', 'm_score', 'rfm_segment']);
+  const stored = OUTPUT_COLUMNS.filter((c) => !SCORES.has(c));
+  const seg = segmentTable();
+  const buyer = raw('purchases_total > 0');
+  const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), p.rfm[m]);
+  // A purchaser's last_purchase_at, and so its scores, is never NULL.
+  const computed: Record<string, Sql> = {
+    r_score: sql`if(${buyer}, toNullable(assumeNotNull(s_r)), NULL) AS r_score`,
+    f_score: sql`if(${buyer}, toNullable(assumeNotNull(s_f)), NULL) AS f_score`,
+    m_score: sql`if(${buyer}, toNullable(assumeNotNull(s_m)), NULL) AS m_score`,
+    rfm_segment: sql`if(${buyer}, toNullable(transform(toUInt16(assumeNotNull(s_r) * 10 + intDiv(assumeNotNull(s_f) + assumeNotNull(s_m) + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')), NULL) AS rfm_segment`,
+  };
+  const outer = OUTPUT_COLUMNS.map((c) => computed[c] ?? ident(c));
+  const inner = [...stored, ...(p.state ? STATE : [])];
+  return sql`SELECT ${join(outer)}${p.state ? sql`, ${cols(STATE)}` : sql``} FROM (
+    SELECT ${cols(inner)}, ${score('r')} AS s_r, ${score('f')} AS s_f, ${score('m')} AS s_m
+    FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId}${p.where}
+  )`;
 }
 
 type Zones = { names: readonly string[]; offsets: ZoneOffsets };
@@ -473,7 +516,7 @@ function windowedFields(w: Window, zone: ReturnType<typeof localHours>): Sql {
  * among them, with their offsets over the 90d window (zones.ts); any other
  * timezone trait counts as UTC. Also writes the row's state (120_profile_state.sql).
  */
-export function profilesFromTimelineSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; usersIn?: Sql; slice?: UserSlice; into?: string }): Sql {
+export function profilesFromTimelineSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; usersIn?: Sql; slice?: UserSlice; into?: string }): Sql {
   const { window: w } = p;
   const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
@@ -611,7 +654,7 @@ GROUP BY user_id`;
  * 120_profile_state.sql) cut at the new window's start, plus the newer events;
  * the traits are the previous row's updated by the newer events' trait changes.
  */
-export function profilesFromStateSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: RfmThresholds; previousRows: string; newEvents: string; slice?: UserSlice }): Sql {
+export function profilesFromStateSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; previousRows: string; newEvents: string; slice?: UserSlice }): Sql {
   const { appId, window: w } = p;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
   // Old state elements still in the window; the subsets (categories, amounts)
@@ -661,7 +704,7 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
  * every user itself); otherwise only those the previous run holds itself (a
  * layered run on the same base, which inherits the others).
  */
-export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previous: RunRef; all: boolean; changed: string; rfm: RfmThresholds; slice?: UserSlice }): Sql {
+export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previous: RunRef; all: boolean; changed: string; rfm: Scores; slice?: UserSlice }): Sql {
   const where = sql` AND user_id NOT IN ${ident(p.changed)}${sliceSql(p.slice)}`;
   const carried = cols([...CARRIED, ...STATE]);
   const source = p.all
