@@ -325,6 +325,12 @@ function scoreSql(value: Sql, thresholds: readonly (bigint | undefined)[]): Sql 
   return sql`toUInt8(1${join(steps, '')})`;
 }
 
+/** rfm_segment from the three scores: the grid of profiles/rfm.ts, keyed by r * 10 + the mean of f and m (halves up). */
+function rfmSegmentSql(r: Sql, f: Sql, m: Sql): Sql {
+  const seg = segmentTable();
+  return sql`transform(toUInt16(${r} * 10 + intDiv(${f} + ${m} + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
+}
+
 const OUTPUT_COLUMNS = [
   'app_id', 'run_id', 'as_of', ...CARRIED, 'avg_order_value', 'last_purchase_at', 'recency_days', 'r_score', 'f_score', 'm_score',
   'rfm_segment', 'random_bucket',
@@ -337,12 +343,11 @@ const OUTPUT_COLUMNS = [
  * inherited rows alike.
  */
 function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: Scores; state: boolean }): Sql {
-  const seg = segmentTable();
   const buyer = raw('purchases_total > 0');
   const atRead = p.rfm === SCORES_AT_READ;
   const rfm = p.rfm === SCORES_AT_READ ? undefined : p.rfm;
   const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), rfm?.[m] ?? []);
-  const segment = sql`transform(toUInt16(r_score * 10 + intDiv(f_score + m_score + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')`;
+  const segment = rfmSegmentSql(raw('r_score'), raw('f_score'), raw('m_score'));
   const ifBuyer = (v: Sql, type: string) => (atRead ? raw(`CAST(NULL AS Nullable(${type}))`) : sql`if(${buyer}, ${v}, NULL)`);
   return sql`SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
   if(${buyer}, revenue_total / purchases_total, NULL),
@@ -431,7 +436,6 @@ ${inherited}`;
 function scoredOwnRows(p: { appId: string; runId: string; rfm: RfmThresholds; where: Sql; state: boolean; asOf: Date }): Sql {
   const SCORES = new Set(['r_score', 'f_score', 'm_score', 'rfm_segment']);
   const stored = OUTPUT_COLUMNS.filter((c) => !SCORES.has(c));
-  const seg = segmentTable();
   const buyer = raw('purchases_total > 0');
   const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), p.rfm[m]);
   // A purchaser's last_purchase_at, and so its scores, is never NULL.
@@ -439,7 +443,7 @@ function scoredOwnRows(p: { appId: string; runId: string; rfm: RfmThresholds; wh
     r_score: sql`if(${buyer}, toNullable(assumeNotNull(s_r)), NULL) AS r_score`,
     f_score: sql`if(${buyer}, toNullable(assumeNotNull(s_f)), NULL) AS f_score`,
     m_score: sql`if(${buyer}, toNullable(assumeNotNull(s_m)), NULL) AS m_score`,
-    rfm_segment: sql`if(${buyer}, toNullable(transform(toUInt16(assumeNotNull(s_r) * 10 + intDiv(assumeNotNull(s_f) + assumeNotNull(s_m) + 1, 2)), ${raw('[' + seg.keys.map((k) => `toUInt16(${k})`).join(', ') + ']')}, ${seg.names}, '')), NULL) AS rfm_segment`,
+    rfm_segment: sql`if(${buyer}, toNullable(${rfmSegmentSql(raw('assumeNotNull(s_r)'), raw('assumeNotNull(s_f)'), raw('assumeNotNull(s_m)'))}), NULL) AS rfm_segment`,
   };
   const outer = OUTPUT_COLUMNS.map((c) => computed[c] ?? ident(c));
   const inner = [...stored, ...(p.state ? STATE : [])];
