@@ -360,7 +360,12 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     };
     let rfm: RfmThresholds;
     if (scoresAtRead) {
-      [, rfm] = await Promise.all([writeRows(SCORES_AT_READ), rfmReady]);
+      // Both settle before a failure surfaces, so no step still runs when the stage tables are dropped.
+      const [written, thresholds] = await Promise.allSettled([writeRows(SCORES_AT_READ), rfmReady]);
+      if (written.status === 'rejected') throw written.reason;
+      if (thresholds.status === 'rejected') throw thresholds.reason;
+      rfm = thresholds.value;
+      report(0.9);
       step('state_rows_and_rfm_scores');
     } else {
       rfm = await rfmReady;
