@@ -344,11 +344,10 @@ const OUTPUT_COLUMNS = [
  */
 function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: Scores; state: boolean }): Sql {
   const buyer = raw('purchases_total > 0');
-  const atRead = p.rfm === SCORES_AT_READ;
   const rfm = p.rfm === SCORES_AT_READ ? undefined : p.rfm;
-  const score = (m: RfmMetric) => scoreSql(VALUE[m](p.asOf), rfm?.[m] ?? []);
   const segment = rfmSegmentSql(raw('r_score'), raw('f_score'), raw('m_score'));
-  const ifBuyer = (v: Sql, type: string) => (atRead ? raw(`CAST(NULL AS Nullable(${type}))`) : sql`if(${buyer}, ${v}, NULL)`);
+  const ifBuyer = (v: Sql, type: string) => (rfm ? sql`if(${buyer}, ${v}, NULL)` : raw(`CAST(NULL AS Nullable(${type}))`));
+  const scores = rfm ? sql`, ${join((['r', 'f', 'm'] as const).map((m) => sql`${scoreSql(VALUE[m](p.asOf), rfm[m])} AS ${raw(`${m}_score`)}`))}` : sql``;
   return sql`SELECT ${p.appId}, ${p.runId}, ${p.asOf}, ${cols(CARRIED)},
   if(${buyer}, revenue_total / purchases_total, NULL),
   if(${buyer}, last_purchase_at, NULL),
@@ -358,7 +357,7 @@ function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: S
   ${ifBuyer(raw('m_score'), 'UInt8')},
   ${ifBuyer(segment, 'String')},
   ${randomBucketSql(p.appId)}${p.state ? sql`, ${cols(STATE)}` : sql``}
-FROM (SELECT *${atRead ? sql`` : sql`, ${score('r')} AS r_score, ${score('f')} AS f_score, ${score('m')} AS m_score`} FROM (${p.source}))`;
+FROM (SELECT *${scores} FROM (${p.source}))`;
 }
 
 /** The INSERT of profile rows with their state, from a source with CARRIED, last_purchase_at and STATE. */
