@@ -57,7 +57,11 @@ import {
   type RunLayer,
   type Scores,
   type RunRef,
+  type UserSlice,
   type Window,
+  timelinePartActiveSql,
+  timelinePartsSql,
+  usersOutsidePartSql,
 } from './sql.ts';
 import { zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
 
@@ -176,6 +180,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const late = `profile_late_${runId}`;
   const previousRows = `profile_prev_${runId}`;
   const newEvents = `profile_new_${runId}`;
+  const outside = `profile_outside_${runId}`;
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -344,18 +349,24 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const slices = slicesOf((await sliceBounds) ?? []);
       const zones = await zonesReady;
       const t = { timeoutS: 3600 };
+      const fromTimeline = async (usersIn?: Sql) => {
+        const scan = { appId, runId, window: w, zones, rfm: scores, slices, outside, ...(usersIn ? { usersIn } : {}) };
+        created.push(outside);
+        await scanTimeline(ch, scan, await planTimelineScan(ch, scan), rlog);
+      };
       if (incremental) {
+        // The late users first: a check after their reads sees only their rows in the run.
+        if (lateUsers > 0) await fromTimeline(ident(late));
         await stateRead;
         await Promise.all(
           slices.map(async (slice) => {
-            if (lateUsers > 0) await ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm: scores, slice, usersIn: ident(late) }), t);
             await ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, rfm: scores, previousRows, newEvents, slice }), t);
             // Step 3': the users the previous run holds that this run does not recompute.
             if (all || incremental.layer) await ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous: incremental, all, changed, rfm: scores, slice }), t);
           }),
         );
       } else {
-        await Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ appId, runId, window: w, zones, rfm: scores, slice }), t)));
+        await fromTimeline();
       }
     };
     let rfm: RfmThresholds;
@@ -434,6 +445,45 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
 type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
 
+type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; slices: UserSlice[]; outside: string; usersIn?: Sql };
+
+/**
+ * How step 3 reads user_timeline (every user, or those in `usersIn`): the
+ * table's largest merged part without FINAL, for the users no other part
+ * holds, and the users of the other parts (into the Memory table `outside`)
+ * with FINAL; see MergedPartRead. No merged part: every user with FINAL.
+ */
+export async function planTimelineScan(ch: ClickHouse, p: TimelineScan): Promise<{ part?: string; outside: number }> {
+  const part = largestMergedPart(await ch.rows<{ name: string; level: number | string; rows: number | string }>(timelinePartsSql()));
+  if (part === undefined) return { outside: 0 };
+  await ch.exec(changedTableSql(p.outside));
+  await ch.exec(usersOutsidePartSql({ appId: p.appId, part, into: p.outside, ...(p.usersIn ? { usersIn: p.usersIn } : {}) }));
+  return { part, outside: Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(p.outside)}`))?.n ?? 0) };
+}
+
+/** Step 3 from user_timeline as planned, one query per slice at once; resolves once every user read has a row. */
+export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: { part?: string; outside: number }, rlog = log): Promise<{ reread: boolean }> {
+  const t = { timeoutS: 3600 };
+  const { slices, outside, ...common } = p;
+  const scan = (extra: Partial<Parameters<typeof profilesFromTimelineSql>[0]>) =>
+    Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ ...common, slice, ...extra }), t)));
+  if (plan.part === undefined) {
+    await scan({});
+    return { reread: false };
+  }
+  await Promise.all([scan({ merged: { part: plan.part, except: outside } }), plan.outside > 0 ? scan({ usersIn: ident(outside) }) : undefined]);
+  if (Number((await ch.one<{ n: string }>(timelinePartActiveSql(plan.part)))?.n ?? 0) > 0) return { reread: false };
+  // Merged away, maybe before a read began: that read found none of its rows.
+  rlog.info('the merged timeline part was replaced while being read; reading the users still without a row with FINAL', { part: plan.part });
+  await scan({ unwritten: true });
+  return { reread: true };
+}
+
+/** The merged (level > 0) part with the most rows, if any. */
+export function largestMergedPart(parts: readonly { name: string; level: number | string; rows: number | string }[]): string | undefined {
+  return [...parts].filter((x) => Number(x.level) > 0).sort((a, b) => Number(b.rows) - Number(a.rows))[0]?.name;
+}
+
 /** The users a run reads: its own rows, plus its base's rows of users it does not hold (counted without reading the rows). */
 async function usersOf(ch: ClickHouse, appId: string, run: RunRef): Promise<number> {
   if (!run.layer) return ownRows(ch, appId, run.run_id);
@@ -465,7 +515,7 @@ const ZONE_OFFSETS_KEPT = 4096;
  * app's users ever had) that ClickHouse can load, 'UTC' among them, with their
  * offsets over the 90d window.
  */
-async function zonesAt(ch: ClickHouse, appId: string, w: Window, candidates: Sql = timezoneCandidatesSql(appId)): Promise<Zones> {
+export async function zonesAt(ch: ClickHouse, appId: string, w: Window, candidates: Sql = timezoneCandidatesSql(appId)): Promise<Zones> {
   const values = await ch.rows<{ value: string }>(candidates);
   const names = [...new Set([...(await validTimezones(ch, values.map((r) => r.value))), 'UTC'])].sort();
   // Tabulated from the start of the window's first UTC day to two days after
@@ -579,7 +629,7 @@ export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|outside|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

@@ -3,7 +3,8 @@
 //
 //   purchase_events ──(1) one row per purchaser──► buyers (+ previous run's unchanged)
 //   buyers ──(2) value counts──► 4 score thresholds per RFM metric (numbers in Node)
-//   user_timeline FINAL ──(3) one row per user, fields by array functions, scores by arithmetic──► profiles
+//   user_timeline ──(3) one row per user, fields by array functions, scores by arithmetic──► profiles
+//     (its largest merged part read alone for the users no other part holds, the rest with FINAL)
 //   incremental only: (3) for the changed users with a late arrival;
 //   previous row's state + profile_events_by_time since its as_of ──(3s) the other changed users──► profiles
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
@@ -508,6 +509,39 @@ function windowedFields(w: Window, zone: ReturnType<typeof localHours>): Sql {
 }
 
 /**
+ * Reading one part of user_timeline without FINAL. FINAL merges a user's rows
+ * across parts as it reads, on one thread per query, and cost ~20% of a full
+ * run's scan CPU on the benchmark even over a single part. A part that
+ * ClickHouse merged (level > 0) holds one row per user (an inserted part can
+ * hold several), so the users no other part holds are read from it alone:
+ * `part`, leaving out `except`, the users of every other part
+ * (usersOutsidePartSql), which are read with FINAL. Parts are snapshots: if a
+ * merge replaces `part` before a read starts, that read finds none of its rows,
+ * which the job checks for (timelinePartActiveSql) and then reads those users
+ * with FINAL; a row read is never wrong, only possibly missing.
+ */
+export interface MergedPartRead {
+  part: string;
+  except: string;
+}
+
+/** The active parts of user_timeline: the job reads the largest merged one without FINAL. */
+export function timelinePartsSql(): Sql {
+  return sql`SELECT name, level, rows FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active`;
+}
+
+/** Whether the part is still active (parts never come back once merged away). */
+export function timelinePartActiveSql(part: string): Sql {
+  return sql`SELECT count() AS n FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active AND name = ${part}`;
+}
+
+/** The app's users (those in `usersIn`) with a row in any part of user_timeline but `part`, into `into`; only those parts are read. */
+export function usersOutsidePartSql(p: { appId: string; part: string; into: string; usersIn?: Sql }): Sql {
+  const scope = p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``;
+  return sql`INSERT INTO ${ident(p.into)} SELECT DISTINCT user_id FROM user_timeline WHERE app_id = ${p.appId} AND _part != ${p.part}${scope}`;
+}
+
+/**
  * Step 3: one profile row per user (all, or those in `usersIn`) from
  * user_timeline (100_user_timeline.sql), where ClickHouse's merges keep each
  * user's events and trait changes as one row of parallel arrays. Read with
@@ -520,10 +554,26 @@ function windowedFields(w: Window, zone: ReturnType<typeof localHours>): Sql {
  * `zones`: the zones ClickHouse can load (job.ts checks each once), 'UTC'
  * among them, with their offsets over the 90d window (zones.ts); any other
  * timezone trait counts as UTC. Also writes the row's state (120_profile_state.sql).
+ * `merged`: read the users only one merged part holds from it, without FINAL.
  */
-export function profilesFromTimelineSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; usersIn?: Sql; slice?: UserSlice; into?: string }): Sql {
+export function profilesFromTimelineSql(p: {
+  appId: string;
+  runId: string;
+  window: Window;
+  zones: Zones;
+  rfm: Scores;
+  usersIn?: Sql;
+  slice?: UserSlice;
+  into?: string;
+  /** Read one merged part without FINAL (see MergedPartRead). */
+  merged?: MergedPartRead;
+  /** Only users the run has no row for yet. */
+  unwritten?: boolean;
+}): Sql {
   const { window: w } = p;
-  const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${sliceSql(p.slice)}`;
+  const merged = p.merged ? sql` AND _part = ${p.merged.part} AND user_id NOT IN ${ident(p.merged.except)}` : sql``;
+  const unwritten = p.unwritten ? sql` AND user_id NOT IN (SELECT user_id FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})` : sql``;
+  const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${merged}${unwritten}${sliceSql(p.slice)}`;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
   // The state: the counted track events of the 90d window, and their categories and purchase amounts.
   const in90 = (x: string, cond: string) => sql`arrayFilter((x, f, m) -> m AND ${raw(cond)}, ${raw(x)}, fa, m90)`;
@@ -562,7 +612,7 @@ export function profilesFromTimelineSql(p: { appId: string; runId: string; windo
               finalizeAggregation(trait_key), finalizeAggregation(trait_ts), finalizeAggregation(trait_event),
               finalizeAggregation(trait_value), finalizeAggregation(trait_type)))) AS changes,
             ${currentTraits('changes')}
-          FROM user_timeline FINAL
+          FROM user_timeline${p.merged ? sql`` : sql` FINAL`}
           WHERE app_id = ${p.appId}${scope}
         )
       ))

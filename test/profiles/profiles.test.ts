@@ -6,7 +6,7 @@ import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.
 import { sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, dropSupersededRuns, startProfileJob } from '../../profiles/job.ts';
+import { buildProfiles, dropSupersededRuns, largestMergedPart, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
 import { boundsSampleEvery, recentUsersSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
@@ -88,6 +88,13 @@ describe('job plumbing', () => {
     expect(thresholdsFromFloors([])).toEqual([undefined, undefined, undefined, undefined]);
     // Int64 values beyond 2^53 stay exact.
     expect(thresholdsFromFloors([{ score: 2, v: '9007199254740993' }])[0]).toBe(9007199254740993n);
+  });
+
+  it('reads without FINAL only a merged part, the largest', () => {
+    // An inserted part (level 0) can hold several rows of a user, however large it is.
+    expect(largestMergedPart([{ name: 'all_9_9_0', level: 0, rows: 900 }, { name: 'all_1_4_2', level: '2', rows: '500' }, { name: 'all_5_8_1', level: 1, rows: 600 }])).toBe('all_5_8_1');
+    expect(largestMergedPart([{ name: 'all_9_9_0', level: 0, rows: 900 }])).toBeUndefined();
+    expect(largestMergedPart([])).toBeUndefined();
   });
 
   it('cuts the users into slices that cover every user_id exactly once', () => {
