@@ -51,11 +51,11 @@ export class ClickHouse {
     return (await this.rows<T>(q))[0];
   }
 
-  /** DDL and other statements without a result. */
-  async exec(q: Sql, opts: { timeoutS?: number } = {}): Promise<void> {
+  /** DDL and other statements without a result; `settings` for this statement only. */
+  async exec(q: Sql, opts: { timeoutS?: number; settings?: Record<string, string | number> } = {}): Promise<void> {
     await this.client.command({
       query: q.text,
-      clickhouse_settings: { ...this.options.settings, max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
+      clickhouse_settings: { ...this.options.settings, ...opts.settings, max_execution_time: opts.timeoutS ?? this.queryTimeoutS },
     });
   }
 
