@@ -173,7 +173,7 @@ ${r(out.incremental.cpu_ms)} CPU-ms, so it kept ${Math.round(out.incremental.cor
 |---|---:|---:|
 ${kinds.map((k) => `| ${k.kind} | ${r(k.cpu_ms)} | ${r(k.longest_query_ms)} |`).join('\n')}
 
-**The last step's query over empty inputs** (\`profilesFromStateSql\`; each of its two slice queries pays this before it
+**The last step's query over empty inputs** (\`profilesFromStateSql\`, one query since 8d6e293; it pays this before it
 reads a row): ${out.step3_analysis_cpu_ms.median} CPU-ms (rounds: ${analysis.join(', ')}).
 
 **Reading the changed users' previous rows** from the full run's partition (every granule holds one of them):
@@ -182,7 +182,8 @@ reads a row): ${out.step3_analysis_cpu_ms.median} CPU-ms (rounds: ${analysis.joi
 |---|---:|---|
 ${Object.entries(columns).map(([k, v]) => `| ${k} | ${median(v)} | ${v.join(', ')} |`).join('\n')}
 
-**One user slice of a full run's scan** over the merged timeline (one part, where both read the same rows):
+**One user slice of a full run's scan** over the merged timeline (one part, where both read the same rows; full runs read
+such a part without \`FINAL\` since ca85a80):
 ${parts === 1 ? `with \`FINAL\` ${r(median(final.with))} CPU-ms (rounds: ${final.with.join(', ')}), without it ${r(median(final.without))} CPU-ms (rounds: ${final.without.join(', ')}).` : `skipped: \`user_timeline\` has ${parts} parts.`}
 `,
   );
