@@ -307,33 +307,42 @@ describe('profiles match the reference implementation', () => {
     expectMatches(await runRows(app, merged.run_id), referenceProfiles(a, asOf), 'events stored twice, in one row');
   });
 
-  it('reads the users only the merged timeline part holds without FINAL, and every other user with it', async () => {
-    const app = 'merged_part';
+  /**
+   * An app's events merged into one timeline part, then newer ones (more events
+   * of some of its users, and new users; stored twice when `twice`) in parts of
+   * their own: merges of user_timeline stay stopped, for the caller to start.
+   */
+  async function mergedPartAndNewer(app: string, seed: number, asOf: number, twice: boolean): Promise<TestEvent[]> {
     const now = Math.floor(Date.now() / 1000);
-    const asOf = AS_OFS[2]!;
-    const a = generate(909, { appUsers: 40, asOf, receivedAt: now - 7200, tag: 'a' });
+    const a = generate(seed, { appUsers: 30, asOf, receivedAt: now - 7200, tag: 'a' });
     await insertEvents(ch, app, a);
     await ch.exec(sql`OPTIMIZE TABLE user_timeline FINAL`);
-    // Kept apart from the merged part: more events of some of its users and of new ones, one batch stored twice.
     const users = [...new Set(a.map((e) => e.user_id))];
-    const b = generate(910, { appUsers: 6, asOf, receivedAt: now - 3600, tag: 'b', existingUsers: users.slice(0, 10) });
+    const b = generate(seed + 1, { appUsers: 5, asOf, receivedAt: now - 3600, tag: 'b', existingUsers: users.slice(0, 10) });
     await ch.exec(sql`SYSTEM STOP MERGES user_timeline`);
-    let run;
+    await insertEvents(ch, app, b);
+    if (twice) await insertEvents(ch, app, b.filter((_, i) => i % 3 === 0));
+    // The RFM step reads purchase_events, whose merges collapse copies as the timeline's reads do.
+    await ch.exec(sql`OPTIMIZE TABLE purchase_events FINAL`);
+    return [...a, ...b];
+  }
+
+  it('reads the users only the merged timeline part holds without FINAL, and every other user with it', async () => {
+    const app = 'merged_part';
+    const asOf = AS_OFS[2]!;
+    let events, run;
     try {
-      await insertEvents(ch, app, b);
-      await insertEvents(ch, app, b.filter((_, i) => i % 3 === 0));
-      await ch.exec(sql`OPTIMIZE TABLE purchase_events FINAL`);
+      events = await mergedPartAndNewer(app, 909, asOf, true);
       const plan = await planTimelineScan(ch, { ...scanOf(app, asOf, 'probe'), zones: await zonesAt(ch, app, windowOf(new Date(asOf * 1000))) });
       await ch.exec(sql`DROP TABLE IF EXISTS profile_outside_probe`);
       expect(plan.part).toBeDefined();
-      const timelineUsers = (await timelineRows(app)).length;
       expect(plan.outside).toBeGreaterThan(0);
-      expect(plan.outside).toBeLessThan(timelineUsers);
+      expect(plan.outside).toBeLessThan((await timelineRows(app)).length);
       run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
     } finally {
       await ch.exec(sql`SYSTEM START MERGES user_timeline`);
     }
-    const expected = referenceProfiles([...a, ...b], asOf);
+    const expected = referenceProfiles(events, asOf);
     // Counted rows, not a map of them: a user read both ways would have two.
     expect(run.users).toBe(expected.size);
     expectMatches(await runRows(app, run.run_id), expected, 'merged part without FINAL, the rest with it');
@@ -341,26 +350,24 @@ describe('profiles match the reference implementation', () => {
 
   it('reads with FINAL the users of a merged part replaced between the plan and the read', async () => {
     const app = 'merged_away';
-    const now = Math.floor(Date.now() / 1000);
     const asOf = AS_OFS[0]!;
-    const a = generate(911, { appUsers: 30, asOf, receivedAt: now - 7200, tag: 'a' });
-    await insertEvents(ch, app, a);
-    await ch.exec(sql`OPTIMIZE TABLE user_timeline FINAL`);
-    const b = generate(912, { appUsers: 4, asOf, receivedAt: now - 3600, tag: 'b', existingUsers: [...new Set(a.map((e) => e.user_id))].slice(0, 5) });
-    await insertEvents(ch, app, b);
-    await ch.exec(sql`OPTIMIZE TABLE purchase_events FINAL`);
     const runId = 'r20260101000000_0000beef';
-    const scan = { ...scanOf(app, asOf, runId), zones: await zonesAt(ch, app, windowOf(new Date(asOf * 1000))) };
-    let result;
+    const outside = scanOf(app, asOf, runId).outside;
+    let events, result;
     try {
+      events = await mergedPartAndNewer(app, 911, asOf, false);
+      // The zones of the users' timezone traits, as the job finds them.
+      const scan = { ...scanOf(app, asOf, runId), zones: await zonesAt(ch, app, windowOf(new Date(asOf * 1000))) };
       const plan = await planTimelineScan(ch, scan);
       expect(plan.part).toBeDefined();
       expect(plan.outside).toBeGreaterThan(0);
       // A merge replaces the planned part: the read of it finds nothing.
+      await ch.exec(sql`SYSTEM START MERGES user_timeline`);
       await ch.exec(sql`OPTIMIZE TABLE user_timeline FINAL`);
       result = await scanTimeline(ch, scan, plan);
     } finally {
-      await ch.exec(sql`DROP TABLE IF EXISTS ${ident(scan.outside)}`);
+      await ch.exec(sql`SYSTEM START MERGES user_timeline`);
+      await ch.exec(sql`DROP TABLE IF EXISTS ${ident(outside)}`);
     }
     expect(result.reread).toBe(true);
     const rows = await ch.rows<Row>(sql`SELECT ${PROFILE_SELECT} FROM profiles WHERE app_id = ${app} AND run_id = ${runId} ORDER BY user_id`);
@@ -368,7 +375,7 @@ describe('profiles match the reference implementation', () => {
     const byUser = new Map(rows.map((r) => [r.user_id as string, r]));
     expect(byUser.size, 'one row per user').toBe(rows.length);
     // Written without the RFM scores (those need the run's purchasers): every other field as the reference has it.
-    expectMatches(byUser, referenceProfiles([...a, ...b], asOf), 'merged away', ['r_score', 'f_score', 'm_score', 'rfm_segment']);
+    expectMatches(byUser, referenceProfiles(events, asOf), 'merged away', ['r_score', 'f_score', 'm_score', 'rfm_segment']);
   });
 
   it('counts a newer event stored twice once in an incremental run', async () => {
