@@ -462,7 +462,7 @@ type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones
  * with FINAL; see MergedPartRead. No merged part: every user with FINAL.
  */
 export async function planTimelineScan(ch: ClickHouse, p: TimelineScan): Promise<{ part?: string; outside: number }> {
-  const part = largestMergedPart(await ch.rows<{ name: string; level: number | string; rows: number | string }>(timelinePartsSql()));
+  const part = largestMergedPart(await ch.rows<{ name: string; level: number | string; rows: number | string }>(timelinePartsSql(p.appId)));
   if (part === undefined) return { outside: 0 };
   await ch.exec(changedTableSql(p.outside));
   await ch.exec(usersOutsidePartSql({ appId: p.appId, part, into: p.outside, ...(p.usersIn ? { usersIn: p.usersIn } : {}) }));
@@ -487,7 +487,7 @@ export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: { part
   return { reread: true };
 }
 
-/** The merged (level > 0) part with the most rows, if any. */
+/** The merged (level > 0) part with the most of the app's rows, if any. */
 export function largestMergedPart(parts: readonly { name: string; level: number | string; rows: number | string }[]): string | undefined {
   return [...parts].filter((x) => Number(x.level) > 0).sort((a, b) => Number(b.rows) - Number(a.rows))[0]?.name;
 }

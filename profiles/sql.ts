@@ -525,9 +525,14 @@ export interface MergedPartRead {
   except: string;
 }
 
-/** The active parts of user_timeline: the job reads the largest merged one without FINAL. */
-export function timelinePartsSql(): Sql {
-  return sql`SELECT name, level, rows FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active`;
+/**
+ * The active parts of user_timeline that hold rows of the app, with their level
+ * and the app's rows in each: the job reads the one with most without FINAL
+ * (a part merged from apps written at different times may hold few of them).
+ */
+export function timelinePartsSql(appId: string): Sql {
+  return sql`SELECT name, level, rows FROM (SELECT _part AS name, count() AS rows FROM user_timeline WHERE app_id = ${appId} GROUP BY name)
+ANY INNER JOIN (SELECT name, level FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active) USING name`;
 }
 
 /** Whether the part is still active (parts never come back once merged away). */

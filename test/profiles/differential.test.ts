@@ -6,7 +6,7 @@ import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { ident, sql } from '../../lib/sql.ts';
 import { buildProfiles, planTimelineScan, scanTimeline, zonesAt } from '../../profiles/job.ts';
 import { getProfile, listRuns, PROFILE_SELECT } from '../../profiles/read.ts';
-import { runRowsSql, SCORES_AT_READ, slicesOf, windowOf } from '../../profiles/sql.ts';
+import { runRowsSql, SCORES_AT_READ, slicesOf, timelinePartsSql, windowOf } from '../../profiles/sql.ts';
 import { evaluateSegment } from '../../segments/evaluate.ts';
 import { typedTraitValue } from '../../profiles/traits.ts';
 import { testDatabase } from '../support/env.ts';
@@ -338,6 +338,9 @@ describe('profiles match the reference implementation', () => {
       expect(plan.part).toBeDefined();
       expect(plan.outside).toBeGreaterThan(0);
       expect(plan.outside).toBeLessThan((await timelineRows(app)).length);
+      // The part is chosen by the app's own rows in each, not by the rows of every app the part holds.
+      const parts = await ch.rows<{ rows: string }>(timelinePartsSql(app));
+      expect(parts.reduce((n, x) => n + Number(x.rows), 0)).toBe((await timelineRows(app)).reduce((n, r) => n + r, 0));
       run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
     } finally {
       await ch.exec(sql`SYSTEM START MERGES user_timeline`);
