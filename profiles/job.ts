@@ -457,7 +457,7 @@ type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones
 
 /**
  * How step 3 reads user_timeline (every user, or those in `usersIn`): the
- * table's largest merged part without FINAL, for the users no other part
+ * merged part holding most of the app's rows without FINAL, for the users no other part
  * holds, and the users of the other parts (into the Memory table `outside`)
  * with FINAL; see MergedPartRead. No merged part: every user with FINAL.
  */

@@ -4,7 +4,7 @@
 //   purchase_events ──(1) one row per purchaser──► buyers (+ previous run's unchanged)
 //   buyers ──(2) value counts──► 4 score thresholds per RFM metric (numbers in Node)
 //   user_timeline ──(3) one row per user, fields by array functions, scores by arithmetic──► profiles
-//     (its largest merged part read alone for the users no other part holds, the rest with FINAL)
+//     (the merged part with most of the app's rows read alone for the users no other part holds, the rest with FINAL)
 //   incremental only: (3) for the changed users with a late arrival;
 //   previous row's state + profile_events_by_time since its as_of ──(3s) the other changed users──► profiles
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
