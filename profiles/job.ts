@@ -453,7 +453,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
 type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
 
-type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; slices: UserSlice[]; outside: string; usersIn?: Sql };
+type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; slices: UserSlice[]; outside: string; usersIn?: Sql; into?: string };
 
 /**
  * How step 3 reads user_timeline (every user, or those in `usersIn`): the
