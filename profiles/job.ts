@@ -57,11 +57,11 @@ import {
   type RunLayer,
   type Scores,
   type RunRef,
+  type MergedPartRead,
   type UserSlice,
   type Window,
   timelinePartActiveSql,
   timelinePartsSql,
-  usersOutsidePartSql,
 } from './sql.ts';
 import { zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
 
@@ -187,7 +187,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const late = `profile_late_${runId}`;
   const previousRows = `profile_prev_${runId}`;
   const newEvents = `profile_new_${runId}`;
-  const outside = `profile_outside_${runId}`;
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -357,9 +356,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const zones = await zonesReady;
       const t = { timeoutS: 3600 };
       const fromTimeline = async (usersIn?: Sql) => {
-        const scan = { appId, runId, window: w, zones, rfm: scores, slices, outside, ...(usersIn ? { usersIn } : {}) };
-        created.push(outside);
-        await scanTimeline(ch, scan, await planTimelineScan(ch, scan), rlog);
+        const scan = { appId, runId, window: w, zones, rfm: scores, slices, ...(usersIn ? { usersIn } : {}) };
+        await scanTimeline(ch, scan, await planTimelineScan(ch, appId), rlog);
       };
       if (incremental) {
         // The late users first: a check after their reads sees only their rows in the run.
@@ -453,35 +451,29 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
 type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
 
-type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; slices: UserSlice[]; outside: string; usersIn?: Sql; into?: string };
+type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; slices: UserSlice[]; usersIn?: Sql; into?: string };
 
 /**
- * How step 3 reads user_timeline (every user, or those in `usersIn`): the
- * merged part holding most of the app's rows without FINAL, for the users no other part
- * holds, and the users of the other parts (into the Memory table `outside`)
- * with FINAL; see MergedPartRead. No merged part: every user with FINAL.
+ * How step 3 reads user_timeline (MergedPartRead): the merged part holding
+ * most of the app's rows without FINAL, with the app's rows in other parts
+ * joined on when there are any; with FINAL when no part is merged.
  */
-export async function planTimelineScan(ch: ClickHouse, p: TimelineScan): Promise<{ part?: string; outside: number }> {
-  const part = largestMergedPart(await ch.rows<{ name: string; level: number | string; rows: number | string }>(timelinePartsSql(p.appId)));
-  if (part === undefined) return { outside: 0 };
-  await ch.exec(changedTableSql(p.outside));
-  await ch.exec(usersOutsidePartSql({ appId: p.appId, part, into: p.outside, ...(p.usersIn ? { usersIn: p.usersIn } : {}) }));
-  return { part, outside: Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(p.outside)}`))?.n ?? 0) };
+export async function planTimelineScan(ch: ClickHouse, appId: string): Promise<MergedPartRead | undefined> {
+  const parts = await ch.rows<{ name: string; level: number | string; rows: number | string }>(timelinePartsSql(appId));
+  const part = largestMergedPart(parts);
+  return part === undefined ? undefined : { part, others: parts.some((x) => x.name !== part) };
 }
 
 /** Step 3 from user_timeline as planned, one query per slice at once; resolves once every user read has a row. */
-export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: { part?: string; outside: number }, rlog = log): Promise<{ reread: boolean }> {
+export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: MergedPartRead | undefined, rlog = log): Promise<{ reread: boolean }> {
   const t = { timeoutS: 3600 };
-  const { slices, outside, ...common } = p;
+  const { slices, ...common } = p;
   const scan = (extra: Partial<Parameters<typeof profilesFromTimelineSql>[0]>) =>
     Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ ...common, slice, ...extra }), t)));
-  if (plan.part === undefined) {
-    await scan({});
-    return { reread: false };
-  }
-  await Promise.all([scan({ merged: { part: plan.part, except: outside } }), plan.outside > 0 ? scan({ usersIn: ident(outside) }) : undefined]);
-  if (Number((await ch.one<{ n: string }>(timelinePartActiveSql(plan.part)))?.n ?? 0) > 0) return { reread: false };
-  // Merged away, maybe before a read began: that read found none of its rows.
+  await scan(plan ? { merged: plan } : {});
+  // With other parts joined on, the read is complete whatever merges ran (MergedPartRead).
+  if (!plan || plan.others || Number((await ch.one<{ n: string }>(timelinePartActiveSql(plan.part)))?.n ?? 0) > 0) return { reread: false };
+  // Merged away, maybe before the read began: it found none of the part's rows.
   rlog.info('the merged timeline part was replaced while being read; reading the users still without a row with FINAL', { part: plan.part });
   await scan({ unwritten: true });
   return { reread: true };
@@ -637,7 +629,7 @@ export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|outside|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

@@ -4,7 +4,7 @@
 //   purchase_events ──(1) one row per purchaser──► buyers (+ previous run's unchanged)
 //   buyers ──(2) value counts──► 4 score thresholds per RFM metric (numbers in Node)
 //   user_timeline ──(3) one row per user, fields by array functions, scores by arithmetic──► profiles
-//     (the merged part with most of the app's rows read alone for the users no other part holds, the rest with FINAL)
+//     (the merged part with most of the app's rows read without FINAL, the other parts' rows of its users joined on)
 //   incremental only: (3) for the changed users with a late arrival;
 //   previous row's state + profile_events_by_time since its as_of ──(3s) the other changed users──► profiles
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
@@ -509,20 +509,28 @@ function windowedFields(w: Window, zone: ReturnType<typeof localHours>): Sql {
 }
 
 /**
- * Reading one part of user_timeline without FINAL. FINAL merges a user's rows
- * across parts as it reads, on one thread per query, and cost ~20% of a full
- * run's scan CPU on the benchmark even over a single part. A part that
- * ClickHouse merged (level > 0) holds one row per user (an inserted part can
- * hold several), so the users no other part holds are read from it alone:
- * `part`, leaving out `except`, the users of every other part
- * (usersOutsidePartSql), which are read with FINAL. Parts are snapshots: if a
- * merge replaces `part` before a read starts, that read finds none of its rows,
- * which the job checks for (timelinePartActiveSql) and then reads those users
- * with FINAL; a row read is never wrong, only possibly missing.
+ * Reading user_timeline without FINAL. FINAL merges a user's rows across parts
+ * as it reads, on one thread per query, and cost ~25% of a full run's scan CPU
+ * on the benchmark even over a single part. A part ClickHouse merged (level >
+ * 0) holds one row per user (an inserted part can hold several), so the scan
+ * reads the merged part `part` that holds most of the app's rows as it is.
+ * With `others`, the app's rows in every other part (the few recently written
+ * ones, in a table taking inserts) are grouped by user (-Merge of the
+ * groupArray states, what FINAL would do for them) and joined on, their arrays
+ * appended to the merged part's: one read of the merged part, whoever else holds
+ * rows of a user.
+ *
+ * Parts are snapshots, taken by each side of the join as it starts: if a merge
+ * replaces `part` before the left side starts, the right side reads the part
+ * that replaced it, so every event is still read; if in between, events of
+ * `part` are read twice, and the scan counts an event hash once (as it does for
+ * copies). Without `others` there is no right side: the job then checks that
+ * `part` was still active after the read (timelinePartActiveSql) and otherwise
+ * reads the users left without a row with FINAL (`unwritten`).
  */
 export interface MergedPartRead {
   part: string;
-  except: string;
+  others: boolean;
 }
 
 /**
@@ -540,10 +548,31 @@ export function timelinePartActiveSql(part: string): Sql {
   return sql`SELECT count() AS n FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active AND name = ${part}`;
 }
 
-/** The app's users (those in `usersIn`) with a row in any part of user_timeline but `part`, into `into`; only those parts are read. */
-export function usersOutsidePartSql(p: { appId: string; part: string; into: string; usersIn?: Sql }): Sql {
-  const scope = p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``;
-  return sql`INSERT INTO ${ident(p.into)} SELECT DISTINCT user_id FROM user_timeline WHERE app_id = ${p.appId} AND _part != ${p.part}${scope}`;
+/** user_timeline's state columns, the names the scan gives their arrays, and the -Merge that groups them. */
+const TIMELINE_COLUMNS = [
+  ['event_ts', 't_ts', 'groupArrayMerge'],
+  ['event_hash', 't_hash', 'groupArrayMerge'],
+  ['event_flags', 't_flags', 'groupArrayMerge'],
+  ['event_amount', 't_amount', 'groupArrayMerge'],
+  ['event_category', 't_category', 'groupArrayMerge'],
+  ['trait_key', 't_key', 'groupArrayArrayMerge'],
+  ['trait_ts', 't_tts', 'groupArrayArrayMerge'],
+  ['trait_event', 't_event', 'groupArrayArrayMerge'],
+  ['trait_value', 't_value', 'groupArrayArrayMerge'],
+  ['trait_type', 't_type', 'groupArrayArrayMerge'],
+] as const;
+
+/** One row per user with TIMELINE_COLUMNS as arrays (named t_*), from user_timeline as `merged` says, else with FINAL. */
+function timelineRowsSql(p: { appId: string; scope: Sql; merged?: MergedPartRead }): Sql {
+  const finalized = (prefix: string) => join(TIMELINE_COLUMNS.map(([c, t]) => sql`finalizeAggregation(${ident(c)}) AS ${ident(prefix + t.slice(2))}`));
+  if (!p.merged) return sql`SELECT user_id, ${finalized('t_')} FROM user_timeline FINAL WHERE app_id = ${p.appId}${p.scope}`;
+  const part = sql`SELECT user_id, ${finalized(p.merged.others ? 'l_' : 't_')} FROM user_timeline WHERE app_id = ${p.appId} AND _part = ${p.merged.part}${p.scope}`;
+  if (!p.merged.others) return part;
+  const grouped = join(TIMELINE_COLUMNS.map(([c, t, merge]) => sql`${raw(merge)}(${ident(c)}) AS ${ident('r_' + t.slice(2))}`));
+  const appended = join(TIMELINE_COLUMNS.map(([, t]) => sql`arrayConcat(${ident('l_' + t.slice(2))}, ${ident('r_' + t.slice(2))}) AS ${ident(t)}`));
+  // FULL: a user only the other parts hold (new since the merge) gets empty arrays from the left.
+  return sql`SELECT user_id, ${appended} FROM (${part})
+    ANY FULL JOIN (SELECT user_id, ${grouped} FROM user_timeline WHERE app_id = ${p.appId} AND _part != ${p.merged.part}${p.scope} GROUP BY user_id) USING user_id`;
 }
 
 /**
@@ -559,7 +588,7 @@ export function usersOutsidePartSql(p: { appId: string; part: string; into: stri
  * `zones`: the zones ClickHouse can load (job.ts checks each once), 'UTC'
  * among them, with their offsets over the 90d window (zones.ts); any other
  * timezone trait counts as UTC. Also writes the row's state (120_profile_state.sql).
- * `merged`: read the users only one merged part holds from it, without FINAL.
+ * `merged`: read one merged part without FINAL, with the other parts' rows joined on (MergedPartRead).
  */
 export function profilesFromTimelineSql(p: {
   appId: string;
@@ -570,15 +599,14 @@ export function profilesFromTimelineSql(p: {
   usersIn?: Sql;
   slice?: UserSlice;
   into?: string;
-  /** Read one merged part without FINAL (see MergedPartRead). */
+  /** Read one merged part without FINAL (MergedPartRead). */
   merged?: MergedPartRead;
   /** Only users the run has no row for yet. */
   unwritten?: boolean;
 }): Sql {
   const { window: w } = p;
-  const merged = p.merged ? sql` AND _part = ${p.merged.part} AND user_id NOT IN ${ident(p.merged.except)}` : sql``;
   const unwritten = p.unwritten ? sql` AND user_id NOT IN (SELECT user_id FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})` : sql``;
-  const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${merged}${unwritten}${sliceSql(p.slice)}`;
+  const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${unwritten}${sliceSql(p.slice)}`;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
   // The state: the counted track events of the 90d window, and their categories and purchase amounts.
   const in90 = (x: string, cond: string) => sql`arrayFilter((x, f, m) -> m AND ${raw(cond)}, ${raw(x)}, fa, m90)`;
@@ -606,19 +634,16 @@ export function profilesFromTimelineSql(p: {
         FROM (
         SELECT *, ${namedTraits()} FROM (
           SELECT user_id,
-            finalizeAggregation(event_ts) AS tsa,
+            t_ts AS tsa,
             -- Counted: the first event of each hash, up to as_of.
-            arrayMap((t, i) -> i = 1 AND t <= ${w.asOf}, tsa, arrayEnumerateUniq(finalizeAggregation(event_hash))) AS keep,
-            finalizeAggregation(event_flags) AS fa,
+            arrayMap((t, i) -> i = 1 AND t <= ${w.asOf}, tsa, arrayEnumerateUniq(t_hash)) AS keep,
+            t_flags AS fa,
             arrayMap(f -> bitAnd(f, 7), fa) AS ka,
-            finalizeAggregation(event_amount) AS am,
-            finalizeAggregation(event_category) AS ca,
-            arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y),
-              finalizeAggregation(trait_key), finalizeAggregation(trait_ts), finalizeAggregation(trait_event),
-              finalizeAggregation(trait_value), finalizeAggregation(trait_type)))) AS changes,
+            t_amount AS am,
+            t_category AS ca,
+            arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y), t_key, t_tts, t_event, t_value, t_type))) AS changes,
             ${currentTraits('changes')}
-          FROM user_timeline${p.merged ? sql`` : sql` FINAL`}
-          WHERE app_id = ${p.appId}${scope}
+          FROM (${timelineRowsSql({ appId: p.appId, scope, ...(p.merged ? { merged: p.merged } : {}) })})
         )
       ))
       -- A user with no event up to as_of has no profile.
