@@ -5,6 +5,11 @@
 //             copy of it split into --parts parts with merges stopped (each
 //             user in one part, as a backfill leaves it before merges catch
 //             up): FINAL merges the parts at read time
+//   steady    the full run's scan as the job reads a timeline taking inserts:
+//             a copy merged into one part plus a new part holding rows of 1%
+//             of the users (copies of theirs, which the scan counts once), read
+//             with FINAL and the job's way (the merged part without FINAL, the
+//             new part's rows grouped by user and joined on)
 //   backfill  the migration's backfill GROUP BY into a scratch table, with its
 //             spill setting and without it: peak memory from query_log
 // Alternating rounds; the ratio is paired within each round. Results:
@@ -31,6 +36,7 @@ const ROUNDS = Number(values.rounds);
 const APP = 'bench';
 const OUT = 'timeline_bench_out';
 const SPLIT = 'timeline_bench_parts';
+const STEADY = 'timeline_bench_steady';
 
 const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600 });
@@ -81,6 +87,42 @@ const ratios = merged.map((x, i) => +(split[i]! / x).toFixed(2));
 const users = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(OUT)}`))?.n ?? 0);
 await ch.exec(sql`DROP TABLE ${ident(SPLIT)}`);
 
+// steady: a merged copy plus a new part with 1% of the users' rows.
+await ch.exec(sql`DROP TABLE IF EXISTS ${ident(STEADY)}`);
+await ch.exec(sql`CREATE TABLE ${ident(STEADY)} AS user_timeline`);
+await ch.exec(sql`INSERT INTO ${ident(STEADY)} SELECT * FROM user_timeline`, { timeoutS: 3600 });
+for (let i = 0; (await partCount(STEADY)) > 1; i++) {
+  if (i > 300) throw new Error(`${STEADY} did not merge into one part`);
+  await ch.exec(sql`OPTIMIZE TABLE ${ident(STEADY)} FINAL`, { timeoutS: 3600 }).catch(() => undefined); // refused while a merge runs: retried
+  await new Promise((r) => setTimeout(r, 1000));
+}
+const steadyPart = (await ch.one<{ name: string }>(sql`SELECT name FROM system.parts WHERE database = currentDatabase() AND table = ${STEADY} AND active`))!.name;
+await ch.exec(sql`SYSTEM STOP MERGES ${ident(STEADY)}`);
+await ch.exec(sql`INSERT INTO ${ident(STEADY)} SELECT * FROM user_timeline WHERE cityHash64(user_id) % 100 = 0`);
+const newPartUsers = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(STEADY)} WHERE _part != ${steadyPart}`))?.n ?? 0);
+/** The slice queries over STEADY: with FINAL, or the job's way. */
+function steadyScan(joined: boolean): Sql[] {
+  return slices.map((slice) => {
+    const q = profilesFromTimelineSql({ appId: APP, runId: 'bench', window: w, zones: { names, offsets }, rfm, slice, into: OUT, ...(joined ? { merged: { part: steadyPart, others: true } } : {}) }).text;
+    if (!q.includes('FROM user_timeline')) throw new Error('the scan no longer reads user_timeline: update bench/timeline.ts');
+    return raw(q.replaceAll('FROM user_timeline', `FROM ${STEADY}`));
+  });
+}
+async function timeSteady(joined: boolean): Promise<number> {
+  await ch.exec(sql`TRUNCATE TABLE ${ident(OUT)}`);
+  const t = performance.now();
+  await Promise.all(steadyScan(joined).map((q) => ch.exec(q, { timeoutS: 3600 })));
+  return secs(t);
+}
+const steady = { final: [] as number[], joined: [] as number[] };
+for (let i = 0; i < ROUNDS; i++) {
+  steady.final.push(await timeSteady(false));
+  steady.joined.push(await timeSteady(true));
+  say(`round ${i + 1}: steady state with FINAL ${steady.final[i]} s, the job's way ${steady.joined[i]} s`);
+}
+const steadyRatios = steady.joined.map((x, i) => +(x / steady.final[i]!).toFixed(2));
+await ch.exec(sql`DROP TABLE ${ident(STEADY)}`);
+
 // The migration's backfill, as written and without its SETTINGS clause.
 const backfill: { spill: boolean; seconds: number; memoryGB: number; rows: number }[] = [];
 if (!values['no-backfill']) {
@@ -113,6 +155,7 @@ const out = {
   seconds: { merged, split },
   median_seconds: { merged: median(merged), split: median(split) },
   split_to_merged: { median: median(ratios), rounds: ratios },
+  steady: { new_part_users: newPartUsers, seconds: steady, median_seconds: { final: median(steady.final), joined: median(steady.joined) }, joined_to_final: { median: median(steadyRatios), rounds: steadyRatios } },
   backfill,
   clickhouse: (await ch.one<{ v: string }>(sql`SELECT version() AS v`))?.v,
 };
@@ -132,7 +175,19 @@ in ${parts.split} parts with merges stopped (each user in one part): \`FINAL\` m
 | merged (${parts.merged} part(s)) | ${out.median_seconds.merged} | ${merged.join(', ')} |
 | ${parts.split} parts | ${out.median_seconds.split} | ${split.join(', ')} |
 
-${parts.split} parts / merged: **${out.split_to_merged.median}×** (rounds: ${ratios.join(', ')}).
+${parts.split} parts / merged: **${out.split_to_merged.median}×** (rounds: ${ratios.join(', ')}). Both read with \`FINAL\`; since ca85a80 the job
+reads a merged part without it.
+
+**A timeline taking inserts**: a copy merged into one part, plus a new part with the rows of ${newPartUsers.toLocaleString('en')} users (1%; copies
+of theirs, which the scan counts once), read by the full run's scan (two slices at once) with \`FINAL\`, and the job's way: the
+merged part without \`FINAL\`, the new part's rows grouped by user and joined on (\`MergedPartRead\`, profiles/sql.ts).
+
+| read | seconds (median) | rounds |
+|---|---:|---|
+| \`FINAL\` | ${out.steady.median_seconds.final} | ${steady.final.join(', ')} |
+| merged part, other part joined on | ${out.steady.median_seconds.joined} | ${steady.joined.join(', ')} |
+
+Joined / \`FINAL\`: **${out.steady.joined_to_final.median}×** (rounds: ${steadyRatios.join(', ')}).
 ${
   backfill.length
     ? `
