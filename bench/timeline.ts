@@ -26,7 +26,7 @@ import { ident, raw, sql, type Sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { profilesFromTimelineSql } from '../profiles/sql.ts';
 import { scanInputs } from './scan-inputs.ts';
-import { median, say, secs } from './report.ts';
+import { median, queriesFinished, queryLogGap, say, secs } from './report.ts';
 
 const { values } = parseArgs({
   options: { db: { type: 'string', default: 'bench_profiles_kept' }, parts: { type: 'string', default: '16' }, rounds: { type: 'string', default: '3' }, 'no-backfill': { type: 'boolean', default: false } },
@@ -39,7 +39,7 @@ const SPLIT = 'timeline_bench_parts';
 const STEADY = 'timeline_bench_steady';
 
 const stack = await up(loadConfig());
-const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600 });
+const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600, settings: { log_queries: 1 } });
 
 await migrate(ch);
 const { meta, window: w, zones: { names, offsets }, rfm, slices } = await scanInputs(ch, APP, values.db!);
@@ -108,19 +108,31 @@ function steadyScan(joined: boolean): Sql[] {
     return raw(q.replaceAll('FROM user_timeline', `FROM ${STEADY}`));
   });
 }
-async function timeSteady(joined: boolean): Promise<number> {
+/** Seconds, and the CPU-ms query_log accounts to the slice queries (every thread, user + system). */
+async function timeSteady(joined: boolean): Promise<{ s: number; cpu: number }> {
   await ch.exec(sql`TRUNCATE TABLE ${ident(OUT)}`);
+  await queryLogGap();
+  const from = new Date();
   const t = performance.now();
   await Promise.all(steadyScan(joined).map((q) => ch.exec(q, { timeoutS: 3600 })));
-  return secs(t);
+  const s = secs(t);
+  const to = new Date();
+  await queryLogGap();
+  const cpu = (await queriesFinished(ch, from, to)).filter((q) => q.query.includes(STEADY)).reduce((a, q) => a + q.cpu, 0);
+  return { s, cpu };
 }
 const steady = { final: [] as number[], joined: [] as number[] };
+const steadyCpu = { final: [] as number[], joined: [] as number[] };
 for (let i = 0; i < ROUNDS; i++) {
-  steady.final.push(await timeSteady(false));
-  steady.joined.push(await timeSteady(true));
-  say(`round ${i + 1}: steady state with FINAL ${steady.final[i]} s, the job's way ${steady.joined[i]} s`);
+  for (const joined of [false, true]) {
+    const r = await timeSteady(joined);
+    steady[joined ? 'joined' : 'final'].push(r.s);
+    steadyCpu[joined ? 'joined' : 'final'].push(r.cpu);
+  }
+  say(`round ${i + 1}: steady state with FINAL ${steady.final[i]} s (${steadyCpu.final[i]} CPU-ms), the job's way ${steady.joined[i]} s (${steadyCpu.joined[i]} CPU-ms)`);
 }
 const steadyRatios = steady.joined.map((x, i) => +(x / steady.final[i]!).toFixed(2));
+const steadyCpuRatios = steadyCpu.joined.map((x, i) => +(x / steadyCpu.final[i]!).toFixed(2));
 await ch.exec(sql`DROP TABLE ${ident(STEADY)}`);
 
 // The migration's backfill, as written and without its SETTINGS clause.
@@ -155,7 +167,14 @@ const out = {
   seconds: { merged, split },
   median_seconds: { merged: median(merged), split: median(split) },
   split_to_merged: { median: median(ratios), rounds: ratios },
-  steady: { new_part_users: newPartUsers, seconds: steady, median_seconds: { final: median(steady.final), joined: median(steady.joined) }, joined_to_final: { median: median(steadyRatios), rounds: steadyRatios } },
+  steady: {
+    new_part_users: newPartUsers,
+    seconds: steady,
+    median_seconds: { final: median(steady.final), joined: median(steady.joined) },
+    joined_to_final: { median: median(steadyRatios), rounds: steadyRatios },
+    cpu_ms: steadyCpu,
+    cpu_joined_to_final: { median: median(steadyCpuRatios), rounds: steadyCpuRatios },
+  },
   backfill,
   clickhouse: (await ch.one<{ v: string }>(sql`SELECT version() AS v`))?.v,
 };
@@ -182,12 +201,13 @@ reads a merged part without it.
 of theirs, which the scan counts once), read by the full run's scan (two slices at once) with \`FINAL\`, and the job's way: the
 merged part without \`FINAL\`, the new part's rows grouped by user and joined on (\`MergedPartRead\`, profiles/sql.ts).
 
-| read | seconds (median) | rounds |
-|---|---:|---|
-| \`FINAL\` | ${out.steady.median_seconds.final} | ${steady.final.join(', ')} |
-| merged part, other part joined on | ${out.steady.median_seconds.joined} | ${steady.joined.join(', ')} |
+| read | seconds (median) | rounds | CPU-ms (median) | rounds |
+|---|---:|---|---:|---|
+| \`FINAL\` | ${out.steady.median_seconds.final} | ${steady.final.join(', ')} | ${median(steadyCpu.final)} | ${steadyCpu.final.join(', ')} |
+| merged part, other part joined on | ${out.steady.median_seconds.joined} | ${steady.joined.join(', ')} | ${median(steadyCpu.joined)} | ${steadyCpu.joined.join(', ')} |
 
-Joined / \`FINAL\`: **${out.steady.joined_to_final.median}×** (rounds: ${steadyRatios.join(', ')}).
+Joined / \`FINAL\`: **${out.steady.joined_to_final.median}×** in seconds (rounds: ${steadyRatios.join(', ')}), **${out.steady.cpu_joined_to_final.median}×** in CPU
+(rounds: ${steadyCpuRatios.join(', ')}; CPU from \`system.query_log\`, every thread, user + system).
 ${
   backfill.length
     ? `
