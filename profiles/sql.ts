@@ -578,17 +578,16 @@ function timelineRowsSql(p: { appId: string; scope: Sql; merged?: MergedPartRead
 /**
  * Step 3: one profile row per user (all, or those in `usersIn`) from
  * user_timeline (100_user_timeline.sql), where ClickHouse's merges keep each
- * user's events and trait changes as one row of parallel arrays. Read with
- * FINAL, which merges the rows of a user that sit in parts not merged yet, so
- * every row read is one whole user and nothing is grouped: each field comes
- * from the user's arrays by array functions. On the benchmark this costs the
- * same CPU as summing per-row partials with a GROUP BY, and needs no second
- * pass for users of several rows. An event repeated in a user's arrays (same
- * hash of event_id and ts) counts once, as merges of events collapse it.
- * `zones`: the zones ClickHouse can load (job.ts checks each once), 'UTC'
- * among them, with their offsets over the 90d window (zones.ts); any other
- * timezone trait counts as UTC. Also writes the row's state (120_profile_state.sql).
- * `merged`: read one merged part without FINAL, with the other parts' rows joined on (MergedPartRead).
+ * user's events and trait changes as one row of parallel arrays. Read either
+ * with FINAL, which merges the rows of a user that sit in parts not merged yet,
+ * or (`merged`) from one merged part with the other parts' rows joined on
+ * (MergedPartRead): either way every row read is one whole user, and each
+ * field comes from the user's arrays by array functions. An event repeated in
+ * a user's arrays (same hash of event_id and ts) counts once, as merges of
+ * events collapse it. `zones`: the zones ClickHouse can load (job.ts checks
+ * each once), 'UTC' among them, with their offsets over the 90d window
+ * (zones.ts); any other timezone trait counts as UTC. Also writes the row's
+ * state (120_profile_state.sql).
  */
 export function profilesFromTimelineSql(p: {
   appId: string;
