@@ -451,7 +451,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
 type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
 
-type TimelineScan = { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; slices: UserSlice[]; usersIn?: Sql; into?: string };
+/** profilesFromTimelineSql's inputs but the read itself (merged, unwritten), over every slice. */
+type TimelineScan = Omit<Parameters<typeof profilesFromTimelineSql>[0], 'slice' | 'merged' | 'unwritten'> & { slices: UserSlice[] };
 
 /**
  * How step 3 reads user_timeline (MergedPartRead): the merged part holding
