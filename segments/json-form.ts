@@ -270,9 +270,14 @@ function issuesToErrors(issues: readonly z.core.$ZodIssue[], input: unknown, out
 
 // The input is walked once without recursion before zod sees it: zod recurses,
 // and a 100,000-deep object must yield an error, not a RangeError.
-// A valid expression nests at most 2 JSON levels per condition level (object + array).
-const MAX_JSON_DEPTH = 2 * LIMITS.maxDepth + 8;
+// A condition level is 2 JSON levels (object + array). Nested and/or flatten
+// before the depth limit applies, as in the text form, so the cap is not
+// LIMITS.maxDepth but the deepest an expression of LIMITS.maxNodes conditions
+// can nest (zod's recursion overflows the stack near twice that).
+const MAX_JSON_DEPTH = 2 * LIMITS.maxNodes + 8;
 const MAX_JSON_VALUES = 1_000_000;
+
+const FLATTENED_LIMITS = new Set(['too_deep', 'too_many_nodes']);
 
 function shapeProblem(input: unknown): SegmentError | undefined {
   const stack: [unknown, number][] = [[input, 1]];
@@ -280,7 +285,7 @@ function shapeProblem(input: unknown): SegmentError | undefined {
   while (stack.length > 0) {
     const [v, depth] = stack.pop()!;
     if (++seen > MAX_JSON_VALUES) return jsonError('too_large', `expression is too large`, []);
-    if (depth > MAX_JSON_DEPTH) return jsonError('too_deep', `expression nests deeper than ${LIMITS.maxDepth} levels`, []);
+    if (depth > MAX_JSON_DEPTH) return jsonError('too_deep', `expression nests deeper than ${LIMITS.maxNodes} levels, more than ${LIMITS.maxNodes} conditions can`, []);
     if (Array.isArray(v)) for (const x of v) stack.push([x, depth + 1]);
     else if (v !== null && typeof v === 'object') for (const x of Object.values(v)) stack.push([x, depth + 1]);
   }
@@ -424,10 +429,16 @@ export function tryFromJson(input: unknown, ctx: Omit<CheckContext, 'source'> = 
   }
   const errors: SegmentError[] = [];
   const expr = readExpr(parsed.data, [], errors);
-  // Checked before flattening so that paths point into the input as given.
-  errors.push(...checkSegment(expr, ctx).map((e) => (e.path?.length ? { ...e, message: `${e.message} (at ${formatPath(e.path)})` } : e)));
+  // Checked before flattening so that paths point into the input as given; but
+  // the size and depth limits hold for the flattened form, as for the text form
+  // (segments.md: nested and/or are one node), so past them the flattened form
+  // is checked instead, and its paths are into that form.
+  const flat = canonical(expr);
+  const asGiven = checkSegment(expr, ctx);
+  const found = asGiven.some((e) => FLATTENED_LIMITS.has(e.code)) ? checkSegment(flat, ctx) : asGiven;
+  errors.push(...found.map((e) => (e.path?.length ? { ...e, message: `${e.message} (at ${formatPath(e.path)})` } : e)));
   if (errors.length > 0) return { ok: false, errors: errors.slice(0, MAX_REPORTED_ERRORS) };
-  return { ok: true, value: canonical(expr) };
+  return { ok: true, value: flat };
 }
 
 /** Reads and checks the JSON form; throws SegmentSyntaxError listing every problem found. */

@@ -156,6 +156,26 @@ describe('JSON form: errors with paths', () => {
     expect(brief({ not: notDeepEnough })).toEqual([['too_deep', ['not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not', 'not']]]);
   });
 
+  it('the depth and size limits hold for the flattened form, as for the text form', () => {
+    // 33 nested binary ands: one and of 34 conditions once flattened.
+    let chain: unknown = { attr: 'x', op: 'eq', value: 1 };
+    let text = 'x = 1';
+    for (let i = 0; i < 33; i++) {
+      chain = { and: [chain, { attr: `y${i}`, op: 'eq', value: 1 }] };
+      text = `(${text} and y${i} = 1)`;
+    }
+    expect(parseSegment(text).kind).toBe('and');
+    expect(fromJson(chain)).toEqual(stripSpans(parseSegment(text)));
+    // 200 ands of 2 inside an and: 601 nodes as given, 401 flattened.
+    const pairs = Array.from({ length: 200 }, (_, i) => ({ and: [{ tag: `a${i}` }, { tag: `b${i}` }] }));
+    expect(tryFromJson({ and: pairs }).ok).toBe(true);
+    expect(brief({ and: [...pairs, ...pairs.slice(0, 50)] })).toEqual([['too_many_nodes', []]]);
+    // Past the limits after flattening, as before.
+    let notChain: unknown = { tag: 'a' };
+    for (let i = 0; i < 33; i++) notChain = { not: { and: [notChain, { tag: `b${i}` }] } };
+    expect(brief(notChain)[0]![0]).toBe('too_deep');
+  });
+
   it('strings must be valid Unicode: a lone surrogate is rejected wherever it is', () => {
     expect(errorsOf({ attr: 'x', op: 'eq', value: 'a\ud800' })[0]).toMatchObject({
       code: 'bad_string',
