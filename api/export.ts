@@ -287,7 +287,7 @@ export interface FieldCatalog {
   /** Fields that are current traits of the same name (read live, like `traits.<name>`). */
   liveTraitFields: ReadonlySet<string>;
   currentTraitsSql(appId: string, asOf: Date): Sql;
-  currentTagsSql(appId: string, asOf: Date): Sql;
+  currentTagsSql(appId: string): Sql;
   clusterAssignmentsSql(appId: string): Sql;
   typedTraitValue(value: string, type: number): string | number | boolean;
 }
@@ -338,7 +338,7 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
     );
   }
   if (wantsTags) {
-    joinStep(sql`SELECT user_id, arraySort(groupArray(tag)) AS g_tags FROM (${catalog.currentTagsSql(appId, asOf)}) GROUP BY user_id`, ['g_tags']);
+    joinStep(sql`SELECT user_id, arraySort(groupArray(tag)) AS g_tags FROM (${catalog.currentTagsSql(appId)}) GROUP BY user_id`, ['g_tags']);
   }
   if (wantsCluster) {
     joinStep(

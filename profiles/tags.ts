@@ -73,22 +73,22 @@ export async function tagUsers(ch: ClickHouse, appId: string, tag: string, userI
 }
 
 /**
- * Subquery with columns (user_id, tag) for the tags present now, or as of an
- * instant (changes with changed_at <= asOf).
+ * Subquery with columns (user_id, tag) for the tags present now. Tags are not
+ * events: a segment at any as_of reads the tags users carry now ("currently
+ * carries", segments.md), so a change takes effect at once whatever the as_of.
  */
-export function currentTagsSql(appId: string, asOf?: Date, opts: { usersIn?: Sql } = {}): Sql {
-  const at = asOf ? sql` AND changed_at <= ${asOf}` : sql``;
+export function currentTagsSql(appId: string, opts: { usersIn?: Sql } = {}): Sql {
   const users = opts.usersIn ? sql` AND user_id IN ${opts.usersIn}` : sql``;
   return sql`SELECT user_id, tag FROM (
     SELECT user_id, tag, argMax(present, seq) AS present
     FROM user_tags
-    WHERE app_id = ${appId}${at}${users}
+    WHERE app_id = ${appId}${users}
     GROUP BY user_id, tag
   ) WHERE present = 1`;
 }
 
 /** The current tags of one user, sorted. */
 export async function userTags(ch: ClickHouse, appId: string, userId: string): Promise<string[]> {
-  const rows = await ch.rows<{ tag: string }>(sql`SELECT tag FROM (${currentTagsSql(appId, undefined, { usersIn: sql`(${userId})` })}) ORDER BY tag`);
+  const rows = await ch.rows<{ tag: string }>(sql`SELECT tag FROM (${currentTagsSql(appId, { usersIn: sql`(${userId})` })}) ORDER BY tag`);
   return rows.map((r) => r.tag);
 }

@@ -676,7 +676,7 @@ function sides(b: Builder): Side[] {
   if (b.tags.size > 0) {
     out.push(
       groupedSide('tags', b.tags, (tag) => sql`argMaxIf(present, seq, tag = ${tag})`, sql`SELECT user_id, tag, present, seq FROM user_tags
-        WHERE app_id = ${appId} AND changed_at <= ${asOf} AND tag IN (${valueList(b.tags.keys())})`),
+        WHERE app_id = ${appId} AND tag IN (${valueList(b.tags.keys())})`),
     );
   }
   if (b.usesProfile && b.ctx.profileRunId !== null) {

@@ -190,7 +190,7 @@ async function withFields(ch: ClickHouse, appId: string, p: PreparedSegment, ids
   if (fields.includes('tags')) {
     jobs.push(
       ch
-        .rows<{ user_id: string; tag: string }>(sql`SELECT user_id, tag FROM (${currentTagsSql(appId, p.asOf, { usersIn: users })}) ORDER BY tag`)
+        .rows<{ user_id: string; tag: string }>(sql`SELECT user_id, tag FROM (${currentTagsSql(appId, { usersIn: users })}) ORDER BY tag`)
         .then((rows) => {
           for (const r of rows) (out[index.get(r.user_id)!]!.tags as string[]).push(r.tag);
         }),

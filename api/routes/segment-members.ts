@@ -26,7 +26,7 @@ const catalog: FieldCatalog = {
   profileField: (name) => profileField(name),
   liveTraitFields: LIVE_TRAIT_FIELDS,
   currentTraitsSql: (appId, asOf) => currentTraitsSql(appId, asOf),
-  currentTagsSql: (appId, asOf) => currentTagsSql(appId, asOf),
+  currentTagsSql: (appId) => currentTagsSql(appId),
   clusterAssignmentsSql: latestAssignmentsSql,
   typedTraitValue,
 };

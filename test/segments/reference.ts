@@ -240,10 +240,11 @@ export class Reference {
     return stored(best?.value);
   }
 
-  private tag(user: string, tag: string, asOf: number): boolean {
+  /** Tags are not events: `tag(t)` is the tag the user carries now, whatever the as_of (segments.md: "currently carries"). */
+  private tag(user: string, tag: string): boolean {
     let best: RefTagChange | undefined;
     for (const t of this.data.tags) {
-      if (t.user_id !== user || t.tag !== tag || t.changed_at > asOf) continue;
+      if (t.user_id !== user || t.tag !== tag) continue;
       if (!best || t.seq > best.seq) best = t;
     }
     return best?.present ?? false;
@@ -334,7 +335,7 @@ export class Reference {
         return unreachable(e.fn);
       }
       case 'tag':
-        return this.tag(user, e.tag, asOf);
+        return this.tag(user, e.tag);
       case 'in_segment': {
         const saved = this.data.saved.get(e.ref);
         if (!saved) throw new Error(`unknown segment ${e.ref}`);
