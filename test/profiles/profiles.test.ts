@@ -292,7 +292,8 @@ describe('tags', () => {
 });
 
 describe('jobs', () => {
-  it('runs in the background, records progress and result, refuses a second job of the same kind', async () => {
+  // Queueing behind a job of the same kind (the default) is tested in test/jobs/queue.test.ts.
+  it('runs in the background, records progress and result, refuses a second job of the same kind when asked to', async () => {
     let release!: () => void;
     const gate = new Promise<void>((r) => (release = r));
     const { job_id } = await startJob(ch, 'jobs', 'profiles', { mode: 'full' }, async (report) => {
@@ -300,7 +301,7 @@ describe('jobs', () => {
       await gate;
       return { users: 3 };
     });
-    await expect(startJob(ch, 'jobs', 'profiles', {}, async () => 1)).rejects.toBeInstanceOf(JobConflictError);
+    await expect(startJob(ch, 'jobs', 'profiles', {}, async () => 1, { ifBusy: 'refuse' })).rejects.toBeInstanceOf(JobConflictError);
     // Another kind and another app are independent.
     const other = await startJob(ch, 'jobs', 'clusters', {}, async () => {
       throw new Error('no profile run');
@@ -320,10 +321,10 @@ describe('jobs', () => {
     expect((await getJob(ch, 'jobs', again.job_id))!.state).toBe('succeeded');
   });
 
-  it('refuses a job another process recorded as running, unless its heartbeat is stale', async () => {
+  it('refuses (when asked to) a job another process recorded as running, unless its heartbeat is stale', async () => {
     const seq = Date.now() * 1000;
     await ch.insert('jobs', [{ app_id: 'elsewhere', job_id: 'j-live', kind: 'profiles', state: 'running', progress: 0.2, params: '{}', result: '', error: '', created_at: Math.floor(Date.now() / 1000), updated_seq: seq }]);
-    await expect(startJob(ch, 'elsewhere', 'profiles', {}, async () => 1)).rejects.toBeInstanceOf(JobConflictError);
+    await expect(startJob(ch, 'elsewhere', 'profiles', {}, async () => 1, { ifBusy: 'refuse' })).rejects.toBeInstanceOf(JobConflictError);
     await ch.insert('jobs', [{ app_id: 'stale', job_id: 'j-dead', kind: 'profiles', state: 'running', progress: 0.2, params: '{}', result: '', error: '', created_at: 1700000000, updated_seq: 1700000000 * 1000 * 1000 }]);
     expect(await getJob(ch, 'stale', 'j-dead')).toMatchObject({ state: 'failed' });
     const { job_id } = await startJob(ch, 'stale', 'profiles', {}, async () => 1);
