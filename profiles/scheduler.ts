@@ -2,8 +2,16 @@
 // profile job per app — incremental, and full once per `fullEveryS` — through
 // the job registry (so a job already started by the API or another process is
 // respected, not doubled).
+//
+// The registry queues a job submitted while another of its kind runs for the
+// app (lib/jobs.ts). The schedule does not: when a profile job of the app is
+// already queued or running anywhere, that app's tick is skipped (the next tick
+// catches up), so ticks never pile jobs up behind a long one. It asks
+// jobInProgress() first; a job submitted between that question and the start
+// can still put this tick's job behind it — one job at most, as the tick waits
+// for it before the next app.
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { JobConflictError, jobFinished } from '../lib/jobs.ts';
+import { JobConflictError, jobFinished, jobInProgress } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { sql } from '../lib/sql.ts';
 import { startProfileJob, type ProfileMode } from './job.ts';
@@ -62,12 +70,18 @@ export function startProfileScheduler(
     for (const appId of apps) {
       if (stopped) return;
       try {
+        const busy = await jobInProgress(ch, appId, 'profiles');
+        if (busy) {
+          slog.info('profile job already queued or running; skipped', { app_id: appId, job_id: busy });
+          continue;
+        }
         const mode = scheduledMode(await listRuns(ch, appId), new Date(), fullEveryS);
         const { job_id } = await startProfileJob(ch, appId, { mode });
         slog.info('scheduled profile job started', { app_id: appId, job_id, mode });
         await jobFinished(job_id);
       } catch (err) {
-        if (err instanceof JobConflictError) slog.info('profile job already running; skipped', { app_id: appId });
+        // Only a full queue now (JobQueueFullError): the registry queues a job otherwise.
+        if (err instanceof JobConflictError) slog.info('profile job not started; skipped', { app_id: appId, reason: err.message });
         else slog.error('scheduled profile job could not start', { app_id: appId, error: err });
       }
     }
