@@ -1,14 +1,35 @@
 // Background jobs: profile builds and cluster training. They run in this
 // process on the app-wide ClickHouse client (not the request's: a job outlives
 // the request that started it), recorded in the `jobs` table by lib/jobs.ts.
-import { getJob, startJob } from '../../lib/jobs.ts';
+// A job submitted while one of its kind for the app is queued or running is
+// accepted too and waits, `queued`, for its turn (lib/jobs.ts); past
+// MAX_QUEUED waiting the answer is 409.
+import { getJob, MAX_QUEUED, startJob } from '../../lib/jobs.ts';
 import { resolveFeatures } from '../../profiles/cluster-features.ts';
 import { trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, isoSeconds } from '../../profiles/job.ts';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
-import { notFound, ProblemError } from '../problem.ts';
+import { notFound, PROBLEM_CONTENT_TYPE, ProblemError } from '../problem.ts';
 import { ClusterJobBodySchema, JobAcceptedSchema, JobPathSchema, JobSchema, ProfileJobBodySchema } from '../schemas.ts';
+
+const ACCEPTED = (kind: string) => ({
+  status: 202,
+  description:
+    `the job was accepted. Jobs of one kind for one app run one at a time, in the order submitted: ` +
+    `while an earlier ${kind} job of the app is queued or running (in this server or another), this one is \`queued\` ` +
+    `(progress 0) and runs when they have finished; follow it with GET /v1/jobs/{job_id}`,
+  schema: JobAcceptedSchema,
+});
+
+/** The 409 of the job routes, documented with the queue bound. */
+const QUEUE_FULL = {
+  status: 409,
+  description:
+    `${MAX_QUEUED} jobs of this kind for the app are already queued on this server, the most it holds: ` +
+    `wait for them to finish (GET /v1/jobs/{job_id}) and submit again`,
+  media: { [PROBLEM_CONTENT_TYPE]: { description: 'the problem, naming the last queued job', schema: { $ref: '#/components/schemas/Problem' } } },
+};
 
 export function jobRoutes(ctx: AppContext) {
   return [
@@ -22,7 +43,8 @@ export function jobRoutes(ctx: AppContext) {
         role: 'admin',
         body: ProfileJobBodySchema,
         optionalBody: true,
-        response: { status: 202, description: 'the job was queued', schema: JobAcceptedSchema },
+        response: ACCEPTED('profile'),
+        otherResponses: [QUEUE_FULL],
         problems: [409],
       },
       async ({ appId, body }) => {
@@ -42,7 +64,8 @@ export function jobRoutes(ctx: AppContext) {
         role: 'admin',
         body: ClusterJobBodySchema,
         optionalBody: true,
-        response: { status: 202, description: 'the job was queued', schema: JobAcceptedSchema },
+        response: ACCEPTED('cluster'),
+        otherResponses: [QUEUE_FULL],
         problems: [409],
       },
       async ({ appId, body }) => {
