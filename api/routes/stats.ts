@@ -2,12 +2,20 @@
 import type { Kafka } from 'kafkajs';
 import { z } from 'zod';
 import { ingestStats } from '../../ingest/stats.ts';
-import { sql } from '../../lib/sql.ts';
+import { raw, sql } from '../../lib/sql.ts';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
 
 const StatsQuerySchema = z
-  .object({ days: z.coerce.number().int().min(1).max(3660).default(30).meta({ description: 'days of per-day counts (ending today, UTC)' }) })
+  .object({
+    days: z.coerce
+      .number()
+      .int()
+      .min(1)
+      .max(3660)
+      .optional()
+      .meta({ description: 'narrows events.by_day to the last `days` UTC days, ending today; default: every day that holds stored events' }),
+  })
   .strict();
 
 const StatsSchema = z
@@ -16,7 +24,9 @@ const StatsSchema = z
     events: z.object({
       total: z.number().int(),
       by_type: z.object({ track: z.number().int(), identify: z.number().int() }),
-      by_day: z.array(z.object({ day: z.string(), track: z.number().int(), identify: z.number().int() })).meta({ description: 'UTC days with events, oldest first' }),
+      by_day: z
+        .array(z.object({ day: z.string(), track: z.number().int(), identify: z.number().int() }))
+        .meta({ description: 'UTC days with events, oldest first: every such day unless `days` narrows it, so the days add up to `total`' }),
     }),
     users: z.number().int(),
     last_event_at: z.string().nullable().meta({ description: 'greatest event ts' }),
@@ -78,8 +88,9 @@ export function statsRoutes(ctx: AppContext) {
         response: { status: 200, description: 'the app\'s figures', schema: StatsSchema },
       },
       async ({ ch, appId, query }) => {
-        // The first UTC day of the window, at 00:00 UTC.
-        const since = new Date((Math.floor(Date.now() / 86_400_000) - (query.days - 1)) * 86_400_000);
+        // Every day by default; with `days`, from the first UTC day of that window, at 00:00 UTC.
+        const window =
+          query.days === undefined ? raw('') : sql`AND ts >= ${new Date((Math.floor(Date.now() / 86_400_000) - (query.days - 1)) * 86_400_000)}`;
         const [totals, days, ingest, lag] = await Promise.all([
           ch.one<{ track: string; identify: string; users: string; last_ts: string; last_received: string; n: string }>(sql`
             SELECT countIf(type = 'track') AS track, countIf(type = 'identify') AS identify, uniqExact(user_id) AS users,
@@ -87,7 +98,7 @@ export function statsRoutes(ctx: AppContext) {
             FROM events WHERE app_id = ${appId}`),
           ch.rows<{ day: string; track: string; identify: string }>(sql`
             SELECT toString(toDate(ts, 'UTC')) AS day, countIf(type = 'track') AS track, countIf(type = 'identify') AS identify
-            FROM events WHERE app_id = ${appId} AND ts >= ${since}
+            FROM events WHERE app_id = ${appId} ${window}
             GROUP BY day ORDER BY day`),
           ingestStats(ch, appId),
           consumerLag(ctx.kafka, ctx.config.WARBLER_EVENTS_TOPIC, ctx.config.WARBLER_CONSUMER_GROUP),
