@@ -64,10 +64,12 @@ export interface CompiledSegment {
   usesUniverse: boolean;
   /** What the members query starts from: the events scan, a side that implies the universe, or the universe. */
   driver: 'events' | 'traits' | 'profile' | 'firsts' | 'universe';
+  /** True when a condition reads a field of the profile run (PROFILE_COLUMNS). */
+  usesProfileRun: boolean;
 }
 
 /** Profile fields read from the profiles table (the others are live: traits, clusters). */
-const PROFILE_COLUMNS: Readonly<Record<string, 'number' | 'string' | 'instant'>> = {
+export const PROFILE_COLUMNS: Readonly<Record<string, 'number' | 'string' | 'instant'>> = {
   first_seen: 'instant',
   last_seen: 'instant',
   events_total: 'number',
@@ -862,6 +864,7 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
     nodes: b.nodes,
     usesUniverse: !driver,
     driver: !driver ? 'universe' : driver.kind === 'scan' ? 'events' : (driver.kind as 'traits' | 'profile' | 'firsts'),
+    usesProfileRun: b.usesProfile,
   };
 }
 

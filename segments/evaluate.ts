@@ -2,13 +2,14 @@
 // compiled query → members. The I/O edge around the pure compiler.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
-import { latestRun } from '../profiles/read.ts';
+import { latestRun, type ProfileRun } from '../profiles/read.ts';
+import { profileRunAt } from '../profiles/run-at.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 import { currentTagsSql } from '../profiles/tags.ts';
 import { currentTraitsSql, typedTraitValue } from '../profiles/traits.ts';
 import type { Expr } from './ast.ts';
 import { checkSegment } from './check.ts';
-import { compileSegment, LIVE_TRAIT_FIELDS, type CompiledSegment } from './compile.ts';
+import { compileSegment, LIVE_TRAIT_FIELDS, PROFILE_COLUMNS, type CompiledSegment } from './compile.ts';
 import { SegmentSyntaxError } from './errors.ts';
 import { NON_COMPARABLE_FIELDS, profileField, TRAITS_PREFIX } from './fields.ts';
 import { listSegments, segmentResolver, toExpr } from './saved.ts';
@@ -58,8 +59,13 @@ export function evaluationInstant(asOf?: Date): Date {
   return new Date(Math.floor(ms / 1000) * 1000);
 }
 
-/** Parses/checks the input, resolves in_segment against the app's saved segments, picks the profile run, compiles. */
-export async function prepareSegment(ch: ClickHouse, appId: string, input: unknown, asOfInput?: Date): Promise<PreparedSegment> {
+/**
+ * Parses/checks the input, resolves in_segment against the app's saved segments, picks the profile run, compiles.
+ * Profile fields (in the expression, or `fields` to return) come from the run at
+ * exactly `asOfInput`, built when missing; without `asOfInput`, from the latest
+ * run (profiles/run-at.ts).
+ */
+export async function prepareSegment(ch: ClickHouse, appId: string, input: unknown, asOfInput?: Date, opts: { fields?: readonly string[] } = {}): Promise<PreparedSegment> {
   const asOf = evaluationInstant(asOfInput);
   const expr = await toExpr(input);
   let savedSegments: Map<string, Expr> | undefined;
@@ -75,8 +81,14 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
       if (!savedSegments.has(s.name)) savedSegments.set(s.name, s.expr);
     }
   }
-  const run = await latestRun(ch, appId, asOf);
-  const compiled = compileSegment(expr, { appId, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, savedSegments });
+  const compile = (run: ProfileRun | undefined) => compileSegment(expr, { appId, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, savedSegments });
+  let run = await latestRun(ch, appId, asOf);
+  let compiled = compile(run);
+  const exact = asOfInput !== undefined;
+  if ((compiled.usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS)) && (!run || (exact && run.as_of.getTime() !== asOf.getTime()))) {
+    run = await profileRunAt(ch, appId, asOf, exact);
+    compiled = compile(run);
+  }
   return { expr, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, profilesAsOf: run?.as_of ?? null, compiled };
 }
 
@@ -108,7 +120,7 @@ export async function evaluateSegment(ch: ClickHouse, appId: string, input: unkn
   fields.forEach((f, i) => {
     if (!isReturnableField(f)) throw badInput(`fields`, 'unknown_field', `fields[${i}]: unknown profile field ${JSON.stringify(f)}`);
   });
-  const p = await prepareSegment(ch, appId, input, opts.asOf);
+  const p = await prepareSegment(ch, appId, input, opts.asOf, { fields });
   const [countRows, idRows] = await Promise.all([
     ch.rows<{ count: string }>(p.compiled.count),
     limit > 0 ? ch.rows<{ user_id: string }>(sql`${p.compiled.members} LIMIT ${limit}`) : Promise.resolve([]),

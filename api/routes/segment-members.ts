@@ -76,7 +76,7 @@ export function segmentMemberRoutes(ctx: AppContext) {
           }
         });
         const seg = await savedSegment(ch, appId, params.id);
-        const p = await prepareSegment(ch, appId, seg.expr, query.as_of);
+        const p = await prepareSegment(ch, appId, seg.expr, query.as_of, { fields });
         const source = membersWithFields(
           { appId, asOf: p.asOf, members: p.compiled.members, profileRunId: p.profileRunId, profileLayer: p.profileLayer, fields: [...new Set(fields)] },
           catalog,

@@ -189,6 +189,11 @@ export function generateApp(appId: string, seed: number, users = 50, userPrefix 
     ['seg_buyers', { kind: 'did', event: 'purchase' }],
     ['big spenders', { kind: 'and', items: [{ kind: 'in_segment', ref: 'seg_buyers' }, { kind: 'agg', fn: 'sum', event: 'purchase', prop: 'amount', op: 'gte', value: 100 }] }],
   ]);
+  // A run at T0 itself: evaluations through prepareSegment at T0 read a stored
+  // run, as they would after a profile job at T0, instead of building a real one
+  // (which would not hold these made-up rows). Drawn last: the data above stays
+  // the same for a seed.
+  runs.push(run('r5', T0, true));
   // Version 3 has assignments but no model row: readers must ignore it.
   return { appId, ref: { events, tags, runs, clusterModels: [1, 2], clusterAssignments, saved } };
 }

@@ -68,7 +68,7 @@ describe('saved segments', () => {
   it('returns requested profile fields with each user', async () => {
     const r = await evaluateSegment(ch, 'app_s', 'did(purchase)', { asOf, limit: 3, fields: ['rfm_segment', 'country', 'tags', 'traits', 'first_seen'] });
     expect(r.users).toHaveLength(3);
-    expect(r.profiles_as_of).toBe('2026-05-22T00:00:00Z');
+    expect(r.profiles_as_of).toBe('2026-06-01T00:00:00Z');
     for (const u of r.users) {
       expect(Object.keys(u).sort()).toEqual(['country', 'first_seen', 'rfm_segment', 'tags', 'traits', 'user_id']);
       expect(Array.isArray(u.tags)).toBe(true);

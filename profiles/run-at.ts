@@ -1,0 +1,71 @@
+// The profile run a segment reads its profile fields from. A run's fields are
+// exact at its own as_of only (events-and-profiles.md §2), so an evaluation at
+// an explicit as_of reads the run at exactly that instant, and builds it first
+// when there is none: an incremental run from the latest run before it (a full
+// one when there is none), through the job registry, so one profile job per app
+// runs at a time and the build shows in GET /v1/jobs. An evaluation at "now"
+// (no as_of given) reads the latest run, which the scheduler keeps fresh; only
+// an app without any run gets one built then.
+import type { ClickHouse } from '../lib/clickhouse.ts';
+import { getJob, JobConflictError, jobFinished } from '../lib/jobs.ts';
+import { log } from '../lib/log.ts';
+import { isoSeconds, startProfileJob } from './job.ts';
+import { latestRun, type ProfileRun } from './read.ts';
+
+/** How long a build waits for another process's profile job of the app before giving up. */
+export const WAIT_FOR_OTHER_JOB_MS = 10 * 60_000;
+const POLL_MS = 250;
+
+// Evaluations at the same instant share one build (in this process; across
+// processes the job registry keeps them one at a time, and the second finds the
+// first's run).
+const building = new Map<string, Promise<ProfileRun>>();
+
+/**
+ * The complete run at `asOf` (whole seconds) when `exact`, built when missing;
+ * otherwise the latest complete run at or before `asOf`, built at `asOf` when
+ * there is none at all.
+ */
+export async function profileRunAt(ch: ClickHouse, appId: string, asOf: Date, exact: boolean): Promise<ProfileRun> {
+  const found = await latestRun(ch, appId, asOf);
+  if (found && (!exact || found.as_of.getTime() === asOf.getTime())) return found;
+  const key = `${appId}\u0000${asOf.getTime()}`;
+  let build = building.get(key);
+  if (!build) {
+    build = buildRunAt(ch, appId, asOf).finally(() => building.delete(key));
+    building.set(key, build);
+  }
+  return build;
+}
+
+async function runAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun | undefined> {
+  const run = await latestRun(ch, appId, asOf);
+  return run && run.as_of.getTime() === asOf.getTime() ? run : undefined;
+}
+
+async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun> {
+  const at = isoSeconds(asOf);
+  const giveUpAt = Date.now() + WAIT_FOR_OTHER_JOB_MS;
+  for (;;) {
+    let jobId: string;
+    try {
+      ({ job_id: jobId } = await startProfileJob(ch, appId, { asOf, mode: 'incremental' }));
+    } catch (e) {
+      // Another process's profile job of this app holds the app (it may be building this very run).
+      if (!(e instanceof JobConflictError) || Date.now() > giveUpAt) throw e;
+      await new Promise((r) => setTimeout(r, POLL_MS));
+      const run = await runAt(ch, appId, asOf);
+      if (run) return run;
+      continue;
+    }
+    log.info('building profiles for a segment at an as_of without a profile run', { app_id: appId, as_of: at, job_id: jobId });
+    await jobFinished(jobId);
+    const job = await getJob(ch, appId, jobId);
+    const run = await runAt(ch, appId, asOf);
+    if (job?.state === 'succeeded' && run) return run;
+    throw new Error(
+      `could not build the profiles at ${at} that the segment's profile fields need (job ${jobId}: ${job?.error || job?.state || 'no record'}); ` +
+        `retry, or build them with POST /v1/jobs/profiles {"as_of":"${at}"} and evaluate again`,
+    );
+  }
+}

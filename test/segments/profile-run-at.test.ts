@@ -1,0 +1,97 @@
+// Which profile run a segment's profile fields come from (profiles/run-at.ts):
+// the run at exactly an explicit as_of, built when missing; the latest run at
+// "now". Against the real ClickHouse and the real profile job.
+import { beforeAll, describe, expect, it } from 'vitest';
+import type { ClickHouse } from '../../lib/clickhouse.ts';
+import { buildProfiles } from '../../profiles/job.ts';
+import { listRuns } from '../../profiles/read.ts';
+import { evaluateSegment } from '../../segments/evaluate.ts';
+import { explainSegment } from '../../segments/explain.ts';
+import { insertEvents } from '../profiles/events.ts';
+import type { TestEvent } from '../profiles/reference.ts';
+import { testDatabase } from '../support/env.ts';
+
+let ch: ClickHouse;
+beforeAll(async () => {
+  ch = await testDatabase('wt_segrunat');
+});
+
+const DAY = 86_400;
+const T = Date.parse('2026-10-01T00:00:00Z') / 1000;
+const at = (s: number) => new Date(s * 1000);
+const iso = (s: number) => at(s).toISOString().replace('.000Z', 'Z');
+let n = 0;
+const event = (user_id: string, ts: number, event = 'purchase', type: 'track' | 'identify' = 'track'): TestEvent => ({
+  event_id: `e${n++}`,
+  user_id,
+  ts,
+  type,
+  event: type === 'track' ? event : '',
+  properties: event === 'purchase' ? { amount: 10 } : {},
+  traits: {},
+  context: {},
+  received_at: T - 100 * DAY,
+});
+// u1 bought 40 days and 1 day before T; u2 only after T; u3 viewed 5 days before T; u4 identified after T.
+const EVENTS = [event('u1', T - 40 * DAY), event('u1', T - DAY), event('u2', T + DAY), event('u3', T - 5 * DAY, 'view'), event('u4', T + 3 * DAY, '', 'identify')];
+const members = async (app: string, expression: string, asOf?: number, fields?: string[]) => {
+  const r = await evaluateSegment(ch, app, expression, { ...(asOf !== undefined ? { asOf: at(asOf) } : {}), limit: 100, ...(fields ? { fields } : {}) });
+  return { ids: r.users.map((u) => u.user_id), profilesAsOf: r.profiles_as_of, users: r.users };
+};
+const runsAt = async (app: string, s: number) => (await listRuns(ch, app)).filter((r) => r.state === 'complete' && r.as_of.getTime() === s * 1000);
+
+describe('profile fields at the evaluation as_of', () => {
+  it('builds the run at an explicit as_of that has none, even before any run exists', async () => {
+    await insertEvents(ch, 'first', EVENTS);
+    const r = await members('first', 'purchases_30d >= 1', T);
+    expect(r.ids).toEqual(['u1']);
+    expect(r.profilesAsOf).toBe(iso(T));
+    expect(await runsAt('first', T)).toHaveLength(1);
+    // Every user of the universe at T has the never-null fields.
+    expect((await members('first', 'events_total is null', T)).ids).toEqual([]);
+    expect((await members('first', 'events_total >= 0', T)).ids).toEqual(['u1', 'u3']);
+  });
+
+  it('reads the run at exactly the as_of, not an earlier one whose windows are stale', async () => {
+    await insertEvents(ch, 'stale', EVENTS);
+    await buildProfiles(ch, 'stale', { asOf: at(T), mode: 'full' });
+    // Two days on: u1's purchase of T - 1d is still in 30 days, and u2 bought; u4 only identified.
+    const later = T + 2 * DAY;
+    expect((await members('stale', 'purchases_30d >= 1', later)).ids).toEqual(['u1', 'u2']);
+    expect((await members('stale', 'events_total is null', later)).ids).toEqual([]);
+    expect((await members('stale', 'first_seen >= "2026-10-01T00:00:01Z"', T + 4 * DAY)).ids).toEqual(['u2', 'u4']);
+    // Fields to return need the run too, and so does explain.
+    const f = await members('stale', 'did(purchase)', later, ['purchases_total', 'last_purchase_at']);
+    expect(f.users).toEqual([
+      { user_id: 'u1', purchases_total: 2, last_purchase_at: iso(T - DAY) },
+      { user_id: 'u2', purchases_total: 1, last_purchase_at: iso(T + DAY) },
+    ]);
+    const ex = await explainSegment(ch, 'stale', 'recency_days <= 1', { asOf: at(T + 6 * DAY) });
+    expect(ex.nodes[0]!.count).toBe(0);
+    expect((await explainSegment(ch, 'stale', 'recency_days <= 5', { asOf: at(T + 6 * DAY) })).nodes[0]!.count).toBe(1);
+    // Built runs are kept like any other: the newest ones (dropSupersededRuns).
+    expect(await runsAt('stale', T + 6 * DAY)).toHaveLength(1);
+  });
+
+  it('builds nothing for an expression without profile fields, and one run for concurrent evaluations at one instant', async () => {
+    await insertEvents(ch, 'once', EVENTS);
+    await buildProfiles(ch, 'once', { asOf: at(T), mode: 'full' });
+    expect((await members('once', 'did(purchase)', T + DAY)).ids).toEqual(['u1', 'u2']);
+    expect(await runsAt('once', T + DAY)).toHaveLength(0);
+    const s = T + 7 * DAY;
+    const all = await Promise.all(Array.from({ length: 4 }, () => members('once', 'events_total >= 1', s)));
+    for (const r of all) expect(r.ids).toEqual(['u1', 'u2', 'u3']);
+    expect(await runsAt('once', s)).toHaveLength(1);
+  });
+
+  it('reads the latest run without an as_of, and builds one at now only when the app has none', async () => {
+    await insertEvents(ch, 'now', EVENTS);
+    const before = await members('now', 'events_total >= 1');
+    expect(before.ids).toEqual(['u1', 'u2', 'u3']);
+    expect(before.profilesAsOf).not.toBeNull();
+    const runs = (await listRuns(ch, 'now')).filter((r) => r.state === 'complete');
+    expect(runs).toHaveLength(1);
+    expect((await members('now', 'events_total >= 2')).profilesAsOf).toBe(before.profilesAsOf);
+    expect((await listRuns(ch, 'now')).filter((r) => r.state === 'complete')).toHaveLength(1);
+  });
+});
