@@ -3,8 +3,9 @@
 // of the app's latest cluster model).
 //
 // A user whose events arrived after the latest run has no profile row yet:
-// getProfile answers undefined (404) until the next run, which the scheduler
-// starts every WARBLER_PROFILE_INTERVAL_S. A profile is always one run's
+// getProfile answers undefined until the next run, which the scheduler starts
+// every WARBLER_PROFILE_INTERVAL_S (the API then computes one on request:
+// liveProfile in job.ts). A profile is always one run's
 // complete, consistent output — never a half-computed object whose RFM scores
 // or windows disagree with everyone else's.
 import type { ClickHouse } from '../lib/clickhouse.ts';

@@ -1,11 +1,15 @@
 // Users: one profile, and tags (one user, or one tag for many users).
+import { z } from 'zod';
 import { liveProfile } from '../../profiles/job.ts';
 import { getProfile } from '../../profiles/read.ts';
+import { profileRunAt } from '../../profiles/run-at.ts';
+import { evaluationInstant } from '../../segments/evaluate.ts';
 import { setTag, tagUsers } from '../../profiles/tags.ts';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
 import { notFound } from '../problem.ts';
 import {
+  InstantSchema,
   ProfileSchema,
   TagChangeSchema,
   TagPathSchema,
@@ -14,6 +18,14 @@ import {
   UserPathSchema,
   UserTagPathSchema,
 } from '../schemas.ts';
+
+const UserQuerySchema = z
+  .object({
+    as_of: InstantSchema.optional().meta({
+      description: 'the profile at exactly this instant: read from the profile run at it, built first when there is none (as segments do)',
+    }),
+  })
+  .strict();
 
 export function userRoutes(_ctx: AppContext) {
   return [
@@ -26,15 +38,23 @@ export function userRoutes(_ctx: AppContext) {
         tag: 'users',
         role: 'read',
         params: UserPathSchema,
+        query: UserQuerySchema,
         response: {
           status: 200,
           description:
-            'the profile from the latest complete profile run, with live tags and cluster; for a user with events but not yet in that run, computed on request (its as_of is then now)',
+            'without as_of: the profile from the latest complete profile run, with live tags and cluster; for a user with events but not yet in that run, computed on request (its as_of is then now). With as_of: the profile at exactly that instant',
           schema: ProfileSchema,
         },
         problems: [404],
       },
-      async ({ ch, appId, params }) => {
+      async ({ ch, appId, params, query }) => {
+        if (query.as_of) {
+          const asOf = evaluationInstant(query.as_of);
+          await profileRunAt(ch, appId, asOf, true);
+          const p = await getProfile(ch, appId, params.user_id, { asOf });
+          if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} at ${asOf.toISOString()} (no event stored for this user at or before it)`);
+          return p;
+        }
         // A user whose first events arrived after the latest run still has a profile.
         const p = (await getProfile(ch, appId, params.user_id)) ?? (await liveProfile(ch, appId, params.user_id));
         if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} (no event stored for this user)`);
