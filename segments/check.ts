@@ -58,12 +58,13 @@ export function durationProblem(amount: number, unit: string): string | undefine
 
 /**
  * ISO 8601 extended format with a mandatory offset or Z: date, `T`, hh:mm,
- * optional :ss and fraction (up to 9 digits), then `Z`, `±hh`, `±hhmm` or `±hh:mm`.
+ * optional :ss and fraction (up to 9 digits), then `Z`, `±hh`, `±hhmm` or `±hh:mm`;
+ * `t` and `z` too (RFC 3339 allows them; request as_of takes them).
  */
 export const INSTANT_PATTERN =
-  '^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?(Z|[+-][0-9]{2}(:?[0-9]{2})?)$';
+  '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$';
 const INSTANT_RE =
-  /^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:(Z)|([+-])(\d{2})(?::?(\d{2}))?)$/;
+  /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
 
 export interface Instant {
   /** Whole seconds since the Unix epoch (may be negative). */

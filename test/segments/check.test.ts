@@ -250,6 +250,9 @@ describe('instants', () => {
     expect(parseInstant('2026-01-01T08:00+0800')).toEqual(parseInstant('2026-01-01T00:00:00Z'));
     expect(parseInstant('2026-01-01T00:00:00.5-01')).toEqual({ seconds: parseInstant('2026-01-01T01:00:00Z')!.seconds, nanos: 500_000_000 });
     expect(parseInstant('2024-02-29T00:00:00Z')!.seconds).toBe(Date.UTC(2024, 1, 29) / 1000);
+    // RFC 3339 allows lower-case t and z, and request as_of takes them.
+    expect(parseInstant('2026-01-01t08:00:00z')).toEqual(parseInstant('2026-01-01T08:00:00Z'));
+    expect(checkSegment(parseSegment('did(e, between "2026-01-01t00:00:00z" and "2026-01-02T00:00:00+01:00")'))).toEqual([]);
     for (const bad of ['2026-01-01T00:00:00', '2026-01-01', '2025-02-29T00:00:00Z', '2026-13-01T00:00:00Z', '2026-01-01T24:00:00Z',
       '2026-01-01T00:60:00Z', '2026-01-01T00:00:60Z', '2026-01-01 00:00:00Z', '2026-01-01T00:00:00+24:00', ' 2026-01-01T00:00:00Z',
       '2026-01-01T00:00:00.1234567890Z', '+2026-01-01T00:00:00Z']) {
