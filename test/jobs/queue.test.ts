@@ -40,6 +40,13 @@ async function waitFor(what: string, cond: () => boolean | Promise<boolean>, tim
   }
 }
 
+/** jobFinished, failing after `ms` rather than at the test's timeout. */
+function finished(id: string, ms = 30_000): Promise<void> {
+  let t: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => (t = setTimeout(() => reject(new Error(`job ${id} did not finish within ${ms} ms`)), ms)));
+  return Promise.race([jobFinished(id), late]).finally(() => clearTimeout(t));
+}
+
 /** Run functions that record when they start and end, each optionally held at a gate. */
 function recorder() {
   const spans: Record<string, { start: number; end?: number }> = {};
@@ -91,7 +98,7 @@ describe('in one process', () => {
     expect(await getJob(ch, 'two', b.job_id)).toMatchObject({ state: 'queued', progress: 0, params: { n: 2 } });
     expect(await jobInProgress(ch, 'two', 'profiles')).toBe(a.job_id);
     g.open();
-    await jobFinished(b.job_id);
+    await finished(b.job_id);
     expect(await getJob(ch, 'two', a.job_id)).toMatchObject({ state: 'succeeded', progress: 1, result: { name: 'a' } });
     expect(await getJob(ch, 'two', b.job_id)).toMatchObject({ state: 'succeeded', progress: 1, result: { name: 'b' } });
     expect(r.spans.b!.start).toBeGreaterThanOrEqual(r.spans.a!.end!);
@@ -113,7 +120,7 @@ describe('in one process', () => {
     await waitFor('a to run', () => r.started('a'));
     expect(await Promise.all(ids.slice(1).map((id) => stateOf('three', id)))).toEqual(['queued', 'queued', 'queued']);
     g.open();
-    await Promise.all(ids.map((id) => jobFinished(id)));
+    await Promise.all(ids.map((id) => finished(id)));
     expect(r.order).toEqual(['a', 'b', 'c', 'd']);
     expect(r.disjoint()).toBe(true);
     expect(await Promise.all(ids.map((id) => stateOf('three', id)))).toEqual(['succeeded', 'failed', 'succeeded', 'succeeded']);
@@ -128,9 +135,35 @@ describe('in one process', () => {
       const b = await startJob(ch, 'prompt', 'profiles', {}, r.job('b'));
       await waitFor('a to run', () => r.started('a'));
       g.open();
-      await jobFinished(a.job_id);
+      await finished(a.job_id);
       await waitFor('b to run right after a', () => r.started('b'), 5_000);
-      await jobFinished(b.job_id);
+      await finished(b.job_id);
+    } finally {
+      jobTiming.pollMs = 200;
+    }
+  });
+
+  it('does not hold back the next job here when a finished job\'s last write was lost', async () => {
+    jobTiming.pollMs = 60_000;
+    try {
+      let lostId = '';
+      const lossy = Object.create(ch) as ClickHouse;
+      lossy.insert = async (table, values) => {
+        if (values.some((v) => v.job_id === lostId && (v.state === 'succeeded' || v.state === 'failed'))) throw new Error('connection reset');
+        await ch.insert(table, values);
+      };
+      const r = recorder();
+      const g = gate();
+      const a = await startJob(lossy, 'lost', 'profiles', {}, r.job('a', g));
+      lostId = a.job_id;
+      const b = await startJob(lossy, 'lost', 'profiles', {}, r.job('b'));
+      await waitFor('a to run', () => r.started('a'));
+      g.open();
+      await finished(a.job_id);
+      expect(await stateOf('lost', a.job_id)).toBe('running'); // its record, until it goes stale
+      await waitFor('b to run although a still looks running', () => r.started('b'), 5_000);
+      await finished(b.job_id);
+      expect(await stateOf('lost', b.job_id)).toBe('succeeded');
     } finally {
       jobTiming.pollMs = 200;
     }
@@ -143,13 +176,13 @@ describe('in one process', () => {
     await waitFor('held to run', () => r.started('held'));
     const otherKind = await startJob(ch, 'busy', 'clusters', {}, r.job('kind'));
     const otherApp = await startJob(ch, 'quiet', 'profiles', {}, r.job('app'));
-    await jobFinished(otherKind.job_id);
-    await jobFinished(otherApp.job_id);
+    await finished(otherKind.job_id);
+    await finished(otherApp.job_id);
     expect(await stateOf('busy', otherKind.job_id)).toBe('succeeded');
     expect(await stateOf('quiet', otherApp.job_id)).toBe('succeeded');
     expect(await stateOf('busy', held.job_id)).toBe('running');
     g.open();
-    await jobFinished(held.job_id);
+    await finished(held.job_id);
   });
 
   it('keeps a queued job\'s record fresh with heartbeats', async () => {
@@ -165,7 +198,7 @@ describe('in one process', () => {
     expect(Number(later.seq)).toBeGreaterThan(Number(first.seq));
     expect(await stateOf('beat', b.job_id)).toBe('queued');
     g.open();
-    await jobFinished(b.job_id);
+    await finished(b.job_id);
     expect(await stateOf('beat', b.job_id)).toBe('succeeded');
   });
 });
@@ -180,7 +213,7 @@ describe('across processes (another process simulated by its records)', () => {
     expect(await getJob(ch, 'xp', j.job_id)).toMatchObject({ state: 'queued', progress: 0 });
     await foreign('xp', 'other-running', 'succeeded');
     const finishedAt = performance.now();
-    await jobFinished(j.job_id);
+    await finished(j.job_id);
     expect(r.spans.mine!.start).toBeGreaterThanOrEqual(finishedAt);
     expect(await stateOf('xp', j.job_id)).toBe('succeeded');
   });
@@ -192,7 +225,7 @@ describe('across processes (another process simulated by its records)', () => {
     const j = await startJob(ch, 'xs', 'profiles', {}, r.job('mine'));
     await sleep(500);
     expect(r.started('mine')).toBe(false);
-    await jobFinished(j.job_id);
+    await finished(j.job_id);
     expect(await stateOf('xs', j.job_id)).toBe('succeeded');
     expect(await getJob(ch, 'xs', 'other-dying')).toMatchObject({ state: 'failed', error: expect.stringMatching(/abandoned/) });
   });
@@ -211,7 +244,7 @@ describe('across processes (another process simulated by its records)', () => {
     await sleep(600);
     expect(r.started('mine')).toBe(false);
     await foreign('xq', '00-queued-earlier', 'succeeded');
-    await jobFinished(j.job_id);
+    await finished(j.job_id);
     expect(await stateOf('xq', j.job_id)).toBe('succeeded');
   });
 
@@ -238,21 +271,24 @@ describe('across processes (another process simulated by its records)', () => {
     expect(await stateOf('xr', j.job_id)).toBe('queued');
     rivalDone = true;
     await foreign('xr', 'rival', 'succeeded');
-    await jobFinished(j.job_id);
+    await finished(j.job_id);
     expect(await getJob(ch, 'xr', j.job_id)).toMatchObject({ state: 'succeeded', result: { name: 'mine' } });
   });
 
   it('refuses instead of queueing when asked to (ifBusy: refuse), here and against another process', async () => {
     const g = gate();
-    const a = await startJob(ch, 'ref', 'profiles', {}, async () => g.wait);
+    // Two calls in one tick: the first's record is not written yet when the second asks.
+    const first = startJob(ch, 'ref', 'profiles', {}, async () => g.wait);
     await expect(startJob(ch, 'ref', 'profiles', {}, async () => 1, { ifBusy: 'refuse' })).rejects.toBeInstanceOf(JobConflictError);
+    const a = await first;
+    await expect(startJob(ch, 'ref', 'profiles', {}, async () => 1, { ifBusy: 'refuse' })).rejects.toThrow(new RegExp(a.job_id));
     g.open();
-    await jobFinished(a.job_id);
+    await finished(a.job_id);
     await foreign('ref', 'other', 'queued');
     await expect(startJob(ch, 'ref', 'profiles', {}, async () => 1, { ifBusy: 'refuse' })).rejects.toThrow(/already queued or running \(other\)/);
     await foreign('ref', 'other', 'failed');
     const b = await startJob(ch, 'ref', 'profiles', {}, async () => 2, { ifBusy: 'refuse' });
-    await jobFinished(b.job_id);
+    await finished(b.job_id);
     expect(await stateOf('ref', b.job_id)).toBe('succeeded');
   });
 });
@@ -267,7 +303,7 @@ describe('the profile schedule', () => {
     const jobs = await ch.rows<{ job_id: string }>(sql`SELECT DISTINCT job_id FROM jobs WHERE app_id = 'sched-busy'`);
     expect(jobs.map((j) => j.job_id)).toEqual([held.job_id]);
     g.open();
-    await jobFinished(held.job_id);
+    await finished(held.job_id);
   });
 });
 
@@ -288,11 +324,11 @@ describe('the queue bound', () => {
     const profiles = await h.call('POST', '/v1/jobs/profiles', { as: ['app_b', 'admin'], body: {} });
     expect(profiles.status).toBe(202);
     g.open();
-    await Promise.all([head.job_id, ...queued, ((await profiles.json()) as { job_id: string }).job_id].map((id) => jobFinished(id)));
+    await Promise.all([head.job_id, ...queued, ((await profiles.json()) as { job_id: string }).job_id].map((id) => finished(id)));
     expect(await stateOf('app_b', queued.at(-1)!)).toBe('succeeded');
     // Room again.
     const after = await startJob(ch, 'app_b', 'clusters', {}, async () => 'after');
-    await jobFinished(after.job_id);
+    await finished(after.job_id);
     expect(await stateOf('app_b', after.job_id)).toBe('succeeded');
   }, 180_000);
 });
@@ -312,7 +348,7 @@ describe('the API', () => {
       expect(await res.json()).toMatchObject({ job_id: id, state: 'queued', progress: 0, params: { mode: 'full' } });
     }
     g.open();
-    await Promise.all(ids.map((id) => jobFinished(id)));
+    await Promise.all(ids.map((id) => finished(id)));
     for (const id of ids) {
       const res = await h.call('GET', `/v1/jobs/${id}`, { as: ['app_a', 'admin'] });
       expect(await res.json()).toMatchObject({ job_id: id, state: 'succeeded', progress: 1 });
