@@ -82,7 +82,7 @@ const PROGRESS_WRITE_MS = 1_000;
 export const STALE_S = 120;
 /** Mutable for tests. heartbeatMs must stay well under STALE_S. */
 export const jobTiming = {
-  /** How often a queued, running job's record is written again. */
+  /** How often the record of a queued or running job is written again (its heartbeat). */
   heartbeatMs: 10_000,
   /** How often the job at the head of its lane reads the records while another process's job holds it back (±25 % jitter). */
   pollMs: 2_000,
