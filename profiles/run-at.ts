@@ -7,18 +7,18 @@
 // (no as_of given) reads the latest run, which the scheduler keeps fresh; only
 // an app without any run gets one built then.
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { getJob, JobConflictError, jobFinished } from '../lib/jobs.ts';
+import { getJob, JobConflictError, jobFinished, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
-import { isoSeconds, startProfileJob } from './job.ts';
+import { buildProfiles, isoSeconds } from './job.ts';
 import { latestRun, type ProfileRun } from './read.ts';
 
-/** How long a build waits for another process's profile job of the app before giving up. */
-export const WAIT_FOR_OTHER_JOB_MS = 10 * 60_000;
+/** How long a build waits for room in a full queue of the app's profile jobs before giving up. */
+export const QUEUE_FULL_WAIT_MS = 10 * 60_000;
 const POLL_MS = 250;
 
 // Evaluations at the same instant share one build (in this process; across
 // processes the job registry keeps them one at a time, and the second finds the
-// first's run).
+// first's run when its turn comes).
 const building = new Map<string, Promise<ProfileRun>>();
 
 /**
@@ -45,13 +45,17 @@ async function runAt(ch: ClickHouse, appId: string, asOf: Date): Promise<Profile
 
 async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun> {
   const at = isoSeconds(asOf);
-  const giveUpAt = Date.now() + WAIT_FOR_OTHER_JOB_MS;
+  const giveUpAt = Date.now() + QUEUE_FULL_WAIT_MS;
   for (;;) {
     let jobId: string;
     try {
-      ({ job_id: jobId } = await startProfileJob(ch, appId, { asOf, mode: 'incremental' }));
+      // When its turn comes, another process may have built this run meanwhile.
+      ({ job_id: jobId } = await startJob(ch, appId, 'profiles', { as_of: at, mode: 'incremental' }, async (report) => {
+        const built = await runAt(ch, appId, asOf);
+        return built ? { run_id: built.run_id, as_of: at, reused: true } : buildProfiles(ch, appId, { asOf, mode: 'incremental', onProgress: report });
+      }));
     } catch (e) {
-      // Another process's profile job of this app holds the app (it may be building this very run).
+      // The app's queue of profile jobs is full (lib/jobs.ts): wait for room.
       if (!(e instanceof JobConflictError) || Date.now() > giveUpAt) throw e;
       await new Promise((r) => setTimeout(r, POLL_MS));
       const run = await runAt(ch, appId, asOf);
