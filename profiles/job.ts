@@ -20,7 +20,7 @@
 // 110_profile_run_layers.sql); past LAYER_SHARE it copies everyone instead.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { JobConflictError, startJob } from '../lib/jobs.ts';
+import { JobConflictError, startJob, type StartJobOptions } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { ident, raw, sql, type Sql } from '../lib/sql.ts';
 import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
@@ -621,9 +621,14 @@ export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentR
 }
 
 /** The profile job through the job registry (API, scheduler, CLI): one per app at a time, persisted, in process. */
-export function startProfileJob(ch: ClickHouse, appId: string, params: { asOf?: Date; mode?: ProfileMode } = {}): Promise<{ job_id: string }> {
+export function startProfileJob(
+  ch: ClickHouse,
+  appId: string,
+  params: { asOf?: Date; mode?: ProfileMode } = {},
+  opts: StartJobOptions = {},
+): Promise<{ job_id: string }> {
   const recorded = { ...(params.asOf ? { as_of: isoSeconds(params.asOf) } : {}), mode: params.mode ?? 'incremental' };
-  return startJob(ch, appId, 'profiles', recorded, (report) => buildProfiles(ch, appId, { ...params, onProgress: report }));
+  return startJob(ch, appId, 'profiles', recorded, (report) => buildProfiles(ch, appId, { ...params, onProgress: report }), opts);
 }
 
 /** Stage tables of runs that died without their `finally` (a killed process), a day later. */

@@ -6,10 +6,9 @@
 // The registry queues a job submitted while another of its kind runs for the
 // app (lib/jobs.ts). The schedule does not: when a profile job of the app is
 // already queued or running anywhere, that app's tick is skipped (the next tick
-// catches up), so ticks never pile jobs up behind a long one. It asks
-// jobInProgress() first; a job submitted between that question and the start
-// can still put this tick's job behind it — one job at most, as the tick waits
-// for it before the next app.
+// catches up), so ticks never pile jobs up behind a long one. It starts its job
+// with ifBusy 'refuse', which checks and joins the app's line in one step;
+// jobInProgress() first spares the log a refusal per busy app.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, jobFinished, jobInProgress } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
@@ -76,11 +75,11 @@ export function startProfileScheduler(
           continue;
         }
         const mode = scheduledMode(await listRuns(ch, appId), new Date(), fullEveryS);
-        const { job_id } = await startProfileJob(ch, appId, { mode });
+        const { job_id } = await startProfileJob(ch, appId, { mode }, { ifBusy: 'refuse' });
         slog.info('scheduled profile job started', { app_id: appId, job_id, mode });
         await jobFinished(job_id);
       } catch (err) {
-        // Only a full queue now (JobQueueFullError): the registry queues a job otherwise.
+        // A job of the app started since jobInProgress() asked (or a full queue).
         if (err instanceof JobConflictError) slog.info('profile job not started; skipped', { app_id: appId, reason: err.message });
         else slog.error('scheduled profile job could not start', { app_id: appId, error: err });
       }
