@@ -82,8 +82,17 @@ export async function runProfiles(argv: string[]): Promise<number> {
       throw err;
     }
     // Progress comes from the persisted record, as any client of the API sees it.
+    let saidQueued = false;
     const poll = setInterval(() => {
-      void getJob(ch, appId, job_id).then((j) => j && j.state === 'running' && bar(j.progress)).catch(() => undefined);
+      void getJob(ch, appId, job_id)
+        .then((j) => {
+          if (j?.state === 'running') bar(j.progress);
+          else if (j?.state === 'queued' && !saidQueued) {
+            saidQueued = true;
+            process.stderr.write(`warbler profiles: job ${job_id} is queued behind another profile job of app ${appId}; it starts when that one ends\n`);
+          }
+        })
+        .catch(() => undefined);
     }, 500);
     await jobFinished(job_id);
     clearInterval(poll);
