@@ -45,6 +45,12 @@ export interface AppDeps {
   kafka?: Kafka;
   /** Producer of POST /v1/events (default: one on `kafka` for the configured events topic). */
   events?: EventProducer;
+  /**
+   * Whether the Kafka producers have connected, when they connect in the
+   * background (`warbler serve` starts before Kafka answers): while false,
+   * POST /v1/events answers 503 rather than wait on Kafka. Absent: connected.
+   */
+  kafkaConnected?: () => boolean;
   config: Config;
   keys: KeyStore;
   metrics?: Registry;
@@ -118,46 +124,82 @@ export function toProblem(err: unknown): Problem {
   // ClickHouse: 159 TIMEOUT_EXCEEDED (max_execution_time), 394 QUERY_WAS_CANCELLED.
   if (code === '159') return new ProblemError(504, 'the query ran past its time limit and was cancelled in ClickHouse').problem;
   if (code === '394') return new ProblemError(499, 'the query was cancelled').problem;
-  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || /KafkaJSConnectionError|KafkaJSNumberOfRetriesExceeded/.test(e?.name ?? '')) {
+  // kafkajs refuses a send on a producer that has not connected (yet) with a plain KafkaJSError.
+  const kafkaDisconnected = e?.name === 'KafkaJSError' && /disconnected/.test(e?.message ?? '');
+  if (code === 'ECONNREFUSED' || code === 'ECONNRESET' || kafkaDisconnected || /KafkaJSConnectionError|KafkaJSNumberOfRetriesExceeded/.test(e?.name ?? '')) {
     return new ProblemError(503, `a backing service is unreachable: ${e.message ?? code}`).problem;
   }
   return new ProblemError(500, 'internal error; see the server log').problem;
 }
 
-const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+/** What a route that declares no body reads: nothing, or `{}` (an unknown field is rejected, not ignored). */
+const NO_BODY = z.strictObject({});
+/** Bytes a route without a body reads before answering 413: room for `{}` and any whitespace a client adds. */
+const NO_BODY_LIMIT = 64 * 1024;
 
-async function readBody(c: Context, limit: number, optional = false): Promise<unknown> {
+const tooLarge = (detail: string) => new ProblemError(413, detail, { errors: [{ path: 'body', message: detail }] });
+
+/**
+ * Reads and parses a JSON body of at most `limit` bytes: a larger declared
+ * Content-Length is refused before reading, and reading stops at the first
+ * chunk past the limit, so no more than `limit` bytes are ever held.
+ * `optional`: an absent or blank body reads as `{}`. `noBody`: the route takes
+ * no body; the media type is only checked when one is sent.
+ */
+async function readBody(c: Context, limit: number, optional = false, noBody = false): Promise<unknown> {
   const type = c.req.header('content-type') ?? '';
-  if (type && !/^application\/([a-z.+-]*\+)?json\b/i.test(type)) {
-    throw new ProblemError(415, `send the body as application/json (got ${type})`);
-  }
+  const checkType = () => {
+    if (type && !/^application\/([a-z.+-]*\+)?json\b/i.test(type)) {
+      throw new ProblemError(415, `send the body as application/json (got ${type})`);
+    }
+  };
+  if (!noBody) checkType();
   const declared = Number(c.req.header('content-length') ?? 0);
-  if (declared > limit) throw new ProblemError(413, `request body of ${declared} bytes exceeds the limit of ${limit} bytes for this route`);
+  if (declared > limit) throw tooLarge(`request body of ${declared} bytes exceeds the limit of ${limit} bytes for this route`);
   const body = c.req.raw.body;
   if (!body && optional) return {};
   if (!body) throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
   const reader = body.getReader();
-  const chunks: Uint8Array[] = [];
+  // Strict, as on Kafka: invalid bytes would otherwise become U+FFFD and could merge distinct ids.
+  // Decoded chunk by chunk, so the raw bytes are not held beside the text.
+  const decoder = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+  const parts: string[] = [];
   let size = 0;
+  const notUtf8 = () => new ProblemError(400, 'the body is not valid UTF-8', { errors: [{ path: 'body', message: 'not valid UTF-8' }] });
   for (;;) {
-    const { value, done } = await reader.read();
+    let chunk: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      chunk = await reader.read();
+    } catch (err) {
+      // The server's own cap on every body (api/node-server.ts) ends the stream with this error.
+      if (/^request body exceeds \d+ bytes/.test((err as Error)?.message ?? '')) throw tooLarge(`request body exceeds the limit of ${limit} bytes for this route`);
+      throw err;
+    }
+    const { value, done } = chunk;
     if (done) break;
     size += value.byteLength;
     if (size > limit) {
       await reader.cancel();
-      throw new ProblemError(413, `request body exceeds the limit of ${limit} bytes for this route`);
+      throw tooLarge(`request body exceeds the limit of ${limit} bytes for this route`);
     }
-    chunks.push(value);
+    try {
+      parts.push(decoder.decode(value, { stream: true }));
+    } catch {
+      await reader.cancel();
+      throw notUtf8();
+    }
   }
   let text: string;
   try {
-    // Strict, as on Kafka: invalid bytes would otherwise become U+FFFD and could merge distinct ids.
-    text = UTF8.decode(Buffer.concat(chunks));
+    parts.push(decoder.decode());
+    text = parts.join('');
   } catch {
-    throw new ProblemError(400, 'the body is not valid UTF-8', { errors: [{ path: 'body', message: 'not valid UTF-8' }] });
+    throw notUtf8();
   }
+  parts.length = 0;
   if (text.trim() === '' && optional) return {};
   if (text.trim() === '') throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
+  if (noBody) checkType();
   try {
     return JSON.parse(text);
   } catch (e) {
@@ -235,6 +277,8 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
         const params = spec.params ? parseWith(spec.params, c.req.param(), 'path') : undefined;
         const query = spec.query ? parseWith(spec.query, presentQuery(c.req.query()), 'query') : undefined;
         const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes, spec.optionalBody), 'body') : undefined;
+        // A route without a body still rejects one that says something (unknown fields are never ignored).
+        if (!spec.body) parseWith(NO_BODY, await readBody(c, NO_BODY_LIMIT, true, true), 'body');
         const out = await handler({
           params,
           query,

@@ -4,7 +4,7 @@
 // modules (ingest/event-schema.ts, segments/json-form.ts) rather than being
 // redefined here.
 import { z } from 'zod';
-import { parseIsoTimestamp } from '../ingest/event-schema.ts';
+import { isPlainObject, parseIsoTimestamp } from '../ingest/event-schema.ts';
 import { isReturnableField } from '../segments/evaluate.ts';
 import { PropJsonSchema, SegmentJsonSchema } from '../segments/json-form.ts';
 import { documentedAs } from './openapi.ts';
@@ -159,16 +159,32 @@ export const ExportQuerySchema = z
 if (!z.globalRegistry.has(SegmentJsonSchema)) z.globalRegistry.add(SegmentJsonSchema, { id: 'SegmentJson' });
 if (!z.globalRegistry.has(PropJsonSchema)) z.globalRegistry.add(PropJsonSchema, { id: 'PropJson' });
 
+/** The longest segment text, in UTF-8 bytes (segments.md: 16 KiB); the segment parser enforces it. */
+export const MAX_EXPRESSION_BYTES = 16 * 1024;
+
 /**
  * A segment in either form. Validated here only as "text or object": the
- * segment reader checks the rest and reports paths, and line/column for text.
+ * segment reader checks the rest and reports paths, and line/column for text —
+ * an empty or blank text and one over MAX_EXPRESSION_BYTES included, which it
+ * measures in bytes as segments.md does (a length check here would count
+ * UTF-16 units and answer without a position). The request stays bounded by
+ * the route's body limit. The JSON form is handed on as parsed (z.custom, not
+ * z.record, whose copy turns a "__proto__" key into a prototype the reader
+ * would never see), so an unknown key there is rejected too.
  */
 export const ExpressionSchema = documentedAs(
-  z.union([z.string().min(1).max(16 * 1024), z.record(z.string(), z.unknown())], {
+  z.union([z.string(), z.custom<Record<string, unknown>>(isPlainObject)], {
     error: 'a segment expression: text (string) or JSON form (object)',
   }),
   z
-    .union([z.string().min(1).max(16 * 1024).meta({ description: 'text form, e.g. did(purchase, within 30d) and country = "CN"' }), SegmentJsonSchema])
+    .union([
+      z
+        .string()
+        .min(1)
+        .max(MAX_EXPRESSION_BYTES)
+        .meta({ description: `text form, at most ${MAX_EXPRESSION_BYTES} UTF-8 bytes, e.g. did(purchase, within 30d) and country = "CN"` }),
+      SegmentJsonSchema,
+    ])
     .meta({ description: 'a segment expression in the text form or the JSON form (segments.md)' }),
 );
 
@@ -286,8 +302,20 @@ export const TagChangeSchema = z
   .object({ user_id: z.string(), tag: z.string(), present: z.boolean() })
   .meta({ id: 'TagChange' });
 
+export const MAX_TAG_USERS = 100_000;
+
+/**
+ * The body limit POST /v1/tags/{tag}/users needs to take any valid body:
+ * MAX_TAG_USERS ids of up to 256 UTF-16 units, each written by a JSON encoder
+ * in at most 6 bytes (a control character as \u001f; other characters take at
+ * most 3 bytes raw, or 6 escaped as \uXXXX), with quotes and a comma, in
+ * `{"user_ids":[]}` — about 147 MiB. Reading stops there, so a body never
+ * holds more.
+ */
+export const TAG_USERS_MAX_BODY_BYTES = MAX_TAG_USERS * (2 + 6 * 256 + 1) + '{"user_ids":[]}'.length;
+
 export const TagUsersBodySchema = z
-  .object({ user_ids: z.array(UserIdSchema).min(1).max(100_000) })
+  .object({ user_ids: z.array(UserIdSchema).min(1).max(MAX_TAG_USERS) })
   .strict()
   .meta({ id: 'TagUsersRequest' });
 

@@ -6,6 +6,7 @@ import { jobFinished } from '../../lib/jobs.ts';
 import { normalizeEvent } from '../../ingest/normalize.ts';
 import { insertEventRows } from '../../ingest/sink.ts';
 import { sql } from '../../lib/sql.ts';
+import { TAG_USERS_MAX_BODY_BYTES } from '../../api/schemas.ts';
 import { APP_A_VIEWERS, storeFixtureEvents } from './fixtures.ts';
 import { auth, consumeAll, expectProblem, harness, type Harness } from './harness.ts';
 
@@ -114,8 +115,10 @@ describe('requests are validated', () => {
     const big = { user_ids: Array.from({ length: 100_001 }, (_, i) => `u${i}`) };
     const p = await expectProblem(await h.call('POST', '/v1/tags/vip/users', { as: ['app_a', 'admin'], body: big }), 400);
     expect(p.errors[0].path).toBe('body.user_ids');
-    const huge = JSON.stringify({ user_ids: ['x'.repeat(40 * 1024 * 1024)] });
-    await expectProblem(await h.call('POST', '/v1/tags/vip/users', { as: ['app_a', 'admin'], body: huge }), 413);
+    // Past what any valid body takes (TAG_USERS_MAX_BODY_BYTES): refused before reading, with errors.
+    const tooLarge = { 'content-length': String(TAG_USERS_MAX_BODY_BYTES + 1) };
+    const p413 = await expectProblem(await h.call('POST', '/v1/tags/vip/users', { as: ['app_a', 'admin'], body: '{}', headers: tooLarge }), 413);
+    expect(p413.errors).toEqual([{ path: 'body', message: expect.stringMatching(/exceeds the limit/) }]);
   });
 });
 

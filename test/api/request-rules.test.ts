@@ -1,0 +1,92 @@
+// Request rules of the contract that hold on every route: an unknown field in a
+// body is rejected (400), not ignored — also on routes that take no body, and
+// also when it is "__proto__" — and a segment text error carries line and
+// column, whatever check finds it (an empty text, one over 16 KiB).
+import { beforeAll, describe, expect, it } from 'vitest';
+import { storeFixtureEvents } from './fixtures.ts';
+import { expectProblem, harness, type Harness } from './harness.ts';
+
+let h: Harness;
+
+beforeAll(async () => {
+  h = await harness({ prefix: 'apirules' });
+  await storeFixtureEvents(h.ch);
+}, 120_000);
+
+const ADMIN = ['app_a', 'admin'] as const;
+
+describe('a route without a body', () => {
+  it('rejects a body with a field, naming it; an absent, empty or {} body is fine', async () => {
+    const tags = async () => ((await (await h.call('GET', '/v1/users/alice', { as: ['app_a', 'read'] })).json()) as { tags: string[] }).tags;
+    await expectProblem(await h.call('PUT', '/v1/users/alice/tags/vip', { as: [...ADMIN], body: { x: 1 } }), 400);
+    // Refused means nothing happened.
+    expect(await tags()).toEqual([]);
+    for (const [method, path] of [
+      ['PUT', '/v1/users/alice/tags/vip'],
+      ['DELETE', '/v1/users/alice/tags/vip'],
+    ] as const) {
+      const p = await expectProblem(await h.call(method, path, { as: [...ADMIN], body: { x: 1 } }), 400);
+      expect(p.errors, `${method} ${path}`).toEqual([{ path: 'body', message: 'unknown field(s): "x"' }]);
+      await expectProblem(await h.call(method, path, { as: [...ADMIN], body: '[1]' }), 400);
+      await expectProblem(await h.call(method, path, { as: [...ADMIN], body: '{"x":' }), 400);
+      for (const body of [undefined, '', ' \n', {}]) {
+        const res = await h.call(method, path, { as: [...ADMIN], body });
+        expect(res.status, `${method} ${path} ${JSON.stringify(body)}`).toBe(200);
+      }
+    }
+    const seg = await h.call('POST', '/v1/segments', { as: [...ADMIN], body: { name: 'viewers', expression: 'did(view)' } });
+    expect(seg.status).toBe(201);
+    const id = ((await seg.json()) as { id: string }).id;
+    const p = await expectProblem(await h.call('DELETE', `/v1/segments/${id}`, { as: [...ADMIN], body: { force: true } }), 400);
+    expect(p.errors[0].message).toContain('"force"');
+    expect((await h.call('DELETE', `/v1/segments/${id}`, { as: [...ADMIN] })).status).toBe(204);
+  });
+
+  it('answers 413 with errors past its small limit, and checks the media type only of a body sent', async () => {
+    const p = await expectProblem(await h.call('PUT', '/v1/users/alice/tags/vip', { as: [...ADMIN], body: `{"x":"${'y'.repeat(100 * 1024)}"}` }), 413);
+    expect(p.errors).toEqual([{ path: 'body', message: expect.stringMatching(/exceeds the limit/) }]);
+    expect((await h.call('PUT', '/v1/users/alice/tags/vip', { as: [...ADMIN], headers: { 'content-type': 'text/plain' } })).status).toBe(200);
+    await expectProblem(await h.call('PUT', '/v1/users/alice/tags/vip', { as: [...ADMIN], body: 'x=1', headers: { 'content-type': 'text/plain' } }), 415);
+  });
+});
+
+describe('"__proto__" in a segment in the JSON form', () => {
+  it('is an unknown field, rejected rather than dropped', async () => {
+    const body = '{"expression":{"__proto__":{"x":1},"did":"view"},"limit":0}';
+    const p = await expectProblem(await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body }), 400);
+    expect(JSON.stringify(p.errors)).toContain('__proto__');
+    const res = await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body: '{"expression":{"did":"view"},"limit":0}' });
+    expect(res.status).toBe(200);
+  });
+});
+
+describe('segment text errors carry line and column', () => {
+  const cases: [string, string][] = [
+    ['empty', ''],
+    ['blank', '  \n\t '],
+    ['over 16 KiB in characters', `did(view) and ${' '.repeat(16 * 1024)}did(click)`],
+    // 6,000 characters but 18,000 UTF-8 bytes: the limit is in bytes (segments.md: 16 KiB).
+    ['over 16 KiB in bytes only', `traits.name = "${'中'.repeat(6000)}"`],
+  ];
+  for (const [name, expression] of cases) {
+    it(`${name} text, on evaluate, explain and saved segments`, async () => {
+      for (const [path, body] of [
+        ['/v1/segments/evaluate', { expression }],
+        ['/v1/segments/explain', { expression }],
+        ['/v1/segments', { name: `s-${name}`, expression }],
+      ] as const) {
+        const p = await expectProblem(await h.call('POST', path, { as: [...ADMIN], body }), 400);
+        expect([p.line, p.column], `${path}: ${p.detail}`).toEqual([expect.any(Number), expect.any(Number)]);
+        expect(p.errors[0].path, path).toMatch(/^body\.expression/);
+      }
+    });
+  }
+
+  it('a text of exactly 16 KiB of UTF-8 is read', async () => {
+    const head = 'traits.name = "';
+    const text = `${head}${'é'.repeat((16 * 1024 - head.length - 1) / 2)}"`;
+    expect(Buffer.byteLength(text)).toBe(16 * 1024);
+    const res = await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body: { expression: text, limit: 0 } });
+    expect(res.status, await res.clone().text()).toBe(200);
+  });
+});
