@@ -2,7 +2,7 @@
 // event, Kafka → ingest consumer → ClickHouse, visible to segments and stats.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { IngestConsumer } from '../../ingest/consumer.ts';
-import { harness, type Harness } from './harness.ts';
+import { expectProblem, harness, type Harness } from './harness.ts';
 import { uniqueName } from '../support/env.ts';
 
 let h: Harness;
@@ -42,15 +42,49 @@ describe('POST /v1/events', () => {
     expect(body.rejected[1].errors[0]).toEqual({ path: 'app_id', message: "app_id does not match the API key's app" });
   });
 
-  it('answers 400 problem+json when nothing is accepted, 413 past the batch limit', async () => {
-    let res = await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { batch: [{ user_id: 'x' }] } });
-    expect(res.status).toBe(400);
-    const p: any = await res.json();
-    expect(p.errors.map((e: any) => e.path)).toEqual(['body.batch.0.ts']);
-    res = await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { batch: Array.from({ length: 10_001 }, () => ({})) } });
-    expect(res.status).toBe(413);
-    res = await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { batch: [], extra: 1 } });
-    expect(res.status).toBe(400);
+  it('answers a batch per item even when every item is rejected: 202, every index, paths relative to the item', async () => {
+    const ts = new Date(Date.now() - 60_000).toISOString();
+    // 150 items: more than the 100 errors the old all-rejected 400 listed.
+    const batch = Array.from({ length: 150 }, (_, i) => (i % 3 === 0 ? { user_id: '', event: 'view', ts } : i % 3 === 1 ? { user_id: `u${i}`, event: 'view' } : { user_id: `u${i}`, event: 'view', ts, app_id: 'app_a' }));
+    const res = await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { batch } });
+    expect(res.status).toBe(202);
+    const body: any = await res.json();
+    expect(body.accepted).toBe(0);
+    expect(body.rejected.map((r: any) => r.index)).toEqual(batch.map((_, i) => i));
+    expect(body.rejected.slice(0, 3).map((r: any) => r.errors.map((e: any) => e.path))).toEqual([['user_id'], ['ts'], ['app_id']]);
+    expect(body.rejected[2].errors[0].message).toBe("app_id does not match the API key's app");
+    // The document says so: accepted may be 0.
+    const doc: any = await (await h.call('GET', '/openapi.json', { as: ['app_b', 'ingest'] })).json();
+    expect(doc.components.schemas.EventsAccepted.properties.accepted.minimum).toBe(0);
+  });
+
+  it('answers 400 problem+json for a lone invalid event, with paths into the body', async () => {
+    let p = await expectProblem(await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { user_id: 'x', event: 'view' } }), 400);
+    expect(p.errors).toEqual([{ path: 'body.ts', message: expect.any(String) }]);
+    p = await expectProblem(await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { user_id: 'x', event: 'view', ts: Date.now(), app_id: 'app_a' } }), 400);
+    expect(p.errors).toEqual([{ path: 'body.app_id', message: "app_id does not match the API key's app" }]);
+  });
+
+  it('rejects a "__proto__" field in a single event as in a batch item', async () => {
+    const event = `{"user_id":"pp","event":"view","ts":${Date.now() - 1000},"__proto__":{"a":1}}`;
+    const p = await expectProblem(await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: event }), 400);
+    expect(p.errors).toEqual([{ path: 'body.__proto__', message: 'unknown field "__proto__"' }]);
+    const res = await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: `{"batch":[${event}]}` });
+    expect(res.status).toBe(202);
+    expect(await res.json()).toEqual({ accepted: 0, rejected: [{ index: 0, errors: [{ path: '__proto__', message: 'unknown field "__proto__"' }] }] });
+    await expectProblem(await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: `{"__proto__":{"batch":[]},"user_id":"pp"}` }), 400);
+  });
+
+  it('answers 400, not 413, past 10,000 events; 400 for an empty batch or a field next to batch', async () => {
+    const ts = Date.now() - 60_000;
+    let p = await expectProblem(
+      await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { batch: Array.from({ length: 10_001 }, (_, i) => ({ user_id: `u${i}`, event: 'view', ts })) } }),
+      400,
+    );
+    expect(p.errors).toEqual([{ path: 'body.batch', message: expect.stringMatching(/10001 events; at most 10000/) }]);
+    p = await expectProblem(await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { batch: [] } }), 400);
+    expect(p.errors[0].path).toBe('body.batch');
+    await expectProblem(await h.call('POST', '/v1/events', { as: ['app_b', 'ingest'], body: { batch: [], extra: 1 } }), 400);
   });
 
   it('makes accepted events visible to segments and stats within seconds', async () => {
