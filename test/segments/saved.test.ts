@@ -65,6 +65,13 @@ describe('saved segments', () => {
     await expect(createSegment(ch, 'app_s', { name: 'z', expression: 'in_segment("nope")' })).rejects.toBeInstanceOf(SegmentSyntaxError);
   });
 
+  it('refuses a name shaped like a segment id, which lookups by id would shadow', async () => {
+    const a = await createSegment(ch, 'app_s', { name: 'shadowed', expression: 'did(view)' });
+    await expect(createSegment(ch, 'app_s', { name: a.id, expression: 'did(purchase)' })).rejects.toMatchObject({ errors: [{ code: 'bad_name', path: ['name'] }] });
+    await expect(updateSegment(ch, 'app_s', a.id, { name: 'seg_abc123', expression: 'did(view)' })).rejects.toBeInstanceOf(SegmentSyntaxError);
+    expect((await createSegment(ch, 'app_s', { name: 'seg_ but not an id', expression: 'did(view)' })).name).toBe('seg_ but not an id');
+  });
+
   it('returns requested profile fields with each user', async () => {
     const r = await evaluateSegment(ch, 'app_s', 'did(purchase)', { asOf, limit: 3, fields: ['rfm_segment', 'country', 'tags', 'traits', 'first_seen'] });
     expect(r.users).toHaveLength(3);
