@@ -12,6 +12,7 @@ import {
   type DataType,
   Field,
   Float64,
+  Int32,
   makeData,
   RecordBatch,
   RecordBatchStreamWriter,
@@ -41,7 +42,13 @@ export const EXPORT_CONTENT_TYPES: Record<ExportFormat, string> = {
  * ClickHouse as epoch seconds (select a DateTime with toUInt32) and leaves as
  * ISO 8601 UTC.
  */
-export type ColumnKind = 'string' | 'number' | 'boolean' | 'timestamp' | 'json' | 'scalar';
+export type ColumnKind = 'string' | 'number' | 'integer' | 'boolean' | 'timestamp' | 'json' | 'scalar';
+
+/** Profile fields that are whole numbers by definition (counts, days, scores, hours, buckets): Int32 in Arrow. */
+const INTEGER_FIELDS: ReadonlySet<string> = new Set([
+  'events_total', 'events_7d', 'events_30d', 'active_days_30d', 'views_30d', 'clicks_30d', 'purchases_30d', 'purchases_total',
+  'recency_days', 'r_score', 'f_score', 'm_score', 'best_hour', 'random_bucket',
+]);
 
 export interface ExportColumn {
   name: string;
@@ -83,7 +90,8 @@ export function normalise(kind: ColumnKind, v: unknown): Value {
   switch (kind) {
     case 'string':
       return String(v);
-    case 'number': {
+    case 'number':
+    case 'integer': {
       const n = typeof v === 'number' ? v : Number(v); // 64-bit integers arrive quoted
       return Number.isFinite(n) ? n : null;
     }
@@ -108,6 +116,8 @@ function arrowType(kind: ColumnKind): DataType {
   switch (kind) {
     case 'number':
       return new Float64();
+    case 'integer':
+      return new Int32();
     case 'boolean':
       return new Bool();
     default:
@@ -358,7 +368,7 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
     const pi = profileCols.indexOf(f);
     if (pi >= 0) {
       const t = catalog.profileField(f)!.type;
-      const kind: ColumnKind = t === 'number' ? 'number' : t === 'timestamp' ? 'timestamp' : 'string';
+      const kind: ColumnKind = t === 'number' ? (INTEGER_FIELDS.has(f) ? 'integer' : 'number') : t === 'timestamp' ? 'timestamp' : 'string';
       columns.push({
         name: f,
         kind,
@@ -386,7 +396,7 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
     } else if (f === 'tags') {
       columns.push({ name: f, kind: 'json', value: (r) => (r.g_tags as string[] | undefined) ?? [] });
     } else if (f === 'cluster') {
-      columns.push({ name: f, kind: 'number', value: (r) => (Number(r.has_c) === 1 ? Number(r.c_cluster) : null) });
+      columns.push({ name: f, kind: 'integer', value: (r) => (Number(r.has_c) === 1 ? Number(r.c_cluster) : null) });
     } else if (f === 'cluster_label') {
       columns.push({ name: f, kind: 'string', value: (r) => (Number(r.has_c) === 1 ? String(r.c_label) : null) });
     } else {
