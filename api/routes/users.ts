@@ -11,6 +11,7 @@ import { notFound } from '../problem.ts';
 import {
   InstantSchema,
   ProfileSchema,
+  TAG_USERS_MAX_BODY_BYTES,
   TagChangeSchema,
   TagPathSchema,
   TagUsersBodySchema,
@@ -103,7 +104,7 @@ export function userRoutes(_ctx: AppContext) {
         role: 'admin',
         params: TagPathSchema,
         body: TagUsersBodySchema,
-        bodyLimit: 32 * 1024 * 1024,
+        bodyLimit: TAG_USERS_MAX_BODY_BYTES,
         response: { status: 200, description: 'how many distinct users now carry the tag', schema: TagUsersResultSchema },
         problems: [413],
       },

@@ -119,6 +119,11 @@ describe('requests are validated', () => {
     const tooLarge = { 'content-length': String(TAG_USERS_MAX_BODY_BYTES + 1) };
     const p413 = await expectProblem(await h.call('POST', '/v1/tags/vip/users', { as: ['app_a', 'admin'], body: '{}', headers: tooLarge }), 413);
     expect(p413.errors).toEqual([{ path: 'body', message: expect.stringMatching(/exceeds the limit/) }]);
+    // The largest valid body: 100,000 ids of 256 three-byte characters (~77 MB) fits.
+    const widest = { user_ids: Array.from({ length: 100_000 }, (_, i) => String(i).padStart(6, '0') + '中'.repeat(250)) };
+    const ok = await h.call('POST', '/v1/tags/wide/users', { as: ['app_a', 'admin'], body: widest });
+    expect(ok.status).toBe(200);
+    expect(await ok.json()).toMatchObject({ users: 100_000 });
   });
 });
 
