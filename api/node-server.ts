@@ -19,7 +19,9 @@ export interface NodeServerOptions {
 }
 
 function problemBody(status: number, title: string, detail: string): string {
-  return JSON.stringify({ type: problemType(status === 413 ? 'payload-too-large' : 'bad-request'), title, status, detail });
+  // Problems about the input carry `errors`, like every other invalid-input answer (api.md).
+  const errors = status === 400 || status === 413 ? { errors: [{ path: 'body', message: detail }] } : {};
+  return JSON.stringify({ type: problemType(status === 413 ? 'payload-too-large' : 'bad-request'), title, status, detail, ...errors });
 }
 
 class BodyTooLarge extends Error {}

@@ -74,19 +74,22 @@ describe('warbler serve', () => {
   });
 
   it('refuses a body larger than the limit before reading it', async () => {
-    const status = await new Promise<number>((resolve, reject) => {
+    const { status, body } = await new Promise<{ status: number; body: string }>((resolve, reject) => {
       const req = request(`${url}/v1/segments/evaluate`, {
         method: 'POST',
         headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', 'content-length': String(1024 * 1024 * 1024) },
       });
       req.on('response', (res) => {
-        res.resume();
-        resolve(res.statusCode ?? 0);
+        let text = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (text += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body: text }));
       });
       req.on('error', reject);
       req.write('{');
     });
     expect(status).toBe(413);
+    expect(JSON.parse(body)).toMatchObject({ status: 413, errors: [{ path: 'body', message: expect.stringMatching(/exceeds the limit/) }] });
   });
 
   it('keeps profiles fresh on its schedule: the first run starts with the service', async () => {
