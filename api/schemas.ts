@@ -211,7 +211,10 @@ export const EvaluateResultSchema = z
   .object({
     count: z.number().int().min(0),
     as_of: IsoUtcSchema,
-    profiles_as_of: IsoUtcSchema.nullable().meta({ description: 'as_of of the profile run used for profile fields; null before the first' }),
+    profiles_as_of: IsoUtcSchema.nullable().meta({
+      description:
+        'as_of of the profile run the profile fields come from: the request as_of when one is given (the run at that instant, built when missing), else the latest run (built at now when the app has none); null when the expression reads no profile field and the app has no run',
+    }),
     users: z.array(z.object({ user_id: z.string() }).catchall(z.unknown())).meta({ description: 'sorted by user_id' }),
   })
   .meta({ id: 'EvaluateResult' });
