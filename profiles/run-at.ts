@@ -10,7 +10,7 @@ import type { ClickHouse } from '../lib/clickhouse.ts';
 import { getJob, JobConflictError, jobFinished, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { buildProfiles, isoSeconds } from './job.ts';
-import { latestRun, type ProfileRun } from './read.ts';
+import { latestRun, listRuns, type ProfileRun } from './read.ts';
 
 /** How long a build waits for room in a full queue of the app's profile jobs before giving up. */
 export const QUEUE_FULL_WAIT_MS = 10 * 60_000;
@@ -22,13 +22,22 @@ const POLL_MS = 250;
 const building = new Map<string, Promise<ProfileRun>>();
 
 /**
- * The complete run at `asOf` (whole seconds) when `exact`, built when missing;
- * otherwise the latest complete run at or before `asOf`, built at `asOf` when
- * there is none at all.
+ * Whether `run` holds the profiles at exactly `asOf`. A run started before its
+ * own as_of (one for a future instant) does not: events up to that instant may
+ * still arrive, so an evaluation at it builds a run of its own.
+ */
+export function isRunAt(run: ProfileRun, asOf: Date): boolean {
+  return run.as_of.getTime() === asOf.getTime() && run.started_at.getTime() >= asOf.getTime();
+}
+
+/**
+ * The complete run at `asOf` (whole seconds) when `exact` (isRunAt), built when
+ * missing; otherwise the latest complete run at or before `asOf`, built at
+ * `asOf` when there is none at all.
  */
 export async function profileRunAt(ch: ClickHouse, appId: string, asOf: Date, exact: boolean): Promise<ProfileRun> {
   const found = await latestRun(ch, appId, asOf);
-  if (found && (!exact || found.as_of.getTime() === asOf.getTime())) return found;
+  if (found && (!exact || isRunAt(found, asOf))) return found;
   const key = `${appId}\u0000${asOf.getTime()}`;
   let build = building.get(key);
   if (!build) {
@@ -40,7 +49,7 @@ export async function profileRunAt(ch: ClickHouse, appId: string, asOf: Date, ex
 
 async function runAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun | undefined> {
   const run = await latestRun(ch, appId, asOf);
-  return run && run.as_of.getTime() === asOf.getTime() ? run : undefined;
+  return run && isRunAt(run, asOf) ? run : undefined;
 }
 
 async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun> {
@@ -65,7 +74,9 @@ async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<Pr
     log.info('building profiles for a segment at an as_of without a profile run', { app_id: appId, as_of: at, job_id: jobId });
     await jobFinished(jobId);
     const job = await getJob(ch, appId, jobId);
-    const run = await runAt(ch, appId, asOf);
+    // The run this job built (or found): for a future instant, isRunAt holds for no run.
+    const runId = (job?.result as { run_id?: string } | undefined)?.run_id;
+    const run = runId ? (await listRuns(ch, appId)).find((r) => r.run_id === runId && r.state === 'complete') : undefined;
     if (job?.state === 'succeeded' && run) return run;
     throw new Error(
       `could not build the profiles at ${at} that the segment's profile fields need (job ${jobId}: ${job?.error || job?.state || 'no record'}); ` +

@@ -3,7 +3,7 @@
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { latestRun, type ProfileRun } from '../profiles/read.ts';
-import { profileRunAt } from '../profiles/run-at.ts';
+import { isRunAt, profileRunAt } from '../profiles/run-at.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 import { currentTagsSql } from '../profiles/tags.ts';
 import { currentTraitsSql, typedTraitValue } from '../profiles/traits.ts';
@@ -85,7 +85,7 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
   let run = await latestRun(ch, appId, asOf);
   let compiled = compile(run);
   const exact = asOfInput !== undefined;
-  if ((compiled.usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS)) && (!run || (exact && run.as_of.getTime() !== asOf.getTime()))) {
+  if ((compiled.usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS)) && (!run || (exact && !isRunAt(run, asOf)))) {
     run = await profileRunAt(ch, appId, asOf, exact);
     compiled = compile(run);
   }

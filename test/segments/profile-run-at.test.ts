@@ -84,6 +84,19 @@ describe('profile fields at the evaluation as_of', () => {
     expect(await runsAt('once', s)).toHaveLength(1);
   });
 
+  it('does not reuse a run built before its instant: events up to a future as_of may still arrive', async () => {
+    const now = Math.floor(Date.now() / 1000);
+    // Stamped as received now, as ingest stamps them: the next run takes them as late arrivals.
+    const received = (e: TestEvent): TestEvent => ({ ...e, received_at: Math.floor(Date.now() / 1000) });
+    await insertEvents(ch, 'future', [received(event('f1', now - DAY))]);
+    const later = now + 2 * DAY;
+    expect((await members('future', 'purchases_30d >= 1', later)).ids).toEqual(['f1']);
+    await insertEvents(ch, 'future', [received(event('f2', now - 60))]);
+    const again = await members('future', 'purchases_30d >= 1', later);
+    expect(again.ids).toEqual(['f1', 'f2']);
+    expect(again.profilesAsOf).toBe(iso(later));
+  });
+
   it('reads the latest run without an as_of, and builds one at now only when the app has none', async () => {
     await insertEvents(ch, 'now', EVENTS);
     const before = await members('now', 'events_total >= 1');
