@@ -72,7 +72,7 @@ try {
   let last: { full: string; incremental: string } | undefined;
   for (let round = 0; round < ROUNDS; round++) {
     const full = await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' });
-    await dropSupersededRuns(ch, APP, full.run_id, 0);
+    await dropSupersededRuns(ch, APP, full.run_id, 0, 0);
     await pause();
     const from = new Date();
     const inc = await buildProfiles(ch, APP, { asOf: asOf2, mode: 'incremental' });

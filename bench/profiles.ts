@@ -192,7 +192,7 @@ try {
     });
     full.push(await cpuOf(cpu.full, () => buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' })));
     // The earlier round's run at asOf2 would otherwise be the previous run (a no-op increment).
-    await dropSupersededRuns(ch, APP, full[i]!.run_id, 0);
+    await dropSupersededRuns(ch, APP, full[i]!.run_id, 0, 0);
     incremental.push(await cpuOf(cpu.incremental, () => buildProfiles(ch, APP, { asOf: asOf2, mode: 'incremental' })));
     say(
       `round ${i + 1}: baseline ${baseline[i]} s, full ${full[i]!.seconds} s ${JSON.stringify(full[i]!.steps)}, ` +

@@ -76,6 +76,8 @@ export interface BuildOptions {
   receivedMarginS?: number;
   /** Complete runs kept besides the new one, for readers still on them. */
   keepPreviousRuns?: number;
+  /** Complete runs finished less than this many seconds ago are kept too (RUN_READ_GRACE_S). */
+  keepRecentS?: number;
   /** Concurrent queries, each over a slice of the users (default 2: the cores of the machine it was tuned on). */
   slices?: number;
   /** Late users above this share of the previous run's users make an incremental run a full one (default FULL_WHEN_LATE_SHARE). */
@@ -126,6 +128,11 @@ export const LAYER_SHARE = 0.2;
  * changed user) would run on one thread.
  */
 export const STATE_BLOCK_ROWS = 8192;
+/**
+ * Seconds a finished run is kept whatever runs come after it, so a reader that
+ * picked it (an evaluation, a streaming export, a snapshot) finds its rows.
+ */
+export const RUN_READ_GRACE_S = 900;
 const STALE_RUN_S = 86_400;
 
 const building = new Set<string>();
@@ -436,7 +443,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     }
     if (clustered > 0) result.clustered_users = clustered;
     rlog.info('profile run complete', { ...result });
-    await dropSupersededRuns(ch, appId, runId, opts.keepPreviousRuns ?? 2).catch((e) => rlog.warn('could not drop old profile runs', { error: e }));
+    await dropSupersededRuns(ch, appId, runId, opts.keepPreviousRuns ?? 2, opts.keepRecentS ?? RUN_READ_GRACE_S).catch((e) =>
+      rlog.warn('could not drop old profile runs', { error: e }),
+    );
     await dropAbandonedStageTables(ch).catch((e) => rlog.warn('could not drop abandoned stage tables', { error: e }));
     report(1);
     return result;
@@ -588,14 +597,26 @@ async function appUsersOf(ch: ClickHouse, appId: string): Promise<number> {
   return Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM app_users WHERE app_id = ${appId}`))?.n ?? 0);
 }
 
-/** Keeps the new run and the `keep` latest other complete runs, and their base runs; drops the rest (and abandoned partial runs). */
-export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentRunId: string, keep: number): Promise<string[]> {
+/**
+ * Keeps the new run, the `keep` latest other complete runs at or before now,
+ * every complete run finished less than `graceS` ago, and the base runs of all
+ * these; drops the rest (and abandoned partial runs).
+ */
+export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentRunId: string, keep: number, graceS = RUN_READ_GRACE_S): Promise<string[]> {
   const runs = await listRuns(ch, appId);
   const others = runs.filter((r) => r.run_id !== currentRunId && r.state !== 'dropped');
   const complete = others.filter((r) => r.state === 'complete');
-  const keepIds = new Set(complete.slice(0, keep).map((r) => r.run_id));
+  const now = Date.now();
+  // A run for a future instant is nobody's latest yet: it does not take a kept place.
+  const latest = complete.filter((r) => r.as_of.getTime() <= now).slice(0, keep);
+  // A run built for one segment evaluation (profiles/run-at.ts), at a past instant, is
+  // never among the latest, and the next build would drop it while that evaluation,
+  // its export or snapshot still reads it.
+  const recent = graceS > 0 ? complete.filter((r) => now - r.finished_at.getTime() < graceS * 1000) : [];
+  const kept = [...runs.filter((x) => x.run_id === currentRunId), ...latest, ...recent];
+  const keepIds = new Set(kept.map((r) => r.run_id));
   // A kept layered run reads its base's rows: the base stays while such a run does.
-  for (const r of [...runs.filter((x) => x.run_id === currentRunId), ...complete.slice(0, keep)]) if (r.layer) keepIds.add(r.layer.base_run_id);
+  for (const r of kept) if (r.layer) keepIds.add(r.layer.base_run_id);
   const staleBefore = Date.now() - STALE_RUN_S * 1000;
   const drop = others.filter((r) => !keepIds.has(r.run_id) && (r.state === 'complete' || r.state === 'failed' || r.started_at.getTime() < staleBefore));
   for (const r of drop) {

@@ -176,8 +176,9 @@ export const PROFILE_SELECT = sql`user_id, toUInt32(as_of) AS as_of, toUInt32(fi
   r_score, f_score, m_score, rfm_segment, top_category, best_hour, platform, country, timezone, locale, app_version,
   trait_keys, trait_values, trait_types, random_bucket`;
 
-export async function getProfile(ch: ClickHouse, appId: string, userId: string, opts: { asOf?: Date } = {}): Promise<Profile | undefined> {
-  const run = await latestRun(ch, appId, opts.asOf);
+/** The user's profile in `opts.run`, or else in the latest complete run at or before `opts.asOf` (default now). */
+export async function getProfile(ch: ClickHouse, appId: string, userId: string, opts: { asOf?: Date; run?: ProfileRun } = {}): Promise<Profile | undefined> {
+  const run = opts.run ?? (await latestRun(ch, appId, opts.asOf));
   if (!run) return undefined;
   const rows = await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM (${runRowsSql(appId, run, sql` AND user_id = ${userId}`)})`);
   return rows[0] ? withTagsAndCluster(ch, appId, userId, rows[0]) : undefined;

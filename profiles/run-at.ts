@@ -22,12 +22,14 @@ const POLL_MS = 250;
 const building = new Map<string, Promise<ProfileRun>>();
 
 /**
- * Whether `run` holds the profiles at exactly `asOf`. A run started before its
- * own as_of (one for a future instant) does not: events up to that instant may
- * still arrive, so an evaluation at it builds a run of its own.
+ * Whether `run` is the run at exactly `asOf`. Like any stored run, it holds the
+ * events stored when it ran: events that arrive later with a ts up to its
+ * instant (a backfill; for a future instant, anything before it) are not in it,
+ * until a later run at that instant — it is not rebuilt per request, which for
+ * a future instant would mean a run per request.
  */
 export function isRunAt(run: ProfileRun, asOf: Date): boolean {
-  return run.as_of.getTime() === asOf.getTime() && run.started_at.getTime() >= asOf.getTime();
+  return run.as_of.getTime() === asOf.getTime();
 }
 
 /**
@@ -74,7 +76,7 @@ async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<Pr
     log.info('building profiles for a segment at an as_of without a profile run', { app_id: appId, as_of: at, job_id: jobId });
     await jobFinished(jobId);
     const job = await getJob(ch, appId, jobId);
-    // The run this job built (or found): for a future instant, isRunAt holds for no run.
+    // The run this job built (or found), by id: a later run at this instant would do as well.
     const runId = (job?.result as { run_id?: string } | undefined)?.run_id;
     const run = runId ? (await listRuns(ch, appId)).find((r) => r.run_id === runId && r.state === 'complete') : undefined;
     if (job?.state === 'succeeded' && run) return run;

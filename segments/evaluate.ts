@@ -23,6 +23,19 @@ export interface EvaluateOptions {
   limit?: number;
   /** Profile fields to return with each user (`traits`, `tags`, `traits.<key>` included). */
   fields?: string[];
+  /** The client a profile run built for this evaluation runs on (PrepareOptions). */
+  jobClient?: ClickHouse;
+}
+
+export interface PrepareOptions {
+  /** Profile fields to return: they need the profile run too. */
+  fields?: readonly string[];
+  /**
+   * The client a profile run built for the evaluation runs on (default: `ch`).
+   * The API passes its app-wide client: the build is a job that other requests
+   * may share and that outlives this request's time limit and connection.
+   */
+  jobClient?: ClickHouse;
 }
 
 export interface PreparedSegment {
@@ -65,7 +78,7 @@ export function evaluationInstant(asOf?: Date): Date {
  * exactly `asOfInput`, built when missing; without `asOfInput`, from the latest
  * run (profiles/run-at.ts).
  */
-export async function prepareSegment(ch: ClickHouse, appId: string, input: unknown, asOfInput?: Date, opts: { fields?: readonly string[] } = {}): Promise<PreparedSegment> {
+export async function prepareSegment(ch: ClickHouse, appId: string, input: unknown, asOfInput?: Date, opts: PrepareOptions = {}): Promise<PreparedSegment> {
   const asOf = evaluationInstant(asOfInput);
   const expr = await toExpr(input);
   let savedSegments: Map<string, Expr> | undefined;
@@ -86,7 +99,7 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
   let compiled = compile(run);
   const exact = asOfInput !== undefined;
   if ((compiled.usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS)) && (!run || (exact && !isRunAt(run, asOf)))) {
-    run = await profileRunAt(ch, appId, asOf, exact);
+    run = await profileRunAt(opts.jobClient ?? ch, appId, asOf, exact);
     compiled = compile(run);
   }
   return { expr, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, profilesAsOf: run?.as_of ?? null, compiled };
@@ -120,7 +133,7 @@ export async function evaluateSegment(ch: ClickHouse, appId: string, input: unkn
   fields.forEach((f, i) => {
     if (!isReturnableField(f)) throw badInput(`fields`, 'unknown_field', `fields[${i}]: unknown profile field ${JSON.stringify(f)}`);
   });
-  const p = await prepareSegment(ch, appId, input, opts.asOf, { fields });
+  const p = await prepareSegment(ch, appId, input, opts.asOf, { fields, ...(opts.jobClient ? { jobClient: opts.jobClient } : {}) });
   const [countRows, idRows] = await Promise.all([
     ch.rows<{ count: string }>(p.compiled.count),
     limit > 0 ? ch.rows<{ user_id: string }>(sql`${p.compiled.members} LIMIT ${limit}`) : Promise.resolve([]),

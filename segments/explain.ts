@@ -32,8 +32,8 @@ export interface ExplainResult {
   nodes: ExplainedNode[];
 }
 
-export async function explainSegment(ch: ClickHouse, appId: string, input: unknown, opts: { asOf?: Date } = {}): Promise<ExplainResult> {
-  const p = await prepareSegment(ch, appId, input, opts.asOf);
+export async function explainSegment(ch: ClickHouse, appId: string, input: unknown, opts: { asOf?: Date; jobClient?: ClickHouse } = {}): Promise<ExplainResult> {
+  const p = await prepareSegment(ch, appId, input, opts.asOf, opts.jobClient ? { jobClient: opts.jobClient } : {});
   const [row] = await ch.rows<Record<string, string>>(p.compiled.nodeCounts);
   const nodes = p.compiled.nodes.map((n) => ({
     path: n.path,

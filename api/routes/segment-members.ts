@@ -76,7 +76,7 @@ export function segmentMemberRoutes(ctx: AppContext) {
           }
         });
         const seg = await savedSegment(ch, appId, params.id);
-        const p = await prepareSegment(ch, appId, seg.expr, query.as_of, { fields });
+        const p = await prepareSegment(ch, appId, seg.expr, query.as_of, { fields, jobClient: ctx.ch });
         const source = membersWithFields(
           { appId, asOf: p.asOf, members: p.compiled.members, profileRunId: p.profileRunId, profileLayer: p.profileLayer, fields: [...new Set(fields)] },
           catalog,
@@ -110,7 +110,7 @@ export function segmentMemberRoutes(ctx: AppContext) {
       },
       async ({ ch, appId, params, body }) => {
         const seg = await savedSegment(ch, appId, params.id);
-        const p = await prepareSegment(ch, appId, seg.expr, body.as_of);
+        const p = await prepareSegment(ch, appId, seg.expr, body.as_of, { jobClient: ctx.ch });
         const s = await createSnapshot(ctx.ch, ctx.producer, {
           appId,
           segmentId: seg.id,

@@ -32,7 +32,7 @@ export function segmentView(r: SegmentRecord) {
   };
 }
 
-export function segmentRoutes(_ctx: AppContext) {
+export function segmentRoutes(ctx: AppContext) {
   return [
     route(
       {
@@ -47,7 +47,7 @@ export function segmentRoutes(_ctx: AppContext) {
         problems: [504],
       },
       async ({ ch, appId, body }) =>
-        evaluateSegment(ch, appId, requestExpression(body.expression), { asOf: body.as_of, limit: body.limit, fields: body.fields }),
+        evaluateSegment(ch, appId, requestExpression(body.expression), { asOf: body.as_of, limit: body.limit, fields: body.fields, jobClient: ctx.ch }),
     ),
     route(
       {
@@ -62,7 +62,7 @@ export function segmentRoutes(_ctx: AppContext) {
         problems: [504],
       },
       async ({ ch, appId, body }) => {
-        const p = await prepareSegment(ch, appId, requestExpression(body.expression), body.as_of);
+        const p = await prepareSegment(ch, appId, requestExpression(body.expression), body.as_of, { jobClient: ctx.ch });
         const row = (await ch.one<Record<string, string | number>>(p.compiled.nodeCounts)) ?? {};
         const nodes = p.compiled.nodes.map((n) => ({
           path: formatPath(n.path) || '$',

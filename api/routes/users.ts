@@ -28,7 +28,7 @@ const UserQuerySchema = z
   })
   .strict();
 
-export function userRoutes(_ctx: AppContext) {
+export function userRoutes(ctx: AppContext) {
   return [
     route(
       {
@@ -51,8 +51,9 @@ export function userRoutes(_ctx: AppContext) {
       async ({ ch, appId, params, query }) => {
         if (query.as_of) {
           const asOf = evaluationInstant(query.as_of);
-          await profileRunAt(ch, appId, asOf, true);
-          const p = await getProfile(ch, appId, params.user_id, { asOf });
+          // Built on the app-wide client: a job that outlives this request's time limit.
+          const run = await profileRunAt(ctx.ch, appId, asOf, true);
+          const p = await getProfile(ch, appId, params.user_id, { run });
           if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} at ${asOf.toISOString()} (no event stored for this user at or before it)`);
           return p;
         }

@@ -505,7 +505,7 @@ describe('profiles match the reference implementation', () => {
     const ids: string[] = [];
     for (let k = 1; k <= 4; k++) {
       asOf += 600;
-      ids.push((await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'incremental', receivedMarginS: 60, layerShare: 1, keepPreviousRuns: 1 })).run_id);
+      ids.push((await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'incremental', receivedMarginS: 60, layerShare: 1, keepPreviousRuns: 1, keepRecentS: 0 })).run_id);
     }
     const runs = await listRuns(ch, app);
     const complete = runs.filter((r) => r.state === 'complete').map((r) => r.run_id);

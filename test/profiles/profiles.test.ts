@@ -214,7 +214,7 @@ describe('reading profiles', () => {
     const app = 'runs';
     await insertEvents(ch, app, [track('u1', '2026-10-01T00:00:00Z'), track('u1', '2026-10-05T00:00:00Z')]);
     const ids: string[] = [];
-    for (const d of ['2026-10-02', '2026-10-03', '2026-10-04', '2026-10-06']) ids.push((await buildProfiles(ch, app, { asOf: new Date(`${d}T00:00:00Z`), mode: 'full' })).run_id);
+    for (const d of ['2026-10-02', '2026-10-03', '2026-10-04', '2026-10-06']) ids.push((await buildProfiles(ch, app, { asOf: new Date(`${d}T00:00:00Z`), mode: 'full', keepRecentS: 0 })).run_id);
     expect((await latestRun(ch, app))?.run_id).toBe(ids[3]);
     expect((await latestRun(ch, app, new Date('2026-10-04T12:00:00Z')))?.run_id).toBe(ids[2]);
     expect((await latestRun(ch, app, new Date('2026-10-02T12:00:00Z')))).toBeUndefined(); // dropped
@@ -227,6 +227,23 @@ describe('reading profiles', () => {
     expect((await latestRun(ch, app))?.run_id).toBe(ids[3]);
   });
 
+  it('keeps runs finished within the grace period and does not count runs for future instants among the latest', async () => {
+    const app = 'drop_grace';
+    const now = Math.floor(Date.now() / 1000);
+    const run = (run_id: string, as_of: number, finished_at: number) => ({ app_id: app, run_id, as_of, mode: 'full', state: 'complete', users: 1, started_at: finished_at - 5, finished_at, previous_run_id: '' });
+    await ch.insert('profile_runs', [
+      run('r_cur', now - 60, now),
+      run('r_prev', now - 3600, now - 7200),
+      run('r_older', now - 7200, now - 9000),
+      // Built for a future instant: newest by as_of, but nobody's latest.
+      run('r_future', now + 86_400, now - 7200),
+      // Built a moment ago for an evaluation at a past instant: someone may still read it.
+      run('r_past_recent', now - 30 * 86_400, now - 10),
+    ]);
+    expect((await dropSupersededRuns(ch, app, 'r_cur', 1, 900)).sort()).toEqual(['r_future', 'r_older']);
+    expect(await dropSupersededRuns(ch, app, 'r_cur', 1, 0)).toEqual(['r_past_recent']);
+  });
+
   it('keeps a dropped run dropped when profile_runs merges, even when its complete row carries a later second', async () => {
     const app = 'drop_merge';
     const now = Math.floor(Date.now() / 1000);
@@ -235,7 +252,7 @@ describe('reading profiles', () => {
       { app_id: app, run_id: 'r_old', as_of: now - 7200, mode: 'full', state: 'complete', users: 1, started_at: now - 10, finished_at: now + 30, previous_run_id: '' },
       { app_id: app, run_id: 'r_new', as_of: now - 3600, mode: 'full', state: 'complete', users: 1, started_at: now - 5, finished_at: now, previous_run_id: '' },
     ]);
-    expect(await dropSupersededRuns(ch, app, 'r_new', 0)).toEqual(['r_old']);
+    expect(await dropSupersededRuns(ch, app, 'r_new', 0, 0)).toEqual(['r_old']);
     await ch.exec(sql`OPTIMIZE TABLE profile_runs FINAL`);
     expect((await listRuns(ch, app)).map((r) => [r.run_id, r.state])).toEqual([
       ['r_new', 'complete'],

@@ -84,17 +84,29 @@ describe('profile fields at the evaluation as_of', () => {
     expect(await runsAt('once', s)).toHaveLength(1);
   });
 
-  it('does not reuse a run built before its instant: events up to a future as_of may still arrive', async () => {
+  it('builds one run for a future as_of, and the runs for now stay', async () => {
     const now = Math.floor(Date.now() / 1000);
-    // Stamped as received now, as ingest stamps them: the next run takes them as late arrivals.
-    const received = (e: TestEvent): TestEvent => ({ ...e, received_at: Math.floor(Date.now() / 1000) });
-    await insertEvents(ch, 'future', [received(event('f1', now - DAY))]);
+    await insertEvents(ch, 'future', [event('f1', now - DAY)]);
+    const current = await buildProfiles(ch, 'future', { asOf: at(now), mode: 'full' });
     const later = now + 2 * DAY;
-    expect((await members('future', 'purchases_30d >= 1', later)).ids).toEqual(['f1']);
-    await insertEvents(ch, 'future', [received(event('f2', now - 60))]);
-    const again = await members('future', 'purchases_30d >= 1', later);
-    expect(again.ids).toEqual(['f1', 'f2']);
-    expect(again.profilesAsOf).toBe(iso(later));
+    for (let i = 0; i < 3; i++) {
+      const r = await members('future', 'purchases_30d >= 1', later);
+      expect([r.ids, r.profilesAsOf]).toEqual([['f1'], iso(later)]);
+    }
+    expect(await runsAt('future', later)).toHaveLength(1);
+    // A run for a future instant is nobody's latest: readers at now keep theirs.
+    expect((await members('future', 'purchases_30d >= 1')).profilesAsOf).toBe(iso(now));
+    expect((await listRuns(ch, 'future')).find((r) => r.run_id === current.run_id)?.state).toBe('complete');
+  });
+
+  it('keeps a run built for one evaluation while the next build runs', async () => {
+    await insertEvents(ch, 'grace', EVENTS);
+    await buildProfiles(ch, 'grace', { asOf: at(T + 30 * DAY), mode: 'full' });
+    await buildProfiles(ch, 'grace', { asOf: at(T + 31 * DAY), mode: 'full' });
+    // Past instants: neither is among the latest two, and each build drops what it may.
+    expect((await members('grace', 'purchases_total >= 1', T)).ids).toEqual(['u1']);
+    expect((await members('grace', 'purchases_total >= 1', T + 2 * DAY)).ids).toEqual(['u1', 'u2']);
+    expect(await runsAt('grace', T)).toHaveLength(1);
   });
 
   it('reads the latest run without an as_of, and builds one at now only when the app has none', async () => {
