@@ -17,6 +17,7 @@ import { ensureDemoKey, KeyStore } from '../api/auth.ts';
 import { listen } from '../api/node-server.ts';
 import { ClickHouse } from '../lib/clickhouse.ts';
 import { loadConfig } from '../lib/config.ts';
+import { stopJobs } from '../lib/jobs.ts';
 import type { Producer } from 'kafkajs';
 import { createProducer, kafkaFromConfig } from '../lib/kafka.ts';
 import { log } from '../lib/log.ts';
@@ -146,6 +147,8 @@ export async function runServe(argv: string[]): Promise<number> {
       if (stopping) return;
       stopping = true;
       log.info('api stopping', { signal });
+      // Queued jobs (an API job, a profile run a segment evaluation waits for) give up now.
+      stopJobs();
       try {
         await server.close(15_000);
         link.stop();

@@ -231,7 +231,34 @@ export interface StartJobOptions {
   ifBusy?: 'queue' | 'refuse';
 }
 
-const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
+// stopJobs(): queued jobs of this process give up instead of waiting on (their
+// poll timers would keep a stopping server alive, and they would run after it
+// said it stopped). Running jobs are not interrupted.
+let stopRequested = false;
+let wakeSleepers!: () => void;
+const stopSignal = new Promise<void>((r) => (wakeSleepers = r));
+
+/** Makes every job of this process that has not started running fail now ("the server stopped"), and refuses new ones. */
+export function stopJobs(): void {
+  stopRequested = true;
+  wakeSleepers();
+}
+
+class JobsStoppedError extends Error {
+  constructor() {
+    super('the server stopped before this job ran; submit it again');
+    this.name = 'JobsStoppedError';
+  }
+}
+
+const sleep = (ms: number) =>
+  new Promise<void>((r) => {
+    const t = setTimeout(r, ms);
+    void stopSignal.then(() => {
+      clearTimeout(t);
+      r();
+    });
+  });
 
 /**
  * Records the job as queued and returns its id; it runs in the background when
@@ -246,6 +273,7 @@ export async function startJob(
   run: (report: (progress: number) => void) => Promise<unknown>,
   opts: StartJobOptions = {},
 ): Promise<{ job_id: string }> {
+  if (stopRequested) throw new JobsStoppedError();
   const key = `${appId}\u0000${kind}`;
   // Checked and joined synchronously, so two calls in one tick see each other.
   const existing = lanes.get(key);
@@ -302,6 +330,7 @@ export async function startJob(
   const takeTurn = async () => {
     const me = { job_id, created: created_at };
     for (;;) {
+      if (stopRequested) throw new JobsStoppedError();
       try {
         const blocker = await blockerOf(ch, appId, kind, me);
         if (!blocker) {
@@ -327,7 +356,8 @@ export async function startJob(
     let lastWrite = 0;
     let pending: Promise<void> = Promise.resolve();
     try {
-      await previous; // this process's earlier jobs of the (app, kind) have finished
+      // This process's earlier jobs of the (app, kind) have finished (or the server is stopping).
+      await Promise.race([previous, stopSignal]);
       await takeTurn();
       jlog.info('job running');
       const report = (p: number) => {
