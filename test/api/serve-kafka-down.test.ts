@@ -124,8 +124,8 @@ describe('warbler serve while Kafka is unreachable', () => {
       const t0 = Date.now();
       s.child.kill('SIGTERM');
       expect(await s.exited).toBe(0);
-      // ~0.1 s; without giving up the attempt, ~5 s for a fresh one (as long as the attempt's retries run).
-      expect(Date.now() - t0).toBeLessThan(2000);
+      // ~0.1 s; without giving up the attempt, ~5 s for a fresh one (as long as the attempt's retries run): a liveness bound, wide for a loaded machine.
+      expect(Date.now() - t0).toBeLessThan(4000);
       expect(existsSync(join(s.home, 'api.pid'))).toBe(false);
     }
   }, 60_000);

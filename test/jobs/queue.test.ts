@@ -220,8 +220,8 @@ describe('across processes (another process simulated by its records)', () => {
 
   it('stops waiting for a running record whose heartbeat went stale', async () => {
     const r = recorder();
-    // Fresh for about two more seconds, then abandoned.
-    await foreign('xs', 'other-dying', 'running', { seq: (Date.now() - (STALE_S - 2) * 1000) * 1000 });
+    // Fresh for about eight more seconds (room for a slow machine before the check below), then abandoned.
+    await foreign('xs', 'other-dying', 'running', { seq: (Date.now() - (STALE_S - 8) * 1000) * 1000 });
     const j = await startJob(ch, 'xs', 'profiles', {}, r.job('mine'));
     await sleep(500);
     expect(r.started('mine')).toBe(false);
