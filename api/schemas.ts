@@ -213,7 +213,7 @@ export const EvaluateResultSchema = z
     as_of: IsoUtcSchema,
     profiles_as_of: IsoUtcSchema.nullable().meta({
       description:
-        'as_of of the profile run the profile fields come from: the request as_of when one is given (the run at that instant, built when missing), else the latest run (built at now when the app has none); null when the expression reads no profile field and the app has no run',
+        'as_of of the profile run the profile fields come from. When the expression or the requested fields read a profile field: the request as_of when one is given (the run at that instant, built when missing), else the latest run (built at now when the app has none). Otherwise the latest run at or before as_of, or null when there is none',
     }),
     users: z.array(z.object({ user_id: z.string() }).catchall(z.unknown())).meta({ description: 'sorted by user_id' }),
   })
