@@ -8,7 +8,8 @@
 // already queued or running anywhere, that app's tick is skipped (the next tick
 // catches up), so ticks never pile jobs up behind a long one. It starts its job
 // with ifBusy 'refuse', which checks and joins the app's line in one step;
-// jobInProgress() first spares the log a refusal per busy app.
+// jobInProgress() first spares the log a refusal per busy app. Only when the
+// app's latest run at now is two intervals old does the tick queue its job.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, jobFinished, jobInProgress } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
@@ -69,13 +70,18 @@ export function startProfileScheduler(
     for (const appId of apps) {
       if (stopped) return;
       try {
-        const busy = await jobInProgress(ch, appId, 'profiles');
-        if (busy) {
+        const [busy, runs] = await Promise.all([jobInProgress(ch, appId, 'profiles'), listRuns(ch, appId)]);
+        // Other profile jobs (a client's, the runs segment evaluations build at
+        // past instants) can keep the app busy for long: past two intervals
+        // without a run at now, the tick's job queues behind them instead.
+        const now = new Date();
+        const overdue = !runs.some((r) => r.state === 'complete' && r.as_of <= now && now.getTime() - r.as_of.getTime() < 2 * intervalS * 1000);
+        if (busy && !overdue) {
           slog.info('profile job already queued or running; skipped', { app_id: appId, job_id: busy });
           continue;
         }
-        const mode = scheduledMode(await listRuns(ch, appId), new Date(), fullEveryS);
-        const { job_id } = await startProfileJob(ch, appId, { mode }, { ifBusy: 'refuse' });
+        const mode = scheduledMode(runs, now, fullEveryS);
+        const { job_id } = await startProfileJob(ch, appId, { mode }, { ifBusy: overdue ? 'queue' : 'refuse' });
         slog.info('scheduled profile job started', { app_id: appId, job_id, mode });
         await jobFinished(job_id);
       } catch (err) {

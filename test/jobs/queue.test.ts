@@ -192,9 +192,12 @@ describe('in one process', () => {
     const seqs = async () =>
       (await ch.rows<{ n: number; seq: number }>(sql`SELECT count() AS n, max(updated_seq) AS seq FROM jobs WHERE app_id = 'beat' AND job_id = ${b.job_id} AND state = 'queued'`))[0]!;
     const first = await seqs();
-    await sleep(4 * jobTiming.heartbeatMs);
-    const later = await seqs();
-    expect(Number(later.n)).toBeGreaterThan(Number(first.n));
+    // Beats come every heartbeatMs; waited for, not slept on, so a loaded machine only makes it slower.
+    let later = first;
+    await waitFor('two more heartbeats', async () => {
+      later = await seqs();
+      return Number(later.n) >= Number(first.n) + 2;
+    });
     expect(Number(later.seq)).toBeGreaterThan(Number(first.seq));
     expect(await stateOf('beat', b.job_id)).toBe('queued');
     g.open();
@@ -294,8 +297,14 @@ describe('across processes (another process simulated by its records)', () => {
 });
 
 describe('the profile schedule', () => {
+  const runAt = (app: string, ageS: number) => {
+    const at = Math.floor(Date.now() / 1000) - ageS;
+    return ch.insert('profile_runs', [{ app_id: app, run_id: `r_${app}`, as_of: at, mode: 'full', state: 'complete', users: 1, started_at: at, finished_at: at + 1, previous_run_id: '' }]);
+  };
+
   it('skips an app whose profile job is already queued or running, instead of queueing behind it', async () => {
     const g = gate();
+    await runAt('sched-busy', 60);
     const held = await startJob(ch, 'sched-busy', 'profiles', {}, async () => g.wait);
     const scheduler = startProfileScheduler(ch, ['sched-busy'], 3600);
     // The tick ends at once: nothing of its own to wait for.
@@ -304,6 +313,24 @@ describe('the profile schedule', () => {
     expect(jobs.map((j) => j.job_id)).toEqual([held.job_id]);
     g.open();
     await finished(held.job_id);
+  });
+
+  it('queues behind it when the app has had no run at now for two intervals', async () => {
+    const g = gate();
+    await runAt('sched-late', 3 * 3600);
+    const held = await startJob(ch, 'sched-late', 'profiles', {}, async () => g.wait);
+    const scheduler = startProfileScheduler(ch, ['sched-late'], 3600);
+    let queued: { job_id: string; state: string }[] = [];
+    await waitFor('the scheduled job, queued', async () => {
+      queued = await ch.rows<{ job_id: string; state: string }>(sql`
+        SELECT job_id, argMax(state, updated_seq) AS state FROM jobs WHERE app_id = 'sched-late' AND job_id != ${held.job_id} GROUP BY job_id`);
+      return queued.length > 0;
+    });
+    expect(queued).toEqual([{ job_id: expect.any(String), state: 'queued' }]);
+    g.open();
+    await finished(held.job_id);
+    await finished(queued[0]!.job_id);
+    expect(await scheduler.stop(30_000)).toBe(true);
   });
 });
 
