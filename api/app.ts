@@ -35,6 +35,34 @@ export interface Limits {
   arrowBatchRows: number;
   /** Kafka messages per produce call when publishing snapshot changes. */
   publishBatch: number;
+  /**
+   * Bytes of large request bodies (past LARGE_BODY_BYTES each) the app reads
+   * and holds at once; one more gets 503 until others finish. A parsed body
+   * costs several times its text, and the largest valid batch is ~270 MiB.
+   * Default: the largest route's cap, plus a quarter.
+   */
+  largeBodyBudgetBytes?: number;
+}
+
+/** Bodies up to this size are never held back by the budget of large ones. */
+export const LARGE_BODY_BYTES = 1024 * 1024;
+
+/** The large bodies being read or held by one app: `take` reserves bytes, false when they do not fit. */
+export class BodyBudget {
+  private used = 0;
+  constructor(readonly capacity: number) {}
+  take(bytes: number): boolean {
+    // One body alone always fits (its route's cap bounds it).
+    if (this.used > 0 && this.used + bytes > this.capacity) return false;
+    this.used += bytes;
+    return true;
+  }
+  give(bytes: number): void {
+    this.used = Math.max(0, this.used - bytes);
+  }
+  get inUse(): number {
+    return this.used;
+  }
 }
 
 export interface AppDeps {
@@ -63,6 +91,7 @@ export interface AppContext extends AppDeps {
   metrics: Registry;
   /** Routes of the app (the OpenAPI document is built from them). */
   routes: Route<AppContext>[];
+  bodyBudget: BodyBudget;
 }
 
 export function defaultLimits(cfg: Config): Limits {
@@ -146,7 +175,25 @@ const tooLarge = (detail: string) => new ProblemError(413, detail, { errors: [{ 
  * `optional`: an absent or blank body reads as `{}`. `noBody`: the route takes
  * no body; the media type is only checked when one is sent.
  */
-async function readBody(c: Context, limit: number, optional = false, noBody = false): Promise<unknown> {
+/** What a request holds of the large-body budget, given back when it ends. */
+interface BodyHold {
+  budget: BodyBudget;
+  bytes: number;
+}
+
+const budgetFull = () =>
+  new ProblemError(503, 'the server is reading or holding other large request bodies; retry in a moment (or send smaller batches)', {
+    errors: [{ path: 'body', message: 'retry later' }],
+  });
+
+async function readBody(c: Context, limit: number, optional = false, noBody = false, hold?: BodyHold): Promise<unknown> {
+  // A large body reserves its bytes of the app's budget: its declared length at
+  // once, else as it arrives past LARGE_BODY_BYTES.
+  const reserve = (total: number) => {
+    if (!hold || total <= LARGE_BODY_BYTES || total <= hold.bytes) return;
+    if (!hold.budget.take(total - hold.bytes)) throw budgetFull();
+    hold.bytes = total;
+  };
   const type = c.req.header('content-type') ?? '';
   const checkType = () => {
     if (type && !/^application\/([a-z.+-]*\+)?json\b/i.test(type)) {
@@ -156,6 +203,7 @@ async function readBody(c: Context, limit: number, optional = false, noBody = fa
   if (!noBody) checkType();
   const declared = Number(c.req.header('content-length') ?? 0);
   if (declared > limit) throw tooLarge(`request body of ${declared} bytes exceeds the limit of ${limit} bytes for this route`);
+  reserve(declared);
   const body = c.req.raw.body;
   if (!body && optional) return {};
   if (!body) throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });
@@ -181,6 +229,12 @@ async function readBody(c: Context, limit: number, optional = false, noBody = fa
     if (size > limit) {
       await reader.cancel();
       throw tooLarge(`request body exceeds the limit of ${limit} bytes for this route`);
+    }
+    try {
+      reserve(size);
+    } catch (e) {
+      await reader.cancel();
+      throw e;
     }
     try {
       parts.push(decoder.decode(value, { stream: true }));
@@ -235,8 +289,11 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
     metrics: deps.metrics ?? processMetrics,
     events: deps.events ?? (deps.kafka ? createEventProducer(deps.kafka, deps.config.WARBLER_EVENTS_TOPIC) : undefined),
     routes: [],
+    bodyBudget: new BodyBudget(0),
   };
   for (const make of routeSets) ctx.routes.push(...make(ctx));
+  const largestCap = Math.max(ctx.limits.maxBodyBytes, ...ctx.routes.map((r) => r.spec.bodyLimit ?? 0));
+  ctx.bodyBudget = new BodyBudget(ctx.limits.largeBodyBudgetBytes ?? Math.ceil(largestCap * 1.25));
 
   const duration = ctx.metrics.histogram('warbler_http_request_duration_seconds', 'HTTP request latency by route, method and status');
   const requests = ctx.metrics.counter('warbler_http_requests_total', 'HTTP requests by route, method and status');
@@ -265,6 +322,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
     app.on(spec.method.toUpperCase(), honoPath(spec.path), async (c) => {
       const started = performance.now();
       let status = 500;
+      const hold: BodyHold = { budget: ctx.bodyBudget, bytes: 0 };
       try {
         let key: ApiKey | undefined;
         if (spec.role) {
@@ -276,7 +334,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
         }
         const params = spec.params ? parseWith(spec.params, c.req.param(), 'path') : undefined;
         const query = spec.query ? parseWith(spec.query, presentQuery(c.req.query()), 'query') : undefined;
-        const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes, spec.optionalBody), 'body') : undefined;
+        const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes, spec.optionalBody, false, hold), 'body') : undefined;
         // A route without a body still rejects one that says something (unknown fields are never ignored).
         if (!spec.body) parseWith(NO_BODY, await readBody(c, NO_BODY_LIMIT, true, true), 'body');
         const out = await handler({
@@ -310,6 +368,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
         status = toProblem(err).status;
         throw err;
       } finally {
+        ctx.bodyBudget.give(hold.bytes);
         const labels = { route: spec.path, method: spec.method.toUpperCase(), status: String(status) };
         const seconds = (performance.now() - started) / 1000;
         duration.observe(seconds, labels);
