@@ -14,7 +14,9 @@
 //   single invalid event keeps the 400 that every all-rejected request answered
 //   before: retrying it unchanged is pointless, and a 4xx makes that visible to
 //   clients that only look at the status.)
-// - 413: only a raw body over MAX_BODY_BYTES (the byte cap), never a valid batch.
+// - 413: only a raw body over MAX_BODY_BYTES (the byte cap), never a valid batch
+//   written compactly (as JSON.stringify writes it; indentation or \uXXXX escapes
+//   of every character can take a maximal batch past it).
 // Nothing is produced when nothing is accepted, so such answers need no Kafka.
 // If producing fails the promise rejects (the route answers 503): some events
 // may have been produced, which is harmless — a retry carries the same event_ids
@@ -56,12 +58,13 @@ export const MAX_EVENT_JSON_BYTES =
   member('properties', MAX_PROPERTIES_BYTES);
 
 /**
- * Raw body limit: any valid batch — MAX_BATCH_EVENTS events of
- * MAX_EVENT_JSON_BYTES each, their commas and `{"batch":[]}` — fits (about
+ * Raw body limit: any valid batch written compactly — MAX_BATCH_EVENTS events
+ * of MAX_EVENT_JSON_BYTES each, their commas and `{"batch":[]}` — fits (about
  * 270 MiB).
  * The body is still bounded: it is read up to this many bytes and no further
  * (a larger Content-Length is refused before reading), so one request never
- * buffers more than this.
+ * buffers more text than this (its parsed form costs several times that; the
+ * API's large-body budget bounds how many such requests are held at once).
  */
 export const MAX_BODY_BYTES = MAX_BATCH_EVENTS * (MAX_EVENT_JSON_BYTES + 1) + '{"batch":[]}'.length;
 
