@@ -9,7 +9,8 @@
 // catches up), so ticks never pile jobs up behind a long one. It starts its job
 // with ifBusy 'refuse', which checks and joins the app's line in one step;
 // jobInProgress() first spares the log a refusal per busy app. Only when the
-// app's latest run at now is two intervals old does the tick queue its job.
+// app has had no run at now finish for two intervals does the tick queue its
+// job, and then it does not wait for it (nor queue another) before the next app.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { JobConflictError, jobFinished, jobInProgress } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
@@ -64,25 +65,35 @@ export function startProfileScheduler(
   let stopped = false;
   let timer: NodeJS.Timeout | undefined;
   let current: Promise<void> = Promise.resolve();
+  // Apps whose scheduled job waits queued behind other jobs: not waited for by
+  // the tick (the other apps would wait too), and not queued again until it ends.
+  const queuedBehind = new Map<string, string>();
 
   const tick = async () => {
     const apps = typeof appIds === 'function' ? await appIds() : appIds;
     for (const appId of apps) {
       if (stopped) return;
+      if (queuedBehind.has(appId)) continue;
       try {
         const [busy, runs] = await Promise.all([jobInProgress(ch, appId, 'profiles'), listRuns(ch, appId)]);
         // Other profile jobs (a client's, the runs segment evaluations build at
-        // past instants) can keep the app busy for long: past two intervals
-        // without a run at now, the tick's job queues behind them instead.
+        // past instants) can keep the app busy for long: when no run at or
+        // before now has finished within two intervals, the tick's job queues
+        // behind them instead of skipping.
         const now = new Date();
-        const overdue = !runs.some((r) => r.state === 'complete' && r.as_of <= now && now.getTime() - r.as_of.getTime() < 2 * intervalS * 1000);
+        const overdue = !runs.some((r) => r.state === 'complete' && r.as_of <= now && now.getTime() - r.finished_at.getTime() < 2 * intervalS * 1000);
         if (busy && !overdue) {
           slog.info('profile job already queued or running; skipped', { app_id: appId, job_id: busy });
           continue;
         }
         const mode = scheduledMode(runs, now, fullEveryS);
-        const { job_id } = await startProfileJob(ch, appId, { mode }, { ifBusy: overdue ? 'queue' : 'refuse' });
-        slog.info('scheduled profile job started', { app_id: appId, job_id, mode });
+        const { job_id } = await startProfileJob(ch, appId, { mode }, { ifBusy: busy ? 'queue' : 'refuse' });
+        slog.info(busy ? 'scheduled profile job queued behind other profile jobs of the app' : 'scheduled profile job started', { app_id: appId, job_id, mode });
+        if (busy) {
+          queuedBehind.set(appId, job_id);
+          void jobFinished(job_id).finally(() => queuedBehind.delete(appId));
+          continue;
+        }
         await jobFinished(job_id);
       } catch (err) {
         // A job of the app started since jobInProgress() asked (or a full queue).
