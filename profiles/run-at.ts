@@ -22,14 +22,14 @@ const POLL_MS = 250;
 const building = new Map<string, Promise<ProfileRun>>();
 
 /**
- * Whether `run` is the run at exactly `asOf`. Like any stored run, it holds the
- * events stored when it ran: events that arrive later with a ts up to its
- * instant (a backfill; for a future instant, anything before it) are not in it,
- * until a later run at that instant — it is not rebuilt per request, which for
- * a future instant would mean a run per request.
+ * Whether `run` is the run at exactly `asOf`. A run built before its instant
+ * serves while that instant is still ahead (not a run per request); once it has
+ * passed, the events that came meanwhile are due, and one run started after it
+ * takes over. Like any stored run, it holds the events stored when it ran: a
+ * later backfill up to its instant reaches it only through a later run.
  */
-export function isRunAt(run: ProfileRun, asOf: Date): boolean {
-  return run.as_of.getTime() === asOf.getTime();
+export function isRunAt(run: ProfileRun, asOf: Date, now = Date.now()): boolean {
+  return run.as_of.getTime() === asOf.getTime() && (run.started_at.getTime() >= asOf.getTime() || asOf.getTime() > now);
 }
 
 /**

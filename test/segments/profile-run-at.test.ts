@@ -4,7 +4,8 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { buildProfiles } from '../../profiles/job.ts';
-import { listRuns } from '../../profiles/read.ts';
+import { listRuns, type ProfileRun } from '../../profiles/read.ts';
+import { isRunAt } from '../../profiles/run-at.ts';
 import { evaluateSegment } from '../../segments/evaluate.ts';
 import { explainSegment } from '../../segments/explain.ts';
 import { insertEvents } from '../profiles/events.ts';
@@ -97,6 +98,15 @@ describe('profile fields at the evaluation as_of', () => {
     // A run for a future instant is nobody's latest: readers at now keep theirs.
     expect((await members('future', 'purchases_30d >= 1')).profilesAsOf).toBe(iso(now));
     expect((await listRuns(ch, 'future')).find((r) => r.run_id === current.run_id)?.state).toBe('complete');
+  });
+
+  it('takes a run built before its instant as the run at it only while that instant is ahead', () => {
+    const t = Date.parse('2026-12-01T00:00:00Z');
+    const run = (startedAt: number) => ({ as_of: new Date(t), started_at: new Date(startedAt) }) as ProfileRun;
+    expect(isRunAt(run(t - 600_000), new Date(t), t - 60_000)).toBe(true); // built at 23:50, asked at 23:59
+    expect(isRunAt(run(t - 600_000), new Date(t), t + 300_000)).toBe(false); // asked at 00:05: the events of 23:50–00:00 are due
+    expect(isRunAt(run(t + 1_000), new Date(t), t + 300_000)).toBe(true);
+    expect(isRunAt(run(t + 1_000), new Date(t + 1_000), t + 300_000)).toBe(false);
   });
 
   it('keeps a run built for one evaluation while the next build runs', async () => {
