@@ -19,7 +19,7 @@ import type { Route } from './openapi.ts';
 import { allRoutes } from './routes/index.ts';
 import { ClusterJobError } from '../profiles/clusters-job.ts';
 import { TagInputError } from '../profiles/tags.ts';
-import { JobConflictError } from '../lib/jobs.ts';
+import { JobConflictError, JobsStoppedError } from '../lib/jobs.ts';
 import { SegmentSyntaxError } from '../segments/errors.ts';
 import { SegmentConflictError, SegmentInUseError, SegmentNotFoundError } from '../segments/saved.ts';
 import { PROBLEM_CONTENT_TYPE, ProblemError, problemResponse, problemType, validationProblem, type Problem } from './problem.ts';
@@ -52,7 +52,7 @@ export class BodyBudget {
   private used = 0;
   constructor(readonly capacity: number) {}
   take(bytes: number): boolean {
-    // One body alone always fits (its route's cap bounds it).
+    // A body that is the only one in the budget always fits (its route's cap bounds it).
     if (this.used > 0 && this.used + bytes > this.capacity) return false;
     this.used += bytes;
     return true;
@@ -147,6 +147,7 @@ export function toProblem(err: unknown): Problem {
     return new ProblemError(409, err.message, { errors: [{ path: err.action === 'delete' ? 'path.id' : 'body.name', message: err.message }] }).problem;
   }
   if (err instanceof JobConflictError) return new ProblemError(409, err.message).problem;
+  if (err instanceof JobsStoppedError) return new ProblemError(503, err.message).problem;
   const e = err as { name?: string; message?: string; code?: string | number };
   // The client parses ClickHouse error codes only from newer servers' messages; 18.16 says `Code: 159, …`.
   const code = e?.code !== undefined ? String(e.code) : (/^Code: (\d+)/.exec(e?.message ?? '')?.[1] ?? '');
@@ -187,8 +188,9 @@ const budgetFull = () =>
   });
 
 async function readBody(c: Context, limit: number, optional = false, noBody = false, hold?: BodyHold): Promise<unknown> {
-  // A large body reserves its bytes of the app's budget: its declared length at
-  // once, else as it arrives past LARGE_BODY_BYTES.
+  // A large body reserves its bytes of the app's budget as they arrive past
+  // LARGE_BODY_BYTES (not its declared length: an idle connection declaring a
+  // huge body would hold the budget without sending anything).
   const reserve = (total: number) => {
     if (!hold || total <= LARGE_BODY_BYTES || total <= hold.bytes) return;
     if (!hold.budget.take(total - hold.bytes)) throw budgetFull();
@@ -203,7 +205,6 @@ async function readBody(c: Context, limit: number, optional = false, noBody = fa
   if (!noBody) checkType();
   const declared = Number(c.req.header('content-length') ?? 0);
   if (declared > limit) throw tooLarge(`request body of ${declared} bytes exceeds the limit of ${limit} bytes for this route`);
-  reserve(declared);
   const body = c.req.raw.body;
   if (!body && optional) return {};
   if (!body) throw new ProblemError(400, 'a JSON body is required', { errors: [{ path: 'body', message: 'required' }] });

@@ -237,27 +237,34 @@ export interface StartJobOptions {
 let stopRequested = false;
 let wakeSleepers!: () => void;
 const stopSignal = new Promise<void>((r) => (wakeSleepers = r));
+const sleepers = new Set<() => void>();
 
 /** Makes every job of this process that has not started running fail now ("the server stopped"), and refuses new ones. */
 export function stopJobs(): void {
   stopRequested = true;
   wakeSleepers();
+  for (const wake of sleepers) wake();
 }
 
-class JobsStoppedError extends Error {
+/** Thrown for a job refused or given up because the server is stopping (the API answers 503). */
+export class JobsStoppedError extends Error {
   constructor() {
     super('the server stopped before this job ran; submit it again');
     this.name = 'JobsStoppedError';
   }
 }
 
+// A set of wake-ups, each removed when its sleep ends: not a handler per sleep on stopSignal, which would pile up.
 const sleep = (ms: number) =>
   new Promise<void>((r) => {
-    const t = setTimeout(r, ms);
-    void stopSignal.then(() => {
+    if (stopRequested) return r();
+    const wake = () => {
       clearTimeout(t);
+      sleepers.delete(wake);
       r();
-    });
+    };
+    const t = setTimeout(wake, ms);
+    sleepers.add(wake);
   });
 
 /**

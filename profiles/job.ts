@@ -133,6 +133,8 @@ export const STATE_BLOCK_ROWS = 8192;
  * picked it (an evaluation, a streaming export, a snapshot) finds its rows.
  */
 export const RUN_READ_GRACE_S = 900;
+/** At most this many runs are kept for the grace period alone. */
+export const RECENT_RUNS_KEPT = 8;
 const STALE_RUN_S = 86_400;
 
 const building = new Set<string>();
@@ -612,7 +614,8 @@ export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentR
   // A run built for one segment evaluation (profiles/run-at.ts), at a past instant, is
   // never among the latest, and the next build would drop it while that evaluation,
   // its export or snapshot still reads it.
-  const recent = graceS > 0 ? complete.filter((r) => now - r.finished_at.getTime() < graceS * 1000) : [];
+  // At most RECENT_RUNS_KEPT of them (the newest finished): a client walking many instants must not keep a copy per instant.
+  const recent = graceS > 0 ? complete.filter((r) => now - r.finished_at.getTime() < graceS * 1000).sort((a, b) => b.finished_at.getTime() - a.finished_at.getTime()).slice(0, RECENT_RUNS_KEPT) : [];
   const kept = [...runs.filter((x) => x.run_id === currentRunId), ...latest, ...recent];
   const keepIds = new Set(kept.map((r) => r.run_id));
   // A kept layered run reads its base's rows: the base stays while such a run does.

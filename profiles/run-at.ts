@@ -7,7 +7,7 @@
 // (no as_of given) reads the latest run, which the scheduler keeps fresh; only
 // an app without any run gets one built then.
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { getJob, JobConflictError, jobFinished, startJob } from '../lib/jobs.ts';
+import { getJob, JobConflictError, jobFinished, JobsStoppedError, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { buildProfiles, isoSeconds } from './job.ts';
 import { latestRun, listRuns, type ProfileRun } from './read.ts';
@@ -80,6 +80,7 @@ async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<Pr
     const runId = (job?.result as { run_id?: string } | undefined)?.run_id;
     const run = runId ? (await listRuns(ch, appId)).find((r) => r.run_id === runId && r.state === 'complete') : undefined;
     if (job?.state === 'succeeded' && run) return run;
+    if (job?.error === new JobsStoppedError().message) throw new JobsStoppedError();
     throw new Error(
       `could not build the profiles at ${at} that the segment's profile fields need (job ${jobId}: ${job?.error || job?.state || 'no record'}); ` +
         `retry, or build them with POST /v1/jobs/profiles {"as_of":"${at}"} and evaluate again`,

@@ -18,13 +18,13 @@ function batchOf(bytes: number): Uint8Array {
   return new TextEncoder().encode(JSON.stringify({ batch }));
 }
 
-/** A POST whose body is sent up to its last byte, which waits for `release`. */
-function heldPost(bytes: Uint8Array, release: Promise<void>): Promise<Response> {
+/** A POST whose body is sent up to byte `sent` (default: all but the last), the rest when `release` resolves. */
+function heldPost(bytes: Uint8Array, release: Promise<void>, sent = bytes.length - 1): Promise<Response> {
   const body = new ReadableStream<Uint8Array>({
     async start(controller) {
-      controller.enqueue(bytes.subarray(0, bytes.length - 1));
+      if (sent > 0) controller.enqueue(bytes.subarray(0, sent));
       await release;
-      controller.enqueue(bytes.subarray(bytes.length - 1));
+      controller.enqueue(bytes.subarray(sent));
       controller.close();
     },
   });
@@ -39,9 +39,11 @@ describe('the budget of large request bodies', () => {
     let release!: () => void;
     const held = heldPost(big, new Promise<void>((r) => (release = r)));
     await new Promise((r) => setTimeout(r, 200));
-    expect(h.ctx.bodyBudget.inUse).toBe(big.length);
+    // Reserved as it arrived: all but the last byte, which waits.
+    expect(h.ctx.bodyBudget.inUse).toBe(big.length - 1);
 
     const refused = await expectProblem(await h.call('POST', '/v1/events', { as: ['app_a', 'ingest'], body: new TextDecoder().decode(big) }), 503);
+
     expect(refused.detail).toMatch(/retry/);
     const small = await h.call('POST', '/v1/events', { as: ['app_a', 'ingest'], body: { user_id: 'small', event: 'view', ts: '2026-11-01T00:00:00Z' } });
     expect(small.status).toBe(202);
@@ -52,5 +54,16 @@ describe('the budget of large request bodies', () => {
     const again = await h.call('POST', '/v1/events', { as: ['app_a', 'ingest'], body: new TextDecoder().decode(big) });
     expect(again.status).toBe(202);
     expect(h.ctx.bodyBudget.inUse).toBe(0);
+  });
+
+  it('reserves what arrives, not what a connection declares', async () => {
+    const big = batchOf(3 * MiB);
+    let release!: () => void;
+    const idle = heldPost(big, new Promise<void>((r) => (release = r)), 0);
+    await new Promise((r) => setTimeout(r, 200));
+    expect(h.ctx.bodyBudget.inUse).toBe(0);
+    expect((await h.call('POST', '/v1/events', { as: ['app_a', 'ingest'], body: new TextDecoder().decode(big) })).status).toBe(202);
+    release();
+    expect((await idle).status).toBe(202);
   });
 });

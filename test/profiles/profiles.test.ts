@@ -6,7 +6,7 @@ import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.
 import { sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, dropSupersededRuns, largestMergedPart, startProfileJob } from '../../profiles/job.ts';
+import { buildProfiles, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
 import { boundsSampleEvery, recentUsersSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
@@ -242,6 +242,10 @@ describe('reading profiles', () => {
     ]);
     expect((await dropSupersededRuns(ch, app, 'r_cur', 1, 900)).sort()).toEqual(['r_future', 'r_older']);
     expect(await dropSupersededRuns(ch, app, 'r_cur', 1, 0)).toEqual(['r_past_recent']);
+    // However many finished lately, at most RECENT_RUNS_KEPT stay for the grace alone: the newest finished.
+    await ch.insert('profile_runs', Array.from({ length: RECENT_RUNS_KEPT + 3 }, (_, i) => run(`r_walk${String(i).padStart(2, '0')}`, now - (40 + i) * 86_400, now - 100 + i)));
+    const dropped = (await dropSupersededRuns(ch, app, 'r_cur', 1, 900)).sort();
+    expect(dropped).toEqual(['r_walk00', 'r_walk01', 'r_walk02']);
   });
 
   it('keeps a dropped run dropped when profile_runs merges, even when its complete row carries a later second', async () => {
