@@ -262,6 +262,8 @@ describe('reading profiles', () => {
       ['r_new', 'complete'],
       ['r_old', 'dropped'],
     ]);
+    // Merged down to its dropped row, a completed full run still counts for the schedule of full runs.
+    expect(scheduledMode((await listRuns(ch, app)).filter((r) => r.run_id === 'r_old'), new Date(), 86_400)).toBe('incremental');
   });
 
   it('keeps a run for a future as_of out of the way of readers and incremental runs at now', async () => {
