@@ -25,7 +25,7 @@ import { log } from '../lib/log.ts';
 import { ident, raw, sql, type Sql } from '../lib/sql.ts';
 import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
 import { assignNewUsers, latestModel } from './clusters-job.ts';
-import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, type ProfileRow } from './read.ts';
+import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, type ProfileRow, type ProfileRun } from './read.ts';
 import {
   boundsSampleEvery,
   buyersFromPreviousSql,
@@ -601,47 +601,61 @@ async function appUsersOf(ch: ClickHouse, appId: string): Promise<number> {
 
 /**
  * Keeps the new run, the `keep` latest other complete runs at or before now,
- * every complete run finished less than `graceS` ago, and the base runs of all
- * these; drops the rest (and abandoned partial runs).
+ * up to RECENT_RUNS_KEPT complete runs finished less than `graceS` ago, and the
+ * base runs of all these. Takes the other complete runs out of reading in two
+ * steps: first marked `superseded` (no reader picks them any more), their rows
+ * dropped once they have been so for `graceS`, so that a reader that picked one
+ * just before finds its rows. Failed and abandoned runs are dropped at once, and
+ * with `graceS` 0 everything is. Returns the runs it marked or dropped.
  */
 export async function dropSupersededRuns(ch: ClickHouse, appId: string, currentRunId: string, keep: number, graceS = RUN_READ_GRACE_S): Promise<string[]> {
   const runs = await listRuns(ch, appId);
   const others = runs.filter((r) => r.run_id !== currentRunId && r.state !== 'dropped');
   const complete = others.filter((r) => r.state === 'complete');
   const now = Date.now();
+  const within = (r: ProfileRun) => graceS > 0 && now - r.finished_at.getTime() < graceS * 1000;
   // A run for a future instant is nobody's latest yet: it does not take a kept place.
   const latest = complete.filter((r) => r.as_of.getTime() <= now).slice(0, keep);
   // A run built for one segment evaluation (profiles/run-at.ts), at a past instant, is
-  // never among the latest, and the next build would drop it while that evaluation,
-  // its export or snapshot still reads it.
-  // At most RECENT_RUNS_KEPT of them (the newest finished): a client walking many instants must not keep a copy per instant.
-  const recent = graceS > 0 ? complete.filter((r) => now - r.finished_at.getTime() < graceS * 1000).sort((a, b) => b.finished_at.getTime() - a.finished_at.getTime()).slice(0, RECENT_RUNS_KEPT) : [];
+  // never among the latest: kept a while for that evaluation, its export or snapshot.
+  // At most RECENT_RUNS_KEPT (the newest finished): a client walking many instants must not keep a copy per instant.
+  const recent = complete.filter(within).sort((a, b) => b.finished_at.getTime() - a.finished_at.getTime()).slice(0, RECENT_RUNS_KEPT);
   const kept = [...runs.filter((x) => x.run_id === currentRunId), ...latest, ...recent];
+  // Superseded runs still in their grace may be read: their bases stay too.
+  const stillRead = others.filter((r) => r.state === 'superseded' && within(r));
   const keepIds = new Set(kept.map((r) => r.run_id));
-  // A kept layered run reads its base's rows: the base stays while such a run does.
-  for (const r of kept) if (r.layer) keepIds.add(r.layer.base_run_id);
-  const staleBefore = Date.now() - STALE_RUN_S * 1000;
-  const drop = others.filter((r) => !keepIds.has(r.run_id) && (r.state === 'complete' || r.state === 'failed' || r.started_at.getTime() < staleBefore));
-  for (const r of drop) {
-    await ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${r.run_id})`);
+  // A layered run reads its base's rows: the base stays while such a run does.
+  for (const r of [...kept, ...stillRead]) if (r.layer) keepIds.add(r.layer.base_run_id);
+  const staleBefore = now - STALE_RUN_S * 1000;
+  const out = others.filter(
+    (r) => !keepIds.has(r.run_id) && (r.state === 'complete' || r.state === 'failed' || r.state === 'superseded' || r.started_at.getTime() < staleBefore),
+  );
+  const taken: string[] = [];
+  for (const r of out) {
+    if (r.state === 'superseded' && within(r)) continue;
+    const mark = r.state === 'complete' && graceS > 0;
+    if (!mark) await ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${r.run_id})`);
     await ch.insert('profile_runs', [
       {
         app_id: appId,
         run_id: r.run_id,
         as_of: Math.floor(r.as_of.getTime() / 1000),
         mode: r.mode,
-        state: 'dropped',
+        state: mark ? 'superseded' : 'dropped',
         users: r.users,
         started_at: Math.floor(r.started_at.getTime() / 1000),
         // profile_runs replaces by finished_at: this row must carry a later second
         // than the run's own rows, or a merge could bring the run back as complete
-        // (a run finishing in its first second is stamped a second ahead).
-        finished_at: Math.max(Math.floor(Date.now() / 1000), Math.floor(r.finished_at.getTime() / 1000) + 1),
-        previous_run_id: '',
+        // (a run finishing in its first second is stamped a second ahead). A
+        // superseded run's finished_at is so the time it was marked.
+        finished_at: Math.max(Math.floor(now / 1000), Math.floor(r.finished_at.getTime() / 1000) + 1),
+        previous_run_id: r.previous_run_id,
+        state_format: r.state_format,
       },
     ]);
+    taken.push(r.run_id);
   }
-  return drop.map((r) => r.run_id);
+  return taken;
 }
 
 /** The profile job through the job registry (API, scheduler, CLI): one per app at a time, persisted, in process. */

@@ -18,7 +18,8 @@ export interface ProfileRun extends RunRef {
   run_id: string;
   as_of: Date;
   mode: string;
-  state: 'running' | 'complete' | 'failed' | 'dropped';
+  /** `superseded`: complete, no longer picked by readers, its rows kept for those still reading (dropSupersededRuns). */
+  state: 'running' | 'complete' | 'failed' | 'superseded' | 'dropped';
   /** It was complete at some point (a dropped run may have been, or may have failed). */
   completed: boolean;
   users: number;
@@ -79,17 +80,18 @@ interface RunRow {
   run_previous: string;
   run_state_format: number;
   dropped: number;
+  superseded: number;
   complete: number;
   failed: number;
 }
 
-/** All runs of an app, newest as_of first (then newest finish). A run's state: dropped > complete > failed > running. */
+/** All runs of an app, newest as_of first (then newest finish). A run's state: dropped > superseded > complete > failed > running. */
 export async function listRuns(ch: ClickHouse, appId: string): Promise<ProfileRun[]> {
   const rows = await ch.rows<RunRow>(sql`
     SELECT run_id, toUInt32(any(as_of)) AS run_as_of, argMax(mode, finished_at) AS run_mode, max(users) AS run_users,
       toUInt32(min(started_at)) AS run_started, toUInt32(max(finished_at)) AS run_finished,
       argMax(previous_run_id, finished_at) AS run_previous, max(state_format) AS run_state_format,
-      max(state = 'dropped') AS dropped, max(state = 'complete') AS complete, max(state = 'failed') AS failed
+      max(state = 'dropped') AS dropped, max(state = 'superseded') AS superseded, max(state = 'complete') AS complete, max(state = 'failed') AS failed
     FROM profile_runs WHERE app_id = ${appId}
     GROUP BY run_id
     ORDER BY run_as_of DESC, run_finished DESC, run_id DESC`);
@@ -108,7 +110,7 @@ export async function listRuns(ch: ClickHouse, appId: string): Promise<ProfileRu
     run_id: r.run_id,
     as_of: new Date(Number(r.run_as_of) * 1000),
     mode: r.run_mode,
-    state: Number(r.dropped) ? 'dropped' : Number(r.complete) ? 'complete' : Number(r.failed) ? 'failed' : 'running',
+    state: Number(r.dropped) ? 'dropped' : Number(r.superseded) ? 'superseded' : Number(r.complete) ? 'complete' : Number(r.failed) ? 'failed' : 'running',
     completed: Number(r.complete) === 1,
     users: Number(r.run_users),
     started_at: new Date(Number(r.run_started) * 1000),

@@ -37,9 +37,10 @@ export interface ProfileScheduler {
  */
 export function scheduledMode(runs: readonly ProfileRun[], now: Date, fullEveryS: number): ProfileMode {
   if (!(fullEveryS > 0)) return 'incremental';
-  // A dropped run whose rows merged keeps only its `dropped` row: it completed if
-  // it had users (failed and abandoned runs record none); its time is then the drop's.
-  const completedFull = runs.filter((r) => r.mode === 'full' && (r.completed || (r.state === 'dropped' && r.users > 0)));
+  // A superseded or dropped run whose rows merged keeps only its last row: it
+  // completed if it had users (failed and abandoned runs record none); its time
+  // is then the mark's or the drop's.
+  const completedFull = runs.filter((r) => r.mode === 'full' && (r.completed || ((r.state === 'dropped' || r.state === 'superseded') && r.users > 0)));
   const lastFull = Math.max(0, ...completedFull.map((r) => r.finished_at.getTime()));
   return now.getTime() - lastFull >= fullEveryS * 1000 ? 'full' : 'incremental';
 }

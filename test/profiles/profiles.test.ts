@@ -240,12 +240,29 @@ describe('reading profiles', () => {
       // Built a moment ago for an evaluation at a past instant: someone may still read it.
       run('r_past_recent', now - 30 * 86_400, now - 10),
     ]);
+    const states = async () => Object.fromEntries((await listRuns(ch, app)).map((r) => [r.run_id, r.state]));
+    // Taken out of reading in two steps: marked superseded (readers skip them), their rows kept for the grace.
     expect((await dropSupersededRuns(ch, app, 'r_cur', 1, 900)).sort()).toEqual(['r_future', 'r_older']);
-    expect(await dropSupersededRuns(ch, app, 'r_cur', 1, 0)).toEqual(['r_past_recent']);
+    expect(await states()).toMatchObject({ r_cur: 'complete', r_prev: 'complete', r_past_recent: 'complete', r_future: 'superseded', r_older: 'superseded' });
+    expect((await latestRun(ch, app, new Date((now + 2 * 86_400) * 1000)))?.run_id).toBe('r_cur');
+    // Within their grace they stay superseded; past it (here: a grace of 0) they are dropped, as is the rest.
+    expect(await dropSupersededRuns(ch, app, 'r_cur', 1, 900)).toEqual([]);
+    expect((await dropSupersededRuns(ch, app, 'r_cur', 1, 0)).sort()).toEqual(['r_future', 'r_older', 'r_past_recent']);
+    expect(await states()).toMatchObject({ r_future: 'dropped', r_older: 'dropped', r_past_recent: 'dropped' });
     // However many finished lately, at most RECENT_RUNS_KEPT stay for the grace alone: the newest finished.
     await ch.insert('profile_runs', Array.from({ length: RECENT_RUNS_KEPT + 3 }, (_, i) => run(`r_walk${String(i).padStart(2, '0')}`, now - (40 + i) * 86_400, now - 100 + i)));
-    const dropped = (await dropSupersededRuns(ch, app, 'r_cur', 1, 900)).sort();
-    expect(dropped).toEqual(['r_walk00', 'r_walk01', 'r_walk02']);
+    expect((await dropSupersededRuns(ch, app, 'r_cur', 1, 900)).sort()).toEqual(['r_walk00', 'r_walk01', 'r_walk02']);
+  });
+
+  it('drops a superseded run only after its grace, and keeps the base of a superseded layered run meanwhile', async () => {
+    const app = 'drop_two_phase';
+    const now = Math.floor(Date.now() / 1000);
+    const row = (run_id: string, as_of: number, finished_at: number, state = 'complete') => ({ app_id: app, run_id, as_of, mode: 'full', state, users: 1, started_at: finished_at - 5, finished_at, previous_run_id: '' });
+    await ch.insert('profile_runs', [row('r_cur', now - 60, now), row('r_base', now - 9000, now - 9000), row('r_layer', now - 8000, now - 8000), row('r_layer', now - 8000, now - 100, 'superseded'), row('r_gone', now - 7000, now - 7000), row('r_gone', now - 7000, now - 1000, 'superseded')]);
+    await ch.insert('profile_run_layers', [{ app_id: app, run_id: 'r_layer', base_run_id: 'r_base', as_of: now - 8000, rfm_r: [], rfm_f: [], rfm_m: [] }]);
+    // r_layer was marked 100 s ago: still read, and its base with it; r_gone 1,000 s ago: past a 900 s grace.
+    expect(await dropSupersededRuns(ch, app, 'r_cur', 0, 900)).toEqual(['r_gone']);
+    expect(Object.fromEntries((await listRuns(ch, app)).map((r) => [r.run_id, r.state]))).toMatchObject({ r_base: 'complete', r_layer: 'superseded', r_gone: 'dropped' });
   });
 
   it('keeps a dropped run dropped when profile_runs merges, even when its complete row carries a later second', async () => {
