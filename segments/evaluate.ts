@@ -3,7 +3,7 @@
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { latestRun, type ProfileRun } from '../profiles/read.ts';
-import { isRunAt, profileRunAt } from '../profiles/run-at.ts';
+import { profileRunAt } from '../profiles/run-at.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 import { currentTagsSql } from '../profiles/tags.ts';
 import { currentTraitsSql, typedTraitValue } from '../profiles/traits.ts';
@@ -95,13 +95,10 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
     }
   }
   const compile = (run: ProfileRun | undefined) => compileSegment(expr, { appId, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, savedSegments });
-  let run = await latestRun(ch, appId, asOf);
-  let compiled = compile(run);
-  const exact = asOfInput !== undefined;
-  if ((compiled.usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS)) && (!run || (exact && !isRunAt(run, asOf)))) {
-    run = await profileRunAt(opts.jobClient ?? ch, appId, asOf, exact);
-    compiled = compile(run);
-  }
+  // Compiled once without a run to learn whether it reads profile fields (the compiler is pure), then with its run.
+  const needsRun = compile(undefined).usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS);
+  const run = needsRun ? await profileRunAt(opts.jobClient ?? ch, appId, asOf, asOfInput !== undefined) : await latestRun(ch, appId, asOf);
+  const compiled = compile(run);
   return { expr, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, profilesAsOf: run?.as_of ?? null, compiled };
 }
 
