@@ -450,7 +450,10 @@ function scoredOwnRows(p: { appId: string; runId: string; rfm: RfmThresholds; wh
   const outer = OUTPUT_COLUMNS.map((c) => computed[c] ?? ident(c));
   const inner = [...stored, ...(p.state ? STATE : [])];
   return sql`SELECT ${join(outer)}${p.state ? sql`, ${cols(STATE)}` : sql``} FROM (
-    SELECT ${cols(inner)}, ${score('r')} AS s_r, ${score('f')} AS s_f, ${score('m')} AS s_m
+    -- materialize: with no purchaser in the layer a score is the constant 1, and
+    -- 18.16 fails on if(…, toNullable(constant), NULL) ("Nullable(UInt8) cannot
+    -- be inside Nullable column").
+    SELECT ${cols(inner)}, materialize(${score('r')}) AS s_r, materialize(${score('f')}) AS s_f, materialize(${score('m')}) AS s_m
     FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId}${p.where}
   )`;
 }

@@ -3,7 +3,7 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.ts';
-import { sql } from '../../lib/sql.ts';
+import { raw, sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob } from '../../profiles/job.ts';
@@ -208,6 +208,39 @@ describe('reading profiles', () => {
     const broken = await buildProfiles(ch, app, { asOf: new Date('2026-11-02T00:00:00Z'), mode: 'incremental' });
     expect(broken.users).toBe(27);
     expect(await getProfile(ch, app, 'n3')).toMatchObject({ cluster: null, cluster_label: null });
+  });
+
+  it('reads layered runs, with or without purchasers, through runRowsSql and profiles_latest, any column alone', async () => {
+    // Without purchasers a layer's scores are constants (18.16 failed on them
+    // inside toNullable); with them, profiles_latest counts thresholds, and a
+    // score selected alone failed when it counted them with a lambda.
+    const cases = {
+      no_buyers: [track('u1', '2026-11-10T08:00:00Z'), track('u2', '2026-11-11T08:00:00Z'), track('u2', '2026-11-12T10:00:00Z')],
+      some_buyers: [
+        ...['a', 'b', 'c', 'd', 'e', 'f'].map((u, i) => track(u, `2026-11-0${i + 1}T08:00:00Z`, 'purchase', { amount: 10 * (i + 1) })),
+        track('b', '2026-11-12T10:00:00Z', 'purchase', { amount: 100 }),
+      ],
+    };
+    for (const [app, events] of Object.entries(cases)) {
+      await insertEvents(ch, app, events);
+      await buildProfiles(ch, app, { asOf: new Date('2026-11-12T00:00:00Z'), mode: 'full' });
+      const built = await buildProfiles(ch, app, { asOf: new Date('2026-11-13T00:00:00Z'), mode: 'incremental', layerShare: 1 });
+      expect(built.base_run_id, app).toBeDefined(); // layered: the users with new events its own rows, the others inherited
+      const run = (await latestRun(ch, app))!;
+      const users = [...new Set(events.map((e) => e.user_id))].sort();
+      const expected: unknown[][] = [];
+      for (const user of users) {
+        const p = (await getProfile(ch, app, user, { run }))!;
+        expected.push([user, p.r_score, p.f_score, p.m_score, p.rfm_segment, p.recency_days]);
+      }
+      if (app === 'no_buyers') expect(expected.map((r) => r.slice(1))).toEqual(users.map(() => [null, null, null, null, null]));
+      else expect(expected.find((r) => r[0] === 'b')?.slice(1)).toEqual([5, 5, 5, 'champions', 0]);
+      const columns = ['r_score', 'f_score', 'm_score', 'rfm_segment', 'recency_days'];
+      for (const [i, column] of columns.entries()) {
+        const rows = await ch.rows<Record<string, unknown>>(sql`SELECT ${raw(column)} AS v FROM profiles_latest WHERE app_id = ${app} ORDER BY user_id`);
+        expect(rows.map((r) => (r.v === null ? null : column === 'rfm_segment' ? r.v : Number(r.v))), `${app} ${column}`).toEqual(expected.map((r) => r[i + 1]));
+      }
+    }
   });
 
   it('publishes runs atomically, picks the latest complete one (optionally at or before an instant) and drops superseded runs', async () => {
