@@ -3,7 +3,7 @@
 // with a progress bar on stderr and the run summary as JSON on stdout.
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../lib/config.ts';
-import { getJob, JobConflictError, jobFinished } from '../lib/jobs.ts';
+import { abandonJobs, getJob, JobConflictError, jobFinished } from '../lib/jobs.ts';
 import { startProfileJob, type ProfileMode } from '../profiles/job.ts';
 import { clickhouseFromConfig } from './stack.ts';
 
@@ -81,6 +81,16 @@ export async function runProfiles(argv: string[]): Promise<number> {
       }
       throw err;
     }
+    // Interrupted, the job is recorded as failed before the process goes: its
+    // record would otherwise hold the app's other profile jobs back for minutes.
+    const interrupted = (signal: NodeJS.Signals) => {
+      process.stderr.write(`\nwarbler profiles: ${signal}: job ${job_id} stopped and recorded as failed\n`);
+      void abandonJobs(ch, `interrupted (${signal}) before it ended; run it again`)
+        .catch((e) => process.stderr.write(`warbler profiles: could not record job ${job_id} as failed (${(e as Error).message}); it holds the app's other profile jobs back until its record goes stale\n`))
+        .finally(() => process.exit(signal === 'SIGINT' ? 130 : 143));
+    };
+    process.once('SIGINT', interrupted);
+    process.once('SIGTERM', interrupted);
     // Progress comes from the persisted record, as any client of the API sees it.
     let saidQueued = false;
     const poll = setInterval(() => {

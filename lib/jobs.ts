@@ -136,6 +136,10 @@ interface Member {
   state: 'submitting' | 'queued' | 'running' | 'finishing';
   /** Its record in its current state, with a new updated_seq (built now, so a later row always wins). */
   row(): Row;
+  /** Its record as failed with `error`, with a new updated_seq. */
+  failedRow(error: string): Row;
+  /** Recorded as failed by abandonJobs: nothing more is written for it. */
+  abandoned?: boolean;
 }
 
 /** The jobs of one (app, kind) in this process, in submission order. */
@@ -167,7 +171,7 @@ function laneFor(ch: ClickHouse, appId: string, kind: string, key: string): Lane
     // One insert per lane per beat, however many jobs wait in it.
     heartbeat: setInterval(() => {
       if (created.beating) return;
-      const rows = created.members.filter((m) => m.state === 'queued' || m.state === 'running').map((m) => m.row());
+      const rows = created.members.filter((m) => (m.state === 'queued' || m.state === 'running') && !m.abandoned).map((m) => m.row());
       if (rows.length === 0) return;
       created.beating = true;
       ch.insert('jobs', rows as unknown as Record<string, unknown>[])
@@ -246,6 +250,22 @@ export function stopJobs(): void {
   for (const wake of sleepers) wake();
 }
 
+/**
+ * For a process about to exit before its jobs end (the CLI on Ctrl-C): records
+ * each of its queued or running jobs as failed with `reason`, so their records
+ * hold the app's next jobs back no longer (a queued or running record would
+ * until it went stale, STALE_S), and stops the queued ones. A running job's
+ * queries are not stopped by this: ClickHouse may finish them, into a run that
+ * is never published.
+ */
+export async function abandonJobs(ch: ClickHouse, reason: string): Promise<string[]> {
+  stopJobs();
+  const members = [...lanes.values()].flatMap((l) => l.members).filter((m) => (m.state === 'queued' || m.state === 'running') && !m.abandoned);
+  for (const m of members) m.abandoned = true;
+  if (members.length > 0) await ch.insert('jobs', members.map((m) => m.failedRow(reason)) as unknown as Record<string, unknown>[]);
+  return members.map((m) => m.job_id);
+}
+
 /** Thrown for a job refused or given up because the server is stopping (the API answers 503). */
 export class JobsStoppedError extends Error {
   constructor() {
@@ -305,9 +325,11 @@ export async function startJob(
     job_id,
     state: 'submitting',
     row: () => rowOf(member.state === 'running' ? 'running' : 'queued'),
+    failedRow: (error) => rowOf('failed', { error }),
   };
-  const write = (state: JobState, extra: { result?: unknown; error?: string } = {}) =>
-    ch.insert('jobs', [rowOf(state, extra)] as unknown as Record<string, unknown>[]);
+  const write = async (state: JobState, extra: { result?: unknown; error?: string } = {}) => {
+    if (!member.abandoned) await ch.insert('jobs', [rowOf(state, extra)] as unknown as Record<string, unknown>[]);
+  };
   lane.members.push(member);
   const previous = lane.tail;
   let leave!: () => void;
