@@ -266,11 +266,34 @@ export function predicateSql(v: StoredValue, p: Predicate): Sql {
     }
     case 'matches': {
       const t = textOf(v);
-      return t ? sql`(${t.guard} AND match(${t.text}, ${p.value}))` : FALSE;
+      return t ? sql`(${t.guard} AND match(${t.text}, ${re2Defaults(p.value)}))` : FALSE;
     }
     default:
       return unreachable(p);
   }
+}
+
+/**
+ * A checked RE2 pattern for ClickHouse's match() with RE2's own defaults: in a
+ * group with flag s off, since match() turns dot-matches-newline on. The group
+ * also keeps 18.16 from taking a literal out of a pattern such as `(?i)CORP` as
+ * a case-sensitive prefilter (it then matched no lower-case text). An
+ * unterminated \Q… is closed first: it would quote the group's end.
+ */
+export function re2Defaults(pattern: string): string {
+  let quoteOpen = false;
+  for (let i = 0; i < pattern.length; i++) {
+    if (pattern[i] !== '\\') continue;
+    if (pattern[i + 1] === 'Q') {
+      const end = pattern.indexOf('\\E', i + 2);
+      if (end < 0) {
+        quoteOpen = true;
+        break;
+      }
+      i = end + 1;
+    } else i++;
+  }
+  return `(?-s:${pattern}${quoteOpen ? '\\E' : ''})`;
 }
 
 export type DynamicValue = Extract<StoredValue, { kind: 'dynamic' }>;
