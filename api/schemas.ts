@@ -11,7 +11,11 @@ import { documentedAs } from './openapi.ts';
 
 const INSTANT_DESCRIPTION =
   'ISO 8601 instant with an offset or Z: 2026-11-20T12:00:00Z, 2026-11-20T14:00:00+02:00 (+0200 and +02 too), ' +
-  'minute precision (2026-11-20T12:00Z), lowercase t and z; fractions of a second are dropped (instants are whole seconds)';
+  'minute precision (2026-11-20T12:00Z), lowercase t and z; fractions of a second are dropped (instants are whole seconds); ' +
+  'from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z, the range ClickHouse stores';
+
+/** The last second ClickHouse's DateTime holds: it would store a later one (or an earlier one) as another instant. */
+const DATETIME_MAX_S = 4294967295;
 
 /**
  * An instant: ISO 8601 with an offset or `Z` (spec: requests accept any such
@@ -26,6 +30,10 @@ export const InstantSchema = z
     const ms = parseIsoTimestamp(s);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: 'expected an ISO 8601 instant with an offset or Z, e.g. 2026-11-20T12:00:00Z' });
+      return z.NEVER;
+    }
+    if (ms < 0 || Math.floor(ms / 1000) > DATETIME_MAX_S) {
+      ctx.addIssue({ code: 'custom', message: 'expected an instant from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z, the range ClickHouse stores' });
       return z.NEVER;
     }
     return new Date(ms);

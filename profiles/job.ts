@@ -188,6 +188,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const startedAt = new Date();
   const w = windowOf(opts.asOf ?? startedAt);
   const asOf = w.asOf;
+  // DateTime would store it as another instant, and the run would be labelled with it.
+  if (!(asOf.getTime() >= 0 && asOf.getTime() / 1000 <= 4294967295)) {
+    throw new Error(`as_of ${Number.isNaN(asOf.getTime()) ? 'is not a valid instant; it must be inside' : `${asOf.toISOString()} is outside`} 1970-01-01T00:00:00Z..2106-02-07T06:28:15Z, the range ClickHouse stores`);
+  }
   const runId = newRunId(startedAt);
   const rlog = log.child({ app_id: appId, run_id: runId });
   const report = (p: number) => opts.onProgress?.(Math.min(1, Math.max(0, p)));

@@ -3,6 +3,8 @@
 // also when it is "__proto__" — and a segment text error carries line and
 // column, whatever check finds it (an empty text, one over 16 KiB).
 import { beforeAll, describe, expect, it } from 'vitest';
+import { sql } from '../../lib/sql.ts';
+import { buildProfiles } from '../../profiles/job.ts';
 import { storeFixtureEvents } from './fixtures.ts';
 import { expectProblem, harness, type Harness } from './harness.ts';
 
@@ -14,6 +16,7 @@ beforeAll(async () => {
 }, 120_000);
 
 const ADMIN = ['app_a', 'admin'] as const;
+const REQUEST_PROBLEM = 'urn:warbler:problem:invalid-request';
 
 describe('a route without a body', () => {
   it('rejects a body with a field, naming it; an absent, empty or {} body is fine', async () => {
@@ -88,5 +91,36 @@ describe('segment text errors carry line and column', () => {
     expect(Buffer.byteLength(text)).toBe(16 * 1024);
     const res = await h.call('POST', '/v1/segments/evaluate', { as: ['app_a', 'read'], body: { expression: text, limit: 0 } });
     expect(res.status, await res.clone().text()).toBe(200);
+  });
+});
+
+describe('an instant outside what ClickHouse stores (1970-01-01T00:00:00Z..2106-02-07T06:28:15Z)', () => {
+  it('is refused with 400 where it is given, on every route that takes as_of, and by the profile job itself', async () => {
+    const runsBefore = await h.ch.rows(sql`SELECT run_id FROM profile_runs WHERE app_id = 'app_a'`);
+    const seg = (await (await h.call('POST', '/v1/segments', { as: [...ADMIN], body: { name: 'range', expression: 'did(view)' } })).json()) as { id: string };
+    for (const at of ['1969-12-31T23:59:59Z', '2106-02-07T06:28:16Z', '2300-01-01T00:00:00Z']) {
+      const bodies: [string, string, unknown][] = [
+        ['POST', '/v1/jobs/profiles', { as_of: at }],
+        ['POST', '/v1/jobs/clusters', { as_of: at }],
+        ['POST', '/v1/segments/evaluate', { expression: 'did(view)', as_of: at }],
+        ['POST', '/v1/segments/explain', { expression: 'did(view)', as_of: at }],
+        ['POST', `/v1/segments/${seg.id}/snapshots`, { as_of: at }],
+      ];
+      for (const [method, path, body] of bodies) {
+        const p = await expectProblem(await h.call(method, path, { as: [...ADMIN], body }), 400);
+        expect(p.errors, `${path} ${at}`).toEqual([{ path: 'body.as_of', message: expect.stringMatching(/from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z/) }]);
+      }
+      for (const path of [`/v1/users/alice?as_of=${at}`, `/v1/segments/${seg.id}/users?as_of=${at}`, `/v1/segments/${seg.id}/users?format=csv&as_of=${at}`]) {
+        const p = await expectProblem(await h.call('GET', path, { as: [...ADMIN] }), 400);
+        expect(p.type, path).toBe(REQUEST_PROBLEM);
+        expect(p.errors, `${path}`).toEqual([{ path: 'query.as_of', message: expect.stringMatching(/from 1970-01-01T00:00:00Z/) }]);
+      }
+    }
+    // The edges themselves are instants like any other.
+    expect((await h.call('POST', '/v1/segments/evaluate', { as: [...ADMIN], body: { expression: 'did(view)', as_of: '1970-01-01T00:00:00Z' } })).status).toBe(200);
+    expect((await h.call('POST', '/v1/segments/evaluate', { as: [...ADMIN], body: { expression: 'did(view)', as_of: '2106-02-07T06:28:15Z' } })).status).toBe(200);
+    // No run was built for a wrapped instant.
+    await expect(buildProfiles(h.ch, 'app_a', { asOf: new Date('1969-06-01T00:00:00Z') })).rejects.toThrow(/outside 1970-01-01T00:00:00Z\.\.2106/);
+    expect(await h.ch.rows(sql`SELECT run_id FROM profile_runs WHERE app_id = 'app_a'`)).toEqual(runsBefore);
   });
 });
