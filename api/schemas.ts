@@ -326,7 +326,7 @@ export const MAX_TAG_USERS = 100_000;
 export const TAG_USERS_MAX_BODY_BYTES = MAX_TAG_USERS * (2 + 6 * 256 + 1) + '{"user_ids":[]}'.length;
 
 export const TagUsersBodySchema = z
-  .object({ user_ids: z.array(UserIdSchema).min(1).max(MAX_TAG_USERS) })
+  .object({ user_ids: z.array(UserIdSchema).max(MAX_TAG_USERS) })
   .strict()
   .meta({ id: 'TagUsersRequest' });
 

@@ -5,7 +5,10 @@ import type { ClickHouse } from '../lib/clickhouse.ts';
 import { sql, type Sql } from '../lib/sql.ts';
 
 export const MAX_BULK_USERS = 100_000;
-const TAG = /^[^\x00-\x1f\x7f]{1,128}$/;
+// Characters are code points, as for user_id in events (ingest/event-schema.ts),
+// and ids must be well-formed: ClickHouse refuses a lone surrogate.
+const TAG = /^[^\x00-\x1f\x7f]{1,128}$/u;
+const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 
 export class TagInputError extends Error {
   constructor(readonly errors: { path: string; message: string }[]) {
@@ -29,10 +32,14 @@ export function nextSeqs(count = 1): bigint {
 }
 
 function checkTag(tag: unknown, path = 'tag'): { path: string; message: string }[] {
-  return typeof tag === 'string' && TAG.test(tag) ? [] : [{ path, message: 'a tag is 1..128 characters without control characters' }];
+  return typeof tag === 'string' && isWellFormed(tag) && TAG.test(tag) ? [] : [{ path, message: 'a tag is 1..128 characters without control characters or lone surrogates' }];
 }
 function checkUser(u: unknown, path: string): { path: string; message: string }[] {
-  return typeof u === 'string' && u.length >= 1 && u.length <= 256 ? [] : [{ path, message: 'a user_id is a string of 1..256 characters' }];
+  if (typeof u === 'string' && isWellFormed(u)) {
+    const chars = [...u].length;
+    if (chars >= 1 && chars <= 256) return [];
+  }
+  return [{ path, message: 'a user_id is a string of 1..256 characters without lone surrogates' }];
 }
 
 interface TagRow {
@@ -58,7 +65,7 @@ export async function setTag(ch: ClickHouse, appId: string, userId: string, tag:
   await write(ch, appId, tag, [userId], present);
 }
 
-/** Adds a tag to up to 100,000 users in one insert. Returns how many distinct users were tagged. */
+/** Adds a tag to up to 100,000 users in one insert. Returns how many distinct ids the request named (tagged now, whether or not they carried it before). */
 export async function tagUsers(ch: ClickHouse, appId: string, tag: string, userIds: readonly string[], present = true): Promise<{ users: number }> {
   const errors = checkTag(tag);
   if (!Array.isArray(userIds)) errors.push({ path: 'user_ids', message: 'an array of user ids' });
@@ -68,7 +75,7 @@ export async function tagUsers(ch: ClickHouse, appId: string, tag: string, userI
   }
   if (errors.length) throw new TagInputError(errors);
   const unique = [...new Set(userIds)];
-  await write(ch, appId, tag, unique, present);
+  if (unique.length > 0) await write(ch, appId, tag, unique, present);
   return { users: unique.length };
 }
 

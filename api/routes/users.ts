@@ -106,7 +106,7 @@ export function userRoutes(ctx: AppContext) {
         params: TagPathSchema,
         body: TagUsersBodySchema,
         bodyLimit: TAG_USERS_MAX_BODY_BYTES,
-        response: { status: 200, description: 'how many distinct users now carry the tag', schema: TagUsersResultSchema },
+        response: { status: 200, description: 'how many distinct user ids the request named, each of which now carries the tag (including any that carried it already)', schema: TagUsersResultSchema },
         problems: [413],
       },
       async ({ ch, appId, params, body }) => {

@@ -124,3 +124,30 @@ describe('an instant outside what ClickHouse stores (1970-01-01T00:00:00Z..2106-
     expect(await h.ch.rows(sql`SELECT run_id FROM profile_runs WHERE app_id = 'app_a'`)).toEqual(runsBefore);
   });
 });
+
+describe('names and ids ClickHouse cannot store, and characters', () => {
+  it('answers 400, not 500, for a lone surrogate in a segment name or description or a tagged user id, and stores nothing', async () => {
+    const lone = 'a\ud800';
+    for (const body of [{ name: lone, expression: 'did(view)' }, { name: 'lone', description: lone, expression: 'did(view)' }]) {
+      const p = await expectProblem(await h.call('POST', '/v1/segments', { as: [...ADMIN], body }), 400);
+      expect(p.detail).toMatch(/lone surrogates/);
+    }
+    expect(((await (await h.call('GET', '/v1/segments', { as: [...ADMIN] })).json()) as { segments: { name: string }[] }).segments.map((s) => s.name)).not.toContain('lone');
+    const p = await expectProblem(await h.call('POST', '/v1/tags/t/users', { as: [...ADMIN], body: { user_ids: ['ok', lone] } }), 400);
+    expect(p.errors).toEqual([{ path: 'body.user_ids.1', message: expect.stringMatching(/lone surrogates/) }]);
+    expect(await h.ch.rows(sql`SELECT user_id FROM user_tags WHERE app_id = 'app_a' AND tag = 't'`)).toEqual([]);
+  });
+
+  it('counts a user_id in characters (code points), as events do: 256 emoji can be tagged, 257 cannot', async () => {
+    const id = '😀'.repeat(256);
+    expect((await h.call('PUT', `/v1/users/${encodeURIComponent(id)}/tags/emo`, { as: [...ADMIN] })).status).toBe(200);
+    expect(await (await h.call('POST', '/v1/tags/emo2/users', { as: [...ADMIN], body: { user_ids: [id] } })).json()).toEqual({ tag: 'emo2', users: 1 });
+    await expectProblem(await h.call('POST', '/v1/tags/emo2/users', { as: [...ADMIN], body: { user_ids: [id + '😀'] } }), 400);
+    const tagged = await h.ch.rows<{ tag: string }>(sql`SELECT tag FROM user_tags WHERE app_id = 'app_a' AND user_id = ${id} ORDER BY tag`);
+    expect(tagged.map((r) => r.tag)).toEqual(['emo', 'emo2']);
+  });
+
+  it('takes an empty list of users to tag: nobody is tagged', async () => {
+    expect(await (await h.call('POST', '/v1/tags/none/users', { as: [...ADMIN], body: { user_ids: [] } })).json()).toEqual({ tag: 'none', users: 0 });
+  });
+});
