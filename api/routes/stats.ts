@@ -96,8 +96,9 @@ export function statsRoutes(ctx: AppContext) {
             SELECT countIf(type = 'track') AS track, countIf(type = 'identify') AS identify, uniqExact(user_id) AS users,
               toUInt32(max(ts)) AS last_ts, toUInt32(max(received_at)) AS last_received, count() AS n
             FROM events WHERE app_id = ${appId}`),
-          ch.rows<{ day: string; track: string; identify: string }>(sql`
-            SELECT toString(toDate(ts, 'UTC')) AS day, countIf(type = 'track') AS track, countIf(type = 'identify') AS identify
+          // Days since 1970-01-01, named here: 18.16 writes day 0 as 0000-00-00.
+          ch.rows<{ day: number; track: string; identify: string }>(sql`
+            SELECT toUInt16(toDate(ts, 'UTC')) AS day, countIf(type = 'track') AS track, countIf(type = 'identify') AS identify
             FROM events WHERE app_id = ${appId} ${window}
             GROUP BY day ORDER BY day`),
           ingestStats(ch, appId),
@@ -109,7 +110,7 @@ export function statsRoutes(ctx: AppContext) {
           events: {
             total: n,
             by_type: { track: Number(totals?.track ?? 0), identify: Number(totals?.identify ?? 0) },
-            by_day: days.map((d) => ({ day: d.day, track: Number(d.track), identify: Number(d.identify) })),
+            by_day: days.map((d) => ({ day: new Date(Number(d.day) * 86_400_000).toISOString().slice(0, 10), track: Number(d.track), identify: Number(d.identify) })),
           },
           users: Number(totals?.users ?? 0),
           last_event_at: n > 0 && totals ? iso(totals.last_ts) : null,

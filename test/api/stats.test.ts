@@ -44,6 +44,16 @@ describe('GET /v1/stats', () => {
     expect(s.events.by_day.reduce((n: number, d: any) => n + d.track + d.identify, 0)).toBe(s.events.total);
   });
 
+  it('names the first day of 1970 as 1970-01-01 (18.16 writes day 0 as 0000-00-00)', async () => {
+    const first = [0, 86_399_000, 86_400_000].map((ts, i) => normalizeEvent({ user_id: `epoch${i}`, event: 'view', ts }, 'app_b').row!);
+    await insertEventRows(h.ch, first);
+    const res = await h.call('GET', '/v1/stats', { as: ['app_b', 'read'] });
+    expect(((await res.json()) as any).events.by_day).toEqual([
+      { day: '1970-01-01', track: 2, identify: 0 },
+      { day: '1970-01-02', track: 1, identify: 0 },
+    ]);
+  });
+
   it('narrows by_day to the last `days` UTC days when asked; the totals stay whole', async () => {
     expect((await stats('?days=1')).events.by_day).toEqual([{ day: dayOf(NOW), track: 1, identify: 0 }]);
     const s = await stats('?days=60');
