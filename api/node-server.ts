@@ -26,6 +26,9 @@ function problemBody(status: number, title: string, detail: string): string {
 
 class BodyTooLarge extends Error {}
 
+/** How long a client may go on sending a body nobody reads once its answer is out. */
+const LINGER_MS = 5000;
+
 export function toRequest(req: IncomingMessage, res: ServerResponse, limit: number, origin: string): Request {
   const controller = new AbortController();
   // 'close' on the response fires when it finishes or when the socket dies;
@@ -39,7 +42,21 @@ export function toRequest(req: IncomingMessage, res: ServerResponse, limit: numb
   const init: RequestInit & { duplex?: 'half' } = { method, headers, signal: controller.signal };
   if (method !== 'GET' && method !== 'HEAD') {
     let seen = 0;
-    const iterator = req[Symbol.asyncIterator]();
+    // Not destroyed when left early: see stopReading.
+    const iterator = req.iterator({ destroyOnReturn: false });
+    // A body left unread (past a limit, or refused) is drained and dropped, not
+    // cut off: destroying the socket reset the connection before the 413 (or
+    // any answer) was written, so a client streaming a body without a length
+    // could not tell "too large" from a network failure. The connection closes
+    // after the answer, and a client still sending 5 s after it is cut off.
+    const stopReading = () => {
+      res.shouldKeepAlive = false;
+      void iterator.return?.();
+      req.resume();
+      res.once('finish', () => {
+        if (!req.complete) setTimeout(() => req.destroy(), LINGER_MS).unref();
+      });
+    };
     init.body = new ReadableStream<Uint8Array>({
       async pull(ctrl) {
         try {
@@ -49,7 +66,7 @@ export function toRequest(req: IncomingMessage, res: ServerResponse, limit: numb
           seen += chunk.length;
           if (seen > limit) {
             ctrl.error(new BodyTooLarge(`request body exceeds ${limit} bytes`));
-            req.destroy();
+            stopReading();
             return;
           }
           ctrl.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length));
@@ -58,7 +75,7 @@ export function toRequest(req: IncomingMessage, res: ServerResponse, limit: numb
         }
       },
       cancel() {
-        req.destroy();
+        stopReading();
       },
     });
     init.duplex = 'half';
