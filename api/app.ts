@@ -124,9 +124,11 @@ export function segmentProblem(err: SegmentSyntaxError): Problem {
   });
   const positioned = err.errors.find((e) => typeof e.line === 'number' && typeof e.column === 'number');
   const notFound = err.errors.every((e) => e.code === 'unknown_segment');
+  // A request field's error (a segment's name, as_of, limit…) is not about the expression.
+  const aboutRequest = err.errors.every((e) => typeof e.path?.[0] === 'string' && REQUEST_FIELDS.has(e.path[0]));
   return new ProblemError(400, err.message, {
-    type: problemType(notFound ? 'unknown-segment' : 'invalid-segment'),
-    title: 'Invalid segment expression',
+    type: problemType(notFound ? 'unknown-segment' : aboutRequest ? 'invalid-request' : 'invalid-segment'),
+    title: aboutRequest ? 'Invalid request' : 'Invalid segment expression',
     errors,
     ...(positioned ? { line: positioned.line, column: positioned.column } : {}),
   }).problem;

@@ -147,7 +147,8 @@ const GENERIC_PROBLEMS: Record<number, string> = {
   403: 'the key lacks the required role',
   404: 'not found in the key\'s app',
   409: 'conflict',
-  413: 'body too large',
+  413: 'body too large (past the route\'s limit, or the server\'s)',
+  415: 'a body that is not JSON (its Content-Type is not application/json)',
   500: 'server error',
   501: 'not available in this build',
   503: 'a backing service is unreachable',
@@ -177,7 +178,9 @@ export function openApiDocument(routes: readonly Route<any>[], info: { title: st
       }
       responses[String(r.status)] = { description: r.description, ...(Object.keys(content).length ? { content } : {}) };
     }
-    const statuses = new Set<number>([...(spec.body || spec.query || spec.params ? [400] : []), ...(spec.role ? [401, 403] : []), ...(spec.problems ?? []), 500]);
+    // Every route but a GET reads a body, if only to refuse one that says something (api/app.ts).
+    const bodyProblems = spec.method === 'get' ? [] : [400, 413, 415];
+    const statuses = new Set<number>([...(spec.body || spec.query || spec.params ? [400] : []), ...bodyProblems, ...(spec.role ? [401, 403] : []), ...(spec.problems ?? []), 500]);
     for (const s of [...statuses].sort()) {
       if (responses[String(s)]) continue;
       responses[String(s)] = {

@@ -152,6 +152,29 @@ describe('saved segments: id or name, renames and deletes in use', () => {
   });
 });
 
+describe('problems the OpenAPI document lists', () => {
+  it('includes 413 and 415 on every route that reads a body, as the server answers them', async () => {
+    const doc = await ok(await h.call('GET', '/openapi.json', { as: [...A_READ] }));
+    for (const [path, ops] of Object.entries(doc.paths as Record<string, Record<string, { responses: Record<string, unknown> }>>)) {
+      for (const [method, op] of Object.entries(ops)) {
+        if (method === 'get') continue;
+        expect(Object.keys(op.responses), `${method} ${path}`).toEqual(expect.arrayContaining(['400', '413', '415']));
+      }
+    }
+    const p = await expectProblem(await h.call('POST', '/v1/segments/evaluate', { as: [...A_READ], body: 'did(view)', headers: { 'content-type': 'text/plain' } }), 415);
+    expect(p.type).toBe('urn:warbler:problem:unsupported-media-type');
+  });
+
+  it('gives an error of a request field, not of the expression, the invalid-request type', async () => {
+    for (const body of [{ name: 'seg_abc', expression: 'did(view)' }, { name: 'x', description: 'a\ud800', expression: 'did(view)' }]) {
+      const p = await expectProblem(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body }), 400);
+      expect([p.type, p.title]).toEqual(['urn:warbler:problem:invalid-request', 'Invalid request']);
+    }
+    const p = await expectProblem(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'y', expression: 'did(' } }), 400);
+    expect([p.type, p.title]).toEqual(['urn:warbler:problem:invalid-segment', 'Invalid segment expression']);
+  });
+});
+
 describe('request instants: any ISO 8601 instant with an offset or Z', () => {
   const forms: [string, string][] = [
     ['2026-11-20T12:00:00Z', '2026-11-20T12:00:00Z'],
