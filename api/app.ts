@@ -114,6 +114,23 @@ const pathPattern = (p: string) =>
 // Segment errors name paths inside the expression, except for these request fields.
 const REQUEST_FIELDS = new Set(['as_of', 'limit', 'fields', 'id', 'name', 'description']);
 
+/**
+ * Refuses a path whose percent-escapes are not UTF-8 (`%FF`): the router would
+ * hand the id over undecoded, as the literal text "%FF".
+ */
+function checkPathEscapes(url: string): void {
+  const path = url.replace(/^[a-z][a-z0-9+.-]*:\/\/[^/]*/i, '').replace(/[?#].*$/s, '');
+  for (const segment of path.split('/')) {
+    try {
+      decodeURIComponent(segment);
+    } catch {
+      throw new ProblemError(400, `the path segment ${JSON.stringify(segment)} has a percent-escape that is not UTF-8`, {
+        errors: [{ path: 'path', message: 'percent-escapes must encode UTF-8' }],
+      });
+    }
+  }
+}
+
 /** A segment error as a problem: paths into the body, and the text position of the first positioned error. */
 export function segmentProblem(err: SegmentSyntaxError): Problem {
   const errors = err.errors.map((e) => {
@@ -335,6 +352,7 @@ export function createApp(deps: AppDeps, routeSets: ((ctx: AppContext) => Route<
             throw new ProblemError(403, `this needs a key with the '${spec.role}' role (this key has: ${[...key.roles].join(', ')})`);
           }
         }
+        if (spec.params) checkPathEscapes(c.req.url);
         const params = spec.params ? parseWith(spec.params, c.req.param(), 'path') : undefined;
         const query = spec.query ? parseWith(spec.query, presentQuery(c.req.query()), 'query') : undefined;
         const body = spec.body ? parseWith(spec.body, await readBody(c, spec.bodyLimit ?? ctx.limits.maxBodyBytes, spec.optionalBody, false, hold), 'body') : undefined;

@@ -38,11 +38,20 @@ async function savedSegment(ch: ClickHouse, appId: string, ref: string): Promise
 }
 
 const encodeCursor = (userId: string) => Buffer.from(userId, 'utf8').toString('base64url');
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+/** The user_id a cursor of encodeCursor's holds; a 400 for any other text (a mistyped cursor read as the end of the list). */
 function decodeCursor(cursor: string): string {
-  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) {
-    throw new ProblemError(400, 'cursor is not one this API handed out', { errors: [{ path: 'query.cursor', message: 'invalid cursor' }] });
+  const bad = () => new ProblemError(400, 'cursor is not one this API handed out', { errors: [{ path: 'query.cursor', message: 'invalid cursor' }] });
+  if (!/^[A-Za-z0-9_-]+$/.test(cursor)) throw bad();
+  const bytes = Buffer.from(cursor, 'base64url');
+  let userId: string;
+  try {
+    userId = utf8.decode(bytes);
+  } catch {
+    throw bad();
   }
-  return Buffer.from(cursor, 'base64url').toString('utf8');
+  if (encodeCursor(userId) !== cursor) throw bad();
+  return userId;
 }
 
 export function segmentMemberRoutes(ctx: AppContext) {

@@ -151,3 +151,32 @@ describe('names and ids ClickHouse cannot store, and characters', () => {
     expect(await (await h.call('POST', '/v1/tags/none/users', { as: [...ADMIN], body: { user_ids: [] } })).json()).toEqual({ tag: 'none', users: 0 });
   });
 });
+
+describe('ids in the path and cursors', () => {
+  it('refuses a percent-escape that is not UTF-8 rather than taking it as literal text', async () => {
+    for (const [method, path] of [
+      ['GET', '/v1/users/%FF'],
+      ['PUT', '/v1/users/u1/tags/%ED%A0%80'],
+      ['GET', '/v1/segments/%C3'],
+    ] as const) {
+      const p = await expectProblem(await h.call(method, path, { as: [...ADMIN] }), 400);
+      expect(p.errors, `${method} ${path}`).toEqual([{ path: 'path', message: 'percent-escapes must encode UTF-8' }]);
+    }
+    expect(await h.ch.rows(sql`SELECT tag FROM user_tags WHERE app_id = 'app_a' AND user_id = 'u1'`)).toEqual([]);
+    // Escapes of UTF-8 still reach their id.
+    expect((await h.call('PUT', `/v1/users/${encodeURIComponent('ü/ß')}/tags/${encodeURIComponent('t ü')}`, { as: [...ADMIN] })).status).toBe(200);
+  });
+
+  it('refuses a snapshot cursor it did not hand out, instead of reading it as the end', async () => {
+    const seg = (await (await h.call('POST', '/v1/segments', { as: [...ADMIN], body: { name: 'paged', expression: 'events_total >= 0 or did(view)' } })).json()) as { id: string };
+    const snap = (await (await h.call('POST', `/v1/segments/${seg.id}/snapshots`, { as: [...ADMIN], body: {} })).json()) as { snapshot_id: string; count: number };
+    expect(snap.count).toBeGreaterThan(1);
+    const page = async (cursor: string) => h.call('GET', `/v1/segments/${seg.id}/snapshots/${snap.snapshot_id}/users?limit=1&cursor=${cursor}`, { as: [...ADMIN] });
+    const first = (await (await h.call('GET', `/v1/segments/${seg.id}/snapshots/${snap.snapshot_id}/users?limit=1`, { as: [...ADMIN] })).json()) as { next_cursor: string };
+    expect((await page(first.next_cursor)).status).toBe(200);
+    for (const cursor of ['zzz', '_w', 'dTE=']) {
+      const p = await expectProblem(await page(cursor), 400);
+      expect(p.errors, cursor).toEqual([{ path: 'query.cursor', message: 'invalid cursor' }]);
+    }
+  });
+});
