@@ -10,8 +10,10 @@ import { PropJsonSchema, SegmentJsonSchema } from '../segments/json-form.ts';
 import { documentedAs } from './openapi.ts';
 
 const INSTANT_DESCRIPTION =
-  'ISO 8601 instant with an offset or Z: 2026-11-20T12:00:00Z, 2026-11-20T14:00:00+02:00 (+0200 and +02 too), ' +
-  'minute precision (2026-11-20T12:00Z), lowercase t and z; fractions of a second are dropped (instants are whole seconds); ' +
+  'ISO 8601 instant with an offset or Z, in any of its forms: 2026-11-20T12:00:00Z, 2026-11-20T14:00:00+02:00 (+0200 and +02 too), ' +
+  'basic 20261120T120000Z, ordinal 2026-324T12:00:00Z, week 2026-W47-5T12:00:00Z, minute or hour precision (2026-11-20T12:00Z, 2026-11-20T12Z), ' +
+  'a fraction of the last unit given (2026-11-20T12.5Z is 12:30), 24:00 for the end of a day, lowercase t and z; ' +
+  'fractions of a second are dropped (instants are whole seconds); ' +
   'from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z, the range ClickHouse stores';
 
 /** The last second ClickHouse's DateTime holds: it would store a later one (or an earlier one) as another instant. */

@@ -3,6 +3,7 @@
 // with a progress bar on stderr and the run summary as JSON on stdout.
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../lib/config.ts';
+import { parseIsoInstant } from '../lib/instant.ts';
 import { abandonJobs, getJob, JobConflictError, jobFinished } from '../lib/jobs.ts';
 import { startProfileJob, type ProfileMode } from '../profiles/job.ts';
 import { clickhouseFromConfig } from './stack.ts';
@@ -59,11 +60,12 @@ export async function runProfiles(argv: string[]): Promise<number> {
   let asOf: Date | undefined;
   if (values['as-of'] !== undefined) {
     const s = values['as-of'];
-    asOf = new Date(s);
-    if (!/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})$/.test(s) || Number.isNaN(asOf.getTime())) {
-      process.stderr.write(`warbler profiles: --as-of: ${JSON.stringify(s)} is not an ISO 8601 instant with an offset or Z\n`);
+    const at = parseIsoInstant(s);
+    if (!at || at.seconds < 0 || at.seconds > 4294967295) {
+      process.stderr.write(`warbler profiles: --as-of: ${JSON.stringify(s)} is not an ISO 8601 instant with an offset or Z from 1970 to 2106-02-07T06:28:15Z\n`);
       return 2;
     }
+    asOf = new Date(at.seconds * 1000);
   }
   const mode: ProfileMode = values.full ? 'full' : 'incremental';
   const cfg = loadConfig();

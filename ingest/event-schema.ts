@@ -26,6 +26,7 @@
 //   would store as U+FFFD, merging distinct ids). The Kafka consumer also
 //   dead-letters message bytes that are not valid UTF-8 (reason invalid_utf8).
 import { z } from 'zod';
+import { parseIsoInstant } from '../lib/instant.ts';
 
 export const EVENT_NAME_RE = /^[A-Za-z0-9_.:\- ]{1,128}$/;
 export const MAX_PROPERTIES_BYTES = 16 * 1024;
@@ -34,46 +35,23 @@ export const MAX_NESTING_DEPTH = 64;
 export const MAX_FUTURE_MS = 24 * 3600 * 1000;
 export const CONTEXT_KEYS = ['platform', 'app_version', 'country', 'timezone', 'locale'] as const;
 
-// ISO 8601 date-time with a mandatory offset (±hh:mm, ±hhmm or ±hh) or Z; seconds and fractions optional.
-const ISO_RE = /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
-const DAYS_IN_MONTH = [31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31];
-
 /**
- * An ISO 8601 timestamp with offset as epoch milliseconds: `whole`, truncated
- * to the second (what is stored), and `exact`, with the fraction (for the
- * "future" rule; digits beyond the millisecond count as a bit more than its
+ * An ISO 8601 instant (lib/instant.ts) as epoch milliseconds: `whole`,
+ * truncated to the second (what is stored), and `exact`, with the fraction (for
+ * the "future" rule; digits beyond the millisecond count as a bit more than its
  * milliseconds). Undefined when malformed.
  */
 function parseIso(s: string): { whole: number; exact: number } | undefined {
-  const m = ISO_RE.exec(s);
-  if (!m) return undefined;
-  const year = +m[1]!, month = +m[2]!, day = +m[3]!, hour = +m[4]!, minute = +m[5]!;
-  const second = m[6] === undefined ? 0 : +m[6];
-  if (month < 1 || month > 12 || day < 1 || hour > 23 || minute > 59 || second > 59) return undefined;
-  const leap = (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0;
-  if (day > (month === 2 && !leap ? 28 : DAYS_IN_MONTH[month - 1]!)) return undefined;
-  let offsetMin = 0;
-  if (m[8] === undefined) {
-    const oh = +m[10]!, om = m[11] === undefined ? 0 : +m[11];
-    if (oh > 23 || om > 59) return undefined;
-    offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
-  }
-  let t = Date.UTC(year, month - 1, day, hour, minute, second);
-  if (year < 100) {
-    // Date.UTC reads years 0..99 as 1900..1999 (0070 became 1970): set the year itself.
-    const d = new Date(t);
-    d.setUTCFullYear(year, month - 1, day);
-    t = d.getTime();
-  }
-  const whole = t - offsetMin * 60_000;
-  const f = m[7];
-  if (f === undefined) return { whole, exact: whole };
-  let fraction = +(f + '00').slice(0, 3);
+  const p = parseIsoInstant(s);
+  if (!p) return undefined;
+  const whole = p.seconds * 1000;
+  const f = p.fraction;
+  let fraction = +(f + '000').slice(0, 3);
   if (f.length > 3 && /[1-9]/.test(f.slice(3))) fraction += 0.5;
   return { whole, exact: whole + fraction };
 }
 
-/** Epoch milliseconds of an ISO 8601 timestamp with offset, truncated to the second; undefined when malformed. */
+/** Epoch milliseconds of an ISO 8601 instant with an offset or Z, truncated to the second; undefined when malformed. */
 export function parseIsoTimestamp(s: string): number | undefined {
   return parseIso(s)?.whole;
 }

@@ -3,6 +3,7 @@
 // segment resolver) so malformed input is rejected where it is read; the API runs
 // them again with a resolver to validate `in_segment` references. Pure: no I/O.
 
+import { parseIsoInstant } from '../lib/instant.ts';
 import { DURATION_SECONDS, unreachable } from './ast.ts';
 import type { CompareOp, Duration, Expr, Literal, Predicate, PropExpr, Span, TimeWindow } from './ast.ts';
 import { atOffset, shown } from './errors.ts';
@@ -56,16 +57,6 @@ export function durationProblem(amount: number, unit: string): string | undefine
 
 // ---- instants ----
 
-/**
- * ISO 8601 extended format with a mandatory offset or Z: date, `T`, hh:mm,
- * optional :ss and fraction (up to 9 digits), then `Z`, `±hh`, `±hhmm` or `±hh:mm`;
- * `t` and `z` too (RFC 3339 allows them; request as_of takes them).
- */
-export const INSTANT_PATTERN =
-  '^[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt][0-9]{2}:[0-9]{2}(:[0-9]{2}([.,][0-9]{1,9})?)?([Zz]|[+-][0-9]{2}(:?[0-9]{2})?)$';
-const INSTANT_RE =
-  /^(\d{4})-(\d{2})-(\d{2})[Tt](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d{1,9}))?)?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
-
 export interface Instant {
   /** Whole seconds since the Unix epoch (may be negative). */
   seconds: number;
@@ -73,43 +64,15 @@ export interface Instant {
   nanos: number;
 }
 
-function daysFromCivil(y: number, m: number, d: number): number {
-  // Howard Hinnant's algorithm: exact for the proleptic Gregorian calendar.
-  const yy = m <= 2 ? y - 1 : y;
-  const era = Math.floor(yy / 400);
-  const yoe = yy - era * 400;
-  const doy = Math.floor((153 * (m + (m > 2 ? -3 : 9)) + 2) / 5) + d - 1;
-  const doe = yoe * 365 + Math.floor(yoe / 4) - Math.floor(yoe / 100) + doy;
-  return era * 146_097 + doe - 719_468;
-}
-
-function daysInMonth(y: number, m: number): number {
-  if (m === 2) return (y % 4 === 0 && y % 100 !== 0) || y % 400 === 0 ? 29 : 28;
-  return [4, 6, 9, 11].includes(m) ? 30 : 31;
-}
-
-/** The instant an ISO 8601 string names, or undefined when it is not a valid one with an offset. */
+/**
+ * The instant an ISO 8601 string names (lib/instant.ts: any form, with an
+ * offset or Z), or undefined when it is not one, or its fraction goes past the
+ * nanosecond: comparisons with it are exact to the nanosecond.
+ */
 export function parseInstant(text: string): Instant | undefined {
-  const m = INSTANT_RE.exec(text);
-  if (!m) return undefined;
-  const [, ys, mos, ds, hs, mis, ss, frac, z, sign, ohs, oms] = m;
-  const y = Number(ys);
-  const mo = Number(mos);
-  const d = Number(ds);
-  const h = Number(hs);
-  const mi = Number(mis);
-  const s = ss === undefined ? 0 : Number(ss);
-  if (mo < 1 || mo > 12 || d < 1 || d > daysInMonth(y, mo) || h > 23 || mi > 59 || s > 59) return undefined;
-  let offset = 0;
-  if (!z) {
-    const oh = Number(ohs);
-    const om = oms === undefined ? 0 : Number(oms);
-    if (oh > 23 || om > 59) return undefined;
-    offset = (sign === '-' ? -1 : 1) * (oh * 3600 + om * 60);
-  }
-  const seconds = daysFromCivil(y, mo, d) * 86_400 + h * 3600 + mi * 60 + s - offset;
-  const nanos = frac === undefined ? 0 : Number(frac.padEnd(9, '0'));
-  return { seconds, nanos };
+  const p = parseIsoInstant(text);
+  if (!p || p.fraction.length > 9) return undefined;
+  return { seconds: p.seconds, nanos: p.fraction === '' ? 0 : Number(p.fraction.padEnd(9, '0')) };
 }
 
 export function compareInstants(a: Instant, b: Instant): number {

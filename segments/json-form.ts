@@ -21,7 +21,7 @@ import type {
   StringOp,
   TimeWindow,
 } from './ast.ts';
-import { AGG_FNS, checkSegment, COMPARE_OPS, DURATION_PATTERN, INSTANT_PATTERN, LIMITS } from './check.ts';
+import { AGG_FNS, checkSegment, COMPARE_OPS, DURATION_PATTERN, LIMITS } from './check.ts';
 import type { CheckContext } from './check.ts';
 import { formatPath, MAX_REPORTED_ERRORS, SegmentSyntaxError } from './errors.ts';
 import type { SegmentError, SegmentResult } from './errors.ts';
@@ -78,9 +78,8 @@ const LiteralSchema = z.union([z.string(), z.number(), z.boolean()]).describe('a
 const DurationSchema = z
   .string()
   .regex(new RegExp(DURATION_PATTERN), { error: 'expected a duration such as "30d" (a whole number and one of s, m, h, d, w)' });
-const InstantSchema = z
-  .string()
-  .regex(new RegExp(INSTANT_PATTERN), { error: 'expected an ISO 8601 timestamp with an offset or Z, e.g. "2026-01-01T00:00:00Z"' });
+// Read by checkSegment (bad_timestamp, with what is wrong), like the text form's.
+const InstantSchema = z.string().meta({ description: 'an ISO 8601 date and time with an offset or Z, in any of its forms, e.g. 2026-01-01T00:00:00Z' });
 const WindowBetween = z.tuple([InstantSchema, InstantSchema]).describe('[from, to): from <= ts < to');
 const CompareOpSchema = z.enum(COMPARE_OPS as [CompareOp, ...CompareOp[]]);
 

@@ -186,6 +186,11 @@ describe('request instants: any ISO 8601 instant with an offset or Z', () => {
     ['2026-11-20T12:00+01:00', '2026-11-20T11:00:00Z'],
     ['2026-11-20t12:00:00z', '2026-11-20T12:00:00Z'],
     ['2026-11-20T12:00:00.75Z', '2026-11-20T12:00:00Z'],
+    ['20261120T120000Z', '2026-11-20T12:00:00Z'],
+    ['2026-324T12:00:00Z', '2026-11-20T12:00:00Z'],
+    ['2026-W47-5T12:00:00Z', '2026-11-20T12:00:00Z'],
+    ['2026-11-20T12Z', '2026-11-20T12:00:00Z'],
+    ['2026-11-19T24:00Z', '2026-11-20T00:00:00Z'],
   ];
 
   it.each(forms)('evaluate and explain take %s', async (given, utc) => {
@@ -201,7 +206,7 @@ describe('request instants: any ISO 8601 instant with an offset or Z', () => {
     expect(res.status).toBe(200);
     expect(res.headers.get('x-warbler-as-of')).toBe('2026-11-20T10:00:00Z');
     await res.text();
-    for (const bad of ['2026-11-20T12:00:00', '2026-11-20', '2026-02-30T00:00:00Z', '2026-11-20T24:00:00Z', '2026-11-20T12:00:00+2', 'now', '']) {
+    for (const bad of ['2026-11-20T12:00:00', '2026-11-20', '2026-02-30T00:00:00Z', '2026-11-20T24:00:01Z', '2026-11-20T12:00:00+2', 'now', '']) {
       const p = await expectProblem(await h.call('POST', '/v1/segments/evaluate', { as: [...A_READ], body: { expression: 'did(view)', as_of: bad } }), 400);
       expect(p.errors[0].path, bad).toBe('body.as_of');
     }

@@ -107,7 +107,7 @@ describe('JSON form: errors with paths', () => {
     expect(brief({ did: 'e', within: '30 days' })).toEqual([['invalid_format', ['within']]]);
     expect(errorsOf({ did: 'e', within: '0d' })[0]).toMatchObject({ code: 'bad_duration', path: ['within'], message: 'duration must be > 0 (at within)' });
     expect(brief({ stopped: 'e', within: '1d', before: '0s' })).toEqual([['bad_duration', ['before']]]);
-    expect(brief({ did: 'e', between: ['2026-01-01T00:00:00', '2026-01-02T00:00:00Z'] })).toEqual([['invalid_format', ['between', 0]]]);
+    expect(brief({ did: 'e', between: ['2026-01-01T00:00:00', '2026-01-02T00:00:00Z'] })).toEqual([['bad_timestamp', ['between', 0]]]);
     expect(brief({ did: 'e', between: ['2026-01-01T00:00:00Z', '2026-02-31T00:00:00Z'] })).toEqual([['bad_timestamp', ['between', 1]]]);
     expect(brief({ did: 'e', between: ['2026-02-01T00:00:00Z', '2026-01-01T00:00:00Z'] })).toEqual([['between_order', ['between', 1]]]);
     expect(brief({ did: 'e', within: '1d', between: ['2026-01-01T00:00:00Z', '2026-01-02T00:00:00Z'] })).toEqual([
