@@ -30,6 +30,7 @@ import {
   boundsSampleEvery,
   buyersFromPreviousSql,
   buyersFromStateSql,
+  buyersCountedCopiesSql,
   buyersInsertSql,
   buyersTableSql,
   changedTableSql,
@@ -353,7 +354,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
               ...(lateUsers > 0
                 ? [
                     ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers, takeBack: ident(late) }), t),
-                    ch.exec(buyersInsertSql({ appId, asOf, buyers, usersIn: ident(late) }), t),
+                    // Late users are often repaired ones (ingest/repair.ts), whose purchases may have copies.
+                    ch.exec(buyersInsertSql({ appId, asOf, buyers, usersIn: ident(late), dedup: true }), t),
                   ]
                 : []),
             ]
@@ -403,6 +405,18 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       step(incremental ? 'rfm_scores_and_state' : 'rfm_scores');
       await writeRows(rfm);
       step('scan_events');
+      if (!incremental) {
+        const check = await ch.one<{ copies: number | string }>(buyersCountedCopiesSql({ appId, runId, buyers }));
+        if (Number(check?.copies ?? 0) === 1) {
+          // Rare (a copy an ingest repair or a race left, not merged yet), and then the scan is done again.
+          rlog.warn('purchase_events holds copies not merged yet: recomputing the RFM thresholds without them and scanning again');
+          await Promise.all([ch.exec(sql`TRUNCATE TABLE ${ident(buyers)}`), ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${runId})`)]);
+          await ch.exec(buyersInsertSql({ appId, asOf, buyers, dedup: true }), { timeoutS: 3600 });
+          rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
+          await writeRows(rfm);
+          step('scan_events_again');
+        }
+      }
     }
     const layer: RunLayer | undefined = scoresAtRead && incremental
       ? { base_run_id: incremental.layer?.base_run_id ?? incremental.run_id, as_of: asOf, rfm: storedThresholds(rfm) }
@@ -573,7 +587,7 @@ export async function liveProfile(ch: ClickHouse, appId: string, userId: string,
   const w = windowOf(asOf);
   const seen = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM events WHERE app_id = ${appId} AND user_id = ${userId} AND ts <= ${w.asOf}`);
   if (!Number(seen?.n ?? 0)) return undefined;
-  const [zones, rfm] = await Promise.all([zonesAt(ch, appId, w), rfmThresholds(ch, w.asOf, purchasersSql({ appId, asOf: w.asOf }))]);
+  const [zones, rfm] = await Promise.all([zonesAt(ch, appId, w), rfmThresholds(ch, w.asOf, purchasersSql({ appId, asOf: w.asOf, dedup: true }))]);
   const table = `profile_live_${newRunId(new Date())}`;
   await ch.exec(sql`CREATE TABLE ${ident(table)} AS profiles ENGINE = Memory`);
   try {

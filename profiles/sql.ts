@@ -171,19 +171,38 @@ export function timezoneCandidatesSql(appId: string): Sql {
   return sql`SELECT DISTINCT value FROM user_traits WHERE app_id = ${appId} AND key = 'timezone' AND value_type != 0`;
 }
 
-/** One row per purchaser (all, or those in `usersIn`) up to as_of, from purchase_events (080_purchase_events.sql). */
-export function purchasersSql(p: { appId: string; asOf: Date; usersIn?: Sql }): Sql {
+/**
+ * One row per purchaser (all, or those in `usersIn`) up to as_of, from
+ * purchase_events (080_purchase_events.sql). `dedup`: each purchase counted
+ * once even where a copy of it is not merged away yet (an ingest repair leaves
+ * one, ingest/repair.ts) — twice the cost over every purchase, so a full run
+ * reads without it and checks its rows for copies afterwards (job.ts).
+ */
+export function purchasersSql(p: { appId: string; asOf: Date; usersIn?: Sql; dedup?: boolean }): Sql {
   const scope = p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``;
+  const where = sql`WHERE app_id = ${p.appId} AND ts <= ${p.asOf}${scope}`;
+  const source = p.dedup
+    ? sql`(SELECT user_id, ts, any(amount) AS amount FROM purchase_events ${where} GROUP BY user_id, ts, id_hash)`
+    : sql`purchase_events ${where}`;
   // The purchases and amounts of the scan's revenue_total (amount is 0 on its other rows, and x + 0 = x).
   return sql`SELECT max(ts) AS last_purchase_at, count() AS purchases_total, sum(amount) AS revenue_total, toInt8(1) AS sign
-FROM purchase_events
-WHERE app_id = ${p.appId} AND ts <= ${p.asOf}${scope}
+FROM ${source}
 GROUP BY user_id`;
 }
 
 /** Step 1: the purchasers among the scanned users, into the run's buyers table. */
-export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; usersIn?: Sql }): Sql {
+export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; usersIn?: Sql; dedup?: boolean }): Sql {
   return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total, sign) ${purchasersSql(p)}`;
+}
+
+/**
+ * Whether a full run's purchasers (its buyers table) counted a purchase that its
+ * rows, which count each stored event once by its hash, did not: then a copy
+ * not merged away yet moved its RFM thresholds.
+ */
+export function buyersCountedCopiesSql(p: { appId: string; runId: string; buyers: string }): Sql {
+  return sql`SELECT toUInt8((SELECT sum(purchases_total) FROM ${ident(p.buyers)}) !=
+  (SELECT sum(purchases_total) FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})) AS copies`;
 }
 
 /**

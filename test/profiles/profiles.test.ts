@@ -243,6 +243,32 @@ describe('reading profiles', () => {
     }
   });
 
+  it('scores RFM as if each purchase were stored once, when purchase_events holds a copy not merged yet', async () => {
+    const app = 'copies';
+    // 10 purchasers: user b{i} buys i + 1 times, 10 × (i + 1) each.
+    const events = Array.from({ length: 10 }, (_, i) =>
+      Array.from({ length: i + 1 }, (_, k) => track(`b${i}`, `2026-11-${String(k + 1).padStart(2, '0')}T08:00:00Z`, 'purchase', { amount: 10 * (i + 1) })),
+    ).flat();
+    await insertEvents(ch, app, events);
+    const asOf = new Date('2026-11-20T00:00:00Z');
+    const scores = async (runId: string) =>
+      (await ch.rows<{ user_id: string; r: number; f: number; m: number; p: string }>(
+        sql`SELECT user_id, r_score AS r, f_score AS f, m_score AS m, purchases_total AS p FROM profiles WHERE app_id = ${app} AND run_id = ${runId} ORDER BY user_id`,
+      )).map((r) => [r.user_id, r.r, r.f, r.m, Number(r.p)]);
+    const clean = await scores((await buildProfiles(ch, app, { asOf, mode: 'full' })).run_id);
+    // A copy of the two lightest buyers' purchases, as an ingest repair leaves one, kept from merging.
+    await ch.exec(sql`SYSTEM STOP MERGES purchase_events`);
+    try {
+      await ch.exec(sql`INSERT INTO purchase_events SELECT * FROM purchase_events WHERE app_id = ${app} AND user_id IN ('b0', 'b1')`);
+      expect(Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM purchase_events WHERE app_id = ${app}`))!.n)).toBe(55 + 3);
+      const withCopies = await buildProfiles(ch, app, { asOf, mode: 'full' });
+      expect(withCopies.steps).toHaveProperty('scan_events_again');
+      expect(await scores(withCopies.run_id)).toEqual(clean);
+    } finally {
+      await ch.exec(sql`SYSTEM START MERGES purchase_events`);
+    }
+  });
+
   it('publishes runs atomically, picks the latest complete one (optionally at or before an instant) and drops superseded runs', async () => {
     const app = 'runs';
     await insertEvents(ch, app, [track('u1', '2026-10-01T00:00:00Z'), track('u1', '2026-10-05T00:00:00Z')]);
