@@ -356,6 +356,30 @@ describe('reading profiles', () => {
     expect(await getProfile(ch, app, 'u1')).toMatchObject({ as_of: iso(now).replace('.000Z', 'Z'), recency_days: 3, events_30d: 2 });
     const next = await buildProfiles(ch, app, { asOf: new Date((now + 60) * 1000), mode: 'incremental' });
     expect(next).toMatchObject({ mode: 'incremental', previous_run_id: current.run_id });
+    // The analyst view picks the latest run as readers do: not the future one.
+    const viewRun = async () => (await ch.one<{ run_id: string }>(sql`SELECT any(run_id) AS run_id FROM profiles_latest WHERE app_id = ${app}`))?.run_id;
+    expect(await viewRun()).toBe((await latestRun(ch, app))?.run_id);
+    expect(await viewRun()).not.toBe(future.run_id);
+  });
+
+  it('leaves superseded runs out of profiles_latest, and future trait changes out of traits_current', async () => {
+    const app = 'views_now';
+    const now = Math.floor(Date.now() / 1000);
+    const iso = (s: number) => new Date(s * 1000).toISOString();
+    await insertEvents(ch, app, [
+      track('u1', iso(now - 86400), 'view'),
+      identify('u1', iso(now - 3600), { plan: 'free' }),
+      identify('u1', iso(now + 3 * 3600), { plan: 'pro' }), // stamped 3 h ahead: not a current trait yet
+    ]);
+    const older = await buildProfiles(ch, app, { asOf: new Date((now - 60) * 1000), mode: 'full' });
+    const newer = await buildProfiles(ch, app, { asOf: new Date(now * 1000), mode: 'full', keepPreviousRuns: 1 });
+    // The newer run marked superseded (its rows kept for the grace period), as dropSupersededRuns does it.
+    await ch.insert('profile_runs', [{ app_id: app, run_id: newer.run_id, as_of: now, mode: 'full', state: 'superseded', users: 1, started_at: now, finished_at: now + 1, previous_run_id: '', state_format: 0 }]);
+    expect((await latestRun(ch, app))?.run_id).toBe(older.run_id);
+    const viewRun = await ch.one<{ run_id: string }>(sql`SELECT any(run_id) AS run_id FROM profiles_latest WHERE app_id = ${app}`);
+    expect(viewRun?.run_id).toBe(older.run_id);
+    const traits = await ch.rows<{ value: string }>(sql`SELECT value FROM traits_current WHERE app_id = ${app} AND user_id = 'u1' AND key = 'plan'`);
+    expect(traits.map((t) => t.value)).toEqual(['free']);
   });
 });
 
