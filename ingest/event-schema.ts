@@ -337,6 +337,10 @@ export type ParseEventResult = { success: true; data: ValidEvent } | { success: 
 export function parseEvent(raw: unknown): ParseEventResult {
   const fast = fastParseEvent(raw);
   if (fast !== undefined) return { success: true, data: fast };
+  // The plain object z.record builds would take a trait named __proto__ as its prototype: lost, not stored.
+  if (isPlainObject(raw) && isPlainObject(raw.traits) && Object.hasOwn(raw.traits, '__proto__')) {
+    return { success: false, errors: [{ path: 'traits.__proto__', message: 'a trait cannot be named __proto__ (JavaScript objects take that name as their prototype)' }] };
+  }
   const parsed = EventSchema.safeParse(raw);
   return parsed.success ? { success: true, data: parsed.data } : { success: false, errors: issuesToErrors(parsed.error.issues) };
 }

@@ -95,8 +95,10 @@ describe('validation fast path', () => {
     for (const raw of [null, 1, 'x', [], new Date(), Object.create({ user_id: 'u' }), { __proto__: { ts: 1 } }, JSON.parse('{"__proto__":{"a":1},"user_id":"u","ts":1,"event":"e"}')]) {
       expect(agreesWithZod(raw)).toBe(true);
     }
-    const traitsProto = JSON.parse('{"type":"identify","user_id":"u","ts":1000,"traits":{"__proto__":"x"}}');
+    const traitsProto = JSON.parse('{"type":"identify","user_id":"u","ts":1000,"traits":{"__proto__":"x","a":1}}');
     expect(fastParseEvent(traitsProto, NOW)).toBeUndefined();
+    // Refused with its reason, not accepted with the trait silently lost.
+    expect(parseEvent(traitsProto)).toEqual({ success: false, errors: [{ path: 'traits.__proto__', message: expect.stringMatching(/cannot be named __proto__/) }] });
   });
 
   it('leaves the properties byte limit to EventSchema near the limit', () => {
