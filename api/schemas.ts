@@ -272,6 +272,7 @@ const nullableNumber = z.number().nullable();
 const nullableString = z.string().nullable();
 
 export const TraitValueSchema = z.union([z.string(), z.number(), z.boolean()]);
+const NamedTraitSchema = TraitValueSchema.nullable().meta({ description: 'the current trait of that name, typed as in `traits`; null when unset' });
 
 export const ProfileSchema = z
   .object({
@@ -298,11 +299,12 @@ export const ProfileSchema = z
     rfm_segment: nullableString,
     top_category: nullableString,
     best_hour: z.number().int().min(0).max(23).nullable(),
-    platform: nullableString,
-    country: nullableString,
-    timezone: nullableString,
-    locale: nullableString,
-    app_version: nullableString,
+    // "the current trait of that name": as typed as in traits (identify may store a number or a boolean there).
+    platform: NamedTraitSchema,
+    country: NamedTraitSchema,
+    timezone: NamedTraitSchema,
+    locale: NamedTraitSchema,
+    app_version: NamedTraitSchema,
     traits: z.record(z.string(), TraitValueSchema),
     tags: z.array(z.string()),
     cluster: z.number().int().nullable(),

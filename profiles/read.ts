@@ -56,11 +56,11 @@ export interface Profile {
   rfm_segment: string | null;
   top_category: string | null;
   best_hour: number | null;
-  platform: string | null;
-  country: string | null;
-  timezone: string | null;
-  locale: string | null;
-  app_version: string | null;
+  platform: TraitValue | null;
+  country: TraitValue | null;
+  timezone: TraitValue | null;
+  locale: TraitValue | null;
+  app_version: TraitValue | null;
   traits: Record<string, TraitValue>;
   tags: string[];
   cluster: number | null;
@@ -138,7 +138,9 @@ export interface ProfileRow {
 
 const COUNTS = ['events_total', 'events_7d', 'events_30d', 'active_days_30d', 'views_30d', 'clicks_30d', 'purchases_30d', 'purchases_total'] as const;
 const NULLABLE_NUMBERS = ['avg_order_value', 'recency_days', 'r_score', 'f_score', 'm_score', 'best_hour'] as const;
-const NULLABLE_STRINGS = ['rfm_segment', 'top_category', 'platform', 'country', 'timezone', 'locale', 'app_version'] as const;
+const NULLABLE_STRINGS = ['rfm_segment', 'top_category'] as const;
+/** The current trait of that name (events-and-profiles.md §2), typed as in `traits`; the row's copy is its text. */
+const NAMED_TRAITS = ['platform', 'country', 'timezone', 'locale', 'app_version'] as const;
 
 /** Turns a `profiles` row (timestamps selected as epoch seconds) into the API object. */
 export function profileFromRow(row: ProfileRow, extra: { tags: string[]; cluster: number | null; cluster_label: string | null }): Profile {
@@ -163,6 +165,7 @@ export function profileFromRow(row: ProfileRow, extra: { tags: string[]; cluster
   for (const k of NULLABLE_NUMBERS) p[k] = nullableNum(row[k]);
   p.last_purchase_at = row.last_purchase_at === null || row.last_purchase_at === undefined ? null : iso(num(row.last_purchase_at));
   for (const k of NULLABLE_STRINGS) p[k] = (row[k] as string | null | undefined) ?? null;
+  for (const k of NAMED_TRAITS) p[k] = Object.hasOwn(traits, k) ? traits[k] : ((row[k] as string | null | undefined) ?? null);
   p.traits = traits;
   p.tags = extra.tags;
   p.cluster = extra.cluster;

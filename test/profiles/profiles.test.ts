@@ -210,6 +210,18 @@ describe('reading profiles', () => {
     expect(await getProfile(ch, app, 'n3')).toMatchObject({ cluster: null, cluster_label: null });
   });
 
+  it('gives platform, country, timezone, locale and app_version as the traits of that name, typed as in traits', async () => {
+    const app = 'named_traits';
+    await insertEvents(ch, app, [
+      identify('n1', '2026-11-10T08:00:00Z', { platform: true, country: 49, app_version: 2.5, locale: 'de-DE' }),
+      track('n1', '2026-11-11T08:00:00Z', 'view'),
+    ]);
+    await buildProfiles(ch, app, { asOf: new Date('2026-11-12T00:00:00Z'), mode: 'full' });
+    const p = await getProfile(ch, app, 'n1');
+    expect(p).toMatchObject({ platform: true, country: 49, app_version: 2.5, locale: 'de-DE', timezone: null });
+    expect(p?.traits).toMatchObject({ platform: true, country: 49, app_version: 2.5, locale: 'de-DE' });
+  });
+
   it('reads layered runs, with or without purchasers, through runRowsSql and profiles_latest, any column alone', async () => {
     // Without purchasers a layer's scores are constants (18.16 failed on them
     // inside toNullable); with them, profiles_latest counts thresholds, and a
