@@ -24,7 +24,7 @@
 // stored keeps only partitions this member still owns before each step. The
 // one remaining window (an INSERT already in flight when another member starts
 // its dedup lookup on the same partition) is documented in sql/README.md.
-import type { Admin, Consumer, EachBatchPayload, Kafka, KafkaMessage, Producer } from 'kafkajs';
+import { Partitioners, type Admin, type Consumer, type EachBatchPayload, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { createProducer, leaderWaitsForFollowers } from '../lib/kafka.ts';
@@ -32,6 +32,7 @@ import { log as rootLog, type Logger } from '../lib/log.ts';
 import { dedupBatch } from './dedup.ts';
 import { type DeadLetter, reasonOf, recordDeadLetterCounts, sendDeadLetters } from './dlq.ts';
 import { type EventRow, normalizeEvent } from './normalize.ts';
+import { eventKey } from './producer.ts';
 import { repairDerivedTables } from './repair.ts';
 import { insertEventRows } from './sink.ts';
 import { ingestMetrics as m } from './stats.ts';
@@ -65,6 +66,8 @@ interface Batch {
   /** partition key → [topic, partition, last offset] of the messages rows and dead letters came from. */
   offsets: Map<string, { topic: string; partition: number; first: bigint; last: bigint }>;
   dead: DeadLetter[];
+  /** Valid messages on a partition their key does not lead to (rerouteOf): produced again, keyed, not stored here. */
+  reroute: Reroute[];
   messages: number;
   firstAt: number;
   /** An INSERT of this batch failed: it may have written `events` and some views' tables but not the rest (ingest/repair.ts). */
@@ -85,7 +88,44 @@ const FOLLOWER_SYNC_WAIT_MS = 1000;
 /** Strict: invalid bytes throw. ignoreBOM keeps a BOM in the text, so such a message stays invalid JSON as before. */
 const UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
-const emptyBatch = (): Batch => ({ rows: [], rowPartitions: [], offsets: new Map(), dead: [], messages: 0, firstAt: 0 });
+const emptyBatch = (): Batch => ({ rows: [], rowPartitions: [], offsets: new Map(), dead: [], reroute: [], messages: 0, firstAt: 0 });
+
+/** A message produced again to the events topic with its event's key, so it reaches the partition of its app and user. */
+interface Reroute {
+  partition: number;
+  key: string;
+  value: Buffer;
+  headers: Record<string, string | Buffer>;
+}
+
+/** The header a rerouted message carries: it is stored wherever it lands, never rerouted twice. */
+export const REROUTED_HEADER = 'warbler-rerouted';
+
+// The partition the producers of this project (kafkajs's default, Java's murmur2) give a key.
+const partitioner = Partitioners.DefaultPartitioner();
+export function partitionOfKey(topic: string, key: string, partitions: number): number {
+  const partitionMetadata = Array.from({ length: partitions }, (_, partitionId) => ({ partitionId, leader: 0, replicas: [0], isr: [0], partitionErrorCode: 0 }));
+  return partitioner({ topic, partitionMetadata, message: { key, value: null } });
+}
+
+/**
+ * Dedup is exact when every copy of an event is stored by one consumer, one
+ * batch after another: so when the copies land on one partition, which events
+ * keyed by app and user do (ingest/producer.ts). A producer writing straight to
+ * Kafka may send one without that key, or partition it otherwise (librdkafka's
+ * default hashes keys differently), and two copies on two partitions could be
+ * looked up at once by two consumers and both stored. Such a message is
+ * produced again with its key to the partition the key leads to, and stored there.
+ */
+function rerouteOf(row: EventRow, msg: KafkaMessage, topic: string, partition: number, partitions: number): Reroute | undefined {
+  if (partitions <= 0 || msg.headers?.[REROUTED_HEADER] !== undefined || !msg.value) return undefined;
+  const key = eventKey(row.app_id, row.user_id);
+  if (partitionOfKey(topic, key, partitions) === partition) return undefined;
+  const headers: Record<string, string | Buffer> = {};
+  for (const [k, v] of Object.entries(msg.headers ?? {})) if (typeof v === 'string' || Buffer.isBuffer(v)) headers[k] = v;
+  headers[REROUTED_HEADER] = `${partition}:${msg.offset}`;
+  return { partition, key, value: msg.value, headers };
+}
 const tp = (topic: string, partition: number) => `${topic}\u0000${partition}`;
 
 /**
@@ -141,7 +181,8 @@ function deadLetter(topic: string, partition: number, msg: KafkaMessage, reason:
 
 export class IngestConsumer {
   private readonly consumer: Consumer;
-  private readonly dlqProducer: Producer;
+  /** Dead letters, and messages rerouted to the events topic. */
+  private readonly producer: Producer;
   private readonly log: Logger;
   private pending: Batch = emptyBatch();
   private storing: Promise<void> | null = null;
@@ -153,6 +194,8 @@ export class IngestConsumer {
   /** Per owned partition, the offset up to which a failed INSERT may have half-stored messages (INSERT_FAILED); null until read after a join. */
   private failedUpTo: Map<string, bigint> | null = null;
   private generation = 0;
+  /** Partitions of the events topic, read after each join (rerouteOf). */
+  private partitions: number | undefined;
   private admin: Admin | null = null;
   private pausedForFailure = false;
   private stopping = false;
@@ -181,7 +224,7 @@ export class IngestConsumer {
       maxWaitTimeInMs: Math.min(500, opts.batchMaxMs),
       partitionAssigners: [leaderWaitsForFollowers(FOLLOWER_SYNC_WAIT_MS)],
     });
-    this.dlqProducer = createProducer(opts.kafka);
+    this.producer = createProducer(opts.kafka);
   }
 
   async start(): Promise<void> {
@@ -196,7 +239,7 @@ export class IngestConsumer {
         this.reportCrash(error);
       }
     });
-    await this.dlqProducer.connect();
+    await this.producer.connect();
     await this.consumer.connect();
     await this.consumer.subscribe({ topic: this.opts.topic, fromBeginning: this.opts.fromBeginning ?? true });
     await this.consumer.run({
@@ -246,7 +289,7 @@ export class IngestConsumer {
       if (this.ageTimer) clearTimeout(this.ageTimer);
     }
     await this.consumer.disconnect();
-    await this.dlqProducer.disconnect();
+    await this.producer.disconnect();
     await this.admin?.disconnect();
     this.log.info('ingest consumer stopped');
   }
@@ -258,6 +301,7 @@ export class IngestConsumer {
     const dropped = this.pending.messages;
     this.owned = owned;
     this.failedUpTo = null;
+    this.partitions = undefined;
     this.generation++;
     this.pending = emptyBatch();
     if (this.ageTimer) {
@@ -272,12 +316,15 @@ export class IngestConsumer {
     const key = tp(batch.topic, batch.partition);
     // Provisional: store() stamps received_at again at each INSERT attempt.
     const receivedAt = Math.floor(Date.now() / 1000);
+    const partitions = (this.partitions ??= await this.topicPartitions());
     for (const msg of batch.messages) {
       if (!p.isRunning() || p.isStale() || this.stopping) return;
       const decoded = decodeMessage(batch.topic, batch.partition, msg, receivedAt);
       const b = this.pending;
       if (b.messages === 0) b.firstAt = Date.now();
+      const reroute = 'reason' in decoded ? undefined : rerouteOf(decoded, msg, batch.topic, batch.partition, partitions);
       if ('reason' in decoded) b.dead.push(decoded);
+      else if (reroute) b.reroute.push(reroute);
       else {
         b.rows.push(decoded);
         b.rowPartitions.push(batch.partition);
@@ -345,6 +392,7 @@ export class IngestConsumer {
     b.rows = rows;
     b.rowPartitions = parts;
     b.dead = b.dead.filter((d) => this.owned.has(tp(d.topic, d.partition)));
+    b.reroute = b.reroute.filter((r) => this.owned.has(tp(this.opts.topic, r.partition)));
     return true;
   }
 
@@ -387,7 +435,12 @@ export class IngestConsumer {
           await this.markInsertFailed(b);
           throw err;
         });
-        await sendDeadLetters(this.dlqProducer, this.opts.dlqTopic, b.dead);
+        // Before the commit, as dead letters: a crash before it reads the messages again and reroutes them again (stored once all the same).
+        if (b.reroute.length > 0) {
+          await this.producer.send({ topic: this.opts.topic, acks: -1, messages: b.reroute.map((r) => ({ key: r.key, value: r.value, headers: r.headers })) });
+          m.rerouted.inc({}, b.reroute.length);
+        }
+        await sendDeadLetters(this.producer, this.opts.dlqTopic, b.dead);
         await recordDeadLetterCounts(this.opts.ch, b.dead);
         m.stored.inc({}, fresh.length);
         m.deduplicated.inc({ source: 'batch' }, d.inBatch);
@@ -398,7 +451,7 @@ export class IngestConsumer {
         m.batchSeconds.observe(seconds);
         m.batchAgeSeconds.observe((Date.now() - b.firstAt) / 1000);
         this.log.info('batch stored', {
-          messages: b.messages, stored: fresh.length, duplicates: d.inBatch + d.stored, deadLettered: b.dead.length,
+          messages: b.messages, stored: fresh.length, duplicates: d.inBatch + d.stored, deadLettered: b.dead.length, rerouted: b.reroute.length,
           ms: Math.round(seconds * 1000), attempts: attempt + 1,
         });
         if (this.pausedForFailure) this.resumeAfterFailure();
@@ -443,6 +496,21 @@ export class IngestConsumer {
       // The events are stored; an uncommitted offset only means they are read
       // again, and the dedup lookup drops them.
       this.log.warn('offset commit failed; the stored batch will be redelivered and deduplicated', { error: err });
+    }
+  }
+
+  /** How many partitions the events topic has; 0 (reroute nothing) when it cannot be read. */
+  private async topicPartitions(): Promise<number> {
+    try {
+      if (!this.admin) {
+        this.admin = this.opts.kafka.admin();
+        await this.admin.connect();
+      }
+      const md = await this.admin.fetchTopicMetadata({ topics: [this.opts.topic] });
+      return md.topics.find((t) => t.name === this.opts.topic)?.partitions.length ?? 0;
+    } catch (err) {
+      this.log.warn('could not read the events topic\'s partitions; storing messages wherever they are until the next rebalance', { error: err });
+      return 0;
     }
   }
 

@@ -9,6 +9,7 @@ export const ingestMetrics = {
   consumed: metrics.counter('warbler_ingest_consumed_total', 'Kafka messages the ingest consumer decoded'),
   stored: metrics.counter('warbler_ingest_stored_total', 'events inserted into ClickHouse'),
   deduplicated: metrics.counter('warbler_ingest_deduplicated_total', 'events dropped as already stored (source="stored") or repeated in one batch (source="batch")'),
+  rerouted: metrics.counter('warbler_ingest_rerouted_total', 'valid messages on a partition their app and user do not lead to, produced again with their key'),
   deadLettered: metrics.counter('warbler_ingest_dead_lettered_total', 'invalid messages sent to the dead-letter topic, by reason'),
   batchEvents: metrics.histogram('warbler_ingest_batch_events', 'messages per flushed batch', [100, 1000, 5000, 10_000, 20_000, 50_000, 100_000]),
   batchSeconds: metrics.histogram('warbler_ingest_batch_seconds', 'time to store a batch: dedup lookup, insert, dead letters, commit'),
