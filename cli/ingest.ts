@@ -97,7 +97,12 @@ export async function runIngest(argv: string[]): Promise<number> {
   const removePid = isChild ? () => {} : writePidFile(join(cfg.WARBLER_HOME, 'ingest.pid'));
   const stopped = terminationSignal();
   try {
-    if (!isChild) await migrate(ch);
+    if (!isChild) {
+      // A service started before its database (a reboot, a deploy) waits for it
+      // rather than exiting; nothing is consumed meanwhile, so nothing is lost.
+      if (!(await reachable(ch, cfg.clickhouseUrl, stopped))) return 0;
+      await migrate(ch);
+    }
     const consumer = new IngestConsumer({
       kafka: kafkaFromConfig(cfg, `warbler-ingest-${process.pid}`),
       ch,
@@ -123,6 +128,19 @@ export async function runIngest(argv: string[]): Promise<number> {
   } finally {
     removePid();
     await ch.close();
+  }
+}
+
+/** Waits until ClickHouse answers (true), retrying with a growing pause, or until a signal stops the wait (false). */
+async function reachable(ch: ClickHouse, url: string, stopped: Promise<string>): Promise<boolean> {
+  let stop = false;
+  void stopped.then(() => (stop = true));
+  for (let delayMs = 1000; ; delayMs = Math.min(delayMs * 2, 30_000)) {
+    if (await ch.ping()) return true;
+    if (stop) return false;
+    log.warn('ClickHouse is unreachable; waiting for it before consuming (start it with `warbler up`, or check WARBLER_CLICKHOUSE_URL)', { url, retry_in_ms: delayMs });
+    await Promise.race([new Promise((r) => setTimeout(r, delayMs)), stopped]);
+    if (stop) return false;
   }
 }
 

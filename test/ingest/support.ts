@@ -133,7 +133,7 @@ export function trackEvent(i: number, extra: Record<string, unknown> = {}): Reco
  * process against the test database and broker, with a fresh WARBLER_HOME;
  * its stderr (the structured log) is collected.
  */
-export function spawnIngest(script: string, args: string[], ch: ClickHouse): { child: ChildProcess; home: string; stderr: () => string } {
+export function spawnIngest(script: string, args: string[], ch: ClickHouse, env: Record<string, string> = {}): { child: ChildProcess; home: string; stderr: () => string } {
   const home = mkdtempSync(join(tmpdir(), 'warbler-ingest-'));
   const child = spawn(process.execPath, ['--import', 'tsx', join(REPO_ROOT, script), ...args], {
     env: {
@@ -143,6 +143,7 @@ export function spawnIngest(script: string, args: string[], ch: ClickHouse): { c
       WARBLER_CLICKHOUSE_DATABASE: ch.database,
       WARBLER_KAFKA_BROKERS: kafkaBrokers().join(','),
       WARBLER_LOG_LEVEL: 'info',
+      ...env,
     },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
