@@ -54,12 +54,12 @@ export function userRoutes(ctx: AppContext) {
           // Built on the app-wide client: a job that outlives this request's time limit.
           const run = await profileRunAt(ctx.ch, appId, asOf, true);
           const p = await getProfile(ch, appId, params.user_id, { run });
-          if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} at ${asOf.toISOString()} (no event stored for this user at or before it)`);
+          if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} at ${asOf.toISOString()} (no event of this user is stored with a ts at or before it)`);
           return p;
         }
         // A user whose first events arrived after the latest run still has a profile.
         const p = (await getProfile(ch, appId, params.user_id)) ?? (await liveProfile(ch, appId, params.user_id));
-        if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} (no event stored for this user)`);
+        if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} (no event of this user is stored with a ts at or before now)`);
         return p;
       },
     ),
