@@ -176,10 +176,15 @@ describe('lexical rules', () => {
     );
   });
 
-  it('event names: bare identifiers with . : - or quoted strings', () => {
+  it('event names: bare identifiers with . : -, keywords, or quoted strings', () => {
     expect(json('did(app:open-v2.x)')).toEqual({ did: 'app:open-v2.x' });
     expect(json('did("in")')).toEqual({ did: 'in' });
-    expect(first('did(in)').message).toMatch(/found keyword 'in'; quote it/);
+    // A keyword where only an event name can stand is that name (segments.md's pattern admits it), as written.
+    expect(json('did(in)')).toEqual({ did: 'in' });
+    expect(json('did(Count, count >= 2) and first_did(where) and stopped(within, within 1d, before 2d)')).toEqual({
+      and: [{ did: 'Count', count: { op: 'gte', value: 2 } }, { first_did: 'where' }, { stopped: 'within', within: '1d', before: '2d' }],
+    });
+    expect(json('sequence(count, matches)')).toEqual({ sequence: [{ event: 'count' }, { event: 'matches' }] });
   });
 
   it('sum(E.P): the property follows the last dot', () => {
