@@ -27,7 +27,7 @@
 import { Partitioners, type Admin, type Consumer, type EachBatchPayload, type Kafka, type KafkaMessage, type Producer } from 'kafkajs';
 import { setTimeout as sleep } from 'node:timers/promises';
 import type { ClickHouse } from '../lib/clickhouse.ts';
-import { createProducer, leaderWaitsForFollowers } from '../lib/kafka.ts';
+import { createProducer, leaderWaitsForFollowers, sendChunked } from '../lib/kafka.ts';
 import { log as rootLog, type Logger } from '../lib/log.ts';
 import { dedupBatch } from './dedup.ts';
 import { type DeadLetter, reasonOf, recordDeadLetterCounts, sendDeadLetters } from './dlq.ts';
@@ -437,7 +437,7 @@ export class IngestConsumer {
         });
         // Before the commit, as dead letters: a crash before it reads the messages again and reroutes them again (stored once all the same).
         if (b.reroute.length > 0) {
-          await this.producer.send({ topic: this.opts.topic, acks: -1, messages: b.reroute.map((r) => ({ key: r.key, value: r.value, headers: r.headers })) });
+          await sendChunked(this.producer, this.opts.topic, b.reroute.map((r) => ({ key: r.key, value: r.value, headers: r.headers })));
           m.rerouted.inc({}, b.reroute.length);
         }
         await sendDeadLetters(this.producer, this.opts.dlqTopic, b.dead);

@@ -3,6 +3,7 @@
 // headers, plus headers saying why and where it came from. The stream goes on.
 import type { IHeaders, Producer } from 'kafkajs';
 import type { ClickHouse } from '../lib/clickhouse.ts';
+import { sendChunked } from '../lib/kafka.ts';
 import type { FieldError } from './event-schema.ts';
 import { ingestMetrics } from './stats.ts';
 
@@ -57,21 +58,7 @@ export function deadLetterHeaders(d: DeadLetter, now = new Date()): IHeaders {
 export async function sendDeadLetters(producer: Producer, dlqTopic: string, letters: readonly DeadLetter[]): Promise<void> {
   if (letters.length === 0) return;
   const now = new Date();
-  // Chunks keep each produce request under the broker's default 1 MB message batch limit.
-  let chunk: { key: Buffer | null; value: Buffer | null; headers: IHeaders }[] = [];
-  let bytes = 0;
-  const flush = async () => {
-    if (chunk.length === 0) return;
-    await producer.send({ topic: dlqTopic, acks: -1, messages: chunk });
-    chunk = [];
-    bytes = 0;
-  };
-  for (const d of letters) {
-    chunk.push({ key: d.key, value: d.value, headers: deadLetterHeaders(d, now) });
-    bytes += (d.value?.length ?? 0) + 512;
-    if (bytes > 512 * 1024) await flush();
-  }
-  await flush();
+  await sendChunked(producer, dlqTopic, letters.map((d) => ({ key: d.key, value: d.value, headers: deadLetterHeaders(d, now) })));
 }
 
 /** Adds a batch's dead letters to the durable per-reason counts and the metrics. */

@@ -1,7 +1,7 @@
 // The Kafka adapter: one place that builds kafkajs clients from the config and
 // routes kafkajs's own logs into our structured log.
 import { setTimeout as sleep } from 'node:timers/promises';
-import { Kafka, logLevel, PartitionAssigners, Partitioners, type PartitionAssigner, type Producer } from 'kafkajs';
+import { Kafka, logLevel, PartitionAssigners, Partitioners, type Message, type PartitionAssigner, type Producer } from 'kafkajs';
 import type { Config } from './config.ts';
 import { log } from './log.ts';
 
@@ -56,6 +56,29 @@ export function createProducer(kafka: Kafka): Producer {
  * CI). A real broker returns the assignment to a late follower; there the wait
  * only adds `delayMs` to a rebalance.
  */
+/** Bytes per produce request: a real broker refuses record batches over message.max.bytes (1 MB by default). */
+export const MAX_PRODUCE_BYTES = 512 * 1024;
+
+const bytesOf = (v: Message['key'] | Message['value']) => (v == null ? 0 : typeof v === 'string' ? Buffer.byteLength(v) : v.length);
+
+/** Produces `messages` to `topic` (acks from every in-sync replica) in requests of at most MAX_PRODUCE_BYTES, in order. */
+export async function sendChunked(producer: Producer, topic: string, messages: readonly Message[]): Promise<void> {
+  let start = 0;
+  let bytes = 0;
+  for (let i = 0; i < messages.length; i++) {
+    const m = messages[i]!;
+    let size = bytesOf(m.key) + bytesOf(m.value) + 64;
+    for (const [k, v] of Object.entries(m.headers ?? {})) size += Buffer.byteLength(k) + (Array.isArray(v) ? v.reduce((n, x) => n + bytesOf(x), 0) : bytesOf(v as string | Buffer | undefined)) + 8;
+    if (bytes + size > MAX_PRODUCE_BYTES && i > start) {
+      await producer.send({ topic, acks: -1, messages: messages.slice(start, i) });
+      start = i;
+      bytes = 0;
+    }
+    bytes += size;
+  }
+  if (start < messages.length) await producer.send({ topic, acks: -1, messages: messages.slice(start) });
+}
+
 export function leaderWaitsForFollowers(delayMs: number): PartitionAssigner {
   return (config) => {
     const roundRobin = PartitionAssigners.roundRobin(config);
