@@ -196,12 +196,15 @@ export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; 
 }
 
 /**
- * Whether a full run's purchasers (its buyers table) counted a purchase that its
- * rows, which count each stored event once by its hash, did not: then a copy
- * not merged away yet moved its RFM thresholds.
+ * Whether a full run's purchasers (its buyers table) counted more purchases than
+ * its rows, which count each stored event once by its hash: then a copy not
+ * merged away yet moved its RFM thresholds. Fewer is no sign of one: purchases
+ * stored while the run scanned reach its rows, read later, and not its buyers
+ * (a copy and such a purchase at once can hide each other; the rows are exact
+ * all the same, the thresholds off by them).
  */
 export function buyersCountedCopiesSql(p: { appId: string; runId: string; buyers: string }): Sql {
-  return sql`SELECT toUInt8((SELECT sum(purchases_total) FROM ${ident(p.buyers)}) !=
+  return sql`SELECT toUInt8((SELECT sum(purchases_total) FROM ${ident(p.buyers)}) >
   (SELECT sum(purchases_total) FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})) AS copies`;
 }
 

@@ -9,7 +9,7 @@ import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
-import { boundsSampleEvery, recentUsersSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
+import { boundsSampleEvery, buyersCountedCopiesSql, recentUsersSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
 import { appsWithEvents, scheduledMode, startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
@@ -276,6 +276,14 @@ describe('reading profiles', () => {
       const withCopies = await buildProfiles(ch, app, { asOf, mode: 'full' });
       expect(withCopies.steps).toHaveProperty('scan_events_again');
       expect(await scores(withCopies.run_id)).toEqual(clean);
+      // Purchases stored while a run scans reach its rows and not its buyers: no sign of a copy.
+      await ch.exec(sql`CREATE TABLE copies_buyers (last_purchase_at DateTime, purchases_total UInt64, revenue_total Float64, sign Int8) ENGINE = Memory`);
+      await ch.exec(sql`INSERT INTO copies_buyers SELECT last_purchase_at, purchases_total - 1, revenue_total, 1 FROM profiles WHERE app_id = ${app} AND run_id = ${withCopies.run_id} AND purchases_total > 1`);
+      const check = async () => Number((await ch.one<{ copies: number }>(buyersCountedCopiesSql({ appId: app, runId: withCopies.run_id, buyers: 'copies_buyers' })))!.copies);
+      expect(await check()).toBe(0);
+      await ch.exec(sql`INSERT INTO copies_buyers VALUES (now(), 100, 1, 1)`);
+      expect(await check()).toBe(1);
+      await ch.exec(sql`DROP TABLE copies_buyers`);
     } finally {
       await ch.exec(sql`SYSTEM START MERGES purchase_events`);
     }
