@@ -46,13 +46,18 @@ export function toRequest(req: IncomingMessage, res: ServerResponse, limit: numb
     const iterator = req.iterator({ destroyOnReturn: false });
     // A body left unread (past a limit, or refused) is drained and dropped, not
     // cut off: destroying the socket reset the connection before the 413 (or
-    // any answer) was written, so a client streaming a body without a length
-    // could not tell "too large" from a network failure. The connection closes
-    // after the answer, and a client still sending 5 s after it is cut off.
+    // any answer) was written, and closing it with unread input resets it too,
+    // so a client streaming a body without a length could not tell "too large"
+    // from a network failure. The connection is kept for the rest of the body;
+    // a client still sending 5 s after its answer is cut off.
+    let stopped = false;
     const stopReading = () => {
-      res.shouldKeepAlive = false;
-      void iterator.return?.();
-      req.resume();
+      if (stopped) return;
+      stopped = true;
+      // A 'data' listener makes the request flow once the iterator's own
+      // listener is gone (Node resumes a stream with 'data' listeners then).
+      req.on('data', () => undefined);
+      void Promise.resolve(iterator.return?.()).finally(() => req.resume());
       res.once('finish', () => {
         if (!req.complete) setTimeout(() => req.destroy(), LINGER_MS).unref();
       });
@@ -148,9 +153,13 @@ export function createNodeServer(handler: FetchHandler, opts: NodeServerOptions)
   const server = createServer(async (req, res) => {
     const declared = Number(req.headers['content-length'] ?? 0);
     if (declared > opts.maxBodyBytes) {
-      res.writeHead(413, { 'content-type': PROBLEM_CONTENT_TYPE, connection: 'close' });
-      res.end(problemBody(413, 'Request body too large', `request body of ${declared} bytes exceeds the limit of ${opts.maxBodyBytes}`));
+      // Drained and dropped while it comes, as in toRequest; cut off if it still comes 5 s after the answer.
       req.resume();
+      res.once('finish', () => {
+        if (!req.complete) setTimeout(() => req.destroy(), LINGER_MS).unref();
+      });
+      res.writeHead(413, { 'content-type': PROBLEM_CONTENT_TYPE });
+      res.end(problemBody(413, 'Request body too large', `request body of ${declared} bytes exceeds the limit of ${opts.maxBodyBytes}`));
       return;
     }
     const host = req.headers.host ?? 'localhost';
