@@ -22,8 +22,33 @@ export interface IsoInstant {
   fraction: string;
 }
 
-const RE =
-  /^(\d{4})(?:-?(\d{2})-?(\d{2})|-?(\d{3})|-?W(\d{2})-?([1-7]))[Tt](\d{2})(?::?(\d{2})(?::?(\d{2}))?)?(?:[.,](\d+))?(?:([Zz])|([+-])(\d{2})(?::?(\d{2}))?)$/;
+// The date and the time each in one form, extended (with - or :) or basic.
+const DATE = '(\\d{4})(?:-(\\d{2})-(\\d{2})|(\\d{2})(\\d{2})|-(\\d{3})|(\\d{3})|-W(\\d{2})-([1-7])|W(\\d{2})([1-7]))';
+const TIME = '(\\d{2})(?::(\\d{2})(?::(\\d{2}))?|(\\d{2})(\\d{2})?)?';
+const RE = new RegExp(`^${DATE}[Tt]${TIME}(?:[.,](\\d+))?(?:([Zz])|([+-])(\\d{2})(?::?(\\d{2}))?)$`);
+/** Digits of an hour's or minute's fraction that are computed with; past them only whether any is not 0 counts. */
+const FRACTION_DIGITS = 24;
+
+/** The match's groups by meaning: each of the date's and time's forms has its own. */
+function fields(m: RegExpExecArray) {
+  const pick = (...i: number[]) => i.map((k) => m[k]).find((v) => v !== undefined);
+  return {
+    year: m[1]!,
+    month: pick(2, 4),
+    day: pick(3, 5),
+    ordinal: pick(6, 7),
+    week: pick(8, 10),
+    weekday: pick(9, 11),
+    hour: m[12]!,
+    minute: pick(13, 15),
+    second: pick(14, 16),
+    fraction: m[17],
+    zulu: m[18],
+    sign: m[19],
+    offsetHour: m[20],
+    offsetMinute: m[21],
+  };
+}
 
 /** Days from 1970-01-01 to a date of the proleptic Gregorian calendar (Howard Hinnant's algorithm). */
 export function daysFromCivil(y: number, m: number, d: number): number {
@@ -49,32 +74,35 @@ function weeksIn(y: number): number {
 }
 
 /** Days from 1970-01-01 to the date, or undefined when there is no such date. */
-function dayNumber(m: RegExpExecArray): number | undefined {
-  const y = Number(m[1]);
-  if (m[2] !== undefined) {
-    const mo = Number(m[2]);
-    const d = Number(m[3]);
+function dayNumber(f: ReturnType<typeof fields>): number | undefined {
+  const y = Number(f.year);
+  if (f.month !== undefined) {
+    const mo = Number(f.month);
+    const d = Number(f.day);
     return mo >= 1 && mo <= 12 && d >= 1 && d <= daysInMonth(y, mo) ? daysFromCivil(y, mo, d) : undefined;
   }
-  if (m[4] !== undefined) {
-    const ord = Number(m[4]);
+  if (f.ordinal !== undefined) {
+    const ord = Number(f.ordinal);
     return ord >= 1 && ord <= (isLeap(y) ? 366 : 365) ? daysFromCivil(y, 1, 1) + ord - 1 : undefined;
   }
-  const week = Number(m[5]);
+  const week = Number(f.week);
   if (week < 1 || week > weeksIn(y)) return undefined;
   // Week 1 holds the year's first Thursday, so it holds January 4th.
   const jan4 = daysFromCivil(y, 1, 4);
   const mondayOfWeek1 = jan4 - ((((jan4 + 3) % 7) + 7) % 7);
-  return mondayOfWeek1 + (week - 1) * 7 + Number(m[6]) - 1;
+  return mondayOfWeek1 + (week - 1) * 7 + Number(f.weekday) - 1;
 }
 
 /** `digits` (a decimal fraction) of `unit` seconds, as whole seconds and the fraction's digits (see IsoInstant). */
 function fractionOf(digits: string, unit: number): { seconds: number; fraction: string } {
   if (unit === 1) return { seconds: 0, fraction: digits };
-  const scale = 10n ** BigInt(digits.length);
-  const nanos = BigInt(digits) * BigInt(unit) * 1_000_000_000n;
+  // Bounded: BigInt arithmetic on a long fraction would hold the thread (a ts is request input).
+  const past = digits.length > FRACTION_DIGITS && /[1-9]/.test(digits.slice(FRACTION_DIGITS));
+  const used = digits.slice(0, FRACTION_DIGITS);
+  const scale = 10n ** BigInt(used.length);
+  const nanos = BigInt(used) * BigInt(unit) * 1_000_000_000n;
   const whole = nanos / scale;
-  const inexact = nanos % scale !== 0n;
+  const inexact = past || nanos % scale !== 0n;
   const seconds = Number(whole / 1_000_000_000n);
   const rest = (whole % 1_000_000_000n).toString().padStart(9, '0');
   return { seconds, fraction: inexact ? `${rest}1` : rest.replace(/0+$/, '') };
@@ -84,22 +112,23 @@ function fractionOf(digits: string, unit: number): { seconds: number; fraction: 
 export function parseIsoInstant(text: string): IsoInstant | undefined {
   const m = RE.exec(text);
   if (!m) return undefined;
-  const day = dayNumber(m);
+  const f = fields(m);
+  const day = dayNumber(f);
   if (day === undefined) return undefined;
-  const [h, mi, s] = [m[7], m[8], m[9]].map((v) => (v === undefined ? 0 : Number(v))) as [number, number, number];
-  const digits = m[10];
-  const unit = m[9] !== undefined ? 1 : m[8] !== undefined ? 60 : 3600;
+  const [h, mi, s] = [f.hour, f.minute, f.second].map((v) => (v === undefined ? 0 : Number(v))) as [number, number, number];
+  const digits = f.fraction;
+  const unit = f.second !== undefined ? 1 : f.minute !== undefined ? 60 : 3600;
   const frac = digits === undefined ? { seconds: 0, fraction: '' } : fractionOf(digits, unit);
   if (h === 24) {
     // The end of the day: 24:00, 24:00:00, with nothing past it.
     if (mi !== 0 || s !== 0 || frac.seconds !== 0 || /[1-9]/.test(frac.fraction)) return undefined;
   } else if (h > 23 || mi > 59 || s > 59) return undefined;
   let offset = 0;
-  if (!m[11]) {
-    const oh = Number(m[13]);
-    const om = m[14] === undefined ? 0 : Number(m[14]);
+  if (!f.zulu) {
+    const oh = Number(f.offsetHour);
+    const om = f.offsetMinute === undefined ? 0 : Number(f.offsetMinute);
     if (oh > 23 || om > 59) return undefined;
-    offset = (m[12] === '-' ? -1 : 1) * (oh * 3600 + om * 60);
+    offset = (f.sign === '-' ? -1 : 1) * (oh * 3600 + om * 60);
   }
   return { seconds: day * 86_400 + h * 3600 + mi * 60 + s + frac.seconds - offset, fraction: frac.fraction };
 }

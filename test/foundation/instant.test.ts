@@ -43,6 +43,9 @@ describe('parseIsoInstant', () => {
     expect(parseIsoInstant('2026-11-29T10:30:15.123456789123Z')?.fraction).toBe('123456789123');
     expect(parseIsoInstant('2026-11-29T10:30.001Z')).toEqual({ seconds: at('2026-11-29T10:30:00Z'), fraction: '06' });
     expect(parseIsoInstant('2026-11-29T10:00.3333333333Z')).toEqual({ seconds: at('2026-11-29T10:00:19Z'), fraction: '999999998' });
+    // A fraction of an hour as long as a request allows: only its first digits are computed with, and whether any other is not 0.
+    expect(parseIsoInstant(`2026-11-29T10.5${'0'.repeat(200_000)}1Z`)).toEqual({ seconds: at('2026-11-29T10:30:00Z'), fraction: '0000000001' });
+    expect(parseIsoInstant(`2026-11-29T10.5${'0'.repeat(200_000)}Z`)).toEqual({ seconds: at('2026-11-29T10:30:00Z'), fraction: '' });
     // 6e-10 s: past the nanosecond, which a tenth digit says.
     expect(parseIsoInstant('2026-11-29T10:00.00000000001Z')).toEqual({ seconds: at('2026-11-29T10:00:00Z'), fraction: '0000000001' });
   });
@@ -72,6 +75,13 @@ describe('parseIsoInstant', () => {
       '2026-11-29T10:30:15+24:00',
       '2026-11-29T10:30:15.Z',
       '+02026-11-29T10:30:15Z',
+      // Basic and extended forms mixed inside a date or a time.
+      '2026-1129T10:00Z',
+      '202611-29T10:00Z',
+      '2026-W487T00Z',
+      '2026W48-7T00Z',
+      '2026-11-29T10:3015Z',
+      '2026-11-29T1030:15Z',
       '',
     ]) {
       expect(parseIsoInstant(s), s).toBeUndefined();
