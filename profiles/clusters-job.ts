@@ -280,6 +280,21 @@ export async function trainClusters(ch: ClickHouse, appId: string, options: Trai
     SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run)})`,
     { timeoutS: 3600 },
   );
+  // The users of a later run (one that finished while this trained, or when it
+  // trained at an earlier as_of) get their nearest cluster too, before the model
+  // is published: "the user's cluster in the app's latest model" is never null
+  // once a model exists. (A run finishing after this read assigns its own new
+  // users under whichever model is latest then.)
+  const latest = await latestRun(ch, appId);
+  if (latest && latest.run_id !== run.run_id) {
+    const unassigned = sql`user_id NOT IN (SELECT user_id FROM cluster_assignments WHERE app_id = ${appId} AND version = ${version})`;
+    await ch.exec(
+      sql`
+      INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
+      SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, latest, unassigned)})`,
+      { timeoutS: 3600 },
+    );
+  }
   const counts = await ch.rows<{ cluster: number; n: string }>(sql`
     SELECT cluster, count() AS n FROM cluster_assignments
     WHERE app_id = ${appId} AND version = ${version} GROUP BY cluster`);

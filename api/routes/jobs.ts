@@ -8,6 +8,7 @@ import { getJob, MAX_QUEUED, startJob } from '../../lib/jobs.ts';
 import { resolveFeatures } from '../../profiles/cluster-features.ts';
 import { trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, isoSeconds } from '../../profiles/job.ts';
+import { profileRunAt } from '../../profiles/run-at.ts';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
 import { notFound, PROBLEM_CONTENT_TYPE, ProblemError } from '../problem.ts';
@@ -76,9 +77,12 @@ export function jobRoutes(ctx: AppContext) {
           });
         }
         const params = { k: body.k ?? 'auto', features: body.features, as_of: body.as_of ? isoSeconds(body.as_of) : undefined };
-        return startJob(ctx.ch, appId, 'clusters', params, (report) =>
-          trainClusters(ctx.ch, appId, { k: body.k, features: body.features, asOf: body.as_of }, (f) => report(f)),
-        );
+        return startJob(ctx.ch, appId, 'clusters', params, async (report) => {
+          // Trained on the profiles at exactly that instant, as segments read them
+          // there (built through the profile job queue when there is no run at it).
+          if (body.as_of) await profileRunAt(ctx.ch, appId, new Date(Math.floor(body.as_of.getTime() / 1000) * 1000), true);
+          return trainClusters(ctx.ch, appId, { k: body.k, features: body.features, asOf: body.as_of }, (f) => report(f));
+        });
       },
     ),
     route(
