@@ -29,6 +29,13 @@ class BodyTooLarge extends Error {}
 /** How long a client may go on sending a body nobody reads once its answer is out. */
 const LINGER_MS = 5000;
 
+/** Cuts the connection of a request whose body still comes LINGER_MS after its answer went out. */
+function cutOffWhenAnsweredAndStillSending(req: IncomingMessage, res: ServerResponse): void {
+  res.once('finish', () => {
+    if (!req.complete) setTimeout(() => req.destroy(), LINGER_MS).unref();
+  });
+}
+
 export function toRequest(req: IncomingMessage, res: ServerResponse, limit: number, origin: string): Request {
   const controller = new AbortController();
   // 'close' on the response fires when it finishes or when the socket dies;
@@ -58,9 +65,7 @@ export function toRequest(req: IncomingMessage, res: ServerResponse, limit: numb
       // listener is gone (Node resumes a stream with 'data' listeners then).
       req.on('data', () => undefined);
       void Promise.resolve(iterator.return?.()).finally(() => req.resume());
-      res.once('finish', () => {
-        if (!req.complete) setTimeout(() => req.destroy(), LINGER_MS).unref();
-      });
+      cutOffWhenAnsweredAndStillSending(req, res);
     };
     init.body = new ReadableStream<Uint8Array>({
       async pull(ctrl) {
@@ -155,9 +160,7 @@ export function createNodeServer(handler: FetchHandler, opts: NodeServerOptions)
     if (declared > opts.maxBodyBytes) {
       // Drained and dropped while it comes, as in toRequest; cut off if it still comes 5 s after the answer.
       req.resume();
-      res.once('finish', () => {
-        if (!req.complete) setTimeout(() => req.destroy(), LINGER_MS).unref();
-      });
+      cutOffWhenAnsweredAndStillSending(req, res);
       res.writeHead(413, { 'content-type': PROBLEM_CONTENT_TYPE });
       res.end(problemBody(413, 'Request body too large', `request body of ${declared} bytes exceeds the limit of ${opts.maxBodyBytes}`));
       return;

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { isPlainObject, parseIsoTimestamp } from '../ingest/event-schema.ts';
 import { isReturnableField } from '../segments/evaluate.ts';
 import { PropJsonSchema, SegmentJsonSchema } from '../segments/json-form.ts';
+import { isStorableInstant } from '../lib/instant.ts';
 import { documentedAs } from './openapi.ts';
 
 const INSTANT_DESCRIPTION =
@@ -16,8 +17,6 @@ const INSTANT_DESCRIPTION =
   'fractions of a second are dropped (instants are whole seconds); ' +
   'from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z, the range ClickHouse stores';
 
-/** The last second ClickHouse's DateTime holds: it would store a later one (or an earlier one) as another instant. */
-const DATETIME_MAX_S = 4294967295;
 
 /**
  * An instant: ISO 8601 with an offset or `Z` (spec: requests accept any such
@@ -34,7 +33,7 @@ export const InstantSchema = z
       ctx.addIssue({ code: 'custom', message: 'expected an ISO 8601 instant with an offset or Z, e.g. 2026-11-20T12:00:00Z' });
       return z.NEVER;
     }
-    if (ms < 0 || Math.floor(ms / 1000) > DATETIME_MAX_S) {
+    if (!isStorableInstant(ms)) {
       ctx.addIssue({ code: 'custom', message: 'expected an instant from 1970-01-01T00:00:00Z to 2106-02-07T06:28:15Z, the range ClickHouse stores' });
       return z.NEVER;
     }

@@ -3,7 +3,7 @@
 // with a progress bar on stderr and the run summary as JSON on stdout.
 import { parseArgs } from 'node:util';
 import { loadConfig } from '../lib/config.ts';
-import { parseIsoInstant } from '../lib/instant.ts';
+import { isStorableInstant, parseIsoInstant } from '../lib/instant.ts';
 import { abandonJobs, getJob, JobConflictError, jobFinished } from '../lib/jobs.ts';
 import { startProfileJob, type ProfileMode } from '../profiles/job.ts';
 import { clickhouseFromConfig } from './stack.ts';
@@ -61,7 +61,7 @@ export async function runProfiles(argv: string[]): Promise<number> {
   if (values['as-of'] !== undefined) {
     const s = values['as-of'];
     const at = parseIsoInstant(s);
-    if (!at || at.seconds < 0 || at.seconds > 4294967295) {
+    if (!at || !isStorableInstant(at.seconds * 1000)) {
       process.stderr.write(`warbler profiles: --as-of: ${JSON.stringify(s)} is not an ISO 8601 instant with an offset or Z from 1970 to 2106-02-07T06:28:15Z\n`);
       return 2;
     }

@@ -103,8 +103,13 @@ export const REROUTED_HEADER = 'warbler-rerouted';
 
 // The partition the producers of this project (kafkajs's default, Java's murmur2) give a key.
 const partitioner = Partitioners.DefaultPartitioner();
+const metadataOf = new Map<number, { partitionId: number; leader: number; replicas: number[]; isr: number[]; partitionErrorCode: number }[]>();
 export function partitionOfKey(topic: string, key: string, partitions: number): number {
-  const partitionMetadata = Array.from({ length: partitions }, (_, partitionId) => ({ partitionId, leader: 0, replicas: [0], isr: [0], partitionErrorCode: 0 }));
+  let partitionMetadata = metadataOf.get(partitions);
+  if (!partitionMetadata) {
+    partitionMetadata = Array.from({ length: partitions }, (_, partitionId) => ({ partitionId, leader: 0, replicas: [0], isr: [0], partitionErrorCode: 0 }));
+    metadataOf.set(partitions, partitionMetadata);
+  }
   return partitioner({ topic, partitionMetadata, message: { key, value: null } });
 }
 

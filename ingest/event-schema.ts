@@ -27,6 +27,7 @@
 //   dead-letters message bytes that are not valid UTF-8 (reason invalid_utf8).
 import { z } from 'zod';
 import { parseIsoInstant } from '../lib/instant.ts';
+import { isWellFormedText } from '../lib/text.ts';
 
 export const EVENT_NAME_RE = /^[A-Za-z0-9_.:\- ]{1,128}$/;
 export const MAX_PROPERTIES_BYTES = 16 * 1024;
@@ -173,7 +174,6 @@ const Timestamp = z
  * No lone UTF-16 surrogates (JSON can carry "\ud800"): the UTF-8 written to
  * ClickHouse would turn each into U+FFFD, so distinct ids could become one.
  */
-const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 const notWellFormed = (what: string) => `${what} must be well-formed Unicode: it holds a lone surrogate (like \\ud800), which cannot be stored as UTF-8`;
 
 /** A purchase's `amount`: absent, or a finite number ≥ 0 (the contract; a negative one lowered revenue). */
@@ -198,13 +198,13 @@ export const EventSchema = z
   .strictObject(
     {
       type: z.enum(['track', 'identify'], { error: 'type must be "track" or "identify"' }).default('track'),
-      event_id: z.string().min(1, 'event_id must not be empty').max(128, 'event_id is longer than 128 characters').refine(isWellFormed, notWellFormed('event_id')).optional(),
-      app_id: z.string().min(1, 'app_id must not be empty').max(128, 'app_id is longer than 128 characters').refine(isWellFormed, notWellFormed('app_id')).optional(),
+      event_id: z.string().min(1, 'event_id must not be empty').max(128, 'event_id is longer than 128 characters').refine(isWellFormedText, notWellFormed('event_id')).optional(),
+      app_id: z.string().min(1, 'app_id must not be empty').max(128, 'app_id is longer than 128 characters').refine(isWellFormedText, notWellFormed('app_id')).optional(),
       user_id: z
         .string({ error: 'user_id is required (a string)' })
         .min(1, 'user_id must not be empty')
         .max(256, 'user_id is longer than 256 characters')
-        .refine(isWellFormed, notWellFormed('user_id')),
+        .refine(isWellFormedText, notWellFormed('user_id')),
       event: z
         .string({ error: 'event must be a string' })
         .regex(EVENT_NAME_RE, 'event must be 1..128 characters of A-Z a-z 0-9 _ . : - and space')
@@ -212,7 +212,7 @@ export const EventSchema = z
       ts: Timestamp,
       properties: Properties.optional(),
       traits: z
-        .record(z.string().refine(isWellFormed), TraitValue, {
+        .record(z.string().refine(isWellFormedText), TraitValue, {
           error: (iss) => (iss.code === 'invalid_key' ? notWellFormed('a trait name') : 'traits must be a JSON object'),
         })
         .optional(),
@@ -270,7 +270,7 @@ const TOP_LEVEL_KEYS: ReadonlySet<string> = new Set(['type', 'event_id', 'app_id
 const CONTEXT_KEY_SET: ReadonlySet<string> = new Set(CONTEXT_KEYS);
 
 const isBoundedString = (v: unknown, max: number): v is string => typeof v === 'string' && v.length >= 1 && v.length <= max;
-const isBoundedId = (v: unknown, max: number): v is string => isBoundedString(v, max) && isWellFormed(v);
+const isBoundedId = (v: unknown, max: number): v is string => isBoundedString(v, max) && isWellFormedText(v);
 
 /**
  * The common case of EventSchema without zod: a well-formed event is checked
@@ -312,7 +312,7 @@ export function fastParseEvent(raw: unknown, nowMs: number = Date.now()): ValidE
       if (!isPlainObject(traits)) return undefined;
       for (const k in traits) {
         const v = traits[k];
-        if (k === '__proto__' || !isWellFormed(k)) return undefined;
+        if (k === '__proto__' || !isWellFormedText(k)) return undefined;
         if (v !== null && typeof v !== 'string' && typeof v !== 'boolean' && !(typeof v === 'number' && Number.isFinite(v))) return undefined;
       }
       // Already exactly what EventSchema would copy out of it.

@@ -11,6 +11,14 @@
 // Years are 0000..9999 of the proleptic Gregorian calendar; leap seconds (:60)
 // are not instants ClickHouse can hold and are refused.
 
+/** The last second ClickHouse's DateTime holds (2106-02-07T06:28:15Z); a later or earlier one is stored as another instant. */
+export const DATETIME_MAX_S = 4294967295;
+
+/** Whether epoch milliseconds `ms` fall in 1970-01-01T00:00:00Z..2106-02-07T06:28:15Z, the instants DateTime holds. */
+export function isStorableInstant(ms: number): boolean {
+  return ms >= 0 && Math.floor(ms / 1000) <= DATETIME_MAX_S;
+}
+
 export interface IsoInstant {
   /** Whole seconds since 1970-01-01T00:00:00Z (negative before). */
   seconds: number;

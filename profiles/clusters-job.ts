@@ -154,17 +154,33 @@ export function latestAssignmentsSql(appId: string): Sql {
 export async function assignNewUsers(ch: ClickHouse, appId: string, run: RunRef): Promise<number> {
   const model = await latestModel(ch, appId);
   if (!model) return 0;
-  const unassigned = sql`user_id NOT IN (SELECT user_id FROM cluster_assignments WHERE app_id = ${appId} AND version = ${model.version})`;
+  const unassigned = unassignedSql(appId, model.version);
   const row = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM (${runRowsSql(appId, run, sql` AND ${unassigned}`)})`);
   const n = Number(row?.n ?? 0);
   if (n === 0) return 0;
+  await insertAssignments(ch, appId, model.version, model, run, unassigned);
+  return n;
+}
+
+/** The users of a run not yet assigned under model `version`. */
+const unassignedSql = (appId: string, version: number) =>
+  sql`user_id NOT IN (SELECT user_id FROM cluster_assignments WHERE app_id = ${appId} AND version = ${version})`;
+
+/** Writes each user of `run` (those matching `where`) its nearest cluster under `model`, as version `version`. */
+async function insertAssignments(
+  ch: ClickHouse,
+  appId: string,
+  version: number,
+  model: Parameters<typeof liveAssignmentsSql>[0],
+  run: RunRef,
+  where?: Sql,
+): Promise<void> {
   await ch.exec(
     sql`
     INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
-    SELECT ${appId}, ${model.version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run, unassigned)})`,
+    SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run, where)})`,
     { timeoutS: 3600 },
   );
-  return n;
 }
 
 async function nextVersion(ch: ClickHouse, appId: string): Promise<number> {
@@ -274,27 +290,14 @@ export async function trainClusters(ch: ClickHouse, appId: string, options: Trai
   };
 
   onProgress(0.75, 'assign');
-  await ch.exec(
-    sql`
-    INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
-    SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, run)})`,
-    { timeoutS: 3600 },
-  );
+  await insertAssignments(ch, appId, version, model, run);
   // The users of a later run (one that finished while this trained, or when it
   // trained at an earlier as_of) get their nearest cluster too, before the model
   // is published: "the user's cluster in the app's latest model" is never null
   // once a model exists. (A run finishing after this read assigns its own new
   // users under whichever model is latest then.)
   const latest = await latestRun(ch, appId);
-  if (latest && latest.run_id !== run.run_id) {
-    const unassigned = sql`user_id NOT IN (SELECT user_id FROM cluster_assignments WHERE app_id = ${appId} AND version = ${version})`;
-    await ch.exec(
-      sql`
-      INSERT INTO cluster_assignments (app_id, version, user_id, cluster, cluster_label)
-      SELECT ${appId}, ${version}, user_id, cluster, cluster_label FROM (${liveAssignmentsSql(model, appId, latest, unassigned)})`,
-      { timeoutS: 3600 },
-    );
-  }
+  if (latest && latest.run_id !== run.run_id) await insertAssignments(ch, appId, version, model, latest, unassignedSql(appId, version));
   const counts = await ch.rows<{ cluster: number; n: string }>(sql`
     SELECT cluster, count() AS n FROM cluster_assignments
     WHERE app_id = ${appId} AND version = ${version} GROUP BY cluster`);

@@ -20,6 +20,7 @@
 // 110_profile_run_layers.sql); past LAYER_SHARE it copies everyone instead.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
+import { isStorableInstant } from '../lib/instant.ts';
 import { JobConflictError, startJob, type StartJobOptions } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { ident, raw, sql, type Sql } from '../lib/sql.ts';
@@ -190,7 +191,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const w = windowOf(opts.asOf ?? startedAt);
   const asOf = w.asOf;
   // DateTime would store it as another instant, and the run would be labelled with it.
-  if (!(asOf.getTime() >= 0 && asOf.getTime() / 1000 <= 4294967295)) {
+  if (!isStorableInstant(asOf.getTime())) {
     throw new Error(`as_of ${Number.isNaN(asOf.getTime()) ? 'is not a valid instant; it must be inside' : `${asOf.toISOString()} is outside`} 1970-01-01T00:00:00Z..2106-02-07T06:28:15Z, the range ClickHouse stores`);
   }
   const runId = newRunId(startedAt);

@@ -3,12 +3,12 @@
 // query, so a tag takes effect for segments at once.
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { sql, type Sql } from '../lib/sql.ts';
+import { isWellFormedText } from '../lib/text.ts';
 
 export const MAX_BULK_USERS = 100_000;
 // Characters are code points, as for user_id in events (ingest/event-schema.ts),
 // and ids must be well-formed: ClickHouse refuses a lone surrogate.
 const TAG = /^[^\x00-\x1f\x7f]{1,128}$/u;
-const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 
 export class TagInputError extends Error {
   constructor(readonly errors: { path: string; message: string }[]) {
@@ -32,10 +32,10 @@ export function nextSeqs(count = 1): bigint {
 }
 
 function checkTag(tag: unknown, path = 'tag'): { path: string; message: string }[] {
-  return typeof tag === 'string' && isWellFormed(tag) && TAG.test(tag) ? [] : [{ path, message: 'a tag is 1..128 characters without control characters or lone surrogates' }];
+  return typeof tag === 'string' && isWellFormedText(tag) && TAG.test(tag) ? [] : [{ path, message: 'a tag is 1..128 characters without control characters or lone surrogates' }];
 }
 function checkUser(u: unknown, path: string): { path: string; message: string }[] {
-  if (typeof u === 'string' && isWellFormed(u)) {
+  if (typeof u === 'string' && isWellFormedText(u)) {
     const chars = [...u].length;
     if (chars >= 1 && chars <= 256) return [];
   }

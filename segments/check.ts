@@ -4,6 +4,7 @@
 // them again with a resolver to validate `in_segment` references. Pure: no I/O.
 
 import { parseIsoInstant } from '../lib/instant.ts';
+import { isWellFormedText } from '../lib/text.ts';
 import { DURATION_SECONDS, unreachable } from './ast.ts';
 import type { CompareOp, Duration, Expr, Literal, Predicate, PropExpr, Span, TimeWindow } from './ast.ts';
 import { atOffset, shown } from './errors.ts';
@@ -118,17 +119,6 @@ function kindOf(v: Literal): 'string' | 'number' | 'boolean' {
   return typeof v === 'string' ? 'string' : typeof v === 'number' ? 'number' : 'boolean';
 }
 
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-
-/**
- * Whether a string is valid Unicode (String.prototype.isWellFormed, which the
- * ES2023 lib does not declare). A lone UTF-16 surrogate has no UTF-8 form: it
- * would reach ClickHouse as U+FFFD and compare with another value than written.
- */
-export function isWellFormedText(text: string): boolean {
-  return !LONE_SURROGATE.test(text);
-}
-
 export const LONE_SURROGATE_MESSAGE =
   'holds a lone UTF-16 surrogate (such as \\uD800 without its pair), which is not valid Unicode; write the character itself or both halves of its surrogate pair';
 
@@ -182,7 +172,7 @@ function unicodeClassKnown(name: string): boolean {
  * Stricter than that old RE2 where current RE2 is: duplicate group names, a trailing backslash.
  */
 export function re2Problem(pattern: string): string | undefined {
-  if (LONE_SURROGATE.test(pattern)) return 'pattern is not valid UTF-8 (lone surrogate)';
+  if (!isWellFormedText(pattern)) return 'pattern is not valid UTF-8 (lone surrogate)';
   // ClickHouse's match() reads the pattern as a C string: a NUL would silently cut it short.
   if (pattern.includes('\u0000')) return 'pattern holds a NUL character (U+0000), which ClickHouse would cut the pattern at; write \\x00 instead';
   const cs = Array.from(pattern);

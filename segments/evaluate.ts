@@ -1,6 +1,7 @@
 // Evaluating a segment: input → checked AST (saved segments resolved) → one
 // compiled query → members. The I/O edge around the pure compiler.
 import type { ClickHouse } from '../lib/clickhouse.ts';
+import { isStorableInstant } from '../lib/instant.ts';
 import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { latestRun, type ProfileRun } from '../profiles/read.ts';
 import { profileRunAt } from '../profiles/run-at.ts';
@@ -66,7 +67,7 @@ function badInput(path: string, code: string, message: string): SegmentSyntaxErr
 /** The evaluation instant: given or now, truncated to whole seconds, inside DateTime's range. */
 export function evaluationInstant(asOf?: Date): Date {
   const ms = (asOf ?? new Date()).getTime();
-  if (!Number.isFinite(ms) || ms < 0 || ms / 1000 > 4294967295) {
+  if (!isStorableInstant(ms)) {
     throw badInput('as_of', 'bad_as_of', 'as_of must be an instant between 1970-01-01 and 2106-02-07');
   }
   return new Date(Math.floor(ms / 1000) * 1000);

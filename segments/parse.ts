@@ -39,7 +39,8 @@ import type {
   Span,
   TimeWindow,
 } from './ast.ts';
-import { checkSegment, countProblem, durationProblem, isWellFormedText, LIMITS, LONE_SURROGATE_MESSAGE, windowProblem } from './check.ts';
+import { isWellFormedText } from '../lib/text.ts';
+import { checkSegment, countProblem, durationProblem, LIMITS, LONE_SURROGATE_MESSAGE, windowProblem } from './check.ts';
 import type { CheckContext } from './check.ts';
 import { atOffset, MAX_REPORTED_ERRORS, SegmentSyntaxError, shown } from './errors.ts';
 import type { SegmentError, SegmentResult } from './errors.ts';

@@ -16,6 +16,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { sql } from '../lib/sql.ts';
+import { isWellFormedText } from '../lib/text.ts';
 import type { Expr } from './ast.ts';
 import { checkSegment, type SavedSegment } from './check.ts';
 import { SegmentSyntaxError, type SegmentError } from './errors.ts';
@@ -77,8 +78,6 @@ export class SegmentInUseError extends Error {
 }
 
 const NAME_RE = /^[^\u0000-\u001f\u007f]{1,200}$/u;
-// ClickHouse refuses a lone surrogate (the insert fails), so it is the caller's error.
-const isWellFormed = (s: string): boolean => (s as string & { isWellFormed(): boolean }).isWellFormed();
 /** What newSegmentId makes. */
 const ID_SHAPE = /^seg_[0-9a-z]+$/;
 
@@ -162,7 +161,7 @@ function validationError(path: string, code: string, message: string): SegmentSy
 }
 
 async function validated(ch: ClickHouse, appId: string, input: SegmentInput, selfId?: string): Promise<{ expr: Expr; all: SegmentRecord[] }> {
-  if (typeof input.name !== 'string' || !NAME_RE.test(input.name) || !isWellFormed(input.name)) {
+  if (typeof input.name !== 'string' || !NAME_RE.test(input.name) || !isWellFormedText(input.name)) {
     throw validationError('name', 'bad_name', 'name must be 1..200 characters without control characters or lone surrogates');
   }
   // Routes and in_segment take an id or a name, and an id wins: a name shaped
@@ -170,7 +169,7 @@ async function validated(ch: ClickHouse, appId: string, input: SegmentInput, sel
   if (ID_SHAPE.test(input.name)) {
     throw validationError('name', 'bad_name', 'name must not look like a segment id (seg_ and lower-case letters or digits): ids and names share one lookup');
   }
-  if (input.description !== undefined && (typeof input.description !== 'string' || [...input.description].length > 2000 || !isWellFormed(input.description))) {
+  if (input.description !== undefined && (typeof input.description !== 'string' || [...input.description].length > 2000 || !isWellFormedText(input.description))) {
     throw validationError('description', 'bad_description', 'description must be a string of at most 2000 characters without lone surrogates');
   }
   const expr = await toExpr(input.expression);

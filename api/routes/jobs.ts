@@ -80,7 +80,7 @@ export function jobRoutes(ctx: AppContext) {
         return startJob(ctx.ch, appId, 'clusters', params, async (report) => {
           // Trained on the profiles at exactly that instant, as segments read them
           // there (built through the profile job queue when there is no run at it).
-          if (body.as_of) await profileRunAt(ctx.ch, appId, new Date(Math.floor(body.as_of.getTime() / 1000) * 1000), true);
+          if (body.as_of) await profileRunAt(ctx.ch, appId, body.as_of, true);
           return trainClusters(ctx.ch, appId, { k: body.k, features: body.features, asOf: body.as_of }, (f) => report(f));
         });
       },
