@@ -47,11 +47,12 @@ const logged = (from: Date, to: Date) => queriesFinished(ch, from, to);
 const KINDS: [string, RegExp][] = [
   ['previous rows into memory', /^CREATE TABLE `profile_prev_/],
   ['newer events into memory', /^CREATE TABLE `profile_new_/],
-  ['purchasers', /^INSERT INTO `profile_buyers_/],
+  ['purchasers', /^INSERT INTO `profile_buyer(s|cache)_/],
   ['RFM thresholds', /^SELECT score/],
   ['rows from memory (step 3)', /^INSERT INTO `profiles`/],
   ['changed users', /^INSERT INTO `profile_(changed|late)_/],
-  ['check for stored copies', /uniqExact\(user_id, ts, id_hash\)/],
+  ['check for stored copies', /WHERE n_copied$/],
+  ['state cache of this run', /^CREATE (TABLE `profile_state_|MATERIALIZED VIEW `profile_statefeed_)/],
 ];
 const kindOf = (q: string) => KINDS.find(([, re]) => re.test(q.trimStart()))?.[0] ?? 'other (run records, zones, bounds, counts)';
 

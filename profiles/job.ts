@@ -18,17 +18,22 @@
 // the layered run before it wrote) and reads every other user's row from the
 // last run that wrote everyone, its base, rescored at its own as_of (runRowsSql,
 // 110_profile_run_layers.sql); past LAYER_SHARE it copies everyone instead.
+// Each run leaves its state and buyers caches in ClickHouse's memory for the
+// next incremental run (stateCacheTableSql, buyersTableSql), which reads its
+// changed users' previous rows and the previous purchasers from them, or from
+// the previous run's rows when a restart emptied them.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { isStorableInstant } from '../lib/instant.ts';
 import { JobConflictError, startJob, type StartJobOptions } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
-import { ident, raw, sql, type Sql } from '../lib/sql.ts';
+import { ident, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { clusterLabelSql, nearestClusterSql } from './cluster-sql.ts';
 import { assignNewUsers, latestModel } from './clusters-job.ts';
 import { latestRun, listRuns, PROFILE_SELECT, withTagsAndCluster, type Profile, type ProfileRow, type ProfileRun } from './read.ts';
 import {
   boundsSampleEvery,
+  buyersFromCacheSql,
   buyersFromPreviousSql,
   buyersFromStateSql,
   buyersCountedCopiesSql,
@@ -36,7 +41,7 @@ import {
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
-  newEventCopiesSql,
+  newEventsCopiedSql,
   newEventsTableSql,
   previousStateTableSql,
   DAY_S,
@@ -52,6 +57,10 @@ import {
   STATE_FORMAT,
   stateZoneCandidatesSql,
   slicesOf,
+  stateCacheCompleteSql,
+  stateCacheFeedSql,
+  stateCacheTableSql,
+  type StateCaches,
   thresholdsFromFloors,
   timezoneCandidatesSql,
   windowOf,
@@ -88,6 +97,8 @@ export interface BuildOptions {
   fullWhenChangedUsers?: number;
   /** An incremental run holding more than this share of the users copies every user instead of inheriting from a base (default LAYER_SHARE). */
   layerShare?: number;
+  /** A run of more users than this keeps no state cache (default STATE_CACHE_MAX_USERS). */
+  stateCacheMaxUsers?: number;
 }
 
 export interface BuildResult {
@@ -102,6 +113,8 @@ export interface BuildResult {
   base_run_id?: string;
   /** Users new since the latest cluster model was trained, given their nearest cluster under it. */
   clustered_users?: number;
+  /** Where an incremental run read its changed users' previous rows: the previous run's state cache, or its rows. */
+  previous_state?: 'cache' | 'rows';
   /** Seconds per step, for benchmarks and logs. */
   steps: Record<string, number>;
 }
@@ -123,6 +136,12 @@ export const FULL_WHEN_CHANGED_USERS = 2_000_000;
  * ~1 s that layers save) and starts a new base.
  */
 export const LAYER_SHARE = 0.2;
+/**
+ * Runs of up to this many users keep a state cache in ClickHouse's memory
+ * (stateCacheTableSql): ~180 bytes a user on the benchmark, so ~360 MB here.
+ * Larger runs keep none, and the next incremental run reads their rows.
+ */
+export const STATE_CACHE_MAX_USERS = 2_000_000;
 /**
  * Rows per block of the Memory table of the changed users' previous rows. An
  * INSERT … SELECT squashes its blocks to ~1M rows, and a Memory table is read
@@ -197,11 +216,13 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const runId = newRunId(startedAt);
   const rlog = log.child({ app_id: appId, run_id: runId });
   const report = (p: number) => opts.onProgress?.(Math.min(1, Math.max(0, p)));
-  const buyers = `profile_buyers_${runId}`;
+  const buyers = buyersCacheName(runId);
   const changed = `profile_changed_${runId}`;
   const late = `profile_late_${runId}`;
   const previousRows = `profile_prev_${runId}`;
   const newEvents = `profile_new_${runId}`;
+  const cache = stateCacheName(runId);
+  const feed = `profile_statefeed_${runId}`;
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -233,6 +254,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   rlog.info('profile run started', { as_of: isoSeconds(asOf), mode, previous_run_id: previous?.run_id });
 
   const created: string[] = [];
+  /** Takes a table out of those the run drops when it ends: dropped already, or kept. */
+  const untrack = (table: string) => {
+    const i = created.indexOf(table);
+    if (i >= 0) created.splice(i, 1);
+  };
   let recomputed: number | undefined;
   const steps: Record<string, number> = {};
   let stepStart = performance.now();
@@ -269,8 +295,14 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     if (mode === 'full') sliceBounds = fullRunBounds();
 
     let lateUsers = 0;
-    let copies: Promise<boolean> = Promise.resolve(false);
+    let newRead: Promise<void> = Promise.resolve();
+    let previousCaches: Promise<PreviousCaches> = Promise.resolve({});
     if (mode === 'incremental' && previous) {
+      // Caches only save time: a failure to find them reads the rows instead.
+      previousCaches = cachesOf(ch, appId, previous, rlog).catch((e: unknown) => {
+        rlog.warn('could not look up the previous run\'s caches; reading its rows instead', { error: e });
+        return {};
+      });
       created.push(changed, late);
       const margin = opts.receivedMarginS ?? DEFAULT_RECEIVED_MARGIN_S;
       const receivedSince = new Date(previous.started_at.getTime() - margin * 1000);
@@ -282,10 +314,19 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       ]);
       const lateMonths = months.map((r) => Number(r.month));
       const find = changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths });
-      // Only step 2's read of the newer events waits for this check.
-      copies = ch.one<{ copies: number | string }>(newEventCopiesSql({ appId, since: previous.as_of, asOf })).then((c) => Number(c?.copies ?? 0) === 1);
-      copies.catch(() => undefined); // awaited below; a failure surfaces there
       await Promise.all(find.concurrent.map((q) => ch.exec(q)));
+      // Step 2's read of the newer events needs only the late users: it starts now.
+      created.push(newEvents);
+      newRead = (async () => {
+        const readNew = (copies: boolean) => ch.exec(newEventsTableSql({ appId, previousAsOf: previous.as_of, asOf, late, copies, into: newEvents }), { timeoutS: 3600 });
+        await readNew(false);
+        if (Number((await ch.one<{ copied: number | string }>(newEventsCopiedSql(newEvents)))?.copied ?? 0) === 1) {
+          rlog.info('an event since the previous run is stored twice (not merged yet); reading the newer events again without the copy');
+          await ch.exec(sql`DROP TABLE ${ident(newEvents)}`);
+          await readNew(true);
+        }
+      })();
+      newRead.catch(() => undefined); // awaited below; a failure surfaces there
       for (const q of find.then) await ch.exec(q);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
@@ -305,6 +346,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         });
         mode = 'full';
         recomputed = undefined;
+        await newRead.catch(() => undefined); // settled before its table is dropped
         sliceBounds = fullRunBounds();
         zonesReady = zonesOf();
       } else sliceBounds = boundsOf(sql`SELECT user_id FROM ${ident(changed)}`, Promise.resolve(recomputed));
@@ -315,13 +357,20 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // Incremental runs read the previous rows and the newer events of the users
     // they recompute while the RFM step runs.
     const incremental = mode === 'incremental' ? previous : undefined;
+    let previousState: 'cache' | 'rows' | undefined;
     const stateRead = incremental
       ? (async () => {
-          created.push(previousRows, newEvents);
+          created.push(previousRows);
           const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
           await Promise.all([
-            ch.exec(previousStateTableSql({ appId, previous: incremental, users: onTime, into: previousRows }), { timeoutS: 3600, settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS } }),
-            copies.then((c) => ch.exec(newEventsTableSql({ appId, previousAsOf: incremental.as_of, asOf, late, copies: c, into: newEvents }), { timeoutS: 3600 })),
+            previousCaches.then(({ state: c }) => {
+              previousState = c ? 'cache' : 'rows';
+              return ch.exec(previousStateTableSql({ appId, previous: incremental, users: onTime, into: previousRows, ...(c ? { cache: c } : {}) }), {
+                timeoutS: 3600,
+                settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS },
+              });
+            }),
+            newRead,
           ]);
         })()
       : Promise.resolve();
@@ -339,6 +388,28 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // rows are written without them, while the RFM step runs.
     const scoresAtRead = !all;
 
+    // This run's state cache, fed by every insert of its rows from here on.
+    const cacheMax = opts.stateCacheMaxUsers ?? STATE_CACHE_MAX_USERS;
+    const caching = (async () => {
+      const users = incremental ? incremental.users + (recomputed ?? 0) : await appUsersOf(ch, appId);
+      if (users > cacheMax) {
+        rlog.info('too many users to keep a state cache; the next incremental run reads this run\'s rows', { users, state_cache_max_users: cacheMax });
+        return false;
+      }
+      created.push(feed, cache); // the view first: it writes into the cache
+      try {
+        await ch.exec(stateCacheTableSql(cache));
+        await ch.exec(stateCacheFeedSql({ view: feed, cache, appId, runId }));
+        return true;
+      } catch (e) {
+        // A cache only saves the next run time: this run goes on without one.
+        rlog.warn('could not set up this run\'s state cache; the next incremental run reads its rows', { error: e });
+        for (const t of [feed, cache]) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(t)}`).then(() => untrack(t));
+        return false;
+      }
+    })();
+    caching.catch(() => undefined); // awaited below; a failure surfaces there
+
     const rfmReady = (async () => {
       await ch.exec(buyersTableSql(buyers));
       created.push(buyers);
@@ -350,7 +421,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       await Promise.all(
         incremental
           ? [
-              ch.exec(buyersFromPreviousSql({ appId, previous: incremental, buyers }), t),
+              previousCaches.then(({ buyers: c }) =>
+                ch.exec(c ? buyersFromCacheSql({ cache: c.table, buyers, compact: c.compact }) : buyersFromPreviousSql({ appId, previous: incremental, buyers }), t),
+              ),
               stateRead.then(() => ch.exec(buyersFromStateSql({ previousRows, newEvents, buyers }), t)),
               ...(lateUsers > 0
                 ? [
@@ -368,6 +441,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
     // The rows: each written with its scores, or without them when they are computed at read.
     const writeRows = async (scores: Scores) => {
+      await caching;
       const slices = slicesOf((await sliceBounds) ?? []);
       const zones = await zonesReady;
       const t = { timeoutS: 3600 };
@@ -411,13 +485,23 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         if (Number(check?.copies ?? 0) === 1) {
           // Rare (a copy an ingest repair or a race left, not merged yet), and then the scan is done again.
           rlog.warn('purchase_events holds copies not merged yet: recomputing the RFM thresholds without them and scanning again');
-          await Promise.all([ch.exec(sql`TRUNCATE TABLE ${ident(buyers)}`), ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${runId})`)]);
+          await Promise.all([
+            ch.exec(sql`TRUNCATE TABLE ${ident(buyers)}`),
+            ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${runId})`),
+            ...((await caching) ? [ch.exec(sql`TRUNCATE TABLE ${ident(cache)}`)] : []),
+          ]);
           await ch.exec(buyersInsertSql({ appId, asOf, buyers, dedup: true }), { timeoutS: 3600 });
           rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
           await writeRows(rfm);
           step('scan_events_again');
         }
       }
+    }
+    // Every row is written: the cache stops taking inserts, and outlives the run.
+    const cached = await caching;
+    if (cached) {
+      await ch.exec(sql`DROP TABLE IF EXISTS ${ident(feed)}`);
+      untrack(feed);
     }
     const layer: RunLayer | undefined = scoresAtRead && incremental
       ? { base_run_id: incremental.layer?.base_run_id ?? incremental.run_id, as_of: asOf, rfm: storedThresholds(rfm) }
@@ -449,6 +533,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         : undefined,
     ]);
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
+    // The caches outlive the run, for the next incremental one.
+    untrack(cache);
+    untrack(buyers);
     const result: BuildResult = {
       run_id: runId,
       as_of: isoSeconds(asOf),
@@ -461,6 +548,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       result.previous_run_id = previous.run_id;
       if (recomputed !== undefined) result.recomputed_users = recomputed;
       if (layer) result.base_run_id = layer.base_run_id;
+      if (previousState) result.previous_state = previousState;
     }
     if (clustered > 0) result.clustered_users = clustered;
     rlog.info('profile run complete', { ...result });
@@ -468,6 +556,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       rlog.warn('could not drop old profile runs', { error: e }),
     );
     await dropAbandonedStageTables(ch).catch((e) => rlog.warn('could not drop abandoned stage tables', { error: e }));
+    await dropStaleStateCaches(ch, appId, [runId, ...(layer ? [layer.base_run_id] : [])]).catch((e) => rlog.warn('could not drop stale state caches', { error: e }));
     report(1);
     return result;
   } catch (err) {
@@ -688,11 +777,78 @@ export function startProfileJob(
   return startJob(ch, appId, 'profiles', recorded, (report) => buildProfiles(ch, appId, { ...params, onProgress: report }), opts);
 }
 
+/** The name of a run's state cache (stateCacheTableSql). */
+export function stateCacheName(runId: string): string {
+  return `profile_state_${runId}`;
+}
+
+/** The name of a run's buyers cache (buyersTableSql). */
+export function buyersCacheName(runId: string): string {
+  return `profile_buyercache_${runId}`;
+}
+
+interface PreviousCaches {
+  state?: StateCaches;
+  buyers?: { table: string; compact: boolean };
+}
+
+/**
+ * The caches an incremental run from `previous` can read: the state caches
+ * of the previous run and, when it is layered, of its base, if each exists
+ * and holds all its run's rows; the previous run's buyers cache, if it exists
+ * and is not empty. Both are Memory tables: a ClickHouse restart empties them.
+ */
+async function cachesOf(ch: ClickHouse, appId: string, previous: ProfileRun, rlog = log): Promise<PreviousCaches> {
+  const base = previous.layer && previous.layer.base_run_id !== previous.run_id ? previous.layer.base_run_id : undefined;
+  const runs = [previous.run_id, ...(base ? [base] : [])];
+  const names = runs.map(stateCacheName);
+  const buyers = buyersCacheName(previous.run_id);
+  const existing = new Set(
+    (await ch.rows<{ name: string }>(sql`SELECT name FROM system.tables WHERE database = currentDatabase() AND name IN ${tuple([...names, buyers])}`)).map((r) => r.name),
+  );
+  const [complete, counted] = await Promise.all([
+    names.every((n) => existing.has(n))
+      ? Promise.all(runs.map(async (runId) => Number((await ch.one<{ complete: number | string }>(stateCacheCompleteSql({ appId, runId, cache: stateCacheName(runId) })))?.complete ?? 0) === 1))
+      : undefined,
+    existing.has(buyers) ? ch.one<{ rows: string; purchasers: string }>(sql`SELECT count() AS rows, sum(sign) AS purchasers FROM ${ident(buyers)}`) : undefined,
+  ]);
+  const out: PreviousCaches = {};
+  if (complete?.every(Boolean)) out.state = { own: names[0]!, ...(base ? { base: names[1]! } : {}) };
+  else if (complete) rlog.info('a state cache does not hold all its run\'s rows (a ClickHouse restart empties it); reading the previous run\'s rows instead', { runs });
+  const rows = Number(counted?.rows ?? 0);
+  if (rows > 0) out.buyers = { table: buyers, compact: rows > 2 * Number(counted?.purchasers ?? 0) };
+  return out;
+}
+
+/**
+ * Drops the app's state and buyers caches but those of `keep` and of the
+ * latest complete run at or before now and its base: the next incremental run
+ * builds on that one (one at an earlier as_of reads the rows of the run it
+ * builds on). Also drops caches of runs without a record in profile_runs.
+ */
+export async function dropStaleStateCaches(ch: ClickHouse, appId: string, keep: readonly string[]): Promise<string[]> {
+  const runs = await listRuns(ch, appId);
+  const kept = new Set(keep);
+  const latest = runs.find((r) => r.state === 'complete' && r.as_of.getTime() <= Date.now());
+  if (latest) {
+    kept.add(latest.run_id);
+    if (latest.layer) kept.add(latest.layer.base_run_id);
+  }
+  const stale = new Set(runs.filter((r) => !kept.has(r.run_id)).flatMap((r) => [stateCacheName(r.run_id), buyersCacheName(r.run_id)]));
+  // With those of no recorded run of any app (its records deleted): nothing reads them.
+  const tables = await ch.rows<{ name: string; orphan: number | string }>(sql`
+    SELECT name, replaceRegexpOne(name, '^profile_(state|buyercache)_', '') NOT IN (SELECT run_id FROM profile_runs) AS orphan
+    FROM system.tables WHERE database = currentDatabase() AND match(name, '^profile_(state|buyercache)_r')`);
+  const dropped = tables.filter((t) => stale.has(t.name) || Number(t.orphan) === 1).map((t) => t.name);
+  for (const name of dropped) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(name)}`);
+  return dropped;
+}
+
 /** Stage tables of runs that died without their `finally` (a killed process), a day later. */
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|statefeed|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

@@ -144,13 +144,30 @@ export function changedTableSql(table: string): Sql {
 }
 
 /**
- * The run's purchasers: what the RFM scores rank. A row with sign -1 takes
- * back one with the same values and sign 1 (an incremental run adds every
- * previous purchaser, then takes back the previous values of those it
- * recomputes: reading them all costs less than leaving those out).
+ * The run's purchasers: what the RFM scores rank. `sign` counts the
+ * purchasers with a row's values; a negative one takes back as many rows with
+ * the same values (an incremental run adds every previous purchaser, then
+ * takes back the previous values of those it recomputes: reading them all
+ * costs less than leaving those out). Kept after the run as its buyers cache,
+ * which the next incremental run copies instead of reading the run's rows
+ * (buyersFromCacheSql).
  */
 export function buyersTableSql(table: string): Sql {
-  return sql`CREATE TABLE ${ident(table)} (last_purchase_at DateTime, purchases_total UInt64, revenue_total Float64, sign Int8) ENGINE = Memory`;
+  return sql`CREATE TABLE ${ident(table)} (last_purchase_at DateTime, purchases_total UInt64, revenue_total Float64, sign Int32) ENGINE = Memory`;
+}
+
+/**
+ * Step 1', incremental runs: the previous run's purchasers from its buyers
+ * cache. Each incremental run adds a row taken back and a new row per changed
+ * purchaser; `compact` sums rows of equal values, so copies stay the size of
+ * the purchasers.
+ */
+export function buyersFromCacheSql(p: { cache: string; buyers: string; compact: boolean }): Sql {
+  const columns = sql`last_purchase_at, purchases_total, revenue_total`;
+  return sql`INSERT INTO ${ident(p.buyers)} (${columns}, sign)
+${p.compact
+    ? sql`SELECT ${columns}, toInt32(sum(sign)) AS n FROM ${ident(p.cache)} GROUP BY ${columns} HAVING n != 0`
+    : sql`SELECT ${columns}, sign FROM ${ident(p.cache)}`}`;
 }
 
 export interface Window {
@@ -684,7 +701,8 @@ export function profilesFromTimelineSql(p: {
  * percent of each granule read), where ClickHouse 18.16 spends as much on
  * per-block work as on the fields themselves.
  */
-export function previousStateTableSql(p: { appId: string; previous: RunRef; users: Sql; into: string }): Sql {
+export function previousStateTableSql(p: { appId: string; previous: RunRef; users: Sql; into: string; cache?: StateCaches }): Sql {
+  const source = p.cache ? cachedStateSql(p.cache, p.users) : runRowsSql(p.appId, p.previous, sql` AND user_id IN ${p.users}`, { state: true });
   return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
 SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
   purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
@@ -692,18 +710,66 @@ SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_la
   -- From the packed state, not trait_keys and trait_values: see 140_profile_state_packed.sql.
   arraySlice(${unpackedList(raw('s_traits_packed'))} AS p_traits, 1, length(trait_types)) AS p_trait_keys,
   arraySlice(p_traits, length(trait_types) + 1) AS p_trait_values, trait_types AS p_trait_types
-FROM (${runRowsSql(p.appId, p.previous, sql` AND user_id IN ${p.users}`, { state: true })})`;
+FROM (${source})`;
 }
 
 /**
- * Whether an event is stored more than once among those after `since` up to
- * `asOf` (a copy that slipped past ingest's id lookup and is not merged yet):
- * step 2' then removes the copies, which costs more than this check.
+ * The columns of a run's rows that the next incremental run reads
+ * (previousStateTableSql), as a run's state cache holds them.
  */
-export function newEventCopiesSql(p: { appId: string; since: Date; asOf: Date }): Sql {
-  return sql`SELECT toUInt8(count() != uniqExact(user_id, ts, id_hash)) AS copies
-FROM profile_events_by_time
-WHERE app_id = ${p.appId} AND ts > ${p.since} AND ts <= ${p.asOf}`;
+const STATE_CACHED = ['user_id', 'first_seen', 'last_seen', 'events_total', 'purchases_total', 'revenue_total', 'last_purchase_at', ...STATE, 'trait_types'] as const;
+
+/**
+ * A run's state cache: a Memory table of STATE_CACHED for each of its own rows.
+ * Reading the changed users' previous rows from the run's partition decodes
+ * every granule of it (changed users are spread over all of them): on the
+ * benchmark that was a third of an incremental run's CPU, and a lookup in
+ * memory a tenth of that. Filled while the run writes, by a materialized view
+ * on `profiles` (stateCacheFeedSql), so a full run pays no second read of its
+ * rows. Not persisted: after a ClickHouse restart the table is empty, and a
+ * reader that finds its count short of the run's rows reads the partition.
+ */
+export function stateCacheTableSql(table: string): Sql {
+  return sql`CREATE TABLE ${ident(table)} ENGINE = Memory AS SELECT ${cols(STATE_CACHED)} FROM profiles WHERE 0`;
+}
+
+/** Feeds a run's rows, as they are inserted into `profiles`, into its state cache. */
+export function stateCacheFeedSql(p: { view: string; cache: string; appId: string; runId: string }): Sql {
+  return sql`CREATE MATERIALIZED VIEW ${ident(p.view)} TO ${ident(p.cache)}
+AS SELECT ${cols(STATE_CACHED)} FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId}`;
+}
+
+/** Whether a cache holds all `run`'s own rows (a restart empties it). */
+export function stateCacheCompleteSql(p: { appId: string; runId: string; cache: string }): Sql {
+  return sql`SELECT toUInt8((SELECT count() FROM ${ident(p.cache)}) = (SELECT count() FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})) AS complete`;
+}
+
+/** The state caches of a run (`own`) and, for a layered run, of its base (`base`). */
+export interface StateCaches {
+  own: string;
+  base?: string;
+}
+
+/**
+ * The rows of `users` as runRowsSql gives them (STATE_CACHED only), from the
+ * caches: a layered run's own rows, and its base's rows of the users it does not hold.
+ */
+function cachedStateSql(c: StateCaches, users: Sql): Sql {
+  const own = sql`SELECT ${cols(STATE_CACHED)} FROM ${ident(c.own)} WHERE user_id IN ${users}`;
+  if (!c.base) return own;
+  return sql`${own}
+UNION ALL
+SELECT ${cols(STATE_CACHED)} FROM ${ident(c.base)} WHERE user_id IN ${users} AND user_id NOT IN (SELECT user_id FROM ${ident(c.own)} WHERE user_id IN ${users})`;
+}
+
+/**
+ * Whether step 2' (newEventsTableSql without `copies`) read an event stored
+ * more than once (a copy that slipped past ingest's id lookup and is not
+ * merged yet): it is then read again without the copies, which costs more than
+ * counting them as it reads.
+ */
+export function newEventsCopiedSql(table: string): Sql {
+  return sql`SELECT toUInt8(count() > 0) AS copied FROM ${ident(table)} WHERE n_copied`;
 }
 
 /**
@@ -723,7 +789,8 @@ export function stateZoneCandidatesSql(p: { previousRows: string; newEvents: str
  * as_of (a time range of profile_events_by_time, a few granules) into a Memory
  * table: the all-time sums, the track events' state and the trait changes.
  * Users with a late arrival (`late`) are left out: they are rescanned whole.
- * `copies`: some event is stored twice (newEventCopiesSql); each counts once.
+ * `copies`: some event is stored twice (newEventsCopiedSql); each counts once.
+ * Without it, n_copied marks the users with an event read twice.
  */
 export function newEventsTableSql(p: { appId: string; previousAsOf: Date; asOf: Date; late: string; copies: boolean; into: string }): Sql {
   const columns = sql`user_id, ts, id_hash, kind, amount, has_category, category, trait_keys, trait_values, trait_types, trait_event`;
@@ -740,7 +807,8 @@ SELECT user_id, toUInt8(1) AS has_new,
   groupArrayIf(toUInt8(kind + 8 * has_category), kind != 0) AS n_flags,
   groupArrayIf(category, kind != 0 AND has_category = 1) AS n_cats,
   groupArrayIf(amount, kind = 3) AS n_amounts,
-  groupArrayArray(changes_e) AS n_changes
+  groupArrayArray(changes_e) AS n_changes${p.copies ? sql`` : sql`,
+  arrayUniq(groupArray(id_hash)) != count() AS n_copied`}
 FROM (
   SELECT *,
     -- (key, ts, event_id, value, type) of each trait change (ts and event_id in as arrays: no capture in 18.16).

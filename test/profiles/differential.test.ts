@@ -3,7 +3,7 @@
 // aimed at the contract's edges (DST, window boundaries, ties, bad zones).
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
-import { sql } from '../../lib/sql.ts';
+import { raw, sql } from '../../lib/sql.ts';
 import { buildProfiles, planTimelineScan, scanTimeline, zonesAt } from '../../profiles/job.ts';
 import { getProfile, listRuns, PROFILE_SELECT } from '../../profiles/read.ts';
 import { runRowsSql, SCORES_AT_READ, slicesOf, timelinePartsSql, windowOf } from '../../profiles/sql.ts';
@@ -511,6 +511,66 @@ describe('profiles match the reference implementation', () => {
     const complete = runs.filter((r) => r.state === 'complete').map((r) => r.run_id);
     expect(complete).toEqual([ids[3], ids[2], base.run_id]);
     expectMatches(await runRows(app, ids[3]!), referenceProfiles(a, asOf), 'latest layered run after drops');
+  });
+
+  it('reads changed users from the state and buyers caches, layered or not, and from the run rows when a cache is missing, short or capped', async () => {
+    const app = 'caches';
+    const now = Math.floor(Date.now() / 1000);
+    let asOf = AS_OFS[2]!;
+    let events = generate(4242, { appUsers: 60, asOf, receivedAt: now - 7200, tag: 'a' });
+    await insertEvents(ch, app, events);
+    // A cache nobody recorded a run for (its run's records deleted) goes at the next run.
+    await ch.exec(sql`CREATE TABLE IF NOT EXISTS profile_state_r20000101000000_deadbeef (user_id String) ENGINE = Memory`);
+    const base = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
+    const users = [...new Set(events.map((e) => e.user_id))];
+    // This app's (other tests' apps share the database).
+    const cacheTables = async () => {
+      const ids = new Set((await listRuns(ch, app)).map((r) => r.run_id));
+      return (await ch.rows<{ name: string }>(sql`SELECT name FROM system.tables WHERE database = currentDatabase() AND match(name, '^profile_(state|buyercache|statefeed)_r')`))
+        .map((r) => r.name)
+        .filter((n) => ids.has(n.replace(/^profile_[a-z]+_/, '')))
+        .sort();
+    };
+    const cachesOf = (...runIds: string[]) => runIds.flatMap((id) => [`profile_buyercache_${id}`, `profile_state_${id}`]).sort();
+    expect(await cacheTables()).toEqual(cachesOf(base.run_id));
+    expect((await ch.rows(sql`SELECT name FROM system.tables WHERE database = currentDatabase() AND name = 'profile_state_r20000101000000_deadbeef'`)).length).toBe(0);
+    const held = await ch.one<{ cached: string; rows: string }>(
+      sql`SELECT (SELECT count() FROM ${raw('`profile_state_' + base.run_id + '`')}) AS cached, (SELECT count() FROM profiles WHERE app_id = ${app} AND run_id = ${base.run_id}) AS rows`,
+    );
+    expect(Number(held!.cached)).toBe(Number(held!.rows));
+
+    const next = async (k: number, opts: Parameters<typeof buildProfiles>[2] = {}) => {
+      asOf += 3600 * k;
+      const more = generate(4242 + k, { appUsers: 3, asOf, receivedAt: now, tag: `c${k}`, existingUsers: users.filter((_, i) => i % 5 === k % 5) });
+      await insertEvents(ch, app, more);
+      events = [...events, ...more];
+      const inc = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1, layerShare: 1, ...opts });
+      expect(inc.mode).toBe('incremental');
+      expectMatches(await runRows(app, inc.run_id), referenceProfiles(events, asOf), `run ${k} (${inc.previous_state})`);
+      return inc;
+    };
+    // Layered on the base: from the base's caches; then from a layered run's own cache and its base's.
+    const inc1 = await next(1);
+    expect([inc1.previous_state, inc1.base_run_id]).toEqual(['cache', base.run_id]);
+    const inc2 = await next(2);
+    expect([inc2.previous_state, inc2.base_run_id]).toEqual(['cache', base.run_id]);
+    // Only the latest run's caches and its base's stay; no feed outlives its run.
+    expect(await cacheTables()).toEqual(cachesOf(base.run_id, inc2.run_id));
+    // A ClickHouse restart empties Memory tables: a short cache is not read.
+    await ch.exec(sql`TRUNCATE TABLE ${raw('`profile_state_' + base.run_id + '`')}`);
+    await ch.exec(sql`TRUNCATE TABLE ${raw('`profile_buyercache_' + inc2.run_id + '`')}`);
+    const inc3 = await next(3, { stateCacheMaxUsers: 0 });
+    expect(inc3.previous_state).toBe('rows');
+    // Past the cap a run keeps no state cache (its buyers cache it keeps): the next run reads its rows.
+    expect(await cacheTables()).toEqual([...(inc3.base_run_id ? cachesOf(inc3.base_run_id) : []), `profile_buyercache_${inc3.run_id}`].sort());
+    // A run that copies every user (none layered) fills a whole cache as it copies.
+    const inc4 = await next(4, { layerShare: 0 });
+    expect([inc4.previous_state, inc4.base_run_id]).toEqual(['rows', undefined]);
+    expect(await cacheTables()).toEqual(cachesOf(inc4.run_id));
+    const inc5 = await next(5);
+    expect([inc5.previous_state, inc5.base_run_id]).toEqual(['cache', inc4.run_id]);
+    const full = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full', keepPreviousRuns: 9 });
+    expectSameRows(await runRows(app, inc5.run_id), await runRows(app, full.run_id), 'run 5 = full');
   });
 
   it('falls back to a full run without a previous run, or when as_of moves back', async () => {

@@ -9,7 +9,7 @@ import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
 import { buildProfiles, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
-import { boundsSampleEvery, buyersCountedCopiesSql, recentUsersSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
+import { boundsSampleEvery, buyersCountedCopiesSql, buyersFromCacheSql, buyersTableSql, recentUsersSql, rfmScoreFloorsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
 import { appsWithEvents, scheduledMode, startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
@@ -119,6 +119,38 @@ describe('job plumbing', () => {
     expect(await bounds(5)).toEqual([1, 2, 3].map((k) => s[Math.floor((s.length * k) / 4)]));
     expect(boundsSampleEvery(3000, 2)).toBe(1);
     expect(boundsSampleEvery(848_327, 2)).toBe(212);
+  });
+});
+
+describe('buyers cache', () => {
+  it('copies a buyers cache, compacted or not, into purchasers that rank alike', async () => {
+    await ch.exec(sql`DROP TABLE IF EXISTS bc_cache`);
+    await ch.exec(buyersTableSql('bc_cache'));
+    // Two runs' worth of changes: values taken back (-1) and re-added, equal values, one purchaser gone.
+    const row = (lp: string, pt: number, rt: number, sign: number) => ({ last_purchase_at: lp, purchases_total: pt, revenue_total: rt, sign });
+    await ch.insert('bc_cache', [
+      row('2026-05-01 10:00:00', 1, 10.5, 1), row('2026-05-01 10:00:00', 1, 10.5, 1), row('2026-05-02 00:00:00', 3, 99.99, 1),
+      row('2026-05-03 00:00:00', 2, 20, 1), row('2026-05-03 00:00:00', 2, 20, -1), row('2026-05-20 00:00:00', 3, 25, 1),
+      row('2026-05-02 00:00:00', 3, 99.99, -1), row('2026-05-21 00:00:00', 4, 120.01, 1), row('2026-04-01 00:00:00', 1, 5, 1),
+    ]);
+    const asOf = new Date('2026-06-01T00:00:00Z');
+    const ranked = async (table: string) => {
+      const out: Record<string, unknown> = {};
+      for (const metric of ['r', 'f', 'm'] as const) {
+        out[metric] = await ch.rows(rfmScoreFloorsSql({ metric, asOf, purchasers: sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${raw(table)}` }));
+      }
+      return out;
+    };
+    const want = await ranked('bc_cache');
+    for (const compact of [false, true]) {
+      await ch.exec(sql`DROP TABLE IF EXISTS bc_copy`);
+      await ch.exec(buyersTableSql('bc_copy'));
+      await ch.exec(buyersFromCacheSql({ cache: 'bc_cache', buyers: 'bc_copy', compact }));
+      const n = await ch.one<{ rows: string; purchasers: string }>(sql`SELECT count() AS rows, sum(sign) AS purchasers FROM bc_copy`);
+      // Compacted: one row per distinct values still held, counting its purchasers.
+      expect([Number(n!.rows), Number(n!.purchasers)]).toEqual([compact ? 4 : 9, 5]);
+      expect(await ranked('bc_copy')).toEqual(want);
+    }
   });
 });
 
