@@ -349,7 +349,13 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         await newRead.catch(() => undefined); // settled before its table is dropped
         sliceBounds = fullRunBounds();
         zonesReady = zonesOf();
-      } else sliceBounds = boundsOf(sql`SELECT user_id FROM ${ident(changed)}`, Promise.resolve(recomputed));
+      } else {
+        // Slices serve the late users' rescan and the copy of the previous run's
+        // rows (a layered previous run's, or everyone's past LAYER_SHARE, below):
+        // without either, the one query over the changed users needs none.
+        const copiesRows = Boolean(previous.layer) || recomputed > (opts.layerShare ?? LAYER_SHARE) * previous.users;
+        sliceBounds = lateUsers > 0 || copiesRows ? boundsOf(sql`SELECT user_id FROM ${ident(changed)}`, Promise.resolve(recomputed)) : Promise.resolve([]);
+      }
       report(0.1);
       step('changed_users');
     }
