@@ -11,6 +11,8 @@
 //   columns   the read of the changed users' previous rows, with and without
 //             the packed lists of strings (the state's categories, the
 //             traits), and with the traits read as arrays instead
+//   caches    full runs keeping a state cache for the next run and keeping
+//             none, and incremental runs reading it and reading the rows
 //   final     one user slice of a full run's scan (profilesFromTimelineSql)
 //             with FINAL and without it, on the merged timeline (one part, so
 //             both give the same rows)
@@ -25,7 +27,7 @@ import { loadConfig } from '../lib/config.ts';
 import { migrate } from '../lib/migrate.ts';
 import { ident, raw, sql, type Sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
-import { buildProfiles, dropSupersededRuns } from '../profiles/job.ts';
+import { buildProfiles, dropSupersededRuns, type BuildResult } from '../profiles/job.ts';
 import { listRuns } from '../profiles/read.ts';
 import { changedTableSql, newEventsTableSql, previousStateTableSql, profilesFromStateSql, profilesFromTimelineSql, windowOf } from '../profiles/sql.ts';
 import { scanInputs } from './scan-inputs.ts';
@@ -128,6 +130,49 @@ try {
     }
   }
 
+  // caches: runs with the state cache a run leaves for the next against runs without it
+  const cacheRuns: Record<'full_cached' | 'full_uncached' | 'incremental_cached' | 'incremental_uncached', { seconds: number[]; cpu: number[] }> = {
+    full_cached: { seconds: [], cpu: [] },
+    full_uncached: { seconds: [], cpu: [] },
+    incremental_cached: { seconds: [], cpu: [] },
+    incremental_uncached: { seconds: [], cpu: [] },
+  };
+  const measured = async (key: keyof typeof cacheRuns, build: () => Promise<BuildResult>) => {
+    await pause();
+    const from = new Date();
+    const result = await build();
+    const to = new Date();
+    await pause();
+    cacheRuns[key].seconds.push(result.seconds);
+    cacheRuns[key].cpu.push((await logged(from, to)).reduce((a, q) => a + q.cpu, 0));
+    return result;
+  };
+  // The full run's cost: full runs keeping a state cache and keeping none, alternating.
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const keep of round % 2 ? [true, false] : [false, true]) {
+      const full = await measured(keep ? 'full_cached' : 'full_uncached', () => buildProfiles(ch, APP, { asOf: asOf1, mode: 'full', ...(keep ? {} : { stateCacheMaxUsers: 0 }) }));
+      await dropSupersededRuns(ch, APP, full.run_id, 0, 0);
+    }
+  }
+  // What it saves: incremental runs after one more full run keeping one, reading its
+  // state cache and reading its rows, alternating; each run dropped after.
+  const cachedBase = await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' });
+  await dropSupersededRuns(ch, APP, cachedBase.run_id, 0, 0);
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const read of round % 2 ? [true, false] : [false, true]) {
+      const inc = await measured(read ? 'incremental_cached' : 'incremental_uncached', () =>
+        buildProfiles(ch, APP, { asOf: asOf2, mode: 'incremental', readStateCache: read, keepPreviousRuns: 1 }),
+      );
+      if (inc.previous_run_id !== cachedBase.run_id || inc.previous_state !== (read ? 'cache' : 'rows')) {
+        throw new Error(`the incremental run built on ${inc.previous_run_id} and read ${inc.previous_state}`);
+      }
+      await ch.insert('profile_runs', [{ app_id: APP, run_id: inc.run_id, as_of: Math.floor(asOf2.getTime() / 1000), mode: 'incremental', state: 'dropped', users: 0, started_at: Math.floor(asOf1.getTime() / 1000), finished_at: Math.floor(Date.now() / 1000) + 60, previous_run_id: '' }]);
+      await ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${APP}, ${inc.run_id})`);
+    }
+    say(`caches round ${round + 1}: incremental ${cacheRuns.incremental_cached.seconds.at(-1)} s from the state cache, ${cacheRuns.incremental_uncached.seconds.at(-1)} s from the rows`);
+  }
+  const pairRatio = (a: number[], b: number[]) => median(a.map((x, i) => +(x / b[i]!).toFixed(3)));
+
   // final: one slice of the full scan with and without FINAL, on a merged timeline
   const parts = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active`))?.n ?? 0);
   const final: { with: number[]; without: number[] } = { with: [], without: [] };
@@ -152,6 +197,11 @@ try {
     recomputed_users: runs[runs.length - 1]!.recomputed,
     incremental: { seconds: median(runs.map((r) => r.seconds)), cpu_ms: median(runs.map((r) => r.cpu)), core_share: median(runs.map((r) => +(r.cpu / (r.seconds * 1000 * 2)).toFixed(2))) },
     steps_cpu_ms: kinds,
+    caches: {
+      ...Object.fromEntries(Object.entries(cacheRuns).map(([k, v]) => [k, { seconds: median(v.seconds), cpu_ms: median(v.cpu), rounds: v }])),
+      incremental_cached_over_uncached: { seconds: pairRatio(cacheRuns.incremental_cached.seconds, cacheRuns.incremental_uncached.seconds), cpu: pairRatio(cacheRuns.incremental_cached.cpu, cacheRuns.incremental_uncached.cpu) },
+      full_cached_over_uncached: { seconds: pairRatio(cacheRuns.full_cached.seconds, cacheRuns.full_uncached.seconds), cpu: pairRatio(cacheRuns.full_cached.cpu, cacheRuns.full_uncached.cpu) },
+    },
     step3_analysis_cpu_ms: { median: median(analysis), rounds: analysis },
     previous_rows_read_cpu_ms: Object.fromEntries(Object.entries(columns).map(([k, v]) => [k, { median: median(v), rounds: v }])),
     full_scan_slice_cpu_ms: parts === 1 ? { with_final: median(final.with), without_final: median(final.without), rounds: final } : `skipped: user_timeline has ${parts} parts`,
@@ -174,10 +224,27 @@ ${r(out.incremental.cpu_ms)} CPU-ms, so it kept ${Math.round(out.incremental.cor
 |---|---:|---:|
 ${kinds.map((k) => `| ${k.kind} | ${r(k.cpu_ms)} | ${r(k.longest_query_ms)} |`).join('\n')}
 
+**The state cache a run leaves for the next** (in ClickHouse's memory, fed as the run writes; see sql/README.md):
+full runs keeping one and keeping none, alternating (${ROUNDS} of each); then, after one more full run keeping one,
+incremental runs reading its state cache and reading the changed users' previous rows from its partition, alternating
+(${ROUNDS} of each; each built on that full run and dropped after; both read the previous purchasers from the buyers
+cache); ratios paired within rounds:
+
+| run | seconds | CPU-ms |
+|---|---:|---:|
+| full, keeping a state cache | ${cacheRuns.full_cached.seconds.length ? median(cacheRuns.full_cached.seconds) : '—'} | ${r(median(cacheRuns.full_cached.cpu))} |
+| full, keeping no state cache | ${median(cacheRuns.full_uncached.seconds)} | ${r(median(cacheRuns.full_uncached.cpu))} |
+| incremental, from the state cache | ${median(cacheRuns.incremental_cached.seconds)} | ${r(median(cacheRuns.incremental_cached.cpu))} |
+| incremental, from the previous run's rows | ${median(cacheRuns.incremental_uncached.seconds)} | ${r(median(cacheRuns.incremental_uncached.cpu))} |
+
+Incremental from the state cache / from the rows: ${out.caches.incremental_cached_over_uncached.seconds} in seconds, ${out.caches.incremental_cached_over_uncached.cpu} in CPU;
+full keeping a state cache / keeping none: ${out.caches.full_cached_over_uncached.seconds} in seconds, ${out.caches.full_cached_over_uncached.cpu} in CPU.
+
 **The last step's query over empty inputs** (\`profilesFromStateSql\`, one query since 8d6e293; it pays this before it
 reads a row): ${out.step3_analysis_cpu_ms.median} CPU-ms (rounds: ${analysis.join(', ')}).
 
-**Reading the changed users' previous rows** from the full run's partition (every granule holds one of them):
+**Reading the changed users' previous rows** from the full run's partition (every granule holds one of them; what a
+run without the caches reads):
 
 | columns | CPU-ms | rounds |
 |---|---:|---|

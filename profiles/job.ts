@@ -99,6 +99,8 @@ export interface BuildOptions {
   layerShare?: number;
   /** A run of more users than this keeps no state cache (default STATE_CACHE_MAX_USERS). */
   stateCacheMaxUsers?: number;
+  /** False: read the previous run's rows even when its state cache is complete (to measure what the cache saves). */
+  readStateCache?: boolean;
 }
 
 export interface BuildResult {
@@ -299,7 +301,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     let previousCaches: Promise<PreviousCaches> = Promise.resolve({});
     if (mode === 'incremental' && previous) {
       // Caches only save time: a failure to find them reads the rows instead.
-      previousCaches = cachesOf(ch, appId, previous, rlog).catch((e: unknown) => {
+      previousCaches = cachesOf(ch, appId, previous, rlog, opts.readStateCache ?? true).catch((e: unknown) => {
         rlog.warn('could not look up the previous run\'s caches; reading its rows instead', { error: e });
         return {};
       });
@@ -804,7 +806,7 @@ interface PreviousCaches {
  * and holds all its run's rows; the previous run's buyers cache, if it exists
  * and is not empty. Both are Memory tables: a ClickHouse restart empties them.
  */
-async function cachesOf(ch: ClickHouse, appId: string, previous: ProfileRun, rlog = log): Promise<PreviousCaches> {
+async function cachesOf(ch: ClickHouse, appId: string, previous: ProfileRun, rlog = log, readState = true): Promise<PreviousCaches> {
   const base = previous.layer && previous.layer.base_run_id !== previous.run_id ? previous.layer.base_run_id : undefined;
   const runs = [previous.run_id, ...(base ? [base] : [])];
   const names = runs.map(stateCacheName);
@@ -819,7 +821,7 @@ async function cachesOf(ch: ClickHouse, appId: string, previous: ProfileRun, rlo
     existing.has(buyers) ? ch.one<{ rows: string; purchasers: string }>(sql`SELECT count() AS rows, sum(sign) AS purchasers FROM ${ident(buyers)}`) : undefined,
   ]);
   const out: PreviousCaches = {};
-  if (complete?.every(Boolean)) out.state = { own: names[0]!, ...(base ? { base: names[1]! } : {}) };
+  if (complete?.every(Boolean) && readState) out.state = { own: names[0]!, ...(base ? { base: names[1]! } : {}) };
   else if (complete) rlog.info('a state cache does not hold all its run\'s rows (a ClickHouse restart empties it); reading the previous run\'s rows instead', { runs });
   const rows = Number(counted?.rows ?? 0);
   if (rows > 0) out.buyers = { table: buyers, compact: rows > 2 * Number(counted?.purchasers ?? 0) };
