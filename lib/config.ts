@@ -33,6 +33,7 @@ export const ConfigSchema = z.object({
   WARBLER_KEYS_FILE: z.string().optional(),
   WARBLER_PROFILE_INTERVAL_S: intFrom(0, 86_400 * 7).default(300),
   WARBLER_PROFILE_FULL_EVERY_S: intFrom(0, 86_400 * 365).default(86_400),
+  WARBLER_PROFILE_STATE_CACHE_MAX_USERS: intFrom(0, 1_000_000_000).default(2_000_000),
   WARBLER_QUERY_TIMEOUT_S: intFrom(1, 3600).default(30),
   WARBLER_LOG_LEVEL: z.enum(['debug', 'info', 'warn', 'error']).default('info'),
 });

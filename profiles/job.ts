@@ -24,6 +24,7 @@
 // the previous run's rows when a restart emptied them.
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
+import { ConfigSchema } from '../lib/config.ts';
 import { isStorableInstant } from '../lib/instant.ts';
 import { JobConflictError, startJob, type StartJobOptions } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
@@ -97,7 +98,7 @@ export interface BuildOptions {
   fullWhenChangedUsers?: number;
   /** An incremental run holding more than this share of the users copies every user instead of inheriting from a base (default LAYER_SHARE). */
   layerShare?: number;
-  /** A run of more users than this keeps no state cache (default STATE_CACHE_MAX_USERS). */
+  /** A run of more users than this keeps no state cache (default stateCacheMaxUsers(): WARBLER_PROFILE_STATE_CACHE_MAX_USERS). */
   stateCacheMaxUsers?: number;
   /** False: read the previous run's rows even when its state cache is complete (to measure what the cache saves). */
   readStateCache?: boolean;
@@ -140,10 +141,12 @@ export const FULL_WHEN_CHANGED_USERS = 2_000_000;
 export const LAYER_SHARE = 0.2;
 /**
  * Runs of up to this many users keep a state cache in ClickHouse's memory
- * (stateCacheTableSql): ~180 bytes a user on the benchmark, so ~360 MB here.
- * Larger runs keep none, and the next incremental run reads their rows.
+ * (stateCacheTableSql): ~180 bytes a user on the benchmark, so ~360 MB at the
+ * default 2,000,000. Larger runs keep none, and the next incremental run reads their rows.
  */
-export const STATE_CACHE_MAX_USERS = 2_000_000;
+export function stateCacheMaxUsers(env: NodeJS.ProcessEnv = process.env): number {
+  return ConfigSchema.shape.WARBLER_PROFILE_STATE_CACHE_MAX_USERS.parse(env.WARBLER_PROFILE_STATE_CACHE_MAX_USERS);
+}
 /**
  * Rows per block of the Memory table of the changed users' previous rows. An
  * INSERT … SELECT squashes its blocks to ~1M rows, and a Memory table is read
@@ -397,7 +400,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     const scoresAtRead = !all;
 
     // This run's state cache, fed by every insert of its rows from here on.
-    const cacheMax = opts.stateCacheMaxUsers ?? STATE_CACHE_MAX_USERS;
+    const cacheMax = opts.stateCacheMaxUsers ?? stateCacheMaxUsers();
     const caching = (async () => {
       const users = incremental ? incremental.users + (recomputed ?? 0) : await appUsersOf(ch, appId);
       if (users > cacheMax) {

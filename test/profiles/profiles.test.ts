@@ -6,7 +6,7 @@ import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.
 import { raw, sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob } from '../../profiles/job.ts';
+import { buildProfiles, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob, stateCacheMaxUsers } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
 import { boundsSampleEvery, buyersCountedCopiesSql, buyersFromCacheSql, buyersTableSql, recentUsersSql, rfmScoreFloorsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
@@ -88,6 +88,12 @@ describe('job plumbing', () => {
     expect(thresholdsFromFloors([])).toEqual([undefined, undefined, undefined, undefined]);
     // Int64 values beyond 2^53 stay exact.
     expect(thresholdsFromFloors([{ score: 2, v: '9007199254740993' }])[0]).toBe(9007199254740993n);
+  });
+
+  it('takes the state cache cap from WARBLER_PROFILE_STATE_CACHE_MAX_USERS, 2,000,000 by default', () => {
+    expect(stateCacheMaxUsers({})).toBe(2_000_000);
+    expect(stateCacheMaxUsers({ WARBLER_PROFILE_STATE_CACHE_MAX_USERS: '0' })).toBe(0);
+    expect(() => stateCacheMaxUsers({ WARBLER_PROFILE_STATE_CACHE_MAX_USERS: 'lots' })).toThrow();
   });
 
   it('reads without FINAL only a merged part, the largest', () => {
