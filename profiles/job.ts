@@ -39,6 +39,7 @@ import {
   buyersFromStateSql,
   buyersCountedCopiesSql,
   buyersInsertSql,
+  buyersMatchRowsSql,
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
@@ -118,6 +119,8 @@ export interface BuildResult {
   clustered_users?: number;
   /** Where an incremental run read its changed users' previous rows: the previous run's state cache, or its rows. */
   previous_state?: 'cache' | 'rows';
+  /** Where an incremental run read the previous run's purchasers: its buyers cache, or its rows. */
+  previous_buyers?: 'cache' | 'rows';
   /** Seconds per step, for benchmarks and logs. */
   steps: Record<string, number>;
 }
@@ -259,6 +262,12 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   rlog.info('profile run started', { as_of: isoSeconds(asOf), mode, previous_run_id: previous?.run_id });
 
   const created: string[] = [];
+  // Steps started ahead of being awaited: all settle before the run's tables are dropped.
+  const inflight: Promise<unknown>[] = [];
+  const track = <T,>(p: Promise<T>): Promise<T> => {
+    inflight.push(p.catch(() => undefined));
+    return p;
+  };
   /** Takes a table out of those the run drops when it ends: dropped already, or kept. */
   const untrack = (table: string) => {
     const i = created.indexOf(table);
@@ -322,7 +331,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       await Promise.all(find.concurrent.map((q) => ch.exec(q)));
       // Step 2's read of the newer events needs only the late users: it starts now.
       created.push(newEvents);
-      newRead = (async () => {
+      newRead = track((async () => {
         const readNew = (copies: boolean) => ch.exec(newEventsTableSql({ appId, previousAsOf: previous.as_of, asOf, late, copies, into: newEvents }), { timeoutS: 3600 });
         await readNew(false);
         if (Number((await ch.one<{ copied: number | string }>(newEventsCopiedSql(newEvents)))?.copied ?? 0) === 1) {
@@ -330,7 +339,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           await ch.exec(sql`DROP TABLE ${ident(newEvents)}`);
           await readNew(true);
         }
-      })();
+      })());
       newRead.catch(() => undefined); // awaited below; a failure surfaces there
       for (const q of find.then) await ch.exec(q);
       const n = await ch.one<{ n: string; late: string }>(
@@ -369,21 +378,32 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // they recompute while the RFM step runs.
     const incremental = mode === 'incremental' ? previous : undefined;
     let previousState: 'cache' | 'rows' | undefined;
+    let previousBuyers: 'cache' | 'rows' | undefined;
     const stateRead = incremental
-      ? (async () => {
+      ? track((async () => {
           created.push(previousRows);
           const onTime = sql`(SELECT user_id FROM ${ident(changed)} WHERE user_id NOT IN ${ident(late)})`;
+          const readPrevious = (c?: StateCaches) =>
+            ch.exec(previousStateTableSql({ appId, previous: incremental, users: onTime, into: previousRows, ...(c ? { cache: c } : {}) }), {
+              timeoutS: 3600,
+              settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS },
+            });
           await Promise.all([
-            previousCaches.then(({ state: c }) => {
+            previousCaches.then(async ({ state: c }) => {
               previousState = c ? 'cache' : 'rows';
-              return ch.exec(previousStateTableSql({ appId, previous: incremental, users: onTime, into: previousRows, ...(c ? { cache: c } : {}) }), {
-                timeoutS: 3600,
-                settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS },
-              });
+              await readPrevious(c?.caches);
+              // A restart since the caches were checked would have emptied them, and
+              // their users would read as new: counted again (in memory, at once).
+              if (c && !(await cachesStillHold(ch, c))) {
+                rlog.warn('a state cache emptied while it was read (a ClickHouse restart?); reading the previous run\'s rows instead');
+                previousState = 'rows';
+                await ch.exec(sql`DROP TABLE IF EXISTS ${ident(previousRows)}`);
+                await readPrevious();
+              }
             }),
             newRead,
           ]);
-        })()
+        })())
       : Promise.resolve();
     stateRead.catch(() => undefined); // awaited below; a failure surfaces there
     zonesReady ??= zonesOf(lateUsers === 0 ? stateRead.then(() => stateZoneCandidatesSql({ previousRows, newEvents })) : undefined);
@@ -401,7 +421,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
 
     // This run's state cache, fed by every insert of its rows from here on.
     const cacheMax = opts.stateCacheMaxUsers ?? stateCacheMaxUsers();
-    const caching = (async () => {
+    const caching = track((async () => {
       const users = incremental ? incremental.users + (recomputed ?? 0) : await appUsersOf(ch, appId);
       if (users > cacheMax) {
         rlog.info('too many users to keep a state cache; the next incremental run reads this run\'s rows', { users, state_cache_max_users: cacheMax });
@@ -418,10 +438,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         for (const t of [feed, cache]) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(t)}`).then(() => untrack(t));
         return false;
       }
-    })();
+    })());
     caching.catch(() => undefined); // awaited below; a failure surfaces there
 
-    const rfmReady = (async () => {
+    const rfmReady = track((async () => {
       await ch.exec(buyersTableSql(buyers));
       created.push(buyers);
       // The purchasers, into one Memory table by concurrent inserts: a full run's
@@ -432,9 +452,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       await Promise.all(
         incremental
           ? [
-              previousCaches.then(({ buyers: c }) =>
-                ch.exec(c ? buyersFromCacheSql({ cache: c.table, buyers, compact: c.compact }) : buyersFromPreviousSql({ appId, previous: incremental, buyers }), t),
-              ),
+              previousCaches.then(({ buyers: c }) => {
+                previousBuyers = c ? 'cache' : 'rows';
+                return ch.exec(c ? buyersFromCacheSql({ cache: c.table, buyers, compact: c.compact }) : buyersFromPreviousSql({ appId, previous: incremental, buyers }), t);
+              }),
               stateRead.then(() => ch.exec(buyersFromStateSql({ previousRows, newEvents, buyers }), t)),
               ...(lateUsers > 0
                 ? [
@@ -447,7 +468,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           : [ch.exec(buyersInsertSql({ appId, asOf, buyers }), t)],
       );
       return rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
-    })();
+    })());
     rfmReady.catch(() => undefined); // awaited below; a failure surfaces there
 
     // The rows: each written with its scores, or without them when they are computed at read.
@@ -508,6 +529,13 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         }
       }
     }
+    // The buyers table outlives the run as its buyers cache only if it holds what
+    // the run's rows hold: the next run takes back values read from those rows.
+    // A full run's purchasers are read before its scan, so purchases stored in
+    // between reach its rows only; a late user's come from purchase_events too.
+    const match = incremental ? undefined : await ch.one<{ same: number | string }>(buyersMatchRowsSql({ appId, runId, buyers }));
+    const buyersKept = incremental ? lateUsers === 0 : Number(match?.same ?? 0) === 1;
+    if (!buyersKept) rlog.info('the run\'s purchasers differ from its rows (purchases stored while it ran, or late users); the next incremental run reads its rows', { late_users: lateUsers, ...match });
     // Every row is written: the cache stops taking inserts, and outlives the run.
     const cached = await caching;
     if (cached) {
@@ -546,7 +574,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
     // The caches outlive the run, for the next incremental one.
     untrack(cache);
-    untrack(buyers);
+    if (buyersKept) untrack(buyers);
     const result: BuildResult = {
       run_id: runId,
       as_of: isoSeconds(asOf),
@@ -560,6 +588,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       if (recomputed !== undefined) result.recomputed_users = recomputed;
       if (layer) result.base_run_id = layer.base_run_id;
       if (previousState) result.previous_state = previousState;
+      if (previousBuyers) result.previous_buyers = previousBuyers;
     }
     if (clustered > 0) result.clustered_users = clustered;
     rlog.info('profile run complete', { ...result });
@@ -575,7 +604,20 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     await runRow('failed', { mode, finished: true }).catch(() => undefined);
     throw err;
   } finally {
-    for (const t of created) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(t)}`).catch((e) => rlog.warn('could not drop stage table', { table: t, error: e }));
+    await Promise.all(inflight);
+    // The feed before the cache it writes into (created holds them in that order):
+    // a materialized view whose target is gone fails every insert into profiles.
+    let feedLeft = false;
+    for (const t of created) {
+      if (t === cache && feedLeft) {
+        rlog.warn('kept this run\'s state cache: its feed could not be dropped; a later run drops both', { table: t });
+        continue;
+      }
+      await ch.exec(sql`DROP TABLE IF EXISTS ${ident(t)}`).catch((e) => {
+        if (t === feed) feedLeft = true;
+        rlog.warn('could not drop stage table', { table: t, error: e });
+      });
+    }
   }
 }
 
@@ -799,8 +841,18 @@ export function buyersCacheName(runId: string): string {
 }
 
 interface PreviousCaches {
-  state?: StateCaches;
+  /** The state caches and the rows each held when checked. */
+  state?: { caches: StateCaches; rows: Map<string, number> };
   buyers?: { table: string; compact: boolean };
+}
+
+/** Whether the state caches still hold the rows they held when checked (a ClickHouse restart empties them). */
+async function cachesStillHold(ch: ClickHouse, c: NonNullable<PreviousCaches['state']>): Promise<boolean> {
+  for (const [table, rows] of c.rows) {
+    const n = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(table)}`);
+    if (Number(n?.n ?? -1) !== rows) return false;
+  }
+  return true;
 }
 
 /**
@@ -819,13 +871,14 @@ async function cachesOf(ch: ClickHouse, appId: string, previous: ProfileRun, rlo
   );
   const [complete, counted] = await Promise.all([
     names.every((n) => existing.has(n))
-      ? Promise.all(runs.map(async (runId) => Number((await ch.one<{ complete: number | string }>(stateCacheCompleteSql({ appId, runId, cache: stateCacheName(runId) })))?.complete ?? 0) === 1))
+      ? Promise.all(runs.map(async (runId) => (await ch.one<{ complete: number | string; rows: string }>(stateCacheCompleteSql({ appId, runId, cache: stateCacheName(runId) }))) ?? { complete: 0, rows: '0' }))
       : undefined,
     existing.has(buyers) ? ch.one<{ rows: string; purchasers: string }>(sql`SELECT count() AS rows, sum(sign) AS purchasers FROM ${ident(buyers)}`) : undefined,
   ]);
   const out: PreviousCaches = {};
-  if (complete?.every(Boolean) && readState) out.state = { own: names[0]!, ...(base ? { base: names[1]! } : {}) };
-  else if (complete) rlog.info('a state cache does not hold all its run\'s rows (a ClickHouse restart empties it); reading the previous run\'s rows instead', { runs });
+  if (complete?.every((c) => Number(c.complete) === 1) && readState) {
+    out.state = { caches: { own: names[0]!, ...(base ? { base: names[1]! } : {}) }, rows: new Map(names.map((n, i) => [n, Number(complete[i]!.rows)])) };
+  } else if (complete && readState) rlog.info('a state cache does not hold all its run\'s rows (a ClickHouse restart empties it); reading the previous run\'s rows instead', { runs });
   const rows = Number(counted?.rows ?? 0);
   if (rows > 0) out.buyers = { table: buyers, compact: rows > 2 * Number(counted?.purchasers ?? 0) };
   return out;
@@ -835,23 +888,49 @@ async function cachesOf(ch: ClickHouse, appId: string, previous: ProfileRun, rlo
  * Drops the app's state and buyers caches but those of `keep` and of the
  * latest complete run at or before now and its base: the next incremental run
  * builds on that one (one at an earlier as_of reads the rows of the run it
- * builds on). Also drops caches of runs without a record in profile_runs.
+ * builds on). While a run of the app may still be running in another process
+ * (started less than STALE_RUN_S ago), only its own caches are at stake, but
+ * which run it builds on is not recorded until it completes: then nothing but
+ * orphans is dropped. Orphans are caches of runs with no record in
+ * profile_runs at all (a run records itself before it creates any). A feed is
+ * always dropped before its cache, and a cache whose feed cannot be dropped is
+ * kept: a materialized view whose target is gone fails every insert into profiles.
  */
 export async function dropStaleStateCaches(ch: ClickHouse, appId: string, keep: readonly string[]): Promise<string[]> {
   const runs = await listRuns(ch, appId);
+  const now = Date.now();
   const kept = new Set(keep);
-  const latest = runs.find((r) => r.state === 'complete' && r.as_of.getTime() <= Date.now());
+  const latest = runs.find((r) => r.state === 'complete' && r.as_of.getTime() <= now);
   if (latest) {
     kept.add(latest.run_id);
     if (latest.layer) kept.add(latest.layer.base_run_id);
   }
-  const stale = new Set(runs.filter((r) => !kept.has(r.run_id)).flatMap((r) => [stateCacheName(r.run_id), buyersCacheName(r.run_id)]));
-  // With those of no recorded run of any app (its records deleted): nothing reads them.
-  const tables = await ch.rows<{ name: string; orphan: number | string }>(sql`
-    SELECT name, replaceRegexpOne(name, '^profile_(state|buyercache)_', '') NOT IN (SELECT run_id FROM profile_runs) AS orphan
-    FROM system.tables WHERE database = currentDatabase() AND match(name, '^profile_(state|buyercache)_r')`);
-  const dropped = tables.filter((t) => stale.has(t.name) || Number(t.orphan) === 1).map((t) => t.name);
-  for (const name of dropped) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(name)}`);
+  const othersRunning = runs.some((r) => r.state === 'running' && !kept.has(r.run_id) && now - r.started_at.getTime() < STALE_RUN_S * 1000);
+  const stale = new Set(othersRunning ? [] : runs.filter((r) => !kept.has(r.run_id)).map((r) => r.run_id));
+  const tables = await ch.rows<{ name: string; run_id: string; orphan: number | string }>(sql`
+    SELECT name, run_id, run_id NOT IN (SELECT run_id FROM profile_runs) AS orphan FROM (
+      SELECT name, replaceRegexpOne(name, '^profile_(state|buyercache|statefeed)_', '') AS run_id
+      FROM system.tables WHERE database = currentDatabase() AND match(name, '^profile_(state|buyercache|statefeed)_r')
+    )`);
+  const byRun = new Map<string, string[]>();
+  for (const t of tables) if (stale.has(t.run_id) || Number(t.orphan) === 1) byRun.set(t.run_id, [...(byRun.get(t.run_id) ?? []), t.name]);
+  const dropped: string[] = [];
+  for (const [runId, names] of byRun) {
+    const feed = `profile_statefeed_${runId}`;
+    if (names.includes(feed)) {
+      try {
+        await ch.exec(sql`DROP TABLE IF EXISTS ${ident(feed)}`);
+        dropped.push(feed);
+      } catch (e) {
+        log.warn('could not drop a leftover state cache feed; keeping its cache', { table: feed, error: e });
+        continue;
+      }
+    }
+    for (const name of names.filter((n) => n !== feed)) {
+      await ch.exec(sql`DROP TABLE IF EXISTS ${ident(name)}`);
+      dropped.push(name);
+    }
+  }
   return dropped;
 }
 
@@ -859,7 +938,7 @@ export async function dropStaleStateCaches(ch: ClickHouse, appId: string, keep: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|statefeed|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

@@ -157,6 +157,17 @@ export function buyersTableSql(table: string): Sql {
 }
 
 /**
+ * Whether a run's buyers table holds the purchasers its rows hold, as many and
+ * with as many purchases (a purchase stored after the buyers were read adds to both sums).
+ */
+export function buyersMatchRowsSql(p: { appId: string; runId: string; buyers: string }): Sql {
+  return sql`SELECT toUInt8(b.1 = r.1 AND b.2 = r.2) AS same, b.1 AS buyers, b.2 AS buyer_purchases, r.1 AS row_buyers, r.2 AS row_purchases FROM (
+  SELECT (SELECT (toInt64(sum(sign)), toInt64(sum(sign * purchases_total))) FROM ${ident(p.buyers)}) AS b,
+    (SELECT (toInt64(count()), toInt64(sum(purchases_total))) FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId} AND purchases_total > 0) AS r
+)`;
+}
+
+/**
  * Step 1', incremental runs: the previous run's purchasers from its buyers
  * cache. Each incremental run adds a row taken back and a new row per changed
  * purchaser; `compact` sums rows of equal values, so copies stay the size of
@@ -739,9 +750,10 @@ export function stateCacheFeedSql(p: { view: string; cache: string; appId: strin
 AS SELECT ${cols(STATE_CACHED)} FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId}`;
 }
 
-/** Whether a cache holds all `run`'s own rows (a restart empties it). */
+/** Whether a cache holds all `run`'s own rows (a restart empties it), and how many it holds. */
 export function stateCacheCompleteSql(p: { appId: string; runId: string; cache: string }): Sql {
-  return sql`SELECT toUInt8((SELECT count() FROM ${ident(p.cache)}) = (SELECT count() FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})) AS complete`;
+  return sql`SELECT toUInt8(rows = (SELECT count() FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})) AS complete, rows
+FROM (SELECT count() AS rows FROM ${ident(p.cache)})`;
 }
 
 /** The state caches of a run (`own`) and, for a layered run, of its base (`base`). */
@@ -808,7 +820,7 @@ SELECT user_id, toUInt8(1) AS has_new,
   groupArrayIf(category, kind != 0 AND has_category = 1) AS n_cats,
   groupArrayIf(amount, kind = 3) AS n_amounts,
   groupArrayArray(changes_e) AS n_changes${p.copies ? sql`` : sql`,
-  arrayUniq(groupArray(id_hash)) != count() AS n_copied`}
+  arrayUniq(groupArray(ts), groupArray(id_hash)) != count() AS n_copied`}
 FROM (
   SELECT *,
     -- (key, ts, event_id, value, type) of each trait change (ts and event_id in as arrays: no capture in 18.16).

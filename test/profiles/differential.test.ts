@@ -539,36 +539,42 @@ describe('profiles match the reference implementation', () => {
     );
     expect(Number(held!.cached)).toBe(Number(held!.rows));
 
-    const next = async (k: number, opts: Parameters<typeof buildProfiles>[2] = {}) => {
+    // late: with events stamped before the previous run's as_of (a run with late users keeps no buyers cache).
+    const next = async (k: number, opts: Parameters<typeof buildProfiles>[2] = {}, late = false) => {
+      const previousAsOf = asOf;
       asOf += 3600 * k;
-      const more = generate(4242 + k, { appUsers: 3, asOf, receivedAt: now, tag: `c${k}`, existingUsers: users.filter((_, i) => i % 5 === k % 5) });
+      // Each run also touches the users the run before it recomputed: a layered previous run's own rows must win over its base's.
+      // On time: received before the previous run started, and no margin taken for events stored while it ran.
+      const receivedAt = Math.floor(Date.now() / 1000) - 5;
+      const more = generate(4242 + k, { appUsers: 3, asOf, receivedAt, tag: `c${k}`, existingUsers: users.filter((_, i) => i % 5 === k % 5 || i % 5 === (k + 4) % 5) })
+        .filter((e) => late || e.ts > previousAsOf);
       await insertEvents(ch, app, more);
       events = [...events, ...more];
-      const inc = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1, layerShare: 1, ...opts });
+      const inc = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'incremental', receivedMarginS: late ? 60 : 0, fullWhenLateShare: 1, layerShare: 1, ...opts });
       expect(inc.mode).toBe('incremental');
       expectMatches(await runRows(app, inc.run_id), referenceProfiles(events, asOf), `run ${k} (${inc.previous_state})`);
       return inc;
     };
     // Layered on the base: from the base's caches; then from a layered run's own cache and its base's.
     const inc1 = await next(1);
-    expect([inc1.previous_state, inc1.base_run_id]).toEqual(['cache', base.run_id]);
+    expect([inc1.previous_state, inc1.previous_buyers, inc1.base_run_id]).toEqual(['cache', 'cache', base.run_id]);
     const inc2 = await next(2);
-    expect([inc2.previous_state, inc2.base_run_id]).toEqual(['cache', base.run_id]);
+    expect([inc2.previous_state, inc2.previous_buyers, inc2.base_run_id]).toEqual(['cache', 'cache', base.run_id]);
     // Only the latest run's caches and its base's stay; no feed outlives its run.
     expect(await cacheTables()).toEqual(cachesOf(base.run_id, inc2.run_id));
     // A ClickHouse restart empties Memory tables: a short cache is not read.
     await ch.exec(sql`TRUNCATE TABLE ${raw('`profile_state_' + base.run_id + '`')}`);
     await ch.exec(sql`TRUNCATE TABLE ${raw('`profile_buyercache_' + inc2.run_id + '`')}`);
-    const inc3 = await next(3, { stateCacheMaxUsers: 0 });
-    expect(inc3.previous_state).toBe('rows');
-    // Past the cap a run keeps no state cache (its buyers cache it keeps): the next run reads its rows.
-    expect(await cacheTables()).toEqual([...(inc3.base_run_id ? cachesOf(inc3.base_run_id) : []), `profile_buyercache_${inc3.run_id}`].sort());
+    const inc3 = await next(3, { stateCacheMaxUsers: 0 }, true);
+    expect([inc3.previous_state, inc3.previous_buyers]).toEqual(['rows', 'rows']);
+    // Past the cap a run keeps no state cache, and with late users no buyers cache: the next run reads its rows.
+    expect(await cacheTables()).toEqual(inc3.base_run_id ? cachesOf(inc3.base_run_id) : []);
     // A run that copies every user (none layered) fills a whole cache as it copies.
     const inc4 = await next(4, { layerShare: 0 });
-    expect([inc4.previous_state, inc4.base_run_id]).toEqual(['rows', undefined]);
+    expect([inc4.previous_state, inc4.previous_buyers, inc4.base_run_id]).toEqual(['rows', 'rows', undefined]);
     expect(await cacheTables()).toEqual(cachesOf(inc4.run_id));
     const inc5 = await next(5);
-    expect([inc5.previous_state, inc5.base_run_id]).toEqual(['cache', inc4.run_id]);
+    expect([inc5.previous_state, inc5.previous_buyers, inc5.base_run_id]).toEqual(['cache', 'cache', inc4.run_id]);
     const full = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full', keepPreviousRuns: 9 });
     expectSameRows(await runRows(app, inc5.run_id), await runRows(app, full.run_id), 'run 5 = full');
   });

@@ -6,10 +6,10 @@ import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.
 import { raw, sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob, stateCacheMaxUsers } from '../../profiles/job.ts';
+import { buildProfiles, dropStaleStateCaches, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob, stateCacheMaxUsers } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
-import { boundsSampleEvery, buyersCountedCopiesSql, buyersFromCacheSql, buyersTableSql, recentUsersSql, rfmScoreFloorsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
+import { boundsSampleEvery, buyersCountedCopiesSql, buyersFromCacheSql, buyersMatchRowsSql, buyersTableSql, recentUsersSql, rfmScoreFloorsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
 import { appsWithEvents, scheduledMode, startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
@@ -138,6 +138,8 @@ describe('buyers cache', () => {
       row('2026-05-01 10:00:00', 1, 10.5, 1), row('2026-05-01 10:00:00', 1, 10.5, 1), row('2026-05-02 00:00:00', 3, 99.99, 1),
       row('2026-05-03 00:00:00', 2, 20, 1), row('2026-05-03 00:00:00', 2, 20, -1), row('2026-05-20 00:00:00', 3, 25, 1),
       row('2026-05-02 00:00:00', 3, 99.99, -1), row('2026-05-21 00:00:00', 4, 120.01, 1), row('2026-04-01 00:00:00', 1, 5, 1),
+      // More equal rows than an Int8 counts.
+      ...Array.from({ length: 200 }, () => row('2026-05-10 00:00:00', 2, 40, 1)),
     ]);
     const asOf = new Date('2026-06-01T00:00:00Z');
     const ranked = async (table: string) => {
@@ -154,9 +156,64 @@ describe('buyers cache', () => {
       await ch.exec(buyersFromCacheSql({ cache: 'bc_cache', buyers: 'bc_copy', compact }));
       const n = await ch.one<{ rows: string; purchasers: string }>(sql`SELECT count() AS rows, sum(sign) AS purchasers FROM bc_copy`);
       // Compacted: one row per distinct values still held, counting its purchasers.
-      expect([Number(n!.rows), Number(n!.purchasers)]).toEqual([compact ? 4 : 9, 5]);
+      expect([Number(n!.rows), Number(n!.purchasers)]).toEqual([compact ? 5 : 209, 205]);
       expect(await ranked('bc_copy')).toEqual(want);
     }
+  });
+});
+
+describe('buyers cache kept', () => {
+  it('only when the buyers table holds the purchasers and purchases the run rows hold', async () => {
+    const app = 'bmatch';
+    const run = 'r20260101000000_0000dddd';
+    await ch.exec(sql`DROP TABLE IF EXISTS bm_buyers`);
+    await ch.exec(buyersTableSql('bm_buyers'));
+    const at = new Date('2026-05-01T00:00:00Z');
+    await ch.insert('profiles', [
+      { app_id: app, run_id: run, as_of: '2026-06-01 00:00:00', user_id: 'a', purchases_total: 2, revenue_total: 10, last_purchase_at: '2026-05-01 00:00:00' },
+      { app_id: app, run_id: run, as_of: '2026-06-01 00:00:00', user_id: 'b', purchases_total: 0, revenue_total: 0 },
+    ]);
+    const same = async () => Number((await ch.one<{ same: number }>(buyersMatchRowsSql({ appId: app, runId: run, buyers: 'bm_buyers' })))!.same);
+    // A purchase stored after the buyers were read: the rows count 2, the buyers 1.
+    await ch.insert('bm_buyers', [{ last_purchase_at: at.toISOString().slice(0, 19).replace('T', ' '), purchases_total: 1, revenue_total: 4, sign: 1 }]);
+    expect(await same()).toBe(0);
+    await ch.exec(sql`TRUNCATE TABLE bm_buyers`);
+    await ch.insert('bm_buyers', [{ last_purchase_at: '2026-05-01 00:00:00', purchases_total: 2, revenue_total: 10, sign: 1 }]);
+    expect(await same()).toBe(1);
+  });
+});
+
+describe('state cache cleanup', () => {
+  const app = 'cleanup';
+  const runRow = (run_id: string, state: string, startedAgoS: number) => {
+    const t = Math.floor(Date.now() / 1000) - startedAgoS;
+    return { app_id: app, run_id, as_of: t, mode: 'full', state, users: 0, started_at: t, finished_at: state === 'running' ? 0 : t + 1, previous_run_id: '' };
+  };
+  const cacheOf = async (runId: string) => {
+    await ch.exec(raw(`CREATE TABLE IF NOT EXISTS profile_state_${runId} (user_id String, run_id String, app_id String) ENGINE = Memory`));
+    await ch.exec(raw(`CREATE TABLE IF NOT EXISTS profile_buyercache_${runId} (x UInt8) ENGINE = Memory`));
+    await ch.exec(raw(`CREATE MATERIALIZED VIEW IF NOT EXISTS profile_statefeed_${runId} TO profile_state_${runId} AS SELECT user_id, run_id, app_id FROM profiles WHERE run_id = '${runId}'`));
+  };
+  const tablesOf = async (runId: string) =>
+    (await ch.rows<{ name: string }>(sql`SELECT name FROM system.tables WHERE database = currentDatabase() AND endsWith(name, ${runId})`)).map((r) => r.name).sort();
+
+  it('keeps the caches while another run of the app may be running, then drops feed and caches of runs no longer needed', async () => {
+    const [done, old, running] = ['r20260101000000_0000aaaa', 'r20260101000000_0000bbbb', 'r20260101000000_0000cccc'];
+    await ch.insert('profile_runs', [runRow(done, 'complete', 600), runRow(old, 'complete', 1200), runRow(running, 'running', 60)]);
+    for (const r of [done, old, running]) await cacheOf(r);
+    // A run of the app is running elsewhere: which run it reads is not recorded yet, so nothing goes.
+    expect(await dropStaleStateCaches(ch, app, [])).toEqual([]);
+    expect(await tablesOf(old)).toHaveLength(3);
+    // It failed: the older complete run's caches go (its feed first), the latest complete run's stay.
+    await ch.insert('profile_runs', [{ ...runRow(running, 'failed', 60), finished_at: Math.floor(Date.now() / 1000) + 5 }]);
+    const dropped = await dropStaleStateCaches(ch, app, []);
+    expect(dropped.filter((n) => n.endsWith(old))[0]).toBe(`profile_statefeed_${old}`);
+    expect(dropped.sort()).toEqual([old, running].flatMap((r) => [`profile_buyercache_${r}`, `profile_state_${r}`, `profile_statefeed_${r}`]).sort());
+    expect(await tablesOf(done)).toHaveLength(3);
+    // Inserts into profiles still work: no feed was left without its cache.
+    await ch.exec(sql`INSERT INTO profiles (app_id, run_id, as_of, user_id) VALUES (${app}, ${done}, ${new Date()}, 'u1')`);
+    expect(Number((await ch.one<{ n: string }>(raw(`SELECT count() AS n FROM profile_state_${done}`)))!.n)).toBe(1);
+    await ch.exec(raw(`DROP TABLE profile_statefeed_${done}`));
   });
 });
 
