@@ -230,7 +230,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const previousRows = `profile_prev_${runId}`;
   const newEvents = `profile_new_${runId}`;
   const cache = stateCacheName(runId);
-  const feed = `profile_statefeed_${runId}`;
+  const feed = stateFeedName(runId);
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
     ch.insert('profile_runs', [
       {
@@ -262,7 +262,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   rlog.info('profile run started', { as_of: isoSeconds(asOf), mode, previous_run_id: previous?.run_id });
 
   const created: string[] = [];
-  // Steps started ahead of being awaited: all settle before the run's tables are dropped.
+  // Steps started ahead of being awaited (where a failure surfaces): all settle
+  // before the run's tables are dropped, and none rejects unhandled meanwhile.
   const inflight: Promise<unknown>[] = [];
   const track = <T,>(p: Promise<T>): Promise<T> => {
     inflight.push(p.catch(() => undefined));
@@ -340,7 +341,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           await readNew(true);
         }
       })());
-      newRead.catch(() => undefined); // awaited below; a failure surfaces there
       for (const q of find.then) await ch.exec(q);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
@@ -360,7 +360,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         });
         mode = 'full';
         recomputed = undefined;
-        await newRead.catch(() => undefined); // settled before its table is dropped
         sliceBounds = fullRunBounds();
         zonesReady = zonesOf();
       } else {
@@ -405,7 +404,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           ]);
         })())
       : Promise.resolve();
-    stateRead.catch(() => undefined); // awaited below; a failure surfaces there
     zonesReady ??= zonesOf(lateUsers === 0 ? stateRead.then(() => stateZoneCandidatesSql({ previousRows, newEvents })) : undefined);
 
     // An incremental run holds the users it recomputes and those the previous run
@@ -439,7 +437,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         return false;
       }
     })());
-    caching.catch(() => undefined); // awaited below; a failure surfaces there
 
     const rfmReady = track((async () => {
       await ch.exec(buyersTableSql(buyers));
@@ -469,7 +466,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       );
       return rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
     })());
-    rfmReady.catch(() => undefined); // awaited below; a failure surfaces there
 
     // The rows: each written with its scores, or without them when they are computed at read.
     const writeRows = async (scores: Scores) => {
@@ -835,6 +831,11 @@ export function stateCacheName(runId: string): string {
   return `profile_state_${runId}`;
 }
 
+/** The name of the materialized view that fills a run's state cache while it writes (stateCacheFeedSql). */
+export function stateFeedName(runId: string): string {
+  return `profile_statefeed_${runId}`;
+}
+
 /** The name of a run's buyers cache (buyersTableSql). */
 export function buyersCacheName(runId: string): string {
   return `profile_buyercache_${runId}`;
@@ -916,7 +917,7 @@ export async function dropStaleStateCaches(ch: ClickHouse, appId: string, keep: 
   for (const t of tables) if (stale.has(t.run_id) || Number(t.orphan) === 1) byRun.set(t.run_id, [...(byRun.get(t.run_id) ?? []), t.name]);
   const dropped: string[] = [];
   for (const [runId, names] of byRun) {
-    const feed = `profile_statefeed_${runId}`;
+    const feed = stateFeedName(runId);
     if (names.includes(feed)) {
       try {
         await ch.exec(sql`DROP TABLE IF EXISTS ${ident(feed)}`);
