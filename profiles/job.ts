@@ -43,6 +43,7 @@ import {
   buyersTableSql,
   changedTableSql,
   changedUsersSql,
+  newZoneCandidatesSql,
   newEventsCopiedSql,
   newEventsTableSql,
   previousStateTableSql,
@@ -57,7 +58,6 @@ import {
   SCORES_AT_READ,
   sliceBoundsSql,
   STATE_FORMAT,
-  stateZoneCandidatesSql,
   slicesOf,
   stateCacheCompleteSql,
   stateCacheFeedSql,
@@ -76,7 +76,7 @@ import {
   timelinePartActiveSql,
   timelinePartsSql,
 } from './sql.ts';
-import { zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
+import { offsetsWithin, zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
 
 export type ProfileMode = 'full' | 'incremental';
 
@@ -283,15 +283,18 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     stepStart = now;
   };
   try {
-    // Tabulated while the steps below run; the scan needs them. An incremental
-    // run without late arrivals needs only the zones of the users it recomputes
-    // (from step 2, below); any other run those of every user.
-    const zonesOf = (candidates?: Promise<Sql>) => {
-      const ready = (candidates ?? Promise.resolve(undefined)).then((c) => zonesAt(ch, appId, w, c));
+    // Tabulated while the steps below run; the rows need them. A full run takes
+    // every zone its users ever had. An incremental run after a run of this
+    // process takes that run's zones and those set since (runZones), which
+    // cover every row it can write; otherwise, or with late arrivals (whose
+    // zones may predate the previous run), every zone too.
+    const zonesOf = (candidates?: Sql) => {
+      const ready = zonesAt(ch, appId, w, candidates);
       ready.catch(() => undefined); // awaited below; a failure surfaces there
       return ready;
     };
-    let zonesReady = mode === 'full' ? zonesOf() : undefined;
+    const known = previous && mode === 'incremental' && runZones.get(appId)?.runId === previous.run_id ? runZones.get(appId)!.names : undefined;
+    let zonesReady = zonesOf(known && previous ? newZoneCandidatesSql({ appId, known, previousAsOf: previous.as_of, asOf }) : undefined);
     report(0.03);
     step('timezones');
 
@@ -351,6 +354,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       // full run, then the window and the copy on top (the demo's first
       // scheduled run, every user late: 6.8 s against 3.3 s for a full run).
       lateUsers = Number(n?.late ?? 0);
+      if (known && lateUsers > 0) zonesReady = zonesOf();
       const manyLate = lateUsers > (opts.fullWhenLateShare ?? FULL_WHEN_LATE_SHARE) * previous.users;
       if (manyLate || recomputed > (opts.fullWhenChangedUsers ?? FULL_WHEN_CHANGED_USERS)) {
         rlog.info(manyLate ? 'most users have late arrivals; running a full scan instead' : 'too many changed users to hold in memory; running a full scan instead', {
@@ -361,7 +365,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         mode = 'full';
         recomputed = undefined;
         sliceBounds = fullRunBounds();
-        zonesReady = zonesOf();
       } else {
         // Slices serve the late users' rescan and the copy of the previous run's
         // rows (a layered previous run's, or everyone's past LAYER_SHARE, below):
@@ -404,7 +407,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           ]);
         })())
       : Promise.resolve();
-    zonesReady ??= zonesOf(lateUsers === 0 ? stateRead.then(() => stateZoneCandidatesSql({ previousRows, newEvents })) : undefined);
 
     // An incremental run holds the users it recomputes and those the previous run
     // held itself; the rest it inherits from the base run (runRowsSql) — unless
@@ -568,6 +570,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         : undefined,
     ]);
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
+    runZones.set(appId, { runId, names: (await zonesReady).names });
     // The caches outlive the run, for the next incremental one.
     untrack(cache);
     if (buyersKept) untrack(buyers);
@@ -674,10 +677,25 @@ function storedThresholds(rfm: RfmThresholds): RfmThresholds {
   return { r: defined(rfm.r), f: defined(rfm.f), m: defined(rfm.m) };
 }
 
-// Each zone's offsets by span, for the runs of the next day: tabulating them
-// is a query of ~0.2 s, and scheduled runs a few minutes apart need the same.
-const zoneOffsets = new Map<string, { start: number; changes: { at: number; off: number }[] }>();
-const ZONE_OFFSETS_KEPT = 4096;
+/**
+ * Per app, the zones of its latest run built by this process: every zone its
+ * rows can hold (a full run's are every zone its users ever had; an
+ * incremental run's, its previous run's and those set since, or every zone).
+ * The next incremental run starts from them, at once, rather than waiting for
+ * its users' rows to find theirs.
+ */
+const runZones = new Map<string, { runId: string; names: readonly string[] }>();
+
+// Each zone's tabulated spans, newest first: tabulating is a query of ~0.1–0.2
+// s, and scheduled runs minutes or hours apart need spans inside one tabulation.
+const zoneSpans = new Map<string, { from: number; to: number; start: number; changes: { at: number; off: number }[] }[]>();
+const ZONE_SPANS_KEPT = 8;
+/**
+ * How far past a run's span its zones are tabulated, so the runs of the next
+ * days find their span inside (a table keyed on the span itself missed at each
+ * midnight: a run an hour after one on the day before tabulated again).
+ */
+const ZONE_SPAN_AHEAD_S = 7 * DAY_S;
 
 /**
  * The zones among `candidates` (a query of `value`s; default: every timezone the
@@ -687,20 +705,24 @@ const ZONE_OFFSETS_KEPT = 4096;
 export async function zonesAt(ch: ClickHouse, appId: string, w: Window, candidates: Sql = timezoneCandidatesSql(appId)): Promise<Zones> {
   const values = await ch.rows<{ value: string }>(candidates);
   const names = [...new Set([...(await validTimezones(ch, values.map((r) => r.value))), 'UTC'])].sort();
-  // Tabulated from the start of the window's first UTC day to two days after
-  // as_of's: the offset at any instant from the table's start on is its start
-  // offset plus the changes up to that instant, so the table serves every
-  // window inside that span.
+  // The span: from the start of the window's first UTC day to two days after
+  // as_of's. The offset at any instant from a table's start on is its start
+  // offset plus the changes up to that instant, so a table serves every span
+  // inside its own.
   const from = Math.floor((w.d90.getTime() / 1000 + 1) / DAY_S) * DAY_S;
   const to = (Math.floor(w.asOf.getTime() / 1000 / DAY_S) + 2) * DAY_S;
-  const key = (zone: string) => JSON.stringify([zone, from, to]);
-  const missing = names.filter((z) => !zoneOffsets.has(key(z)));
+  const spanOf = (zone: string) => zoneSpans.get(zone)?.find((s) => s.from <= from && s.to >= to);
+  const missing = names.filter((z) => !spanOf(z));
   if (missing.length > 0) {
-    const tabulated = zoneOffsetsFromRows(missing.length, await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(missing, from, to)));
-    missing.forEach((z, i) => zoneOffsets.set(key(z), { start: tabulated.start[i]!, changes: tabulated.changes[i]! }));
+    const ahead = to + ZONE_SPAN_AHEAD_S;
+    const tabulated = zoneOffsetsFromRows(missing.length, await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(missing, from, ahead)));
+    missing.forEach((z, i) => {
+      const spans = zoneSpans.get(z) ?? [];
+      spans.unshift({ from, to: ahead, start: tabulated.start[i]!, changes: tabulated.changes[i]! });
+      zoneSpans.set(z, spans.slice(0, ZONE_SPANS_KEPT));
+    });
   }
-  const own = names.map((z) => zoneOffsets.get(key(z))!);
-  while (zoneOffsets.size > ZONE_OFFSETS_KEPT) zoneOffsets.delete(zoneOffsets.keys().next().value!);
+  const own = names.map((z) => offsetsWithin(spanOf(z)!, from, to));
   return { names, offsets: { start: own.map((o) => o.start), changes: own.map((o) => o.changes) } };
 }
 

@@ -785,15 +785,16 @@ export function newEventsCopiedSql(table: string): Sql {
 }
 
 /**
- * The timezone trait values the users of step 2 had in their previous row or
- * set since: a superset of their current zones, for step 3.
+ * Candidates for an incremental run's zones (see zonesAt): `known`, every zone
+ * the previous run's rows can hold, and the timezone trait values set by events
+ * since the previous as_of (a time range of profile_events_by_time, a few
+ * granules). Only time: it can run before any other step.
  */
-export function stateZoneCandidatesSql(p: { previousRows: string; newEvents: string }): Sql {
-  return sql`SELECT DISTINCT value FROM (
-  SELECT p_trait_values[indexOf(p_trait_keys, 'timezone')] AS value FROM ${ident(p.previousRows)} WHERE has(p_trait_keys, 'timezone')
-  UNION ALL
-  SELECT change.4 AS value FROM ${ident(p.newEvents)} ARRAY JOIN n_changes AS change WHERE change.1 = 'timezone'
-)`;
+export function newZoneCandidatesSql(p: { appId: string; known: readonly string[]; previousAsOf: Date; asOf: Date }): Sql {
+  return sql`SELECT arrayJoin(CAST(${p.known} AS Array(String))) AS value
+UNION ALL
+SELECT DISTINCT value FROM profile_events_by_time ARRAY JOIN trait_keys AS key, trait_values AS value
+WHERE app_id = ${p.appId} AND ts > ${p.previousAsOf} AND ts <= ${p.asOf} AND key = 'timezone'`;
 }
 
 /**

@@ -78,6 +78,24 @@ export function zoneOffsetsFromRows(zoneCount: number, rows: readonly { z: numbe
   return { start, changes };
 }
 
+/**
+ * One zone's offsets (`start` at `from`, then its `changes`) cut to a window
+ * inside [from, to]: the changes up to `winFrom` folded into the start, those
+ * after `winTo` dropped. Every instant in (winFrom, winTo] gets the same offset,
+ * and the window keeps only its own changes, which every row pays for
+ * (localHours). So one tabulation over a wider span serves the runs of the
+ * days after it.
+ */
+export function offsetsWithin(o: { start: number; changes: readonly { at: number; off: number }[] }, winFrom: number, winTo: number): { start: number; changes: { at: number; off: number }[] } {
+  let start = o.start;
+  const changes: { at: number; off: number }[] = [];
+  for (const c of o.changes) {
+    if (c.at <= winFrom) start = c.off;
+    else if (c.at <= winTo) changes.push({ at: c.at, off: c.off });
+  }
+  return { start, changes };
+}
+
 const NEVER = 4294967295;
 
 /**

@@ -127,6 +127,36 @@ describe('profiles match the reference implementation', () => {
     expectMatches(rows, referenceProfiles(a, asOf1 + 600), 'quiet incremental');
   });
 
+  it('takes the zones of the previous run and those set since, along a chain of incremental runs', async () => {
+    const app = 'zonechain';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf1 = AS_OFS[0]!;
+    let n = 0;
+    const ev = (user_id: string, ts: number, receivedAt: number, traits?: TestEvent['traits']): TestEvent => ({
+      event_id: `z${n++}`, user_id, ts, type: traits ? 'identify' : 'track', event: traits ? '' : 'view', properties: {}, traits: traits ?? {}, context: {}, received_at: receivedAt,
+    });
+    // Three users in Berlin, each with a view at 06:10 UTC (08:10 local).
+    const a = ['u1', 'u2', 'u3'].flatMap((u) => [ev(u, asOf1 - 10 * 86400, now - 7200, { timezone: 'Europe/Berlin' }), ev(u, asOf1 - 86400 * 2 - 13800, now - 7200)]);
+    await insertEvents(ch, app, a);
+    await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
+    // u2 moves to a zone no user had, then views twice.
+    // Received well before the runs: late arrivals of the next run would take every zone.
+    const b = [ev('u2', asOf1 + 100, now - 3600, { timezone: 'Asia/Kathmandu' }), ev('u2', asOf1 + 200, now - 3600), ev('u2', asOf1 + 300, now - 3600)];
+    await insertEvents(ch, app, b);
+    const inc1 = await buildProfiles(ch, app, { asOf: new Date((asOf1 + 3600) * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
+    expect(inc1.mode).toBe('incremental');
+    expectMatches(await runRows(app, inc1.run_id), referenceProfiles([...a, ...b], asOf1 + 3600), 'a zone set since the previous run');
+    // u1 views again, with no zone set since: its zone comes from the rows before both runs.
+    const c = [ev('u1', asOf1 + 5000, now), ev('u1', asOf1 + 5100, now), ev('u1', asOf1 + 5200, now), ev('u2', asOf1 + 5300, now)];
+    await insertEvents(ch, app, c);
+    const inc2 = await buildProfiles(ch, app, { asOf: new Date((asOf1 + 7200) * 1000), mode: 'incremental', receivedMarginS: 60, fullWhenLateShare: 1 });
+    expect(inc2.mode).toBe('incremental');
+    expect(inc2.previous_run_id).toBe(inc1.run_id);
+    const expected = referenceProfiles([...a, ...b, ...c], asOf1 + 7200);
+    expect([expected.get('u1')?.timezone, expected.get('u2')?.timezone]).toEqual(['Europe/Berlin', 'Asia/Kathmandu']);
+    expectMatches(await runRows(app, inc2.run_id), expected, 'a zone from before the previous run');
+  });
+
   it('adds new events to the previous rows when as_of moves by more than the 90-day window', async () => {
     const app = 'leap';
     const now = Math.floor(Date.now() / 1000);

@@ -5,7 +5,7 @@
 // negative DST, Morocco.
 import { describe, expect, it } from 'vitest';
 import { raw, sql } from '../../lib/sql.ts';
-import { localHours, MAX_STEPS, zoneOffsetsFromRows, zoneOffsetsSql } from '../../profiles/zones.ts';
+import { localHours, MAX_STEPS, offsetsWithin, zoneOffsetsFromRows, zoneOffsetsSql } from '../../profiles/zones.ts';
 import { testDatabase } from '../support/env.ts';
 
 const S = (iso: string) => Date.parse(iso) / 1000;
@@ -45,6 +45,28 @@ describe('zone offsets', () => {
       }
     });
   }
+
+  it('cut from a tabulation over a wider span, equal the window\'s own (so a run reuses an earlier run\'s table)', async () => {
+    const ch = await testDatabase('wzones');
+    const DAY = 86400;
+    for (const c of CASES) {
+      const names = [...c.zones].sort();
+      const [from, to] = [S(c.from), S(c.to)];
+      const own = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, from, to)));
+      // Wider on both sides, by spans that hold DST changes of their own.
+      const wide = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, from - 200 * DAY, to + 150 * DAY)));
+      expect(wide.changes.flat().length).toBeGreaterThan(own.changes.flat().length);
+      const cut = names.map((_, z) => offsetsWithin({ start: wide.start[z]!, changes: wide.changes[z]! }, from, to));
+      expect({ start: cut.map((o) => o.start), changes: cut.map((o) => o.changes) }).toEqual(own);
+    }
+  });
+
+  it('fold the changes up to a window\'s start into its start offset and drop those after its end', () => {
+    const o = { start: 0, changes: [{ at: 100, off: 3600 }, { at: 200, off: 7200 }, { at: 300, off: 3600 }, { at: 400, off: 0 }] };
+    expect(offsetsWithin(o, 200, 399)).toEqual({ start: 7200, changes: [{ at: 300, off: 3600 }] });
+    expect(offsetsWithin(o, 50, 1000)).toEqual(o);
+    expect(offsetsWithin(o, 500, 600)).toEqual({ start: 0, changes: [] });
+  });
 
   it('keep zones with many changes on toHour, and count a zone not in the table as UTC', () => {
     const many = { start: [0, 0], changes: [Array.from({ length: MAX_STEPS + 1 }, (_, i) => ({ at: 1000 + i, off: i % 2 ? 0 : 1800 })), []] };
