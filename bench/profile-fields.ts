@@ -80,7 +80,7 @@ try {
   const full = await buildProfiles(ch, APP, { asOf: asOf1, mode: 'full' });
   await ch.exec(changedTableSql(T.changed));
   await ch.exec(changedTableSql(T.late));
-  for (const q of changedUsersSql({ appId: APP, changed: T.changed, late: T.late, previousAsOf: asOf1, asOf: asOf2 }).concurrent) await ch.exec(q);
+  for (const q of changedUsersSql({ appId: APP, changed: T.changed, late: T.late, previousAsOf: asOf1, asOf: asOf2 }).changed) await ch.exec(q);
   await ch.exec(previousStateTableSql({ appId: APP, previous: { run_id: full.run_id }, users: sql`(SELECT user_id FROM ${ident(T.changed)})`, into: T.prev }));
   await ch.exec(newEventsTableSql({ appId: APP, previousAsOf: asOf1, asOf: asOf2, late: T.late, copies: false, into: T.next }));
   const changed = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(T.prev)}`))?.n ?? 0);

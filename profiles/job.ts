@@ -332,8 +332,10 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       ]);
       const lateMonths = months.map((r) => Number(r.month));
       const find = changedUsersSql({ appId, changed, late, previousAsOf: previous.as_of, asOf, receivedSince, lateMonths });
-      await Promise.all(find.concurrent.map((q) => ch.exec(q)));
-      // Step 2's read of the newer events needs only the late users: it starts now.
+      const changedFound = track(Promise.all(find.changed.map((q) => ch.exec(q))));
+      await Promise.all(find.late.map((q) => ch.exec(q)));
+      // Step 2's read of the newer events needs only the late users: it starts
+      // now, while the changed users are still being found.
       created.push(newEvents);
       newRead = track((async () => {
         const readNew = (copies: boolean) => ch.exec(newEventsTableSql({ appId, previousAsOf: previous.as_of, asOf, late, copies, into: newEvents }), { timeoutS: 3600 });
@@ -344,6 +346,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           await readNew(true);
         }
       })());
+      await changedFound;
       for (const q of find.then) await ch.exec(q);
       const n = await ch.one<{ n: string; late: string }>(
         sql`SELECT uniqExact(user_id) AS n, (SELECT uniqExact(user_id) FROM ${ident(late)}) AS late FROM ${ident(changed)}`,
@@ -451,7 +454,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       await Promise.all(
         incremental
           ? [
-              previousCaches.then(({ buyers: c }) => {
+              // Off the critical path when the rows are written without scores: it
+              // waits for the state's reads, which then have the cores to themselves.
+              (scoresAtRead ? stateRead.then(() => previousCaches) : previousCaches).then(({ buyers: c }) => {
                 previousBuyers = c ? 'cache' : 'rows';
                 return ch.exec(c ? buyersFromCacheSql({ cache: c.table, buyers, compact: c.compact }) : buyersFromPreviousSql({ appId, previous: incremental, buyers }), t);
               }),
@@ -486,8 +491,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         await Promise.all([
           // One query, not one per slice: it reads the previous rows' blocks
           // (STATE_BLOCK_ROWS) on every thread, and 18.16 analyses each query's
-          // expressions anew (~60 CPU-ms here, whatever the rows).
-          ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, rfm: scores, previousRows, newEvents }), t),
+          // expressions anew (~60 CPU-ms here, whatever the rows). Its blocks are
+          // written as they come, a part per STATE_BLOCK_ROWS or more: squashed
+          // into one, as an INSERT does by default, the rows are written on one
+          // thread only after all are computed; so the write overlaps the fields.
+          ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, rfm: scores, previousRows, newEvents }), { ...t, settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS } }),
           // Step 3': the users the previous run holds that this run does not recompute.
           ...(all || incremental.layer ? slices.map((slice) => ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous: incremental, all, changed, rfm: scores, slice }), t)) : []),
         ]);

@@ -283,27 +283,29 @@ export function changedUsersSql(p: {
   receivedSince?: Date;
   /** The `events` months (toYYYYMM, its partition key) that can hold a late arrival; all months when absent. */
   lateMonths?: readonly number[];
-}): { concurrent: Sql[]; then: Sql[] } {
+}): { changed: Sql[]; late: Sql[]; then: Sql[] } {
   const prev = windowOf(p.previousAsOf);
   const next = windowOf(p.asOf);
   const ranges = (['asOf', 'd7', 'd30', 'd90'] as const).map((k) => sql`(ts > ${prev[k]} AND ts <= ${next[k]})`);
   // Time ranges of the table sorted by time: a few granules each.
-  const concurrent = [
+  const changed = [
     sql`INSERT INTO ${ident(p.changed)} SELECT DISTINCT user_id FROM profile_events_by_time WHERE app_id = ${p.appId} AND (${join(ranges, ' OR ')})`,
   ];
+  const late: Sql[] = [];
   const then: Sql[] = [];
   if (p.receivedSince) {
     if (p.lateMonths === undefined || p.lateMonths.length > 0) {
       // received_at is in no key: without the months, every partition is read.
       const months = p.lateMonths ? sql` AND toYYYYMM(ts) IN (${join(p.lateMonths.map((m) => sql`${m}`))})` : sql``;
-      concurrent.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND received_at >= ${p.receivedSince} AND ts <= ${prev.asOf}${months}`);
+      late.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND received_at >= ${p.receivedSince} AND ts <= ${prev.asOf}${months}`);
     }
     // Users whose events ingest re-derived into the views' tables after a failed
     // insert (130_ingest_repairs.sql): their received_at predates that.
-    concurrent.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM ingest_repairs WHERE app_id = ${p.appId} AND repaired_at >= ${p.receivedSince}`);
+    late.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM ingest_repairs WHERE app_id = ${p.appId} AND repaired_at >= ${p.receivedSince}`);
     then.push(sql`INSERT INTO ${ident(p.changed)} SELECT user_id FROM ${ident(p.late)}`);
   }
-  return { concurrent, then };
+  // `changed` and `late` run at once; `then` after both.
+  return { changed, late, then };
 }
 
 /**
