@@ -288,13 +288,14 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // process takes that run's zones and those set since (runZones), which
     // cover every row it can write; otherwise, or with late arrivals (whose
     // zones may predate the previous run), every zone too.
-    const zonesOf = (candidates?: Sql) => {
-      const ready = zonesAt(ch, appId, w, candidates);
+    const zonesOf = (candidates?: Sql, after: Promise<unknown> = Promise.resolve()) => {
+      const ready = after.then(() => zonesAt(ch, appId, w, candidates));
       ready.catch(() => undefined); // awaited below; a failure surfaces there
       return ready;
     };
     const known = previous && mode === 'incremental' && runZones.get(appId)?.runId === previous.run_id ? runZones.get(appId)!.names : undefined;
-    let zonesReady = zonesOf(known && previous ? newZoneCandidatesSql({ appId, known, previousAsOf: previous.as_of, asOf }) : undefined);
+    const zoneCandidates = (late: number) => (known && previous && late === 0 ? newZoneCandidatesSql({ appId, known, previousAsOf: previous.as_of, asOf }) : undefined);
+    let zonesReady = mode === 'full' ? zonesOf() : undefined;
     report(0.03);
     step('timezones');
 
@@ -357,7 +358,6 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       // full run, then the window and the copy on top (the demo's first
       // scheduled run, every user late: 6.8 s against 3.3 s for a full run).
       lateUsers = Number(n?.late ?? 0);
-      if (known && lateUsers > 0) zonesReady = zonesOf();
       const manyLate = lateUsers > (opts.fullWhenLateShare ?? FULL_WHEN_LATE_SHARE) * previous.users;
       if (manyLate || recomputed > (opts.fullWhenChangedUsers ?? FULL_WHEN_CHANGED_USERS)) {
         rlog.info(manyLate ? 'most users have late arrivals; running a full scan instead' : 'too many changed users to hold in memory; running a full scan instead', {
@@ -368,6 +368,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         mode = 'full';
         recomputed = undefined;
         sliceBounds = fullRunBounds();
+        zonesReady = zonesOf(zoneCandidates(lateUsers));
       } else {
         // Slices serve the late users' rescan and the copy of the previous run's
         // rows (a layered previous run's, or everyone's past LAYER_SHARE, below):
@@ -393,21 +394,22 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
               timeoutS: 3600,
               settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS },
             });
-          await Promise.all([
-            previousCaches.then(async ({ state: c }) => {
-              previousState = c ? 'cache' : 'rows';
-              await readPrevious(c?.caches);
-              // A restart since the caches were checked would have emptied them, and
-              // their users would read as new: counted again (in memory, at once).
-              if (c && !(await cachesStillHold(ch, c))) {
-                rlog.warn('a state cache emptied while it was read (a ClickHouse restart?); reading the previous run\'s rows instead');
-                previousState = 'rows';
-                await ch.exec(sql`DROP TABLE IF EXISTS ${ident(previousRows)}`);
-                await readPrevious();
-              }
-            }),
-            newRead,
-          ]);
+          const previousRead = previousCaches.then(async ({ state: c }) => {
+            previousState = c ? 'cache' : 'rows';
+            await readPrevious(c?.caches);
+            // A restart since the caches were checked would have emptied them, and
+            // their users would read as new: counted again (in memory, at once).
+            if (c && !(await cachesStillHold(ch, c))) {
+              rlog.warn('a state cache emptied while it was read (a ClickHouse restart?); reading the previous run\'s rows instead');
+              previousState = 'rows';
+              await ch.exec(sql`DROP TABLE IF EXISTS ${ident(previousRows)}`);
+              await readPrevious();
+            }
+          });
+          // The zones once either read is done (a core is free then): started
+          // with the reads, their query slowed the critical path's first steps.
+          zonesReady = zonesOf(zoneCandidates(lateUsers), Promise.race([previousRead, newRead]).catch(() => undefined));
+          await Promise.all([previousRead, newRead]);
         })())
       : Promise.resolve();
 
@@ -478,7 +480,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     const writeRows = async (scores: Scores) => {
       await caching;
       const slices = slicesOf((await sliceBounds) ?? []);
-      const zones = await zonesReady;
+      const zones = await zonesReady!;
       const t = { timeoutS: 3600 };
       const fromTimeline = async (usersIn?: Sql) => {
         const scan = { appId, runId, window: w, zones, rfm: scores, slices, ...(usersIn ? { usersIn } : {}) };
@@ -578,7 +580,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         : undefined,
     ]);
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
-    runZones.set(appId, { runId, names: (await zonesReady).names });
+    runZones.set(appId, { runId, names: (await zonesReady!).names });
     // The caches outlive the run, for the next incremental one.
     untrack(cache);
     if (buyersKept) untrack(buyers);
