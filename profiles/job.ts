@@ -285,15 +285,16 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   try {
     // Tabulated while the steps below run; the rows need them. A full run takes
     // every zone its users ever had. An incremental run after a run of this
-    // process takes that run's zones and those set since (runZones), which
-    // cover every row it can write; otherwise, or with late arrivals (whose
-    // zones may predate the previous run), every zone too.
+    // process (and the full scan it may turn into) takes that run's zones and
+    // those set since (runZones), which cover every row it can write; otherwise,
+    // or with late arrivals (whose zones may predate the previous run), every zone too.
     const zonesOf = (candidates?: Sql, after: Promise<unknown> = Promise.resolve()) => {
       const ready = after.then(() => zonesAt(ch, appId, w, candidates));
       ready.catch(() => undefined); // awaited below; a failure surfaces there
       return ready;
     };
-    const known = previous && mode === 'incremental' && runZones.get(appId)?.runId === previous.run_id ? runZones.get(appId)!.names : undefined;
+    const lastZones = runZones.get(appId);
+    const known = previous && mode === 'incremental' && lastZones?.runId === previous.run_id ? lastZones.names : undefined;
     const zoneCandidates = (late: number) => (known && previous && late === 0 ? newZoneCandidatesSql({ appId, known, previousAsOf: previous.as_of, asOf }) : undefined);
     let zonesReady = mode === 'full' ? zonesOf() : undefined;
     report(0.03);
