@@ -33,6 +33,7 @@
 // best_hour and top_category).
 import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
 import { segmentTable } from './rfm.ts';
+import { currentTraitsSql } from './traits.ts';
 import { localHours, type ZoneOffsets } from './zones.ts';
 
 export const DAY_S = 86400;
@@ -196,7 +197,7 @@ export function windowOf(asOf: Date): Window {
 
 /** Distinct values the app's users ever had for the timezone trait (a superset of the current ones). */
 export function timezoneCandidatesSql(appId: string): Sql {
-  return sql`SELECT DISTINCT value FROM user_traits WHERE app_id = ${appId} AND key = 'timezone' AND value_type != 0`;
+  return sql`SELECT DISTINCT value FROM user_trait_values WHERE app_id = ${appId} AND key = 'timezone' AND value_type != 0`;
 }
 
 /**
@@ -532,6 +533,55 @@ function currentTraits(changes: string): Sql {
           arrayMap(x -> x.5, current) AS trait_types`;
 }
 
+/** The bound below which `last` of 180_user_trait_values.sql is a change at or before `asOf`. */
+function lastAfter(asOf: Date): string {
+  return String(Math.floor(asOf.getTime() / 1000) + 1 + 10_000_000_000);
+}
+
+/**
+ * A full run's traits (180_user_trait_values.sql), into a Memory table the
+ * scan joins on (profilesFromTimelineSql's `traits`): one row per user with a
+ * trait change, trait_keys, trait_values and trait_types as currentTraits
+ * gives them, `complete` 1 when every change of the user is at or before
+ * as_of. Then the value whose latest change is greatest is the key's current
+ * one; otherwise a value's latest change may be after as_of while an earlier
+ * one is not, and traitsFromHistorySql adds the user's row from every change.
+ * Rows not merged yet are just more candidates for the same maximum.
+ */
+export function traitsTableSql(p: { appId: string; asOf: Date; into: string }): Sql {
+  return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
+SELECT user_id, trait_keys, trait_values, trait_types, toUInt8(arrayReduce('max', ls) < ${lastAfter(p.asOf)}) AS complete
+FROM (
+  SELECT user_id, ls,
+    -- (key, last, -, value, type) as currentTraits reads them: (key, last) sorts as (key, ts, event_id).
+    arrayReverseSort(arrayMap((k, l, v, y) -> (k, l, '', v, y), ks, ls, vs, ys)) AS changes,
+    ${currentTraits('changes')}
+  FROM (
+    SELECT user_id, groupArray(key) AS ks, groupArray(last) AS ls, groupArray(value) AS vs, groupArray(value_type) AS ys
+    FROM (SELECT user_id, key, value, value_type, finalizeAggregation(last) AS last FROM user_trait_values WHERE app_id = ${p.appId})
+    GROUP BY user_id
+  )
+)`;
+}
+
+/** The rows traitsTableSql leaves incomplete, from every change up to as_of (user_traits), as complete rows. */
+export function traitsFromHistorySql(p: { appId: string; asOf: Date; into: string }): Sql {
+  const users = sql`(SELECT user_id FROM ${ident(p.into)} WHERE complete = 0)`;
+  return sql`INSERT INTO ${ident(p.into)} (user_id, trait_keys, trait_values, trait_types, complete)
+SELECT user_id, arrayMap(x -> x.1, current) AS trait_keys, arrayMap(x -> x.2, current) AS trait_values, arrayMap(x -> x.3, current) AS trait_types, toUInt8(1)
+FROM (SELECT user_id, arraySort(groupArray((key, value, value_type))) AS current FROM (${currentTraitsSql(p.appId, p.asOf, { usersIn: users })}) GROUP BY user_id)`;
+}
+
+/** The app's trait changes and distinct trait values (rows not merged yet count as more values). */
+export function traitCountsSql(appId: string): Sql {
+  return sql`SELECT (SELECT count() FROM user_traits WHERE app_id = ${appId}) AS changes, (SELECT count() FROM user_trait_values WHERE app_id = ${appId}) AS values`;
+}
+
+/** Users traitsTableSql left incomplete. */
+export function traitsIncompleteSql(table: string): Sql {
+  return sql`SELECT count() AS n FROM ${ident(table)} WHERE complete = 0`;
+}
+
 /** platform, country, … as columns, from trait_keys and trait_values. */
 function namedTraits(): Sql {
   return join(NAMED_TRAITS.map((k) => sql`if(has(trait_keys, ${k}), trait_values[indexOf(trait_keys, ${k})], NULL) AS ${ident(k)}`));
@@ -617,14 +667,18 @@ const TIMELINE_COLUMNS = [
   ['trait_type', 't_type', 'groupArrayArrayMerge'],
 ] as const;
 
-/** One row per user with TIMELINE_COLUMNS as arrays (named t_*), from user_timeline as `merged` says, else with FINAL. */
-function timelineRowsSql(p: { appId: string; scope: Sql; merged?: MergedPartRead }): Sql {
-  const finalized = (prefix: string) => join(TIMELINE_COLUMNS.map(([c, t]) => sql`finalizeAggregation(${ident(c)}) AS ${ident(prefix + t.slice(2))}`));
+/**
+ * One row per user with TIMELINE_COLUMNS as arrays (named t_*), from user_timeline as `merged` says, else with FINAL;
+ * without the trait changes' columns when `events` (the traits come from elsewhere).
+ */
+function timelineRowsSql(p: { appId: string; scope: Sql; merged?: MergedPartRead; events?: boolean }): Sql {
+  const columns = p.events ? TIMELINE_COLUMNS.filter(([c]) => !c.startsWith('trait_')) : TIMELINE_COLUMNS;
+  const finalized = (prefix: string) => join(columns.map(([c, t]) => sql`finalizeAggregation(${ident(c)}) AS ${ident(prefix + t.slice(2))}`));
   if (!p.merged) return sql`SELECT user_id, ${finalized('t_')} FROM user_timeline FINAL WHERE app_id = ${p.appId}${p.scope}`;
   const part = sql`SELECT user_id, ${finalized(p.merged.others ? 'l_' : 't_')} FROM user_timeline WHERE app_id = ${p.appId} AND _part = ${p.merged.part}${p.scope}`;
   if (!p.merged.others) return part;
-  const grouped = join(TIMELINE_COLUMNS.map(([c, t, merge]) => sql`${raw(merge)}(${ident(c)}) AS ${ident('r_' + t.slice(2))}`));
-  const appended = join(TIMELINE_COLUMNS.map(([, t]) => sql`arrayConcat(${ident('l_' + t.slice(2))}, ${ident('r_' + t.slice(2))}) AS ${ident(t)}`));
+  const grouped = join(columns.map(([c, t, merge]) => sql`${raw(merge)}(${ident(c)}) AS ${ident('r_' + t.slice(2))}`));
+  const appended = join(columns.map(([, t]) => sql`arrayConcat(${ident('l_' + t.slice(2))}, ${ident('r_' + t.slice(2))}) AS ${ident(t)}`));
   // FULL: a user only the other parts hold (new since the merge) gets empty arrays from the left.
   return sql`SELECT user_id, ${appended} FROM (${part})
     ANY FULL JOIN (SELECT user_id, ${grouped} FROM user_timeline WHERE app_id = ${p.appId} AND _part != ${p.merged.part}${p.scope} GROUP BY user_id) USING user_id`;
@@ -657,6 +711,8 @@ export function profilesFromTimelineSql(p: {
   merged?: MergedPartRead;
   /** Only users the run has no row for yet. */
   unwritten?: boolean;
+  /** The users' traits from this table (traitsTableSql, complete rows), not from the timeline's trait changes. */
+  traits?: string;
 }): Sql {
   const { window: w } = p;
   const unwritten = p.unwritten ? sql` AND user_id NOT IN (SELECT user_id FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})` : sql``;
@@ -695,9 +751,12 @@ export function profilesFromTimelineSql(p: {
             arrayMap(f -> bitAnd(f, 7), fa) AS ka,
             t_amount AS am,
             t_category AS ca,
-            arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y), t_key, t_tts, t_event, t_value, t_type))) AS changes,
-            ${currentTraits('changes')}
-          FROM (${timelineRowsSql({ appId: p.appId, scope, ...(p.merged ? { merged: p.merged } : {}) })})
+            ${p.traits ? sql`trait_keys, trait_values, trait_types` : sql`arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y), t_key, t_tts, t_event, t_value, t_type))) AS changes,
+            ${currentTraits('changes')}`}
+          FROM (${timelineRowsSql({ appId: p.appId, scope, ...(p.merged ? { merged: p.merged } : {}), events: Boolean(p.traits) })})${p.traits
+            // A user without a row (no trait change) gets the join's defaults: no traits.
+            ? sql` ANY LEFT JOIN (SELECT user_id, trait_keys, trait_values, trait_types FROM ${ident(p.traits)} WHERE complete = 1${sliceSql(p.slice)}) USING user_id`
+            : sql``}
         )
       ))
       -- A user with no event up to as_of has no profile.

@@ -83,7 +83,9 @@ describe('profiles match the reference implementation', () => {
       const asOf1 = AS_OFS[seed % AS_OFS.length]!;
       const a = generate(seed, { appUsers: 25 + (seed % 4) * 10, asOf: asOf1, receivedAt: now - 3600, tag: 'a' });
       await insertEvents(ch, app, a);
-      const full1 = await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full' });
+      // Odd seeds' full runs take each trait value's latest change (COMPACT_TRAITS_RATIO), even seeds' every change.
+      const traits = { compactTraitsRatio: seed % 2 ? 0 : Infinity };
+      const full1 = await buildProfiles(ch, app, { asOf: new Date(asOf1 * 1000), mode: 'full', ...traits });
       expect(full1.mode).toBe('full');
       expectMatches(await runRows(app, full1.run_id), referenceProfiles(a, asOf1), `seed ${seed} full@1`);
 
@@ -101,7 +103,7 @@ describe('profiles match the reference implementation', () => {
       expect(inc.users, `seed ${seed} users`).toBe(incRows.size);
       expectMatches(incRows, referenceProfiles([...a, ...b], asOf2), `seed ${seed} incremental@2`);
 
-      const full2 = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'full' });
+      const full2 = await buildProfiles(ch, app, { asOf: new Date(asOf2 * 1000), mode: 'full', ...traits });
       expectSameRows(incRows, await runRows(app, full2.run_id), `seed ${seed} incremental = full`);
       // Not everyone was recomputed: the copy path was exercised.
       expect(inc.recomputed_users!).toBeLessThanOrEqual(inc.users + b.length);
@@ -307,6 +309,51 @@ describe('profiles match the reference implementation', () => {
     const oneRows = await runRows(app, one.run_id);
     expectSameRows(oneRows, severalRows, 'one timeline row = several');
     expectMatches(oneRows, expected, 'one timeline row');
+  });
+
+  it('takes traits from the latest change of each value, and from every change for a user with one after as_of', async () => {
+    const app = 'context_traits';
+    const now = Math.floor(Date.now() / 1000);
+    const asOf = AS_OFS[1]!;
+    const events: TestEvent[] = [];
+    const add = (user: string, id: string, ts: number, e: Partial<TestEvent>) =>
+      events.push({ event_id: id, user_id: user, ts, type: 'track', event: 'view', properties: {}, traits: {}, context: {}, received_at: now - 7200, ...e });
+    const H = 3600;
+    // Context on every event, nearly always repeating itself; platform goes ios → android → ios.
+    for (let i = 0; i < 40; i++) {
+      add('repeats', `r${String(i).padStart(3, '0')}`, asOf - (40 - i) * H, {
+        context: { platform: i >= 10 && i < 20 ? 'android' : 'ios', country: i < 30 ? 'DE' : 'US', timezone: 'Europe/Berlin' },
+      });
+    }
+    // Same second: the greatest event_id wins, whichever value's latest change that is.
+    add('tie_web', 'ta1', asOf - 5 * H, { context: { platform: 'ios' } });
+    add('tie_web', 'ta0', asOf - 2 * H, { context: { platform: 'ios' } });
+    add('tie_web', 'ta2', asOf - 2 * H, { context: { platform: 'web' } });
+    add('tie_ios', 'tb0', asOf - 2 * H, { context: { platform: 'ios' } });
+    add('tie_ios', 'tb2', asOf - 2 * H, { context: { platform: 'web' } });
+    add('tie_ios', 'tb3', asOf - 2 * H, { context: { platform: 'ios' } });
+    // Removed, then set again to the value it had; and removed last.
+    add('removed', 'm0', asOf - 9 * H, { type: 'identify', event: '', traits: { plan: 'pro', vip: true } });
+    add('removed', 'm1', asOf - 8 * H, { type: 'identify', event: '', traits: { plan: null, vip: null } });
+    add('removed', 'm2', asOf - 7 * H, { type: 'identify', event: '', traits: { plan: 'pro' } });
+    // A value's latest change after as_of, an earlier one before: at as_of the other value is current.
+    add('later', 'l0', asOf - 9 * H, { context: { platform: 'ios', country: 'DE' } });
+    add('later', 'l1', asOf - 5 * H, { context: { platform: 'web' } });
+    add('later', 'l2', asOf + 5 * H, { context: { platform: 'ios', country: 'FR' } });
+    // Only after as_of: no profile.
+    add('after', 'f0', asOf + H, { context: { platform: 'ios' } });
+    await insertEvents(ch, app, events);
+    // From each value's latest change (with every change for `later` at as_of), and from every change.
+    for (const [at, compactTraitsRatio] of [[asOf, 0], [asOf + 6 * H, 0], [asOf, Infinity], [asOf + 6 * H, Infinity]] as const) {
+      const full = await buildProfiles(ch, app, { asOf: new Date(at * 1000), mode: 'full', compactTraitsRatio });
+      const rows = await runRows(app, full.run_id);
+      expectMatches(rows, referenceProfiles(events, at), `full at as_of + ${(at - asOf) / H} h, ratio ${compactTraitsRatio}`);
+      const platforms = Object.fromEntries([...rows].map(([u, r]) => [u, r.platform]));
+      expect(platforms).toMatchObject(at === asOf
+        ? { repeats: 'ios', tie_web: 'web', tie_ios: 'ios', later: 'web' }
+        : { repeats: 'ios', tie_web: 'web', tie_ios: 'ios', later: 'ios', after: 'ios' });
+      expect(rows.get('removed')!.trait_keys).toEqual(['plan']);
+    }
   });
 
   it('counts an event stored twice once, whether its copies are in one timeline row or two', async () => {
