@@ -137,13 +137,14 @@ export const DEFAULT_SLICES = 2;
  * A full run takes each user's traits from the latest change of each distinct
  * value (traitsTableSql) when the app has at least this many changes per value
  * (rows of user_traits per row of user_trait_values), else from every change
- * with the user's events. Each way costs ClickHouse 18.16 about the same per
- * array element, but the first groups and joins on what the second reads with
- * the user's row: with context on every event (bench/trait-heavy.ts: 33 changes
- * per value) it took a full run from 9.3x to 1.4x the time without context; on
- * bench/profiles.ts's users (2.7 per value) it took the full run from ~7 s to 15 s.
+ * with the user's events. In ClickHouse 18.16 each way costs about the same
+ * per array element, and the first also groups by user and joins: with context
+ * on every event (bench/trait-heavy.ts, 16.6 changes per value at 1M users) it
+ * took a full run from 110 s to 27.7 s; on bench/profiles.ts's users (1.8) it
+ * made one about twice as long. Rows not merged yet count as values, and cost
+ * as much to read: after a 20M-event bulk load that app had 4.6 rows per value.
  */
-export const COMPACT_TRAITS_RATIO = 8;
+export const COMPACT_TRAITS_RATIO = 4;
 /** An incremental run whose late users exceed this share of the previous run's users runs as a full one. */
 export const FULL_WHEN_LATE_SHARE = 0.1;
 /**
