@@ -98,6 +98,7 @@ try {
 
 const r3 = (x: number) => +x.toFixed(3);
 const paired = rounds.map((r) => r3(r.this.incremental / r.base.incremental));
+const pairedFull = rounds.map((r) => r3(r.this.full / r.base.full));
 const ratioHere = rounds.map((r) => r3(r.this.incremental / r.this.full));
 const ratioBase = rounds.map((r) => r3(r.base.incremental / r.base.full));
 const out = {
@@ -107,6 +108,7 @@ const out = {
   rounds: ROUNDS,
   recomputed_users: rounds[0]?.this.recomputed,
   incremental_here_over_base: { median: median(paired), rounds: paired },
+  full_here_over_base: { median: median(pairedFull), rounds: pairedFull },
   incremental_seconds: { here: median(rounds.map((r) => r.this.incremental)), base: median(rounds.map((r) => r.base.incremental)) },
   full_seconds: { here: median(rounds.map((r) => r.this.full)), base: median(rounds.map((r) => r.base.full)) },
   incremental_over_full: { here: { median: median(ratioHere), rounds: ratioHere }, base: { median: median(ratioBase), rounds: ratioBase } },
@@ -129,7 +131,9 @@ recomputed) once with each code, alternating which goes first, each in a fresh p
 
 Incremental run here / at base, paired within rounds: **${out.incremental_here_over_base.median}**
 (rounds: ${paired.join(', ')}).
+Full run here / at base, paired within rounds: **${out.full_here_over_base.median}**
+(rounds: ${pairedFull.join(', ')}).
 Incremental / full by round, here: ${ratioHere.join(', ')}; at base: ${ratioBase.join(', ')}.
 `,
 );
-say(`incremental here / base: ${out.incremental_here_over_base.median} (rounds ${paired.join(', ')}); written to bench/results/profiles-ab.md`);
+say(`incremental here / base: ${out.incremental_here_over_base.median} (rounds ${paired.join(', ')}), full ${out.full_here_over_base.median}; written to bench/results/profiles-ab.md`);

@@ -10,7 +10,8 @@
 // Runs in its own database, dropped at the end unless --db is given (then kept
 // and reused by a later run with the same --users and --events-per-user).
 // Results: bench/results/trait-heavy.json and .md. Never asserted by tests.
-// Usage: npx tsx bench/trait-heavy.ts [--users 50000] [--events-per-user 40] [--rounds 3] [--db NAME]
+// Results: bench/results/<--out>.json and .md (default trait-heavy).
+// Usage: npx tsx bench/trait-heavy.ts [--users 50000] [--events-per-user 40] [--rounds 3] [--db NAME] [--out NAME]
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { ClickHouse } from '../lib/clickhouse.ts';
@@ -23,7 +24,7 @@ import { mergeFully } from './merged.ts';
 import { median, say, secs } from './report.ts';
 
 const { values } = parseArgs({
-  options: { users: { type: 'string', default: '50000' }, 'events-per-user': { type: 'string', default: '40' }, rounds: { type: 'string', default: '3' }, db: { type: 'string' } },
+  options: { users: { type: 'string', default: '50000' }, 'events-per-user': { type: 'string', default: '40' }, rounds: { type: 'string', default: '3' }, db: { type: 'string' }, out: { type: 'string', default: 'trait-heavy' } },
 });
 const U = Number(values.users);
 const N = U * Number(values['events-per-user']);
@@ -83,7 +84,7 @@ try {
       await ch.exec(eventsSql(app, t0), { timeoutS: 3600 });
       say(`loaded ${N} events of ${U} users into ${app} in ${secs(t)} s`);
     }
-    await mergeFully(ch, ['events', 'user_traits', 'profile_events_by_time', 'purchase_events', 'user_timeline']);
+    await mergeFully(ch, ['events', 'user_traits', 'user_trait_values', 'profile_events_by_time', 'purchase_events', 'user_timeline']);
     await ch.insert('bench_meta', [{ users: U, events: N, t0 }]);
   }
   const changes = await ch.rows<{ app: string; per_user: number }>(
@@ -113,9 +114,9 @@ try {
     context_over_plain: { median: median(paired), rounds: paired },
     full_over_baseline: { plain: median(overBaseline('plain')), context: median(overBaseline('context')) },
   };
-  writeFileSync('bench/results/trait-heavy.json', JSON.stringify(out, null, 2) + '\n');
+  writeFileSync(`bench/results/${values.out}.json`, JSON.stringify(out, null, 2) + '\n');
   writeFileSync(
-    'bench/results/trait-heavy.md',
+    `bench/results/${values.out}.md`,
     `# What trait changes cost a full profile run
 
 \`npx tsx bench/trait-heavy.ts --users ${U} --events-per-user ${N / U} --rounds ${ROUNDS}\` — ${N.toLocaleString('en')} events of
@@ -132,7 +133,7 @@ medians of ${ROUNDS} rounds, each a full run of both apps in alternating order.
 Full run with context traits / without, paired within rounds: **${out.context_over_plain.median}** (rounds: ${paired.join(', ')}).
 `,
   );
-  say(`context / plain: ${out.context_over_plain.median}; written to bench/results/trait-heavy.md`);
+  say(`context / plain: ${out.context_over_plain.median}; written to bench/results/${values.out}.md`);
 } finally {
   if (values.db === undefined) await admin.exec(sql`DROP DATABASE IF EXISTS ${ident(db)}`);
 }
