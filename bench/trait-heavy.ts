@@ -9,8 +9,7 @@
 // bench's baseline, the same events in both apps).
 // Runs in its own database, dropped at the end unless --db is given (then kept
 // and reused by a later run with the same --users and --events-per-user).
-// Results: bench/results/trait-heavy.json and .md. Never asserted by tests.
-// Results: bench/results/<--out>.json and .md (default trait-heavy).
+// Results: bench/results/<--out>.json and .md (default trait-heavy). Never asserted by tests.
 // Usage: npx tsx bench/trait-heavy.ts [--users 50000] [--events-per-user 40] [--rounds 3] [--db NAME] [--out NAME]
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';

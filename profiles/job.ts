@@ -337,11 +337,12 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // change (traitsTableSql), while the RFM step runs — when the app's changes
     // mostly repeat a value (COMPACT_TRAITS_RATIO).
     let traitsReady: Promise<string | undefined> | undefined;
-    const traitsOf = () => {
-      const ready = (async () => {
+    // Tracked: a run failing meanwhile drops the table only once it exists.
+    const traitsOf = () =>
+      track((async () => {
         const counts = await ch.one<{ changes: string; values: string }>(traitCountsSql(appId));
         const [changes, values] = [Number(counts?.changes ?? 0), Number(counts?.values ?? 0)];
-        if (changes < (opts.compactTraitsRatio ?? COMPACT_TRAITS_RATIO) * values || changes === 0) return undefined;
+        if (changes === 0 || changes < (opts.compactTraitsRatio ?? COMPACT_TRAITS_RATIO) * values) return undefined;
         rlog.info('the users\' trait changes mostly repeat a value: taking each value\'s latest change', { trait_changes: changes, trait_values: values });
         created.push(traitsTable);
         await ch.exec(traitsTableSql({ appId, asOf, into: traitsTable }), { timeoutS: 3600 });
@@ -351,10 +352,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           await ch.exec(traitsFromHistorySql({ appId, asOf, into: traitsTable }), { timeoutS: 3600 });
         }
         return traitsTable;
-      })();
-      ready.catch(() => undefined); // awaited below; a failure surfaces there
-      return ready;
-    };
+      })());
     if (mode === 'full') traitsReady = traitsOf();
 
     let lateUsers = 0;

@@ -33,7 +33,7 @@
 // best_hour and top_category).
 import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
 import { segmentTable } from './rfm.ts';
-import { currentTraitsSql } from './traits.ts';
+import { currentTraitsSql, traitOrderAfter } from './traits.ts';
 import { localHours, type ZoneOffsets } from './zones.ts';
 
 export const DAY_S = 86400;
@@ -533,11 +533,6 @@ function currentTraits(changes: string): Sql {
           arrayMap(x -> x.5, current) AS trait_types`;
 }
 
-/** The bound below which `last` of 180_user_trait_values.sql is a change at or before `asOf`. */
-function lastAfter(asOf: Date): string {
-  return String(Math.floor(asOf.getTime() / 1000) + 1 + 10_000_000_000);
-}
-
 /**
  * A full run's traits (180_user_trait_values.sql), into a Memory table the
  * scan joins on (profilesFromTimelineSql's `traits`): one row per user with a
@@ -550,7 +545,7 @@ function lastAfter(asOf: Date): string {
  */
 export function traitsTableSql(p: { appId: string; asOf: Date; into: string }): Sql {
   return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
-SELECT user_id, trait_keys, trait_values, trait_types, toUInt8(arrayReduce('max', ls) < ${lastAfter(p.asOf)}) AS complete
+SELECT user_id, trait_keys, trait_values, trait_types, toUInt8(arrayReduce('max', ls) < ${traitOrderAfter(p.asOf)}) AS complete
 FROM (
   SELECT user_id, ls,
     -- (key, last, -, value, type) as currentTraits reads them: (key, last) sorts as (key, ts, event_id).

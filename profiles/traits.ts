@@ -1,9 +1,22 @@
 // Current traits: the latest change per (user, key) by (ts, event_id) at or
 // before an instant; a removal (value_type 0) hides the key. Reused by the
 // profile job and by the segment compiler, so both read traits the same way.
-import { sql, type Sql } from '../lib/sql.ts';
+import { raw, sql, type Sql } from '../lib/sql.ts';
 
 export const TRAIT_TYPES = { removed: 0, string: 1, number: 2, boolean: 3 } as const;
+
+/**
+ * (ts, event_id) of a trait change folded into one string that orders the same
+ * way: ts as 11 decimal digits (ts + 10^10; a DateTime is < 2^32 < 9 * 10^10)
+ * followed by the event_id, so equal ts compare by the event_id's bytes.
+ * 180_user_trait_values.sql stores it (as `last`) with this same expression.
+ */
+export const TRAIT_ORDER = raw(`concat(toString(toUInt64(ts) + 10000000000), event_id)`);
+
+/** The least TRAIT_ORDER of a change after `asOf`: every change at or before it orders below. */
+export function traitOrderAfter(asOf: Date): string {
+  return String(Math.floor(asOf.getTime() / 1000) + 1 + 10_000_000_000);
+}
 
 /** Subquery with columns (user_id, key, value, value_type) for the traits current at `asOf`. */
 export function currentTraitsSql(appId: string, asOf: Date, opts: { usersIn?: Sql } = {}): Sql {

@@ -30,6 +30,7 @@ import { resolveAttr, TRAIT_BACKED_FIELDS } from './fields.ts';
 import { and, compareNumbers, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
+import { TRAIT_ORDER } from '../profiles/traits.ts';
 
 export type NodePath = (string | number)[];
 
@@ -615,12 +616,9 @@ function universeSql(appId: string, asOf: Date, where: Sql[] = []): Sql {
 /**
  * A trait's current value is the one with the greatest (ts, event_id). 18.16's
  * argMax is ~2x slower with a tuple than with one string, so both sides are
- * folded into strings that order the same way: the key is ts as 11 decimal
- * digits (ts + 10^10; a DateTime is < 2^32 < 9 * 10^10) followed by the
- * event_id, so equal ts compare by the event_id's bytes, as the tuple does; the
+ * folded into strings that order the same way: the key is TRAIT_ORDER, and the
  * value is the type digit (0-3) followed by the value text.
  */
-const TRAIT_ORDER = raw(`concat(toString(toUInt64(ts) + 10000000000), event_id)`);
 const TRAIT_TYPED_VALUE = raw(`concat(toString(value_type), value)`);
 
 /** Literals for an IN list. */
