@@ -77,8 +77,10 @@ import {
   type MergedPartRead,
   type UserSlice,
   type Window,
-  timelinePartActiveSql,
-  timelinePartsSql,
+  appPartsSql,
+  contextTableSql,
+  partActiveSql,
+  type CompactTraits,
 } from './sql.ts';
 import { offsetsWithin, zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
 
@@ -134,15 +136,15 @@ export interface BuildResult {
 export const DEFAULT_RECEIVED_MARGIN_S = 300;
 export const DEFAULT_SLICES = 2;
 /**
- * A full run takes each user's traits from the latest change of each distinct
- * value (traitsTableSql) when the app has at least this many changes per value
- * (rows of user_traits per row of user_trait_values), else from every change
- * with the user's events. In ClickHouse 18.16 each way costs about the same
- * per array element, and the first also groups by user and joins: with context
- * on every event (bench/trait-heavy.ts, 16.6 changes per value at 1M users) it
- * took a full run from 110 s to 27.7 s; on bench/profiles.ts's users (1.8) it
- * made one about twice as long. Rows not merged yet count as values, and cost
- * as much to read: after a 20M-event bulk load that app had 4.6 rows per value.
+ * A full run takes its users' traits from the compact tables (traitsOf: the
+ * latest change of each context key per user, user_context_traits; of each
+ * other key's distinct values, user_trait_values) when the app has at least
+ * this many changes per row of user_trait_values, else from every change with
+ * the user's events. With context on every event (bench/trait-heavy.ts at 1M
+ * users, 16.6 changes per value once merged) the first takes a full run from
+ * 110 s to about 10 s; on the same events without context (2.5) both ways took
+ * about as long in hand timings. Rows not merged yet count as values: after a
+ * 20M-event bulk load that context app had 4.6 rows per value.
  */
 export const COMPACT_TRAITS_RATIO = 4;
 /** An incremental run whose late users exceed this share of the previous run's users runs as a full one. */
@@ -248,6 +250,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
   const previousRows = `profile_prev_${runId}`;
   const newEvents = `profile_new_${runId}`;
   const traitsTable = `profile_traits_${runId}`;
+  const contextTable = `profile_context_${runId}`;
   const cache = stateCacheName(runId);
   const feed = stateFeedName(runId);
   const runRow = (state: string, extra: { users?: number; mode?: string; previous?: string; finished?: boolean }) =>
@@ -333,10 +336,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     const fullRunBounds = () => boundsOf(recentUsersSql(appId, asOf), appUsersOf(ch, appId));
     if (mode === 'full') sliceBounds = fullRunBounds();
 
-    // A full scan's traits, from each user's distinct values rather than every
-    // change (traitsTableSql), while the RFM step runs — when the app's changes
-    // mostly repeat a value (COMPACT_TRAITS_RATIO).
-    let traitsReady: Promise<string | undefined> | undefined;
+    // A full scan's traits, from each context key's latest change per user
+    // (contextTableSql) and each other key's distinct values (traitsTableSql)
+    // rather than every change, while the RFM step runs — when the app's
+    // changes mostly repeat a value (COMPACT_TRAITS_RATIO).
+    let traitsReady: Promise<CompactTraits | undefined> | undefined;
     // Tracked: a run failing meanwhile drops the table only once it exists.
     const traitsOf = () =>
       track((async () => {
@@ -344,14 +348,18 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         const [changes, values] = [Number(counts?.changes ?? 0), Number(counts?.values ?? 0)];
         if (changes === 0 || changes < (opts.compactTraitsRatio ?? COMPACT_TRAITS_RATIO) * values) return undefined;
         rlog.info('the users\' trait changes mostly repeat a value: taking each value\'s latest change', { trait_changes: changes, trait_values: values });
-        created.push(traitsTable);
-        await ch.exec(traitsTableSql({ appId, asOf, into: traitsTable }), { timeoutS: 3600 });
-        const incomplete = Number((await ch.one<{ n: string }>(traitsIncompleteSql(traitsTable)))?.n ?? 0);
+        created.push(traitsTable, contextTable);
+        const tables = { into: traitsTable, context: contextTable };
+        await Promise.all([
+          ch.exec(traitsTableSql({ appId, asOf, into: traitsTable }), { timeoutS: 3600 }),
+          buildContextTable(ch, { appId, asOf, into: contextTable }, await planContextRead(ch, appId), rlog),
+        ]);
+        const incomplete = Number((await ch.one<{ n: string }>(traitsIncompleteSql(tables)))?.n ?? 0);
         if (incomplete > 0) {
           rlog.info('users with a trait change after as_of: their traits come from every change', { users: incomplete });
-          await ch.exec(traitsFromHistorySql({ appId, asOf, into: traitsTable }), { timeoutS: 3600 });
+          await ch.exec(traitsFromHistorySql({ appId, asOf, ...tables }), { timeoutS: 3600 });
         }
-        return traitsTable;
+        return { context: contextTable, others: traitsTable };
       })());
     if (mode === 'full') traitsReady = traitsOf();
 
@@ -686,7 +694,7 @@ type TimelineScan = Omit<Parameters<typeof profilesFromTimelineSql>[0], 'slice' 
  * joined on when there are any; with FINAL when no part is merged.
  */
 export async function planTimelineScan(ch: ClickHouse, appId: string): Promise<MergedPartRead | undefined> {
-  const parts = await ch.rows<{ name: string; level: number | string; rows: number | string }>(timelinePartsSql(appId));
+  const parts = await ch.rows<{ name: string; level: number | string; rows: number | string }>(appPartsSql('user_timeline', appId));
   const part = largestMergedPart(parts);
   return part === undefined ? undefined : { part, others: parts.some((x) => x.name !== part) };
 }
@@ -699,10 +707,49 @@ export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: Merged
     Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ ...common, slice, ...extra }), t)));
   await scan(plan ? { merged: plan } : {});
   // With other parts joined on, the read is complete whatever merges ran (MergedPartRead).
-  if (!plan || plan.others || Number((await ch.one<{ n: string }>(timelinePartActiveSql(plan.part)))?.n ?? 0) > 0) return { reread: false };
+  if (!plan || plan.others || (await partActive(ch, 'user_timeline', plan.part))) return { reread: false };
   // Merged away, maybe before the read began: it found none of the part's rows.
   rlog.info('the merged timeline part was replaced while being read; reading the users still without a row with FINAL', { part: plan.part });
   await scan({ unwritten: true });
+  return { reread: true };
+}
+
+async function partActive(ch: ClickHouse, table: Parameters<typeof partActiveSql>[0], part: string): Promise<boolean> {
+  return Number((await ch.one<{ n: string }>(partActiveSql(table, part)))?.n ?? 0) > 0;
+}
+
+/**
+ * The merged part of user_context_traits with the most of the app's rows, for
+ * contextTableSql to read as it is, if it holds at least twice the rows of the
+ * other parts; else none (FINAL). In ClickHouse 18.16 grouping a user's rows
+ * of max(String) states costs several times what FINAL does, so a part that
+ * leaves most rows to be grouped (after a bulk load, before merges catch up)
+ * is slower than FINAL over all of them.
+ */
+export async function planContextRead(ch: ClickHouse, appId: string): Promise<string | undefined> {
+  const parts = await ch.rows<{ name: string; level: number | string; rows: number | string }>(appPartsSql('user_context_traits', appId));
+  const part = largestMergedPart(parts);
+  const rows = (x: { rows: number | string }) => Number(x.rows);
+  const inPart = rows(parts.find((x) => x.name === part) ?? { rows: 0 });
+  return part !== undefined && inPart >= 2 * parts.reduce((n, x) => n + (x.name === part ? 0 : rows(x)), 0) ? part : undefined;
+}
+
+/**
+ * contextTableSql's table, from the planned part (with FINAL when none); again
+ * with FINAL when the part was merged away before the read may have found it.
+ */
+export async function buildContextTable(
+  ch: ClickHouse,
+  p: Omit<Parameters<typeof contextTableSql>[0], 'part'>,
+  part: string | undefined,
+  rlog = log,
+): Promise<{ reread: boolean }> {
+  const t = { timeoutS: 3600 };
+  await ch.exec(contextTableSql({ ...p, ...(part === undefined ? {} : { part }) }), t);
+  if (part === undefined || (await partActive(ch, 'user_context_traits', part))) return { reread: false };
+  rlog.info('the merged context traits part was replaced while being read; reading them again with FINAL', { part });
+  await ch.exec(sql`DROP TABLE IF EXISTS ${ident(p.into)}`);
+  await ch.exec(contextTableSql(p), t);
   return { reread: true };
 }
 
@@ -1016,7 +1063,7 @@ export async function dropStaleStateCaches(ch: ClickHouse, appId: string, keep: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|traits|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|traits|context|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

@@ -31,9 +31,9 @@
 // take the first position reaching the maximum count — in a sorted list that
 // is the smallest value among the most frequent (the tie rule for both
 // best_hour and top_category).
-import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
+import { ident, join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { segmentTable } from './rfm.ts';
-import { currentTraitsSql, traitOrderAfter } from './traits.ts';
+import { CONTEXT_TRAITS, currentTraitsSql, traitOrderAfter } from './traits.ts';
 import { localHours, type ZoneOffsets } from './zones.ts';
 
 export const DAY_S = 86400;
@@ -534,18 +534,20 @@ function currentTraits(changes: string): Sql {
 }
 
 /**
- * A full run's traits (180_user_trait_values.sql), into a Memory table the
- * scan joins on (profilesFromTimelineSql's `traits`): one row per user with a
- * trait change, trait_keys, trait_values and trait_types as currentTraits
- * gives them, `complete` 1 when every change of the user is at or before
- * as_of. Then the value whose latest change is greatest is the key's current
- * one; otherwise a value's latest change may be after as_of while an earlier
- * one is not, and traitsFromHistorySql adds the user's row from every change.
- * Rows not merged yet are just more candidates for the same maximum.
+ * A full run's traits but the context ones (180_user_trait_values.sql), into
+ * a Memory table the scan joins on (profilesFromTimelineSql's `traits`): one
+ * row per user with a change to such a key, trait_keys, trait_values and
+ * trait_types as currentTraits gives them, `complete` 1 when every change of
+ * the user is at or before as_of, `whole` 0 (the context traits come from
+ * contextTableSql). Then the value whose latest change is greatest is the
+ * key's current one; otherwise a value's latest change may be after as_of
+ * while an earlier one is not, and traitsFromHistorySql adds the user's whole
+ * row from every change. Rows not merged yet are just more candidates for the
+ * same maximum.
  */
 export function traitsTableSql(p: { appId: string; asOf: Date; into: string }): Sql {
   return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
-SELECT user_id, trait_keys, trait_values, trait_types, toUInt8(arrayReduce('max', ls) < ${traitOrderAfter(p.asOf)}) AS complete
+SELECT user_id, trait_keys, trait_values, trait_types, toUInt8(arrayReduce('max', ls) < ${traitOrderAfter(p.asOf)}) AS complete, toUInt8(0) AS whole
 FROM (
   SELECT user_id, ls,
     -- (key, last, -, value, type) as currentTraits reads them: (key, last) sorts as (key, ts, event_id).
@@ -553,18 +555,26 @@ FROM (
     ${currentTraits('changes')}
   FROM (
     SELECT user_id, groupArray(key) AS ks, groupArray(last) AS ls, groupArray(value) AS vs, groupArray(value_type) AS ys
-    FROM (SELECT user_id, key, value, value_type, finalizeAggregation(last) AS last FROM user_trait_values WHERE app_id = ${p.appId})
+    FROM (SELECT user_id, key, value, value_type, finalizeAggregation(last) AS last FROM user_trait_values WHERE app_id = ${p.appId} AND key NOT IN ${tuple(CONTEXT_TRAITS)})
     GROUP BY user_id
   )
 )`;
 }
 
-/** The rows traitsTableSql leaves incomplete, from every change up to as_of (user_traits), as complete rows. */
-export function traitsFromHistorySql(p: { appId: string; asOf: Date; into: string }): Sql {
-  const users = sql`(SELECT user_id FROM ${ident(p.into)} WHERE complete = 0)`;
-  return sql`INSERT INTO ${ident(p.into)} (user_id, trait_keys, trait_values, trait_types, complete)
-SELECT user_id, arrayMap(x -> x.1, current) AS trait_keys, arrayMap(x -> x.2, current) AS trait_values, arrayMap(x -> x.3, current) AS trait_types, toUInt8(1)
-FROM (SELECT user_id, arraySort(groupArray((key, value, value_type))) AS current FROM (${currentTraitsSql(p.appId, p.asOf, { usersIn: users })}) GROUP BY user_id)`;
+/** Users traitsTableSql or contextTableSql left incomplete. */
+function incompleteUsers(p: { into: string; context: string }): Sql {
+  return sql`(SELECT user_id FROM ${ident(p.into)} WHERE complete = 0 UNION ALL SELECT user_id FROM ${ident(p.context)} WHERE complete = 0)`;
+}
+
+/**
+ * The users traitsTableSql or contextTableSql left incomplete, each as a whole
+ * row (every key, context ones too) from every change up to as_of
+ * (user_traits), complete. The scan then takes such a user's whole row only.
+ */
+export function traitsFromHistorySql(p: { appId: string; asOf: Date; into: string; context: string }): Sql {
+  return sql`INSERT INTO ${ident(p.into)} (user_id, trait_keys, trait_values, trait_types, complete, whole)
+SELECT user_id, arrayMap(x -> x.1, current) AS trait_keys, arrayMap(x -> x.2, current) AS trait_values, arrayMap(x -> x.3, current) AS trait_types, toUInt8(1), toUInt8(1)
+FROM (SELECT user_id, arraySort(groupArray((key, value, value_type))) AS current FROM (${currentTraitsSql(p.appId, p.asOf, { usersIn: incompleteUsers(p) })}) GROUP BY user_id)`;
 }
 
 /** The app's trait changes and distinct trait values (rows not merged yet count as more values). */
@@ -572,9 +582,69 @@ export function traitCountsSql(appId: string): Sql {
   return sql`SELECT (SELECT count() FROM user_traits WHERE app_id = ${appId}) AS changes, (SELECT count() FROM user_trait_values WHERE app_id = ${appId}) AS values`;
 }
 
-/** Users traitsTableSql left incomplete. */
-export function traitsIncompleteSql(table: string): Sql {
-  return sql`SELECT count() AS n FROM ${ident(table)} WHERE complete = 0`;
+/** How many users traitsTableSql or contextTableSql left incomplete. */
+export function traitsIncompleteSql(p: { into: string; context: string }): Sql {
+  return sql`SELECT uniqExact(user_id) AS n FROM ${incompleteUsers(p)}`;
+}
+
+/**
+ * A full run's context traits (190_user_context_traits.sql), into a Memory
+ * table the scan joins on: one row per user with a change to one of
+ * CONTEXT_TRAITS; for each such key k, `c_k` the value of its latest change and
+ * `ct_k` its value_type (0: never set, or removed last); `complete` 1 when
+ * every one of those changes is at or before as_of (else the user's traits
+ * come from every change, traitsFromHistorySql).
+ *
+ * With `part` (a merged part, one row per user), read as the scan reads the
+ * timeline's (MergedPartRead): the part's rows of the users no other part
+ * holds, as they are; every row of the users another part holds (new since
+ * the merge), grouped (-Merge), which also covers a merge of the part with
+ * others before the read. If the part is merged away after the other users
+ * are found but before it is read, its users are missing: the job checks that
+ * the part was still active after the query (partActiveSql) and otherwise
+ * builds the table again with FINAL (no `part`), as it does when no part is
+ * merged. A user whose rows are written between the two reads can have a row
+ * from each, both true for some instant of the run: the scan's join takes one.
+ * Grouping the states of max(String) costs 18.16 several times FINAL's merge,
+ * and FINAL several times reading the part as it is.
+ */
+export function contextTableSql(p: { appId: string; asOf: Date; into: string; part?: string }): Sql {
+  const states = (f: 'finalizeAggregation' | 'maxMerge') => join(CONTEXT_TRAITS.map((k) => sql`${raw(f)}(${ident(k)}) AS ${ident('p_' + k)}`));
+  let source: Sql;
+  if (p.part === undefined) source = sql`SELECT user_id, ${states('finalizeAggregation')} FROM user_context_traits FINAL WHERE app_id = ${p.appId}`;
+  else {
+    const others = sql`(SELECT user_id FROM user_context_traits WHERE app_id = ${p.appId} AND _part != ${p.part})`;
+    source = sql`SELECT user_id, ${states('finalizeAggregation')} FROM user_context_traits WHERE app_id = ${p.appId} AND _part = ${p.part} AND user_id NOT IN ${others}
+  UNION ALL
+  SELECT user_id, ${states('maxMerge')} FROM user_context_traits WHERE app_id = ${p.appId} AND user_id IN ${others} GROUP BY user_id`;
+  }
+  // A change packed as 190 writes it: ..., value, its type as 1 digit, 10^9 + the value's length as 10 digits.
+  // '' (no change to the key) parses as type 0.
+  const parsed = join(CONTEXT_TRAITS.map((k) => {
+    const [pk, n, l] = [ident('p_' + k), ident('n_' + k), ident('l_' + k)];
+    return sql`substring(${pk}, (length(${pk}) AS ${n}) - 10 - ((toUInt64OrZero(substring(${pk}, ${n} - 9, 10)) - 1000000000) AS ${l}), ${l}) AS ${ident('c_' + k)},
+    toUInt8OrZero(substring(${pk}, ${n} - 10, 1)) AS ${ident('ct_' + k)}`;
+  }));
+  const bound = traitOrderAfter(p.asOf);
+  return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
+SELECT user_id, ${parsed},
+  toUInt8(${join(CONTEXT_TRAITS.map((k) => sql`${ident('p_' + k)} < ${bound}`), ' AND ')}) AS complete
+FROM (${source})`;
+}
+
+/**
+ * trait_keys, trait_values and trait_types of a user from the context table's
+ * columns and the other keys' (o_keys, o_values, o_types), keys ascending as
+ * currentTraits gives them. A user with a whole row has no context columns
+ * (the join skips them), so its keys are its whole row's.
+ */
+function joinedTraits(): Sql {
+  const ctx = (value: (k: string) => Sql, empty: string) =>
+    sql`arrayConcat(${join(CONTEXT_TRAITS.map((k) => sql`if(${ident('ct_' + k)} != 0, [${value(k)}], ${raw(empty)})`))})`;
+  return sql`arrayConcat(${ctx((k) => sql`${k}`, 'emptyArrayString()')}, o_keys) AS all_keys,
+            arraySort(all_keys) AS trait_keys,
+            arraySort((v, k) -> k, arrayConcat(${ctx((k) => ident('c_' + k), 'emptyArrayString()')}, o_values), all_keys) AS trait_values,
+            arraySort((y, k) -> k, arrayConcat(${ctx((k) => ident('ct_' + k), 'emptyArrayUInt8()')}, o_types), all_keys) AS trait_types`;
 }
 
 /** platform, country, … as columns, from trait_keys and trait_values. */
@@ -633,19 +703,22 @@ export interface MergedPartRead {
   others: boolean;
 }
 
+/** The tables a run reads one merged part of without FINAL: each keeps one row per user in a merged part. */
+export type PerUserTable = 'user_timeline' | 'user_context_traits';
+
 /**
- * The active parts of user_timeline that hold rows of the app, with their level
- * and the app's rows in each: the job reads the one with most without FINAL
- * (a part merged from apps written at different times may hold few of them).
+ * The active parts of `table` that hold rows of the app, with their level and
+ * the app's rows in each: the job reads the one with most without FINAL (a
+ * part merged from apps written at different times may hold few of them).
  */
-export function timelinePartsSql(appId: string): Sql {
-  return sql`SELECT name, level, rows FROM (SELECT _part AS name, count() AS rows FROM user_timeline WHERE app_id = ${appId} GROUP BY name)
-ANY INNER JOIN (SELECT name, level FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active) USING name`;
+export function appPartsSql(table: PerUserTable, appId: string): Sql {
+  return sql`SELECT name, level, rows FROM (SELECT _part AS name, count() AS rows FROM ${ident(table)} WHERE app_id = ${appId} GROUP BY name)
+ANY INNER JOIN (SELECT name, level FROM system.parts WHERE database = currentDatabase() AND table = ${table} AND active) USING name`;
 }
 
 /** Whether the part is still active (parts never come back once merged away). */
-export function timelinePartActiveSql(part: string): Sql {
-  return sql`SELECT count() AS n FROM system.parts WHERE database = currentDatabase() AND table = 'user_timeline' AND active AND name = ${part}`;
+export function partActiveSql(table: PerUserTable, part: string): Sql {
+  return sql`SELECT count() AS n FROM system.parts WHERE database = currentDatabase() AND table = ${table} AND active AND name = ${part}`;
 }
 
 /** user_timeline's state columns, the names the scan gives their arrays, and the -Merge that groups them. */
@@ -679,6 +752,32 @@ function timelineRowsSql(p: { appId: string; scope: Sql; merged?: MergedPartRead
     ANY FULL JOIN (SELECT user_id, ${grouped} FROM user_timeline WHERE app_id = ${p.appId} AND _part != ${p.merged.part}${p.scope} GROUP BY user_id) USING user_id`;
 }
 
+/** A full run's traits from the compact tables rather than every change (job.ts traitsOf). */
+export interface CompactTraits {
+  /** contextTableSql's table. */
+  context: string;
+  /** traitsTableSql's table, with traitsFromHistorySql's whole rows. */
+  others: string;
+}
+
+/**
+ * The timeline's rows with the users' context traits and other traits joined
+ * on (18.16 takes one JOIN per SELECT). A user with neither gets the joins'
+ * defaults: no traits. A user with a whole row (traitsFromHistorySql) takes
+ * only that: its context row, and any row of its other keys, are left out.
+ */
+function traitsJoined(t: CompactTraits, timelineRows: Sql, slice: UserSlice | undefined): Sql {
+  const wholeUsers = sql`(SELECT user_id FROM ${ident(t.others)} WHERE whole = 1)`;
+  const ctxColumns = join(CONTEXT_TRAITS.flatMap((k) => [ident('c_' + k), ident('ct_' + k)]));
+  return sql`(
+            SELECT * FROM (${timelineRows})
+            ANY LEFT JOIN (SELECT user_id, ${ctxColumns} FROM ${ident(t.context)} WHERE complete = 1 AND user_id NOT IN ${wholeUsers}${sliceSql(slice)}) USING user_id
+          ) ANY LEFT JOIN (
+            SELECT user_id, trait_keys AS o_keys, trait_values AS o_values, trait_types AS o_types FROM ${ident(t.others)}
+            WHERE complete = 1 AND (whole = 1 OR user_id NOT IN ${wholeUsers})${sliceSql(slice)}
+          ) USING user_id`;
+}
+
 /**
  * Step 3: one profile row per user (all, or those in `usersIn`) from
  * user_timeline (100_user_timeline.sql), where ClickHouse's merges keep each
@@ -706,13 +805,14 @@ export function profilesFromTimelineSql(p: {
   merged?: MergedPartRead;
   /** Only users the run has no row for yet. */
   unwritten?: boolean;
-  /** The users' traits from this table (traitsTableSql, complete rows), not from the timeline's trait changes. */
-  traits?: string;
+  /** The users' traits from these tables (contextTableSql, traitsTableSql: complete rows), not from the timeline's trait changes. */
+  traits?: CompactTraits;
 }): Sql {
   const { window: w } = p;
   const unwritten = p.unwritten ? sql` AND user_id NOT IN (SELECT user_id FROM profiles WHERE app_id = ${p.appId} AND run_id = ${p.runId})` : sql``;
   const scope = sql`${p.usersIn ? sql` AND user_id IN ${p.usersIn}` : sql``}${unwritten}${sliceSql(p.slice)}`;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
+  const timelineRows = timelineRowsSql({ appId: p.appId, scope, ...(p.merged ? { merged: p.merged } : {}), events: Boolean(p.traits) });
   // The state: the counted track events of the 90d window, and their categories and purchase amounts.
   const in90 = (x: string, cond: string) => sql`arrayFilter((x, f, m) -> m AND ${raw(cond)}, ${raw(x)}, fa, m90)`;
   // keep: the event counts; every field takes it as an argument rather than
@@ -746,12 +846,9 @@ export function profilesFromTimelineSql(p: {
             arrayMap(f -> bitAnd(f, 7), fa) AS ka,
             t_amount AS am,
             t_category AS ca,
-            ${p.traits ? sql`trait_keys, trait_values, trait_types` : sql`arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y), t_key, t_tts, t_event, t_value, t_type))) AS changes,
+            ${p.traits ? joinedTraits() : sql`arrayReverseSort(arrayFilter(x -> x.2 <= ${w.asOf}, arrayMap((k, t, e, v, y) -> (k, t, e, v, y), t_key, t_tts, t_event, t_value, t_type))) AS changes,
             ${currentTraits('changes')}`}
-          FROM (${timelineRowsSql({ appId: p.appId, scope, ...(p.merged ? { merged: p.merged } : {}), events: Boolean(p.traits) })})${p.traits
-            // A user without a row (no trait change) gets the join's defaults: no traits.
-            ? sql` ANY LEFT JOIN (SELECT user_id, trait_keys, trait_values, trait_types FROM ${ident(p.traits)} WHERE complete = 1${sliceSql(p.slice)}) USING user_id`
-            : sql``}
+          FROM ${p.traits ? traitsJoined(p.traits, timelineRows, p.slice) : sql`(${timelineRows})`}
         )
       ))
       -- A user with no event up to as_of has no profile.

@@ -13,6 +13,13 @@ export const TRAIT_TYPES = { removed: 0, string: 1, number: 2, boolean: 3 } as c
  */
 export const TRAIT_ORDER = raw(`concat(toString(toUInt64(ts) + 10000000000), event_id)`);
 
+/**
+ * The context traits (what SDKs send with every event), in key order:
+ * 190_user_context_traits.sql keeps the latest change of each per user, and a
+ * full run reads them from there (profiles/sql.ts contextTableSql).
+ */
+export const CONTEXT_TRAITS = ['app_version', 'country', 'locale', 'platform', 'timezone'] as const;
+
 /** The least TRAIT_ORDER of a change after `asOf`: every change at or before it orders below. */
 export function traitOrderAfter(asOf: Date): string {
   return String(Math.floor(asOf.getTime() / 1000) + 1 + 10_000_000_000);

@@ -4,11 +4,11 @@
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { raw, sql } from '../../lib/sql.ts';
-import { buildProfiles, planTimelineScan, scanTimeline, zonesAt } from '../../profiles/job.ts';
+import { buildContextTable, buildProfiles, planContextRead, planTimelineScan, scanTimeline, zonesAt } from '../../profiles/job.ts';
 import { getProfile, listRuns, PROFILE_SELECT } from '../../profiles/read.ts';
-import { runRowsSql, SCORES_AT_READ, slicesOf, timelinePartsSql, windowOf } from '../../profiles/sql.ts';
+import { appPartsSql, runRowsSql, SCORES_AT_READ, slicesOf, windowOf } from '../../profiles/sql.ts';
 import { evaluateSegment } from '../../segments/evaluate.ts';
-import { typedTraitValue } from '../../profiles/traits.ts';
+import { CONTEXT_TRAITS, typedTraitValue } from '../../profiles/traits.ts';
 import { testDatabase } from '../support/env.ts';
 import { AS_OFS, generate, insertEvents, rng } from './events.ts';
 import { referenceProfiles, type RefProfile, type TestEvent } from './reference.ts';
@@ -356,6 +356,103 @@ describe('profiles match the reference implementation', () => {
     }
   });
 
+  /**
+   * Users with context traits (platform, country, …), some of them set by
+   * identify calls with values a packed change must survive (a NUL, '', a long
+   * value, a number, a removal, an event_id holding a NUL), merged into one part
+   * of user_context_traits; then newer changes of some of them and new users in
+   * parts of their own. Merges of user_context_traits stay stopped, for the
+   * caller to start.
+   */
+  async function contextPartAndNewer(app: string, asOf: number): Promise<TestEvent[]> {
+    const now = Math.floor(Date.now() / 1000);
+    const H = 3600;
+    const events: TestEvent[] = [];
+    const add = (user: string, id: string, ts: number, e: Partial<TestEvent>) =>
+      events.push({ event_id: id, user_id: user, ts, type: 'track', event: 'view', properties: {}, traits: {}, context: {}, received_at: now - 7200, ...e });
+    const identify = (user: string, id: string, ts: number, traits: TestEvent['traits']) => add(user, id, ts, { type: 'identify', event: '', traits });
+    for (let u = 0; u < 12; u++) {
+      for (let i = 0; i < 6; i++) {
+        add(`u${u}`, `a${u}_${i}`, asOf - (30 - i) * H, { context: { platform: i < 3 ? 'ios' : 'android', country: u % 2 ? 'DE' : 'FR', timezone: 'Europe/Berlin', locale: 'de-DE', app_version: `1.${i}` } });
+      }
+    }
+    identify('u0', 'x0', asOf - 20 * H, { platform: 'we\u0000b', country: '', locale: 'l'.repeat(300), app_version: 3 });
+    identify('u1', 'x1', asOf - 20 * H, { timezone: null, plan: 'pro' });
+    identify('u2', 'x\u00002', asOf - 20 * H, { platform: 'nul-id' });
+    identify('u2', 'x', asOf - 20 * H, { platform: 'shorter-id' });
+    identify('u6', 'x6', asOf - 20 * H, { plan: 'basic' });
+    await insertEvents(ch, app, events);
+    await ch.exec(sql`OPTIMIZE TABLE user_context_traits FINAL`);
+    await ch.exec(sql`SYSTEM STOP MERGES user_context_traits`);
+    const newer: TestEvent[] = [];
+    const before = events.length;
+    add('u3', 'b3', asOf - 2 * H, { context: { platform: 'web', country: 'US' } });
+    identify('u4', 'b4', asOf - 2 * H, { locale: null });
+    add('u5', 'b5', asOf + 2 * H, { context: { platform: 'web' } });
+    identify('u6', 'b6', asOf + 2 * H, { plan: 'max' });
+    add('new1', 'n1', asOf - H, { context: { platform: 'ios', locale: 'en-US' } });
+    newer.push(...events.slice(before));
+    await insertEvents(ch, app, newer);
+    return events;
+  }
+
+  it('reads context traits from the merged part as it is, with the users other parts hold grouped', async () => {
+    const app = 'context_part';
+    const asOf = AS_OFS[1]!;
+    let events, run;
+    try {
+      events = await contextPartAndNewer(app, asOf);
+      const parts = await ch.rows<{ name: string }>(appPartsSql('user_context_traits', app));
+      expect(parts.length).toBeGreaterThan(1);
+      expect(await planContextRead(ch, app)).toBeDefined();
+      run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full', compactTraitsRatio: 0 });
+    } finally {
+      await ch.exec(sql`SYSTEM START MERGES user_context_traits`);
+    }
+    const rows = await runRows(app, run.run_id);
+    expectMatches(rows, referenceProfiles(events, asOf), 'context traits from the merged part and the others');
+    expect(rows.get('u0')).toMatchObject({ platform: 'we\u0000b', country: '', locale: 'l'.repeat(300), app_version: '3' });
+    expect(rows.get('u2')!.platform).toBe('nul-id');
+    expect(rows.get('u3')).toMatchObject({ platform: 'web', country: 'US' });
+    // Changed after as_of, u5 a context trait and u6 another: their traits come from every change.
+    expect(rows.get('u5')!.platform).toBe('android');
+    expect(rows.get('u6')!.trait_keys).toEqual(['app_version', 'country', 'locale', 'plan', 'platform', 'timezone']);
+  });
+
+  it('reads the context traits again with FINAL when a merge replaces the planned part', async () => {
+    const app = 'context_merged_away';
+    const asOf = AS_OFS[2]!;
+    const into = 'profile_context_r20260101000000_0000f00d';
+    let events, result;
+    try {
+      events = await contextPartAndNewer(app, asOf);
+      const part = await planContextRead(ch, app);
+      expect(part).toBeDefined();
+      await ch.exec(sql`SYSTEM START MERGES user_context_traits`);
+      await ch.exec(sql`OPTIMIZE TABLE user_context_traits FINAL`);
+      result = await buildContextTable(ch, { appId: app, asOf: new Date(asOf * 1000), into }, part);
+    } finally {
+      await ch.exec(sql`SYSTEM START MERGES user_context_traits`);
+    }
+    expect(result.reread).toBe(true);
+    const table = await ch.rows<Row>(sql`SELECT * FROM ${raw(into)} ORDER BY user_id`);
+    await ch.exec(sql`DROP TABLE ${raw(into)}`);
+    const expected = referenceProfiles(events, asOf);
+    expect(table.map((r) => r.user_id)).toEqual([...expected.keys(), 'u5'].filter((u, i, a) => a.indexOf(u) === i).sort());
+    for (const r of table) {
+      if (r.user_id === 'u5') {
+        expect(r.complete, 'u5 changed after as_of').toBe(0);
+        continue;
+      }
+      expect(r.complete).toBe(1);
+      const traits = expected.get(r.user_id as string)!.traits;
+      for (const k of CONTEXT_TRAITS) {
+        const set = Number(r[`ct_${k}`]) !== 0;
+        expect(set ? typedTraitValue(r[`c_${k}`] as string, Number(r[`ct_${k}`])) : undefined, `${r.user_id as string}.${k}`).toEqual(traits[k]);
+      }
+    }
+  });
+
   it('counts an event stored twice once, whether its copies are in one timeline row or two', async () => {
     const app = 'timeline_dup';
     const now = Math.floor(Date.now() / 1000);
@@ -425,7 +522,7 @@ describe('profiles match the reference implementation', () => {
       const plan = await planTimelineScan(ch, app);
       expect(plan).toMatchObject({ others: true });
       // The part is chosen by the app's own rows in each, not by the rows of every app the part holds.
-      const parts = await ch.rows<{ rows: string }>(timelinePartsSql(app));
+      const parts = await ch.rows<{ rows: string }>(appPartsSql('user_timeline', app));
       expect(parts.reduce((n, x) => n + Number(x.rows), 0)).toBe((await timelineRows(app)).reduce((n, r) => n + r, 0));
       run = await buildProfiles(ch, app, { asOf: new Date(asOf * 1000), mode: 'full' });
     } finally {
