@@ -6,7 +6,9 @@
 // user_timeline. Rounds of a full run of each app, alternating which goes
 // first; the ratio of the two is paired within rounds, and each run is also
 // set against the `GROUP BY user_id` scan of its app's events (the profile
-// bench's baseline, the same events in both apps).
+// bench's baseline, the same events in both apps). Then rounds of one segment
+// on a context trait, `country = "DE"` (read live from the traits, as
+// segments read trait-backed fields), its count only, in each app.
 // Runs in its own database, dropped at the end unless --db is given (then kept
 // and reused by a later run with the same --users and --events-per-user).
 // Results: bench/results/<--out>.json and .md (default trait-heavy). Never asserted by tests.
@@ -19,6 +21,7 @@ import { migrate } from '../lib/migrate.ts';
 import { ident, raw, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { buildProfiles } from '../profiles/job.ts';
+import { evaluateSegment } from '../segments/evaluate.ts';
 import { mergeFully } from './merged.ts';
 import { median, say, secs } from './report.ts';
 
@@ -75,6 +78,8 @@ try {
   if (meta && Number(meta.users) === U && Number(meta.events) === N) {
     t0 = Number(meta.t0);
     say(`reusing ${N} events of ${U} users per app in ${db}`);
+    // A table a migration added since the load: backfilled, maybe not merged yet.
+    await mergeFully(ch, ['user_context_traits']);
   } else {
     if (meta) throw new Error(`${db} holds ${meta.events} events of ${meta.users} users; use another --db`);
     t0 = Math.floor(Date.now() / 1000) - 3600;
@@ -83,7 +88,7 @@ try {
       await ch.exec(eventsSql(app, t0), { timeoutS: 3600 });
       say(`loaded ${N} events of ${U} users into ${app} in ${secs(t)} s`);
     }
-    await mergeFully(ch, ['events', 'user_traits', 'user_trait_values', 'profile_events_by_time', 'purchase_events', 'user_timeline']);
+    await mergeFully(ch, ['events', 'user_traits', 'user_trait_values', 'user_context_traits', 'profile_events_by_time', 'purchase_events', 'user_timeline']);
     await ch.insert('bench_meta', [{ users: U, events: N, t0 }]);
   }
   const changes = await ch.rows<{ app: string; per_user: number }>(
@@ -101,7 +106,17 @@ try {
     }
     say(`round ${round + 1}: full ${runs.plain!.full.at(-1)} s plain, ${runs.context!.full.at(-1)} s with context traits`);
   }
+  const SEGMENT = 'country = "DE"';
+  const segmentRuns: Record<string, number[]> = { plain: [], context: [] };
+  for (let round = 0; round < ROUNDS; round++) {
+    for (const app of round % 2 ? [...APPS].reverse() : APPS) {
+      const t = performance.now();
+      await evaluateSegment(ch, app, SEGMENT, { asOf: new Date(t0 * 1000), limit: 0 });
+      segmentRuns[app]!.push(secs(t));
+    }
+  }
   const r3 = (x: number) => +x.toFixed(3);
+  const segmentPaired = segmentRuns.context!.map((c, i) => r3(c / segmentRuns.plain![i]!));
   const paired = runs.context!.full.map((c, i) => r3(c / runs.plain!.full[i]!));
   const overBaseline = (app: string) => runs[app]!.full.map((f, i) => r3(f / runs[app]!.baseline[i]!));
   const out = {
@@ -112,6 +127,7 @@ try {
     full_seconds: { plain: median(runs.plain!.full), context: median(runs.context!.full) },
     context_over_plain: { median: median(paired), rounds: paired },
     full_over_baseline: { plain: median(overBaseline('plain')), context: median(overBaseline('context')) },
+    segment: { expression: SEGMENT, seconds: { plain: median(segmentRuns.plain!), context: median(segmentRuns.context!) }, context_over_plain: { median: median(segmentPaired), rounds: segmentPaired } },
   };
   writeFileSync(`bench/results/${values.out}.json`, JSON.stringify(out, null, 2) + '\n');
   writeFileSync(
@@ -130,6 +146,9 @@ medians of ${ROUNDS} rounds, each a full run of both apps in alternating order.
 | full run / its app's \`GROUP BY user_id\` scan | ${out.full_over_baseline.plain} | ${out.full_over_baseline.context} |
 
 Full run with context traits / without, paired within rounds: **${out.context_over_plain.median}** (rounds: ${paired.join(', ')}).
+
+Segment \`${SEGMENT}\` (count only, at the load's as_of), ${ROUNDS} rounds: ${out.segment.seconds.plain} s plain, ${out.segment.seconds.context} s with context;
+with / without, paired: **${out.segment.context_over_plain.median}** (rounds: ${segmentPaired.join(', ')}).
 `,
   );
   say(`context / plain: ${out.context_over_plain.median}; written to bench/results/${values.out}.md`);
