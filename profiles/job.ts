@@ -347,7 +347,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         const counts = await ch.one<{ changes: string; values: string }>(traitCountsSql(appId));
         const [changes, values] = [Number(counts?.changes ?? 0), Number(counts?.values ?? 0)];
         if (changes === 0 || changes < (opts.compactTraitsRatio ?? COMPACT_TRAITS_RATIO) * values) return undefined;
-        rlog.info('the users\' trait changes mostly repeat a value: taking each value\'s latest change', { trait_changes: changes, trait_values: values });
+        rlog.info('the users\' trait changes mostly repeat a value: taking each context trait\'s latest change per user, and each other value\'s', { trait_changes: changes, trait_values: values });
         created.push(traitsTable, contextTable);
         const tables = { into: traitsTable, context: contextTable };
         await Promise.all([
