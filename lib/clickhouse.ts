@@ -94,3 +94,13 @@ export class ClickHouse {
     return this.client.close();
   }
 }
+
+/**
+ * The ClickHouse error code of a failed query: the client's parsed `code`, or
+ * the leading "Code: N" of the text 18.16 sends, which the client leaves unparsed.
+ */
+export function clickhouseErrorCode(e: unknown): string | undefined {
+  const code = (e as { code?: unknown } | null)?.code;
+  if (typeof code === 'string' && /^\d+$/.test(code)) return code;
+  return e instanceof Error ? /^Code: (\d+)\b/.exec(e.message)?.[1] : undefined;
+}

@@ -33,7 +33,7 @@
 // best_hour and top_category).
 import { ident, join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { segmentTable } from './rfm.ts';
-import { CONTEXT_TRAITS, currentTraitsSql, traitOrderAfter } from './traits.ts';
+import { CONTEXT_TRAITS, currentTraitsSql, traitOrderAfter, unpackContextChange } from './traits.ts';
 import { localHours, type ZoneOffsets } from './zones.ts';
 
 export const DAY_S = 86400;
@@ -618,12 +618,9 @@ export function contextTableSql(p: { appId: string; asOf: Date; into: string; pa
   UNION ALL
   SELECT user_id, ${states('maxMerge')} FROM user_context_traits WHERE app_id = ${p.appId} AND user_id IN ${others} GROUP BY user_id`;
   }
-  // A change packed as 190 writes it: ..., value, its type as 1 digit, 10^9 + the value's length as 10 digits.
-  // '' (no change to the key) parses as type 0.
   const parsed = join(CONTEXT_TRAITS.map((k) => {
-    const [pk, n, l] = [ident('p_' + k), ident('n_' + k), ident('l_' + k)];
-    return sql`substring(${pk}, (length(${pk}) AS ${n}) - 10 - ((toUInt64OrZero(substring(${pk}, ${n} - 9, 10)) - 1000000000) AS ${l}), ${l}) AS ${ident('c_' + k)},
-    toUInt8OrZero(substring(${pk}, ${n} - 10, 1)) AS ${ident('ct_' + k)}`;
+    const change = unpackContextChange(ident('p_' + k), k);
+    return sql`${change.value} AS ${ident('c_' + k)}, ${change.type} AS ${ident('ct_' + k)}`;
   }));
   const bound = traitOrderAfter(p.asOf);
   return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS

@@ -7,6 +7,7 @@
 //     ANY LEFT JOIN scan          -- ONE pass over `events` for every behavioral
 //                                 -- condition: countIf / sumIf / groupArrayIf …
 //     ANY LEFT JOIN traits        -- one pass over `user_traits`, a column pair per key
+//                                 -- (context traits only: `user_context_traits`, contextTraitsSide)
 //     ANY LEFT JOIN tags          -- one pass over `user_tags`, a column per tag
 //     ANY LEFT JOIN profiles      -- the chosen complete run
 //     ANY LEFT JOIN clusters      -- the app's latest model version
@@ -28,9 +29,9 @@ import { unreachable } from './ast.ts';
 import { parseInstant } from './check.ts';
 import { resolveAttr, TRAIT_BACKED_FIELDS } from './fields.ts';
 import { and, compareNumbers, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
-import { join, raw, sql, type Sql } from '../lib/sql.ts';
+import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
-import { TRAIT_ORDER } from '../profiles/traits.ts';
+import { CONTEXT_TRAITS, TRAIT_ORDER, traitOrderAfter, unpackContextChange } from '../profiles/traits.ts';
 
 export type NodePath = (string | number)[];
 
@@ -44,6 +45,12 @@ export interface CompileContext {
   profileLayer?: RunLayer | undefined;
   /** Saved segments an `in_segment` may name (by id and by name), already resolved and cycle-checked. */
   savedSegments?: ReadonlyMap<string, Expr>;
+  /**
+   * The users with a change to a context trait after asOf (contextIncompleteSql), or all of
+   * them that might be: given, a segment whose traits are all context traits reads them from
+   * user_context_traits for every other user (contextTraitsSide).
+   */
+  contextIncomplete?: readonly string[];
 }
 
 export interface CompiledNode {
@@ -58,6 +65,8 @@ export interface CompiledSegment {
   members: Sql;
   /** `SELECT count() AS count …`. */
   count: Sql;
+  /** The trait keys the segment reads live (traits.<key> and the trait-backed fields). */
+  traitKeys: string[];
   /** One row over the universe: `universe` and one sum per node (`n0` is the root). */
   nodeCounts: Sql;
   nodes: CompiledNode[];
@@ -641,6 +650,49 @@ function groupedSide(kind: SideKind, columns: ReadonlyMap<string, string>, aggre
   };
 }
 
+/**
+ * The code of the error a context traits side raises when its
+ * `contextIncomplete` is out of date: ClickHouse's for a throwIf
+ * (FUNCTION_THROW_IF_VALUE_IS_NON_ZERO; 18.16's throwIf takes no message).
+ */
+export const CONTEXT_TRAITS_STALE_CODE = '395';
+
+/**
+ * The traits side of a segment whose traits are all context traits
+ * (CONTEXT_TRAITS), given `incomplete` (P: users with a change to one after
+ * as_of, found before the query): every other user's values from
+ * user_context_traits (190: each key's latest change, one row per user with
+ * FINAL), the users of P's from every change in `user_traits`, as `history`
+ * reads them. On data with context on every event that is one row per user
+ * instead of one per event and key.
+ *
+ * A latest change after as_of of a user outside P (stored after P was read)
+ * makes the query throw (CONTEXT_TRAITS_STALE_CODE) rather than answer with it:
+ * the caller finds P again and retries (evaluate.ts). A user with a context
+ * trait but none of the keys read gets type 0 for each: what a user without a
+ * row in `history` gets from the joins' defaults, and every predicate reads
+ * type 0 as no value.
+ */
+function contextTraitsSide(b: Builder, incomplete: readonly string[], history: (among?: Sql) => Sql): (among?: Sql) => Sql {
+  const { appId } = b.ctx;
+  const bound = traitOrderAfter(secondsDate(b.asOfSec));
+  const inP = incomplete.length > 0 ? sql`has(${[...incomplete]}, user_id)` : raw('0');
+  const keys = [...b.traits];
+  const packed = join(keys.map(([key, a]) => sql`finalizeAggregation(${ident(key)}) AS ${raw(`${a}_p`)}`));
+  const unpack = join(keys.map(([, a]) => {
+    const change = unpackContextChange(raw(`${a}_p`), a);
+    return sql`${change.value} AS ${raw(`${a}_v`)}, ${change.type} AS ${raw(`${a}_t`)}`;
+  }));
+  const later = or(keys.map(([, a]) => sql`${raw(`${a}_p`)} >= ${bound}`));
+  return (among) => sql`SELECT user_id, ${join(keys.flatMap(([, a]) => [raw(`${a}_v`), raw(`${a}_t`)]))} FROM (
+      SELECT user_id, ${unpack} FROM (SELECT user_id, ${packed} FROM user_context_traits FINAL WHERE app_id = ${appId})
+      WHERE ${among ? sql`user_id IN (${among}) AND ` : sql``}throwIf(${later} AND NOT ${inP}) = 0 AND NOT ${inP}${incomplete.length > 0
+          ? sql`
+      UNION ALL
+      SELECT * FROM (${history(among ? sql`SELECT user_id FROM (${among}) WHERE ${inP}` : sql`SELECT arrayJoin(${[...incomplete]}) AS user_id`)})`
+          : sql``})`;
+}
+
 function sides(b: Builder): Side[] {
   const { appId } = b.ctx;
   const asOf = secondsDate(b.asOfSec);
@@ -657,21 +709,17 @@ function sides(b: Builder): Side[] {
       names.push(`${a}_v`, `${a}_t`);
     }
     const keys = valueList(b.traits.keys());
-    out.push({
-      kind: 'traits',
-      columns: names,
-      query: (having, among) =>
-        filtered(
-          sql`SELECT user_id, ${join(unpack)} FROM (SELECT user_id, ${join(cols)} FROM ${restricted(
-            sql`SELECT user_id, key, value, value_type, ts, event_id FROM user_traits
+    const history = (among?: Sql) => sql`SELECT user_id, ${join(unpack)} FROM (SELECT user_id, ${join(cols)} FROM ${restricted(
+      sql`SELECT user_id, key, value, value_type, ts, event_id FROM user_traits
         WHERE app_id = ${appId} AND ts <= ${asOf} AND key IN (${keys})`,
-            among,
-          )}
-        GROUP BY user_id)`,
-          names,
-          having,
-        ),
-    });
+      among,
+    )}
+        GROUP BY user_id)`;
+    const incomplete = b.ctx.contextIncomplete;
+    const rows = incomplete && [...b.traits.keys()].every((k) => (CONTEXT_TRAITS as readonly string[]).includes(k))
+      ? contextTraitsSide(b, incomplete, history)
+      : history;
+    out.push({ kind: 'traits', columns: names, query: (having, among) => filtered(rows(among), names, having) });
   }
   if (b.tags.size > 0) {
     out.push(
@@ -863,6 +911,7 @@ export function compileSegment(expr: Expr, ctx: CompileContext): CompiledSegment
     usesUniverse: !driver,
     driver: !driver ? 'universe' : driver.kind === 'scan' ? 'events' : (driver.kind as 'traits' | 'profile' | 'firsts'),
     usesProfileRun: b.usesProfile,
+    traitKeys: [...b.traits.keys()],
   };
 }
 

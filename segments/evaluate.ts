@@ -1,16 +1,16 @@
 // Evaluating a segment: input → checked AST (saved segments resolved) → one
 // compiled query → members. The I/O edge around the pure compiler.
-import type { ClickHouse } from '../lib/clickhouse.ts';
+import { clickhouseErrorCode, type ClickHouse } from '../lib/clickhouse.ts';
 import { isStorableInstant } from '../lib/instant.ts';
 import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { latestRun, type ProfileRun } from '../profiles/read.ts';
 import { profileRunAt } from '../profiles/run-at.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 import { currentTagsSql } from '../profiles/tags.ts';
-import { currentTraitsSql, typedTraitValue } from '../profiles/traits.ts';
+import { CONTEXT_TRAITS, contextIncompleteSql, currentTraitsSql, typedTraitValue } from '../profiles/traits.ts';
 import type { Expr } from './ast.ts';
 import { checkSegment } from './check.ts';
-import { compileSegment, LIVE_TRAIT_FIELDS, PROFILE_COLUMNS, type CompiledSegment } from './compile.ts';
+import { compileSegment, CONTEXT_TRAITS_STALE_CODE, LIVE_TRAIT_FIELDS, PROFILE_COLUMNS, type CompiledSegment } from './compile.ts';
 import { SegmentSyntaxError } from './errors.ts';
 import { NON_COMPARABLE_FIELDS, profileField, TRAITS_PREFIX } from './fields.ts';
 import { listSegments, segmentResolver, toExpr } from './saved.ts';
@@ -37,6 +37,32 @@ export interface PrepareOptions {
    * may share and that outlives this request's time limit and connection.
    */
   jobClient?: ClickHouse;
+  /**
+   * Read context traits from user_context_traits when the segment's traits are
+   * all context traits (compile.ts contextTraitsSide). Its queries can then
+   * fail with CONTEXT_TRAITS_STALE_CODE, for the caller to prepare again
+   * (withContextRetry).
+   */
+  contextTraits?: boolean;
+}
+
+/**
+ * Most users with a change to a context trait after as_of that a context
+ * traits side takes as a list in its SQL (three times); with more, the
+ * segment reads every change (a past as_of, where most users have one).
+ */
+const CONTEXT_INCOMPLETE_MAX = 500;
+const CONTEXT_INCOMPLETE_MAX_CHARS = 40_000;
+
+/** Runs `attempt` again, up to twice, when a context traits side found a change stored after its list was read. */
+export async function withContextRetry<T>(attempt: () => Promise<T>): Promise<T> {
+  for (let tries = 1; ; tries++) {
+    try {
+      return await attempt();
+    } catch (e) {
+      if (tries >= 3 || clickhouseErrorCode(e) !== CONTEXT_TRAITS_STALE_CODE) throw e;
+    }
+  }
 }
 
 export interface PreparedSegment {
@@ -95,11 +121,16 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
       if (!savedSegments.has(s.name)) savedSegments.set(s.name, s.expr);
     }
   }
-  const compile = (run: ProfileRun | undefined) => compileSegment(expr, { appId, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, savedSegments });
+  const compile = (run: ProfileRun | undefined, contextIncomplete?: readonly string[]) =>
+    compileSegment(expr, { appId, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, savedSegments, ...(contextIncomplete ? { contextIncomplete } : {}) });
   // Compiled once without a run to learn whether it reads profile fields (the compiler is pure), then with its run.
   const needsRun = compile(undefined).usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS);
   const run = needsRun ? await profileRunAt(opts.jobClient ?? ch, appId, asOf, asOfInput !== undefined) : await latestRun(ch, appId, asOf);
-  const compiled = compile(run);
+  let compiled = compile(run);
+  if (opts.contextTraits && compiled.traitKeys.length > 0 && compiled.traitKeys.every((k) => (CONTEXT_TRAITS as readonly string[]).includes(k))) {
+    const users = (await ch.rows<{ user_id: string }>(contextIncompleteSql(appId, asOf, CONTEXT_INCOMPLETE_MAX))).map((r) => r.user_id);
+    if (users.length <= CONTEXT_INCOMPLETE_MAX && users.reduce((n, u) => n + u.length, 0) <= CONTEXT_INCOMPLETE_MAX_CHARS) compiled = compile(run, users);
+  }
   return { expr, asOf, profileRunId: run?.run_id ?? null, profileLayer: run?.layer, profilesAsOf: run?.as_of ?? null, compiled };
 }
 
@@ -131,11 +162,14 @@ export async function evaluateSegment(ch: ClickHouse, appId: string, input: unkn
   fields.forEach((f, i) => {
     if (!isReturnableField(f)) throw badInput(`fields`, 'unknown_field', `fields[${i}]: unknown profile field ${JSON.stringify(f)}`);
   });
-  const p = await prepareSegment(ch, appId, input, opts.asOf, { fields, ...(opts.jobClient ? { jobClient: opts.jobClient } : {}) });
-  const [countRows, idRows] = await Promise.all([
-    ch.rows<{ count: string }>(p.compiled.count),
-    limit > 0 ? ch.rows<{ user_id: string }>(sql`${p.compiled.members} LIMIT ${limit}`) : Promise.resolve([]),
-  ]);
+  const { p, countRows, idRows } = await withContextRetry(async () => {
+    const p = await prepareSegment(ch, appId, input, opts.asOf, { fields, contextTraits: true, ...(opts.jobClient ? { jobClient: opts.jobClient } : {}) });
+    const [countRows, idRows] = await Promise.all([
+      ch.rows<{ count: string }>(p.compiled.count),
+      limit > 0 ? ch.rows<{ user_id: string }>(sql`${p.compiled.members} LIMIT ${limit}`) : Promise.resolve([]),
+    ]);
+    return { p, countRows, idRows };
+  });
   const ids = idRows.map((r) => r.user_id);
   const users = fields.length > 0 ? await withFields(ch, appId, p, ids, fields) : ids.map((user_id) => ({ user_id }));
   return {

@@ -7,6 +7,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { latestRun } from '../../profiles/read.ts';
+import { CONTEXT_TRAITS, contextIncompleteSql } from '../../profiles/traits.ts';
 import type { Expr } from '../../segments/ast.ts';
 import { compileSegment } from '../../segments/compile.ts';
 import { testDatabase } from '../support/env.ts';
@@ -22,6 +23,13 @@ const CONCURRENCY = 4;
 let ch: ClickHouse;
 const apps: { app: AppData; ref: Reference; runs: Map<number, string | null> }[] = [];
 let checked = 0;
+/**
+ * App 0 reads context traits from user_context_traits where a segment's traits
+ * are all context ones (compile.ts contextTraitsSide), given each as_of's users
+ * with a change to one after it; app 1 always from every change.
+ */
+const contextIncomplete = new Map<number, string[]>();
+let contextSides = 0;
 
 beforeAll(async () => {
   ch = await testDatabase('wt_segdiff');
@@ -36,6 +44,10 @@ beforeAll(async () => {
     for (const asOf of AS_OFS) runs.set(asOf, (await latestRun(ch, appId, new Date(asOf * 1000)))?.run_id ?? null);
     apps.push({ app, ref: new Reference(app.ref), runs });
   }
+  for (const asOf of AS_OFS) {
+    const rows = await ch.rows<{ user_id: string }>(contextIncompleteSql(apps[0]!.app.appId, new Date(asOf * 1000), 1_000_000));
+    contextIncomplete.set(asOf, rows.map((r) => r.user_id));
+  }
 });
 
 interface Case {
@@ -45,12 +57,15 @@ interface Case {
 
 function compileCase(appIndex: number, c: Case) {
   const { app, runs } = apps[appIndex]!;
-  return compileSegment(c.expr, {
+  const compiled = compileSegment(c.expr, {
     appId: app.appId,
     asOf: new Date(c.asOf * 1000),
     profileRunId: runs.get(c.asOf) ?? null,
     savedSegments: app.ref.saved,
+    ...(appIndex === 0 ? { contextIncomplete: contextIncomplete.get(c.asOf)! } : {}),
   });
+  if (appIndex === 0 && compiled.traitKeys.length > 0 && compiled.traitKeys.every((k) => (CONTEXT_TRAITS as readonly string[]).includes(k))) contextSides++;
+  return compiled;
 }
 
 /**
@@ -116,7 +131,10 @@ describe('segment compiler vs reference evaluator', () => {
   it('compared thousands of random expressions', () => {
     // Guards the scale of the two properties above (a shrunk failure stops them early, and fails them anyway).
     if (RUNS >= 105) expect(checked).toBeGreaterThanOrEqual(2000);
-    console.info(`segment differential: ${checked} random expressions compared with the reference`);
+    // Some read context traits from user_context_traits, at instants where some users have a change after.
+    expect(contextSides).toBeGreaterThan(50);
+    expect([...contextIncomplete.values()].some((users) => users.length > 0)).toBe(true);
+    console.info(`segment differential: ${checked} random expressions compared with the reference, ${contextSides} compiled with a context traits side`);
   });
 
   it('count and per-node counts (explain) agree with the reference', async () => {
