@@ -7,8 +7,8 @@
 // first; the ratio of the two is paired within rounds, and each run is also
 // set against the `GROUP BY user_id` scan of its app's events (the profile
 // bench's baseline, the same events in both apps). Then rounds of one segment
-// on a context trait, `country = "DE"` (read live from the traits, as
-// segments read trait-backed fields), its count only, in each app.
+// on a context trait, `country = "DE"`, evaluated as the API does
+// (evaluateSegment), its count only, in each app.
 // Runs in its own database, dropped at the end unless --db is given (then kept
 // and reused by a later run with the same --users and --events-per-user).
 // Results: bench/results/<--out>.json and .md (default trait-heavy). Never asserted by tests.
