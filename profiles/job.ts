@@ -81,6 +81,7 @@ import {
   contextTableSql,
   partActiveSql,
   type CompactTraits,
+  type PerUserTable,
 } from './sql.ts';
 import { offsetsWithin, zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
 
@@ -694,7 +695,7 @@ type TimelineScan = Omit<Parameters<typeof profilesFromTimelineSql>[0], 'slice' 
  * joined on when there are any; with FINAL when no part is merged.
  */
 export async function planTimelineScan(ch: ClickHouse, appId: string): Promise<MergedPartRead | undefined> {
-  const parts = await ch.rows<{ name: string; level: number | string; rows: number | string }>(appPartsSql('user_timeline', appId));
+  const parts = await appParts(ch, 'user_timeline', appId);
   const part = largestMergedPart(parts);
   return part === undefined ? undefined : { part, others: parts.some((x) => x.name !== part) };
 }
@@ -714,7 +715,14 @@ export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: Merged
   return { reread: true };
 }
 
-async function partActive(ch: ClickHouse, table: Parameters<typeof partActiveSql>[0], part: string): Promise<boolean> {
+/** An active part of a table with the app's rows in it (appPartsSql). */
+type PartRow = { name: string; level: number | string; rows: number | string };
+
+function appParts(ch: ClickHouse, table: PerUserTable, appId: string): Promise<PartRow[]> {
+  return ch.rows<PartRow>(appPartsSql(table, appId));
+}
+
+async function partActive(ch: ClickHouse, table: PerUserTable, part: string): Promise<boolean> {
   return Number((await ch.one<{ n: string }>(partActiveSql(table, part)))?.n ?? 0) > 0;
 }
 
@@ -727,11 +735,11 @@ async function partActive(ch: ClickHouse, table: Parameters<typeof partActiveSql
  * is slower than FINAL over all of them.
  */
 export async function planContextRead(ch: ClickHouse, appId: string): Promise<string | undefined> {
-  const parts = await ch.rows<{ name: string; level: number | string; rows: number | string }>(appPartsSql('user_context_traits', appId));
+  const parts = await appParts(ch, 'user_context_traits', appId);
   const part = largestMergedPart(parts);
-  const rows = (x: { rows: number | string }) => Number(x.rows);
-  const inPart = rows(parts.find((x) => x.name === part) ?? { rows: 0 });
-  return part !== undefined && inPart >= 2 * parts.reduce((n, x) => n + (x.name === part ? 0 : rows(x)), 0) ? part : undefined;
+  const inPart = Number(parts.find((x) => x.name === part)?.rows ?? 0);
+  const inOthers = parts.reduce((n, x) => n + (x.name === part ? 0 : Number(x.rows)), 0);
+  return part !== undefined && inPart >= 2 * inOthers ? part : undefined;
 }
 
 /**
@@ -754,7 +762,7 @@ export async function buildContextTable(
 }
 
 /** The merged (level > 0) part with the most of the app's rows, if any. */
-export function largestMergedPart(parts: readonly { name: string; level: number | string; rows: number | string }[]): string | undefined {
+export function largestMergedPart(parts: readonly PartRow[]): string | undefined {
   return [...parts].filter((x) => Number(x.level) > 0).sort((a, b) => Number(b.rows) - Number(a.rows))[0]?.name;
 }
 

@@ -20,6 +20,11 @@ export const TRAIT_ORDER = raw(`concat(toString(toUInt64(ts) + 10000000000), eve
  */
 export const CONTEXT_TRAITS = ['app_version', 'country', 'locale', 'platform', 'timezone'] as const;
 
+/** Whether a segment reading these trait keys reads context traits only (some, and no other). */
+export function onlyContextTraits(keys: readonly string[]): boolean {
+  return keys.length > 0 && keys.every((k) => (CONTEXT_TRAITS as readonly string[]).includes(k));
+}
+
 /**
  * The value and value_type of a change as 190_user_context_traits.sql packs
  * it (…, the value, its type as 1 digit, 10^9 + the value's length as 10

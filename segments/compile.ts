@@ -31,7 +31,7 @@ import { resolveAttr, TRAIT_BACKED_FIELDS } from './fields.ts';
 import { and, compareNumbers, compareOperator, eventProperty, float, not, or, predicateSql, traitValue, type StoredValue } from './values.ts';
 import { ident, join, raw, sql, type Sql } from '../lib/sql.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
-import { CONTEXT_TRAITS, TRAIT_ORDER, traitOrderAfter, unpackContextChange } from '../profiles/traits.ts';
+import { onlyContextTraits, TRAIT_ORDER, traitOrderAfter, unpackContextChange } from '../profiles/traits.ts';
 
 export type NodePath = (string | number)[];
 
@@ -716,7 +716,7 @@ function sides(b: Builder): Side[] {
     )}
         GROUP BY user_id)`;
     const incomplete = b.ctx.contextIncomplete;
-    const rows = incomplete && [...b.traits.keys()].every((k) => (CONTEXT_TRAITS as readonly string[]).includes(k))
+    const rows = incomplete && onlyContextTraits([...b.traits.keys()])
       ? contextTraitsSide(b, incomplete, history)
       : history;
     out.push({ kind: 'traits', columns: names, query: (having, among) => filtered(rows(among), names, having) });

@@ -7,7 +7,7 @@ import { latestRun, type ProfileRun } from '../profiles/read.ts';
 import { profileRunAt } from '../profiles/run-at.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
 import { currentTagsSql } from '../profiles/tags.ts';
-import { CONTEXT_TRAITS, contextIncompleteSql, currentTraitsSql, typedTraitValue } from '../profiles/traits.ts';
+import { contextIncompleteSql, currentTraitsSql, onlyContextTraits, typedTraitValue } from '../profiles/traits.ts';
 import type { Expr } from './ast.ts';
 import { checkSegment } from './check.ts';
 import { compileSegment, CONTEXT_TRAITS_STALE_CODE, LIVE_TRAIT_FIELDS, PROFILE_COLUMNS, type CompiledSegment } from './compile.ts';
@@ -127,7 +127,7 @@ export async function prepareSegment(ch: ClickHouse, appId: string, input: unkno
   const needsRun = compile(undefined).usesProfileRun || opts.fields?.some((f) => f in PROFILE_COLUMNS);
   const run = needsRun ? await profileRunAt(opts.jobClient ?? ch, appId, asOf, asOfInput !== undefined) : await latestRun(ch, appId, asOf);
   let compiled = compile(run);
-  if (opts.contextTraits && compiled.traitKeys.length > 0 && compiled.traitKeys.every((k) => (CONTEXT_TRAITS as readonly string[]).includes(k))) {
+  if (opts.contextTraits && onlyContextTraits(compiled.traitKeys)) {
     const users = (await ch.rows<{ user_id: string }>(contextIncompleteSql(appId, asOf, CONTEXT_INCOMPLETE_MAX))).map((r) => r.user_id);
     if (users.length <= CONTEXT_INCOMPLETE_MAX && users.reduce((n, u) => n + u.length, 0) <= CONTEXT_INCOMPLETE_MAX_CHARS) compiled = compile(run, users);
   }

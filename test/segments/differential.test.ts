@@ -7,7 +7,7 @@ import fc from 'fast-check';
 import { beforeAll, describe, expect, it } from 'vitest';
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import { latestRun } from '../../profiles/read.ts';
-import { CONTEXT_TRAITS, contextIncompleteSql } from '../../profiles/traits.ts';
+import { contextIncompleteSql, onlyContextTraits } from '../../profiles/traits.ts';
 import type { Expr } from '../../segments/ast.ts';
 import { compileSegment } from '../../segments/compile.ts';
 import { testDatabase } from '../support/env.ts';
@@ -64,7 +64,7 @@ function compileCase(appIndex: number, c: Case) {
     savedSegments: app.ref.saved,
     ...(appIndex === 0 ? { contextIncomplete: contextIncomplete.get(c.asOf)! } : {}),
   });
-  if (appIndex === 0 && compiled.traitKeys.length > 0 && compiled.traitKeys.every((k) => (CONTEXT_TRAITS as readonly string[]).includes(k))) contextSides++;
+  if (appIndex === 0 && onlyContextTraits(compiled.traitKeys)) contextSides++;
   return compiled;
 }
 
