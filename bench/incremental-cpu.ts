@@ -109,7 +109,7 @@ try {
   const w2 = windowOf(asOf2);
   const analysis: number[] = [];
   for (let round = 0; round < ROUNDS; round++) {
-    analysis.push(await cpuOf(profilesFromStateSql({ appId: APP, runId: 'cpu_bench', window: w2, zones: inputs.zones, rfm: inputs.rfm, previousRows: EMPTY.prev, newEvents: EMPTY.next })));
+    analysis.push(await cpuOf(profilesFromStateSql({ appId: APP, runId: 'cpu_bench', window: w2, zones: inputs.zones, previousRows: EMPTY.prev, newEvents: EMPTY.next })));
   }
 
   // columns: the changed users' previous rows, read with and without the packed lists of strings
@@ -179,7 +179,7 @@ try {
   if (parts === 1) {
     await ch.exec(sql`DROP TABLE IF EXISTS ${ident(OUT)}`);
     await ch.exec(sql`CREATE TABLE ${ident(OUT)} AS profiles ENGINE = Null`);
-    const scan = profilesFromTimelineSql({ appId: APP, runId: 'cpu_bench', window: inputs.window, zones: inputs.zones, rfm: inputs.rfm, slice: inputs.slices[0]!, into: OUT });
+    const scan = profilesFromTimelineSql({ appId: APP, runId: 'cpu_bench', window: inputs.window, zones: inputs.zones, slice: inputs.slices[0]!, into: OUT });
     // One part: no user has rows to merge, so the scan without FINAL reads the same rows.
     const withoutFinal = raw(scan.text.replace('FROM user_timeline FINAL', 'FROM user_timeline'));
     if (withoutFinal.text === scan.text) throw new Error('the scan no longer reads user_timeline FINAL; update this benchmark');

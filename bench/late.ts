@@ -33,12 +33,12 @@ const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600 });
 
 await migrate(ch);
-const { window: w, zones: { names, offsets }, rfm, slices } = await scanInputs(ch, APP, values.db!);
+const { window: w, zones: { names, offsets }, slices } = await scanInputs(ch, APP, values.db!);
 
 /** The scan as the job runs it (planTimelineScan, scanTimeline): for every user, or for those in `usersIn`. */
 async function scan(usersIn?: string): Promise<number> {
   await ch.exec(sql`TRUNCATE TABLE ${ident(OUT)}`);
-  const s = { appId: APP, runId: 'bench', window: w, zones: { names, offsets }, rfm, slices, into: OUT, ...(usersIn ? { usersIn: ident(usersIn) } : {}) };
+  const s = { appId: APP, runId: 'bench', window: w, zones: { names, offsets }, slices, into: OUT, ...(usersIn ? { usersIn: ident(usersIn) } : {}) };
   const t = performance.now();
   await scanTimeline(ch, s, await planTimelineScan(ch, APP));
   return secs(t);

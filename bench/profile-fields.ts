@@ -88,10 +88,10 @@ try {
   const into = (q: Sql) => raw(without(q.text, 'INSERT INTO `profiles`', `INSERT INTO \`${T.out}\``));
   const queries = {
     full_scan_slice: variantsOf(
-      into(profilesFromTimelineSql({ appId: APP, runId: 'fields_bench', window: inputs.window, zones: inputs.zones, rfm: inputs.rfm, slice: inputs.slices[0]! })),
+      into(profilesFromTimelineSql({ appId: APP, runId: 'fields_bench', window: inputs.window, zones: inputs.zones, slice: inputs.slices[0]! })),
     ),
     incremental_last_step: variantsOf(
-      into(profilesFromStateSql({ appId: APP, runId: 'fields_bench', window: windowOf(asOf2), zones: inputs.zones, rfm: inputs.rfm, previousRows: T.prev, newEvents: T.next })),
+      into(profilesFromStateSql({ appId: APP, runId: 'fields_bench', window: windowOf(asOf2), zones: inputs.zones, previousRows: T.prev, newEvents: T.next })),
     ),
   };
   const cpu: Record<string, Record<string, number[]>> = {};

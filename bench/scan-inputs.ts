@@ -1,19 +1,15 @@
 // What a full profile run computes before its scan (zones with their offsets,
-// RFM thresholds, user slices), at the as_of of the data bench/profiles.ts
+// user slices), at the as_of of the data bench/profiles.ts
 // keeps: for benchmarks that time the scan query alone (timeline.ts, late.ts).
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { sql } from '../lib/sql.ts';
 import { validTimezones } from '../profiles/job.ts';
 import {
-  purchasersSql,
-  rfmScoreFloorsSql,
   recentUsersSql,
   sliceBoundsSql,
   slicesOf,
-  thresholdsFromFloors,
   timezoneCandidatesSql,
   windowOf,
-  type RfmThresholds,
   type UserSlice,
   type Window,
 } from '../profiles/sql.ts';
@@ -24,7 +20,6 @@ export interface ScanInputs {
   meta: { t0: string; events: string };
   window: Window;
   zones: { names: string[]; offsets: ZoneOffsets };
-  rfm: RfmThresholds;
   slices: UserSlice[];
 }
 
@@ -36,8 +31,6 @@ export async function scanInputs(ch: ClickHouse, app: string, db: string): Promi
   const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(app));
   const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
   const offsets = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000))));
-  const purchasers = purchasersSql({ appId: app, asOf: w.asOf });
-  const [r, f, m] = await Promise.all((['r', 'f', 'm'] as const).map(async (metric) => thresholdsFromFloors(await ch.rows(rfmScoreFloorsSql({ metric, asOf: w.asOf, purchasers })))));
   const bounds = (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ users: recentUsersSql(app, w.asOf), n: 2, sampleEvery: 200 })))?.bounds ?? [];
-  return { meta, window: w, zones: { names, offsets }, rfm: { r: r!, f: f!, m: m! }, slices: slicesOf(bounds) };
+  return { meta, window: w, zones: { names, offsets }, slices: slicesOf(bounds) };
 }

@@ -42,12 +42,12 @@ const stack = await up(loadConfig());
 const ch = new ClickHouse({ url: stack.clickhouseUrl, database: values.db, queryTimeoutS: 3600, settings: { log_queries: 1 } });
 
 await migrate(ch);
-const { meta, window: w, zones: { names, offsets }, rfm, slices } = await scanInputs(ch, APP, values.db!);
+const { meta, window: w, zones: { names, offsets }, slices } = await scanInputs(ch, APP, values.db!);
 
 /** The slice queries reading `table` instead of user_timeline. */
 function scanOf(table: string): Sql[] {
   return slices.map((slice) => {
-    const q = profilesFromTimelineSql({ appId: APP, runId: 'bench', window: w, zones: { names, offsets }, rfm, slice, into: OUT }).text;
+    const q = profilesFromTimelineSql({ appId: APP, runId: 'bench', window: w, zones: { names, offsets }, slice, into: OUT }).text;
     if (!q.includes('FROM user_timeline FINAL')) throw new Error('the scan no longer reads user_timeline FINAL: update bench/timeline.ts');
     return raw(q.replace('FROM user_timeline FINAL', `FROM ${table} FINAL`));
   });
@@ -103,7 +103,7 @@ const newPartUsers = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n
 /** The slice queries over STEADY: with FINAL, or the job's way. */
 function steadyScan(joined: boolean): Sql[] {
   return slices.map((slice) => {
-    const q = profilesFromTimelineSql({ appId: APP, runId: 'bench', window: w, zones: { names, offsets }, rfm, slice, into: OUT, ...(joined ? { merged: { part: steadyPart, others: true } } : {}) }).text;
+    const q = profilesFromTimelineSql({ appId: APP, runId: 'bench', window: w, zones: { names, offsets }, slice, into: OUT, ...(joined ? { merged: { part: steadyPart, others: true } } : {}) }).text;
     if (!q.includes('FROM user_timeline')) throw new Error('the scan no longer reads user_timeline: update bench/timeline.ts');
     return raw(q.replaceAll('FROM user_timeline', `FROM ${STEADY}`));
   });

@@ -18,6 +18,8 @@
 // the layered run before it wrote) and reads every other user's row from the
 // last run that wrote everyone, its base, rescored at its own as_of (runRowsSql,
 // 110_profile_run_layers.sql); past LAYER_SHARE it copies everyone instead.
+// Every run writes its rows while its RFM step runs, without the scores, which
+// its readers compute from the thresholds its layer records (SCORES_AT_READ).
 // Each run leaves its state and buyers caches in ClickHouse's memory for the
 // next incremental run (stateCacheTableSql, buyersTableSql), which reads its
 // changed users' previous rows and the previous purchasers from them, or from
@@ -52,6 +54,7 @@ import {
   profilesFromStateSql,
   profilesFromTimelineSql,
   traitCountsSql,
+  traitSampleBoundSql,
   traitsFromHistorySql,
   traitsIncompleteSql,
   traitsTableSql,
@@ -59,7 +62,7 @@ import {
   recentlyWrittenMonthsSql,
   recentUsersSql,
   rfmScoreFloorsSql,
-  SCORES_AT_READ,
+  inheritsRows,
   sliceBoundsSql,
   STATE_FORMAT,
   slicesOf,
@@ -72,12 +75,12 @@ import {
   windowOf,
   type RfmThresholds,
   type RunLayer,
-  type Scores,
   type RunRef,
   type MergedPartRead,
   type UserSlice,
   type Window,
   appPartsSql,
+  contextInsertSql,
   contextTableSql,
   partActiveSql,
   type CompactTraits,
@@ -148,6 +151,8 @@ export const DEFAULT_SLICES = 2;
  * 20M-event bulk load that context app had 4.6 rows per value.
  */
 export const COMPACT_TRAITS_RATIO = 4;
+/** About how many trait values (and their users' changes) COMPACT_TRAITS_RATIO is checked on. */
+export const TRAIT_SAMPLE_VALUES = 100_000;
 /** An incremental run whose late users exceed this share of the previous run's users runs as a full one. */
 export const FULL_WHEN_LATE_SHARE = 0.1;
 /**
@@ -345,15 +350,20 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // Tracked: a run failing meanwhile drops the table only once it exists.
     const traitsOf = () =>
       track((async () => {
-        const counts = await ch.one<{ changes: string; values: string }>(traitCountsSql(appId));
+        const bound = await ch.one<{ bound: string }>(traitSampleBoundSql(appId, TRAIT_SAMPLE_VALUES));
+        const counts = await ch.one<{ changes: string; values: string }>(traitCountsSql(appId, bound?.bound ?? ''));
         const [changes, values] = [Number(counts?.changes ?? 0), Number(counts?.values ?? 0)];
         if (changes === 0 || changes < (opts.compactTraitsRatio ?? COMPACT_TRAITS_RATIO) * values) return undefined;
-        rlog.info('the users\' trait changes mostly repeat a value: taking each context trait\'s latest change per user, and each other value\'s', { trait_changes: changes, trait_values: values });
+        rlog.info('the users\' trait changes mostly repeat a value: taking each context trait\'s latest change per user, and each other value\'s', {
+          sampled_users_up_to: bound?.bound,
+          trait_changes: changes,
+          trait_values: values,
+        });
         created.push(traitsTable, contextTable);
         const tables = { into: traitsTable, context: contextTable };
         await Promise.all([
           ch.exec(traitsTableSql({ appId, asOf, into: traitsTable }), { timeoutS: 3600 }),
-          buildContextTable(ch, { appId, asOf, into: contextTable }, await planContextRead(ch, appId), rlog),
+          sliceBounds!.then(async (bounds) => buildContextTable(ch, { appId, asOf, into: contextTable, slices: slicesOf(bounds) }, await planContextRead(ch, appId), rlog)),
         ]);
         const incomplete = Number((await ch.one<{ n: string }>(traitsIncompleteSql(tables)))?.n ?? 0);
         if (incomplete > 0) {
@@ -425,7 +435,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         // Slices serve the late users' rescan and the copy of the previous run's
         // rows (a layered previous run's, or everyone's past LAYER_SHARE, below):
         // without either, the one query over the changed users needs none.
-        const copiesRows = Boolean(previous.layer) || recomputed > (opts.layerShare ?? LAYER_SHARE) * previous.users;
+        const copiesRows = inheritsRows(previous) || recomputed > (opts.layerShare ?? LAYER_SHARE) * previous.users;
         sliceBounds = lateUsers > 0 || copiesRows ? boundsOf(sql`SELECT user_id FROM ${ident(changed)}`, Promise.resolve(recomputed)) : Promise.resolve([]);
       }
       report(0.1);
@@ -469,12 +479,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // held itself; the rest it inherits from the base run (runRowsSql) — unless
     // that would be most of a run's rows anyway: then it copies every user and
     // becomes a base itself, so layers never grow past a share of the app.
-    const held = incremental?.layer ? await ownRows(ch, appId, incremental.run_id) : 0;
+    const held = incremental && inheritsRows(incremental) ? await ownRows(ch, appId, incremental.run_id) : 0;
     const all = incremental ? held + (recomputed ?? 0) > (opts.layerShare ?? LAYER_SHARE) * incremental.users : true;
-    // A layered run's readers compute its RFM scores from the thresholds its
-    // layer records, its own rows' as its inherited rows' (runRowsSql): so its
-    // rows are written without them, while the RFM step runs.
-    const scoresAtRead = !all;
 
     // This run's state cache, fed by every insert of its rows from here on.
     const cacheMax = opts.stateCacheMaxUsers ?? stateCacheMaxUsers();
@@ -508,9 +514,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       await Promise.all(
         incremental
           ? [
-              // Off the critical path when the rows are written without scores: it
+              // Off the critical path, as the rows are written without scores: it
               // waits for the state's reads, which then have the cores to themselves.
-              (scoresAtRead ? stateRead.then(() => previousCaches) : previousCaches).then(({ buyers: c }) => {
+              stateRead.then(() => previousCaches).then(({ buyers: c }) => {
                 previousBuyers = c ? 'cache' : 'rows';
                 return ch.exec(c ? buyersFromCacheSql({ cache: c.table, buyers, compact: c.compact }) : buyersFromPreviousSql({ appId, previous: incremental, buyers }), t);
               }),
@@ -528,8 +534,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       return rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
     })());
 
-    // The rows: each written with its scores, or without them when they are computed at read.
-    const writeRows = async (scores: Scores) => {
+    // The rows, without their scores (SCORES_AT_READ in profiles/sql.ts): written while the RFM step runs.
+    const writeRows = async () => {
       await caching;
       const slices = slicesOf((await sliceBounds) ?? []);
       const zones = await zonesReady!;
@@ -537,7 +543,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       const fromTimeline = async (usersIn?: Sql) => {
         // A few users (late ones) read their traits' changes with their events.
         const traits = usersIn ? undefined : await traitsReady;
-        const scan = { appId, runId, window: w, zones, rfm: scores, slices, ...(usersIn ? { usersIn } : {}), ...(traits ? { traits } : {}) };
+        const scan = { appId, runId, window: w, zones, slices, ...(usersIn ? { usersIn } : {}), ...(traits ? { traits } : {}) };
         await scanTimeline(ch, scan, await planTimelineScan(ch, appId), rlog);
       };
       if (incremental) {
@@ -551,50 +557,37 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
           // written as they come, a part per STATE_BLOCK_ROWS or more: squashed
           // into one, as an INSERT does by default, the rows are written on one
           // thread only after all are computed; so the write overlaps the fields.
-          ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, rfm: scores, previousRows, newEvents }), { ...t, settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS } }),
+          ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, previousRows, newEvents }), { ...t, settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS } }),
           // Step 3': the users the previous run holds that this run does not recompute.
-          ...(all || incremental.layer ? slices.map((slice) => ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous: incremental, all, changed, rfm: scores, slice }), t)) : []),
+          ...(all || inheritsRows(incremental) ? slices.map((slice) => ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous: incremental, all, changed, slice }), t)) : []),
         ]);
       } else {
         await fromTimeline();
       }
     };
-    let rfm: RfmThresholds;
-    if (scoresAtRead) {
-      // Both settle before a failure surfaces, so no step still runs when the stage tables are dropped.
-      const [written, thresholds] = await Promise.allSettled([writeRows(SCORES_AT_READ), rfmReady]);
-      if (written.status === 'rejected') throw written.reason;
-      if (thresholds.status === 'rejected') throw thresholds.reason;
-      rfm = thresholds.value;
-      report(0.9);
-      step('state_rows_and_rfm_scores');
-    } else {
-      rfm = await rfmReady;
-      report(0.2);
-      step(incremental ? 'rfm_scores_and_state' : 'rfm_scores');
-      await writeRows(rfm);
-      step('scan_events');
-      if (!incremental) {
-        const check = await ch.one<{ copies: number | string }>(buyersCountedCopiesSql({ appId, runId, buyers }));
-        if (Number(check?.copies ?? 0) === 1) {
-          // Rare (a copy an ingest repair or a race left, not merged yet), and then the scan is done again.
-          rlog.warn('purchase_events holds copies not merged yet: recomputing the RFM thresholds without them and scanning again');
-          await Promise.all([
-            ch.exec(sql`TRUNCATE TABLE ${ident(buyers)}`),
-            ch.exec(sql`ALTER TABLE profiles DROP PARTITION (${appId}, ${runId})`),
-            ...((await caching) ? [ch.exec(sql`TRUNCATE TABLE ${ident(cache)}`)] : []),
-          ]);
-          await ch.exec(buyersInsertSql({ appId, asOf, buyers, dedup: true }), { timeoutS: 3600 });
-          rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
-          await writeRows(rfm);
-          step('scan_events_again');
-        }
+    // Both settle before a failure surfaces, so no step still runs when the stage tables are dropped.
+    const [written, thresholds] = await Promise.allSettled([writeRows(), rfmReady]);
+    if (written.status === 'rejected') throw written.reason;
+    if (thresholds.status === 'rejected') throw thresholds.reason;
+    let rfm = thresholds.value;
+    report(0.9);
+    step(incremental ? 'state_rows_and_rfm_scores' : 'scan_and_rfm_scores');
+    if (!incremental) {
+      const check = await ch.one<{ copies: number | string }>(buyersCountedCopiesSql({ appId, runId, buyers }));
+      if (Number(check?.copies ?? 0) === 1) {
+        // Rare (a copy an ingest repair or a race left, not merged yet). The rows
+        // count each purchase once; only the thresholds are read again.
+        rlog.warn('purchase_events holds copies not merged yet: recomputing the RFM thresholds without them');
+        await ch.exec(sql`TRUNCATE TABLE ${ident(buyers)}`);
+        await ch.exec(buyersInsertSql({ appId, asOf, buyers, dedup: true }), { timeoutS: 3600 });
+        rfm = await rfmThresholds(ch, asOf, sql`SELECT last_purchase_at, purchases_total, revenue_total, sign FROM ${ident(buyers)}`);
+        step('rfm_scores_again');
       }
     }
     // The buyers table outlives the run as its buyers cache only if it holds what
     // the run's rows hold: the next run takes back values read from those rows.
-    // A full run's purchasers are read before its scan, so purchases stored in
-    // between reach its rows only; a late user's come from purchase_events too.
+    // A full run reads its purchasers and its rows at once, so purchases stored
+    // meanwhile can reach one only; a late user's come from purchase_events too.
     const match = incremental ? undefined : await ch.one<{ same: number | string }>(buyersMatchRowsSql({ appId, runId, buyers }));
     const buyersKept = incremental ? lateUsers === 0 : Number(match?.same ?? 0) === 1;
     if (!buyersKept) rlog.info('the run\'s purchasers differ from its rows (purchases stored while it ran, or late users); the next incremental run reads its rows', { late_users: lateUsers, ...match });
@@ -604,9 +597,8 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       await ch.exec(sql`DROP TABLE IF EXISTS ${ident(feed)}`);
       untrack(feed);
     }
-    const layer: RunLayer | undefined = scoresAtRead && incremental
-      ? { base_run_id: incremental.layer?.base_run_id ?? incremental.run_id, as_of: asOf, rfm: storedThresholds(rfm) }
-      : undefined;
+    // A run that wrote every user is its own base.
+    const layer: RunLayer = { base_run_id: incremental && !all ? (incremental.layer?.base_run_id ?? incremental.run_id) : runId, as_of: asOf, rfm: storedThresholds(rfm) };
     report(0.95);
 
     // Before the run is published, so no reader sees one of its users without a cluster
@@ -627,11 +619,9 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
             .then((r) => incremental.users + Number(r?.n ?? 0))
         : usersOf(ch, appId, { run_id: runId, layer }),
       // Before the run is complete: no reader sees it without its layer.
-      layer
-        ? ch.insert('profile_run_layers', [
-            { app_id: appId, run_id: runId, base_run_id: layer.base_run_id, as_of: Math.floor(asOf.getTime() / 1000), rfm_r: layer.rfm.r.map(String), rfm_f: layer.rfm.f.map(String), rfm_m: layer.rfm.m.map(String) },
-          ])
-        : undefined,
+      ch.insert('profile_run_layers', [
+        { app_id: appId, run_id: runId, base_run_id: layer.base_run_id, as_of: Math.floor(asOf.getTime() / 1000), rfm_r: layer.rfm.r.map(String), rfm_f: layer.rfm.f.map(String), rfm_m: layer.rfm.m.map(String) },
+      ]),
     ]);
     await runRow('complete', { users, mode, previous: previous?.run_id ?? '', finished: true });
     runZones.set(appId, { runId, names: (await zonesReady!).names });
@@ -649,7 +639,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     if (previous && mode === 'incremental') {
       result.previous_run_id = previous.run_id;
       if (recomputed !== undefined) result.recomputed_users = recomputed;
-      if (layer) result.base_run_id = layer.base_run_id;
+      if (layer.base_run_id !== runId) result.base_run_id = layer.base_run_id;
       if (previousState) result.previous_state = previousState;
       if (previousBuyers) result.previous_buyers = previousBuyers;
     }
@@ -659,7 +649,7 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
       rlog.warn('could not drop old profile runs', { error: e }),
     );
     await dropAbandonedStageTables(ch).catch((e) => rlog.warn('could not drop abandoned stage tables', { error: e }));
-    await dropStaleStateCaches(ch, appId, [runId, ...(layer ? [layer.base_run_id] : [])]).catch((e) => rlog.warn('could not drop stale state caches', { error: e }));
+    await dropStaleStateCaches(ch, appId, [runId, layer.base_run_id]).catch((e) => rlog.warn('could not drop stale state caches', { error: e }));
     report(1);
     return result;
   } catch (err) {
@@ -690,27 +680,50 @@ type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
 type TimelineScan = Omit<Parameters<typeof profilesFromTimelineSql>[0], 'slice' | 'merged' | 'unwritten'> & { slices: UserSlice[] };
 
 /**
- * How step 3 reads user_timeline (MergedPartRead): the merged part holding
- * most of the app's rows without FINAL, with the app's rows in other parts
- * joined on when there are any; with FINAL when no part is merged.
+ * How step 3 reads user_timeline: `merged` (MergedPartRead), the merged part
+ * holding most of the app's rows without FINAL, with the app's rows in other
+ * parts joined on when there are any; with FINAL when no part is merged.
+ * `rows`: the app's rows in every part, about its users once merged.
  */
-export async function planTimelineScan(ch: ClickHouse, appId: string): Promise<MergedPartRead | undefined> {
+export interface TimelinePlan {
+  merged?: MergedPartRead;
+  rows: number;
+}
+
+export async function planTimelineScan(ch: ClickHouse, appId: string): Promise<TimelinePlan> {
   const parts = await appParts(ch, 'user_timeline', appId);
   const part = largestMergedPart(parts);
-  return part === undefined ? undefined : { part, others: parts.some((x) => x.name !== part) };
+  const rows = parts.reduce((n, x) => n + Number(x.rows), 0);
+  return part === undefined ? { rows } : { merged: { part, others: parts.some((x) => x.name !== part) }, rows };
+}
+
+/** Parts a slice of a full scan writes at most, in blocks of at least 65,536 rows (scanBlockRows). */
+export const SCAN_PARTS_PER_SLICE = 16;
+
+/**
+ * Rows per block of a scan's INSERT, each written as a part. By default an
+ * INSERT … SELECT squashes the rows to blocks of up to ~1M rows or 256 MB
+ * (~500k profile rows with their state) before writing: on 18.16 here, filling
+ * and writing blocks that large took markedly more CPU, much of it faulting in
+ * fresh memory, than blocks of 65,536 rows (bench/results/trait-heavy-1m.md).
+ * More parts cost merges later, so a slice writes at most SCAN_PARTS_PER_SLICE.
+ */
+export function scanBlockRows(rows: number, slices: number): number {
+  return Math.min(1_048_576, Math.max(65_536, Math.ceil(rows / Math.max(1, slices) / SCAN_PARTS_PER_SLICE)));
 }
 
 /** Step 3 from user_timeline as planned, one query per slice at once; resolves once every user read has a row. */
-export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: MergedPartRead | undefined, rlog = log): Promise<{ reread: boolean }> {
-  const t = { timeoutS: 3600 };
+export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: TimelinePlan, rlog = log): Promise<{ reread: boolean }> {
+  const t = { timeoutS: 3600, settings: { min_insert_block_size_rows: scanBlockRows(plan.rows, p.slices.length) } };
   const { slices, ...common } = p;
   const scan = (extra: Partial<Parameters<typeof profilesFromTimelineSql>[0]>) =>
     Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ ...common, slice, ...extra }), t)));
-  await scan(plan ? { merged: plan } : {});
+  const merged = plan.merged;
+  await scan(merged ? { merged } : {});
   // With other parts joined on, the read is complete whatever merges ran (MergedPartRead).
-  if (!plan || plan.others || (await partActive(ch, 'user_timeline', plan.part))) return { reread: false };
+  if (!merged || merged.others || (await partActive(ch, 'user_timeline', merged.part))) return { reread: false };
   // Merged away, maybe before the read began: it found none of the part's rows.
-  rlog.info('the merged timeline part was replaced while being read; reading the users still without a row with FINAL', { part: plan.part });
+  rlog.info('the merged timeline part was replaced while being read; reading the users still without a row with FINAL', { part: merged.part });
   await scan({ unwritten: true });
   return { reread: true };
 }
@@ -743,21 +756,25 @@ export async function planContextRead(ch: ClickHouse, appId: string): Promise<st
 }
 
 /**
- * contextTableSql's table, from the planned part (with FINAL when none); again
- * with FINAL when the part was merged away before the read may have found it.
+ * contextTableSql's table, from the planned part (with FINAL when none), one
+ * query per slice at once; again with FINAL when the part was merged away
+ * before the read may have found it.
  */
 export async function buildContextTable(
   ch: ClickHouse,
-  p: Omit<Parameters<typeof contextTableSql>[0], 'part'>,
+  p: Omit<Parameters<typeof contextInsertSql>[0], 'part' | 'slice'> & { slices?: UserSlice[] },
   part: string | undefined,
   rlog = log,
 ): Promise<{ reread: boolean }> {
   const t = { timeoutS: 3600 };
-  await ch.exec(contextTableSql({ ...p, ...(part === undefined ? {} : { part }) }), t);
+  const { slices = slicesOf([]), ...common } = p;
+  const read = (from?: string) => Promise.all(slices.map((slice) => ch.exec(contextInsertSql({ ...common, slice, ...(from === undefined ? {} : { part: from }) }), t)));
+  await ch.exec(contextTableSql(p.into));
+  await read(part);
   if (part === undefined || (await partActive(ch, 'user_context_traits', part))) return { reread: false };
   rlog.info('the merged context traits part was replaced while being read; reading them again with FINAL', { part });
-  await ch.exec(sql`DROP TABLE IF EXISTS ${ident(p.into)}`);
-  await ch.exec(contextTableSql(p), t);
+  await ch.exec(sql`TRUNCATE TABLE ${ident(p.into)}`);
+  await read();
   return { reread: true };
 }
 
@@ -768,7 +785,7 @@ export function largestMergedPart(parts: readonly PartRow[]): string | undefined
 
 /** The users a run reads: its own rows, plus its base's rows of users it does not hold (counted without reading the rows). */
 async function usersOf(ch: ClickHouse, appId: string, run: RunRef): Promise<number> {
-  if (!run.layer) return ownRows(ch, appId, run.run_id);
+  if (!run.layer || !inheritsRows(run)) return ownRows(ch, appId, run.run_id);
   const base = run.layer.base_run_id;
   const row = await ch.one<{ n: string }>(sql`SELECT (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id})
     + (SELECT count() FROM profiles WHERE app_id = ${appId} AND run_id = ${base})

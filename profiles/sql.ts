@@ -10,8 +10,8 @@
 //   previous run ──(3') unchanged users, recency and scores recomputed──► profiles
 //     (only the users the previous run held itself when the new run is layered
 //     on a base run: runRowsSql reads every other user from the base)
-// A layered run writes its rows (3, 3s, 3') without the RFM scores, while steps
-// 1 and 2 run; its readers score them from the thresholds its layer records
+// Every run writes its rows (3, 3s, 3') without the RFM scores, while steps 1
+// and 2 run; its readers score them from the thresholds its layer records
 // (SCORES_AT_READ, runRowsSql).
 //
 // Each profile row is written once, straight from the scan (no stage table).
@@ -227,10 +227,11 @@ export function buyersInsertSql(p: { appId: string; asOf: Date; buyers: string; 
 /**
  * Whether a full run's purchasers (its buyers table) counted more purchases than
  * its rows, which count each stored event once by its hash: then a copy not
- * merged away yet moved its RFM thresholds. Fewer is no sign of one: purchases
- * stored while the run scanned reach its rows, read later, and not its buyers
- * (a copy and such a purchase at once can hide each other; the rows are exact
- * all the same, the thresholds off by them).
+ * merged away yet moved its RFM thresholds, and they are computed again without
+ * copies. The two are read at once, so a purchase stored meanwhile can reach
+ * either: in the rows only, it is no sign of a copy (one with a copy can hide
+ * it; the rows are exact all the same, the thresholds off by them); in the
+ * buyers only, it costs a needless second read.
  */
 export function buyersCountedCopiesSql(p: { appId: string; runId: string; buyers: string }): Sql {
   return sql`SELECT toUInt8((SELECT sum(purchases_total) FROM ${ident(p.buyers)}) >
@@ -247,7 +248,7 @@ export function buyersFromPreviousSql(p: { appId: string; previous: RunRef; buye
   return sql`INSERT INTO ${ident(p.buyers)} (last_purchase_at, purchases_total, revenue_total, sign)
 SELECT assumeNotNull(lp), purchases_total, revenue_total, toInt8(${p.takeBack ? -1 : 1}) FROM (
   SELECT last_purchase_at AS lp, purchases_total, revenue_total
-  FROM (${runRowsSql(p.appId, p.previous, sql` AND purchases_total > 0${scope}`)})
+  FROM (${runRowsSql(p.appId, p.previous, sql` AND purchases_total > 0${scope}`, { scores: false })})
 )`;
 }
 
@@ -338,11 +339,12 @@ export type RfmMetric = keyof typeof VALUE;
 export type RfmThresholds = Record<RfmMetric, (bigint | undefined)[]>;
 
 /**
- * Rows written without their RFM scores and segment (NULL): a layered run's,
- * whose readers compute them from the thresholds its layer records (runRowsSql),
- * so the run writes its rows while its RFM step runs.
+ * Rows written without their RFM scores and segment (NULL), as every run writes
+ * them: its readers compute them from the thresholds its layer records
+ * (runRowsSql, profiles_latest), so the run writes its rows while its RFM step
+ * runs instead of after it.
  */
-export const SCORES_AT_READ = 'at_read' as const;
+const SCORES_AT_READ = 'at_read' as const;
 /** What a step writes the RFM scores from: thresholds, or SCORES_AT_READ. */
 export type Scores = RfmThresholds | typeof SCORES_AT_READ;
 
@@ -416,10 +418,14 @@ function profilesSelect(p: { appId: string; runId: string; asOf: Date; source: S
 FROM (${p.source})`;
 }
 
-/** The INSERT of profile rows with their state, from a source with CARRIED, last_purchase_at and STATE. */
-function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; rfm: Scores; into?: string }): Sql {
+/**
+ * The INSERT of profile rows with their state, from a source with CARRIED,
+ * last_purchase_at and STATE: without their scores (SCORES_AT_READ) unless given
+ * thresholds (a live profile's one row, read straight from its table).
+ */
+function profilesInsert(p: { appId: string; runId: string; asOf: Date; source: Sql; into?: string; rfm?: RfmThresholds | undefined }): Sql {
   return sql`INSERT INTO ${ident(p.into ?? 'profiles')} (${cols([...OUTPUT_COLUMNS, ...STATE])})
-${profilesSelect({ ...p, state: true })}`;
+${profilesSelect({ ...p, rfm: p.rfm ?? SCORES_AT_READ, state: true })}`;
 }
 
 /** CARRIED (and STATE) and a non-null last_purchase_at from one run's own rows, for profilesSelect. */
@@ -433,9 +439,11 @@ function storedRowsSource(p: { appId: string; runId: string; where: Sql; state: 
 }
 
 /**
- * A layered run (an incremental one that wrote only the users it recomputed,
- * see 110_profile_run_layers.sql): every other user's row comes from
- * `base_run_id`, rescored at `as_of` with `rfm`.
+ * A run's RFM thresholds at its `as_of`, from which its readers score its rows
+ * (SCORES_AT_READ), and its base. A layered run (an incremental one that wrote
+ * only the users it recomputed, see 110_profile_run_layers.sql) reads every
+ * other user's row from `base_run_id`, rescored at `as_of` with `rfm`; a run
+ * that wrote every user is its own base.
  */
 export interface RunLayer {
   base_run_id: string;
@@ -443,10 +451,15 @@ export interface RunLayer {
   rfm: RfmThresholds;
 }
 
-/** A run as its readers need it: its id, and its layer when it has one. */
+/** A run as its readers need it: its id, and its layer when it has one (runs before SCORES_AT_READ have none). */
 export interface RunRef {
   run_id: string;
   layer?: RunLayer | undefined;
+}
+
+/** Whether a run reads the users it did not write from a base run (runRowsSql). */
+export function inheritsRows(run: RunRef): boolean {
+  return run.layer !== undefined && run.layer.base_run_id !== run.run_id;
 }
 
 /**
@@ -455,16 +468,19 @@ export interface RunRef {
  * hold, with as_of, recency_days, the RFM scores and rfm_segment computed at the
  * run's as_of — exactly what a run that wrote every user would hold.
  * `where` (` AND …` on the stored columns, e.g. user_id) narrows both reads;
- * `state` adds the STATE columns, which only the job reads.
+ * `state` adds the STATE columns, which only the job reads; `scores: false`
+ * leaves a run's own rows unscored (NULL, as stored), for the job's reads that
+ * need no score.
  * Every reader of profile rows goes through here.
  */
-export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``, opts: { state?: boolean } = {}): Sql {
+export function runRowsSql(appId: string, run: RunRef, where: Sql = sql``, opts: { state?: boolean; scores?: boolean } = {}): Sql {
   const state = opts.state ?? false;
   const l = run.layer;
-  if (!l || l.base_run_id === run.run_id) {
+  if (!l || (!inheritsRows(run) && opts.scores === false)) {
     return sql`SELECT ${cols(state ? [...OUTPUT_COLUMNS, ...STATE] : OUTPUT_COLUMNS)} FROM profiles WHERE app_id = ${appId} AND run_id = ${run.run_id}${where}`;
   }
   const own = scoredOwnRows({ appId, runId: run.run_id, rfm: l.rfm, where, state, asOf: l.as_of });
+  if (!inheritsRows(run)) return own;
   const inherited = profilesSelect({
     appId,
     runId: run.run_id,
@@ -484,9 +500,8 @@ ${inherited}`;
 }
 
 /**
- * A layered run's own rows, named as in `profiles`, with the RFM scores and
- * segment computed from its layer's thresholds: it may have written them
- * without (SCORES_AT_READ).
+ * A run's own rows, named as in `profiles`, with the RFM scores and segment
+ * computed from its layer's thresholds: it wrote them without (SCORES_AT_READ).
  */
 function scoredOwnRows(p: { appId: string; runId: string; rfm: RfmThresholds; where: Sql; state: boolean; asOf: Date }): Sql {
   const SCORES = new Set(['r_score', 'f_score', 'm_score', 'rfm_segment']);
@@ -577,9 +592,24 @@ SELECT user_id, arrayMap(x -> x.1, current) AS trait_keys, arrayMap(x -> x.2, cu
 FROM (SELECT user_id, arraySort(groupArray((key, value, value_type))) AS current FROM (${currentTraitsSql(p.appId, p.asOf, { usersIn: incompleteUsers(p) })}) GROUP BY user_id)`;
 }
 
-/** The app's trait changes and distinct trait values (rows not merged yet count as more values). */
-export function traitCountsSql(appId: string): Sql {
-  return sql`SELECT (SELECT count() FROM user_traits WHERE app_id = ${appId}) AS changes, (SELECT count() FROM user_trait_values WHERE app_id = ${appId}) AS values`;
+/**
+ * The app's trait changes and distinct trait values (rows not merged yet count
+ * as more values) of the users up to `upTo` (traitSampleBoundSql): counting
+ * every change read the app's whole user_traits, a second of the run's critical
+ * path at 100M changes, for a ratio a sample gives as well.
+ */
+export function traitCountsSql(appId: string, upTo: string): Sql {
+  const users = sql`app_id = ${appId} AND user_id <= ${upTo}`;
+  return sql`SELECT (SELECT count() FROM user_traits WHERE ${users}) AS changes, (SELECT count() FROM user_trait_values WHERE ${users}) AS values`;
+}
+
+/**
+ * A user_id that bounds about `values` of the app's trait values (their users
+ * sort first, when a merged part holds most of them): every user when the app
+ * has fewer.
+ */
+export function traitSampleBoundSql(appId: string, values: number): Sql {
+  return sql`SELECT max(user_id) AS bound FROM (SELECT user_id FROM user_trait_values WHERE app_id = ${appId} LIMIT ${values})`;
 }
 
 /** How many users traitsTableSql or contextTableSql left incomplete. */
@@ -607,26 +637,33 @@ export function traitsIncompleteSql(p: { into: string; context: string }): Sql {
  * from each, both true for some instant of the run: the scan's join takes one.
  * Grouping the states of max(String) costs 18.16 several times FINAL's merge,
  * and FINAL several times reading the part as it is.
+ * One INSERT per user slice, run at once (contextTableSql creates the table).
  */
-export function contextTableSql(p: { appId: string; asOf: Date; into: string; part?: string }): Sql {
+export function contextInsertSql(p: { appId: string; asOf: Date; into: string; part?: string; slice?: UserSlice }): Sql {
+  const slice = sliceSql(p.slice);
   const states = (f: 'finalizeAggregation' | 'maxMerge') => join(CONTEXT_TRAITS.map((k) => sql`${raw(f)}(${ident(k)}) AS ${ident('p_' + k)}`));
   let source: Sql;
-  if (p.part === undefined) source = sql`SELECT user_id, ${states('finalizeAggregation')} FROM user_context_traits FINAL WHERE app_id = ${p.appId}`;
+  if (p.part === undefined) source = sql`SELECT user_id, ${states('finalizeAggregation')} FROM user_context_traits FINAL WHERE app_id = ${p.appId}${slice}`;
   else {
-    const others = sql`(SELECT user_id FROM user_context_traits WHERE app_id = ${p.appId} AND _part != ${p.part})`;
-    source = sql`SELECT user_id, ${states('finalizeAggregation')} FROM user_context_traits WHERE app_id = ${p.appId} AND _part = ${p.part} AND user_id NOT IN ${others}
+    const others = sql`(SELECT user_id FROM user_context_traits WHERE app_id = ${p.appId} AND _part != ${p.part}${slice})`;
+    source = sql`SELECT user_id, ${states('finalizeAggregation')} FROM user_context_traits WHERE app_id = ${p.appId} AND _part = ${p.part}${slice} AND user_id NOT IN ${others}
   UNION ALL
-  SELECT user_id, ${states('maxMerge')} FROM user_context_traits WHERE app_id = ${p.appId} AND user_id IN ${others} GROUP BY user_id`;
+  SELECT user_id, ${states('maxMerge')} FROM user_context_traits WHERE app_id = ${p.appId}${slice} AND user_id IN ${others} GROUP BY user_id`;
   }
   const parsed = join(CONTEXT_TRAITS.map((k) => {
     const change = unpackContextChange(ident('p_' + k), k);
     return sql`${change.value} AS ${ident('c_' + k)}, ${change.type} AS ${ident('ct_' + k)}`;
   }));
   const bound = traitOrderAfter(p.asOf);
-  return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
+  return sql`INSERT INTO ${ident(p.into)} (user_id, ${join(CONTEXT_TRAITS.map((k) => sql`${ident('c_' + k)}, ${ident('ct_' + k)}`))}, complete)
 SELECT user_id, ${parsed},
   toUInt8(${join(CONTEXT_TRAITS.map((k) => sql`${ident('p_' + k)} < ${bound}`), ' AND ')}) AS complete
 FROM (${source})`;
+}
+
+/** The Memory table contextInsertSql fills. */
+export function contextTableSql(into: string): Sql {
+  return sql`CREATE TABLE ${ident(into)} (user_id String, ${join(CONTEXT_TRAITS.map((k) => sql`${ident('c_' + k)} String, ${ident('ct_' + k)} UInt8`))}, complete UInt8) ENGINE = Memory`;
 }
 
 /**
@@ -794,7 +831,8 @@ export function profilesFromTimelineSql(p: {
   runId: string;
   window: Window;
   zones: Zones;
-  rfm: Scores;
+  /** Scores written with the rows (liveProfile); absent, SCORES_AT_READ. */
+  rfm?: RfmThresholds;
   usersIn?: Sql;
   slice?: UserSlice;
   into?: string;
@@ -863,7 +901,7 @@ export function profilesFromTimelineSql(p: {
  * per-block work as on the fields themselves.
  */
 export function previousStateTableSql(p: { appId: string; previous: RunRef; users: Sql; into: string; cache?: StateCaches }): Sql {
-  const source = p.cache ? cachedStateSql(p.cache, p.users) : runRowsSql(p.appId, p.previous, sql` AND user_id IN ${p.users}`, { state: true });
+  const source = p.cache ? cachedStateSql(p.cache, p.users) : runRowsSql(p.appId, p.previous, sql` AND user_id IN ${p.users}`, { state: true, scores: false });
   return sql`CREATE TABLE ${ident(p.into)} ENGINE = Memory AS
 SELECT user_id, toUInt8(1) AS has_prev, first_seen AS p_first, last_seen AS p_last, events_total AS p_events_total,
   purchases_total AS p_purchases_total, revenue_total AS p_revenue_total, ifNull(last_purchase_at, toDateTime(0)) AS p_last_purchase,
@@ -994,7 +1032,7 @@ GROUP BY user_id`;
  * 120_profile_state.sql) cut at the new window's start, plus the newer events;
  * the traits are the previous row's updated by the newer events' trait changes.
  */
-export function profilesFromStateSql(p: { appId: string; runId: string; window: Window; zones: Zones; rfm: Scores; previousRows: string; newEvents: string; slice?: UserSlice }): Sql {
+export function profilesFromStateSql(p: { appId: string; runId: string; window: Window; zones: Zones; previousRows: string; newEvents: string; slice?: UserSlice }): Sql {
   const { appId, window: w } = p;
   const zone = localHours(sql`ifNull(timezone, '')`, p.zones.names, p.zones.offsets);
   // Old state elements still in the window; the subsets (categories, amounts)
@@ -1032,7 +1070,7 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
         -- A user with no event up to as_of has no profile.
         WHERE has_prev OR has_new
       )`;
-  return profilesInsert({ appId, runId: p.runId, asOf: w.asOf, source, rfm: p.rfm });
+  return profilesInsert({ appId, runId: p.runId, asOf: w.asOf, source });
 }
 
 /**
@@ -1042,15 +1080,15 @@ export function profilesFromStateSql(p: { appId: string; runId: string; window: 
  * every user itself); otherwise only those the previous run holds itself (a
  * layered run on the same base, which inherits the others).
  */
-export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previous: RunRef; all: boolean; changed: string; rfm: Scores; slice?: UserSlice }): Sql {
+export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf: Date; previous: RunRef; all: boolean; changed: string; slice?: UserSlice }): Sql {
   const where = sql` AND user_id NOT IN ${ident(p.changed)}${sliceSql(p.slice)}`;
   const carried = cols([...CARRIED, ...STATE]);
-  const source = p.all
+  const source = p.all && inheritsRows(p.previous)
     ? sql`SELECT ${carried}, assumeNotNull(lp) AS last_purchase_at FROM (
-    SELECT ${carried}, last_purchase_at AS lp FROM (${runRowsSql(p.appId, p.previous, where, { state: true })})
+    SELECT ${carried}, last_purchase_at AS lp FROM (${runRowsSql(p.appId, p.previous, where, { state: true, scores: false })})
   )`
     : storedRowsSource({ appId: p.appId, runId: p.previous.run_id, where, state: true });
-  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.asOf, source, rfm: p.rfm });
+  return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.asOf, source });
 }
 
 /** 0..9999, stable per (app_id, user_id): cityHash64 is the same on every ClickHouse version. */

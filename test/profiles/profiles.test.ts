@@ -6,10 +6,10 @@ import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.
 import { raw, sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, dropStaleStateCaches, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob, stateCacheMaxUsers } from '../../profiles/job.ts';
+import { buildProfiles, dropStaleStateCaches, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, SCAN_PARTS_PER_SLICE, scanBlockRows, startProfileJob, stateCacheMaxUsers } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
-import { boundsSampleEvery, buyersCountedCopiesSql, buyersFromCacheSql, buyersMatchRowsSql, buyersTableSql, recentUsersSql, rfmScoreFloorsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
+import { boundsSampleEvery, buyersCountedCopiesSql, buyersFromCacheSql, buyersMatchRowsSql, buyersTableSql, recentUsersSql, rfmScoreFloorsSql, runRowsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
 import { appsWithEvents, scheduledMode, startProfileScheduler } from '../../profiles/scheduler.ts';
 import { currentTagsSql, nextSeqs, setTag, TagInputError, tagUsers } from '../../profiles/tags.ts';
 import { testDatabase } from '../support/env.ts';
@@ -101,6 +101,16 @@ describe('job plumbing', () => {
     expect(largestMergedPart([{ name: 'all_9_9_0', level: 0, rows: 900 }, { name: 'all_1_4_2', level: '2', rows: '500' }, { name: 'all_5_8_1', level: 1, rows: 600 }])).toBe('all_5_8_1');
     expect(largestMergedPart([{ name: 'all_9_9_0', level: 0, rows: 900 }])).toBeUndefined();
     expect(largestMergedPart([])).toBeUndefined();
+  });
+
+  it('writes a full scan in blocks of 65,536 rows or more, at most SCAN_PARTS_PER_SLICE parts a slice', () => {
+    expect(scanBlockRows(0, 2)).toBe(65_536);
+    expect(scanBlockRows(1_000_000, 2)).toBe(65_536);
+    expect(scanBlockRows(20_000_000, 2)).toBe(625_000);
+    expect(Math.ceil(20_000_000 / 2 / scanBlockRows(20_000_000, 2))).toBe(SCAN_PARTS_PER_SLICE);
+    // Never above what ClickHouse squashes to by default.
+    expect(scanBlockRows(1e9, 1)).toBe(1_048_576);
+    expect(scanBlockRows(1_000_000, 0)).toBe(65_536);
   });
 
   it('cuts the users into slices that cover every user_id exactly once', () => {
@@ -358,9 +368,10 @@ describe('reading profiles', () => {
     ).flat();
     await insertEvents(ch, app, events);
     const asOf = new Date('2026-11-20T00:00:00Z');
+    // Through runRowsSql: a run's rows are scored at read, from the thresholds its layer records.
     const scores = async (runId: string) =>
       (await ch.rows<{ user_id: string; r: number; f: number; m: number; p: string }>(
-        sql`SELECT user_id, r_score AS r, f_score AS f, m_score AS m, purchases_total AS p FROM profiles WHERE app_id = ${app} AND run_id = ${runId} ORDER BY user_id`,
+        sql`SELECT user_id, r_score AS r, f_score AS f, m_score AS m, purchases_total AS p FROM (${runRowsSql(app, (await listRuns(ch, app)).find((r) => r.run_id === runId)!)}) ORDER BY user_id`,
       )).map((r) => [r.user_id, r.r, r.f, r.m, Number(r.p)]);
     const clean = await scores((await buildProfiles(ch, app, { asOf, mode: 'full' })).run_id);
     // A copy of the two lightest buyers' purchases, as an ingest repair leaves one, kept from merging.
@@ -369,7 +380,7 @@ describe('reading profiles', () => {
       await ch.exec(sql`INSERT INTO purchase_events SELECT * FROM purchase_events WHERE app_id = ${app} AND user_id IN ('b0', 'b1')`);
       expect(Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM purchase_events WHERE app_id = ${app}`))!.n)).toBe(55 + 3);
       const withCopies = await buildProfiles(ch, app, { asOf, mode: 'full' });
-      expect(withCopies.steps).toHaveProperty('scan_events_again');
+      expect(withCopies.steps).toHaveProperty('rfm_scores_again');
       expect(await scores(withCopies.run_id)).toEqual(clean);
       // Purchases stored while a run scans reach its rows and not its buyers: no sign of a copy.
       await ch.exec(sql`CREATE TABLE copies_buyers (last_purchase_at DateTime, purchases_total UInt64, revenue_total Float64, sign Int8) ENGINE = Memory`);
