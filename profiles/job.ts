@@ -680,50 +680,27 @@ type Zones = Parameters<typeof profilesFromTimelineSql>[0]['zones'];
 type TimelineScan = Omit<Parameters<typeof profilesFromTimelineSql>[0], 'slice' | 'merged' | 'unwritten'> & { slices: UserSlice[] };
 
 /**
- * How step 3 reads user_timeline: `merged` (MergedPartRead), the merged part
- * holding most of the app's rows without FINAL, with the app's rows in other
- * parts joined on when there are any; with FINAL when no part is merged.
- * `rows`: the app's rows in every part, about its users once merged.
+ * How step 3 reads user_timeline (MergedPartRead): the merged part holding
+ * most of the app's rows without FINAL, with the app's rows in other parts
+ * joined on when there are any; with FINAL when no part is merged.
  */
-export interface TimelinePlan {
-  merged?: MergedPartRead;
-  rows: number;
-}
-
-export async function planTimelineScan(ch: ClickHouse, appId: string): Promise<TimelinePlan> {
+export async function planTimelineScan(ch: ClickHouse, appId: string): Promise<MergedPartRead | undefined> {
   const parts = await appParts(ch, 'user_timeline', appId);
   const part = largestMergedPart(parts);
-  const rows = parts.reduce((n, x) => n + Number(x.rows), 0);
-  return part === undefined ? { rows } : { merged: { part, others: parts.some((x) => x.name !== part) }, rows };
-}
-
-/** Parts a slice of a full scan writes at most, in blocks of at least 65,536 rows (scanBlockRows). */
-export const SCAN_PARTS_PER_SLICE = 16;
-
-/**
- * Rows per block of a scan's INSERT, each written as a part. By default an
- * INSERT … SELECT squashes the rows to blocks of up to ~1M rows or 256 MB
- * (~500k profile rows with their state) before writing: on 18.16 here, filling
- * and writing blocks that large took markedly more CPU, much of it faulting in
- * fresh memory, than blocks of 65,536 rows (bench/results/trait-heavy-1m.md).
- * More parts cost merges later, so a slice writes at most SCAN_PARTS_PER_SLICE.
- */
-export function scanBlockRows(rows: number, slices: number): number {
-  return Math.min(1_048_576, Math.max(65_536, Math.ceil(rows / Math.max(1, slices) / SCAN_PARTS_PER_SLICE)));
+  return part === undefined ? undefined : { part, others: parts.some((x) => x.name !== part) };
 }
 
 /** Step 3 from user_timeline as planned, one query per slice at once; resolves once every user read has a row. */
-export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: TimelinePlan, rlog = log): Promise<{ reread: boolean }> {
-  const t = { timeoutS: 3600, settings: { min_insert_block_size_rows: scanBlockRows(plan.rows, p.slices.length) } };
+export async function scanTimeline(ch: ClickHouse, p: TimelineScan, plan: MergedPartRead | undefined, rlog = log): Promise<{ reread: boolean }> {
+  const t = { timeoutS: 3600 };
   const { slices, ...common } = p;
   const scan = (extra: Partial<Parameters<typeof profilesFromTimelineSql>[0]>) =>
     Promise.all(slices.map((slice) => ch.exec(profilesFromTimelineSql({ ...common, slice, ...extra }), t)));
-  const merged = plan.merged;
-  await scan(merged ? { merged } : {});
+  await scan(plan ? { merged: plan } : {});
   // With other parts joined on, the read is complete whatever merges ran (MergedPartRead).
-  if (!merged || merged.others || (await partActive(ch, 'user_timeline', merged.part))) return { reread: false };
+  if (!plan || plan.others || (await partActive(ch, 'user_timeline', plan.part))) return { reread: false };
   // Merged away, maybe before the read began: it found none of the part's rows.
-  rlog.info('the merged timeline part was replaced while being read; reading the users still without a row with FINAL', { part: merged.part });
+  rlog.info('the merged timeline part was replaced while being read; reading the users still without a row with FINAL', { part: plan.part });
   await scan({ unwritten: true });
   return { reread: true };
 }

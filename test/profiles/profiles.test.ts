@@ -6,7 +6,7 @@ import { getJob, JobConflictError, jobFinished, startJob } from '../../lib/jobs.
 import { raw, sql } from '../../lib/sql.ts';
 import { liveAssignmentsSql } from '../../profiles/cluster-sql.ts';
 import { latestModel, trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, dropStaleStateCaches, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, SCAN_PARTS_PER_SLICE, scanBlockRows, startProfileJob, stateCacheMaxUsers } from '../../profiles/job.ts';
+import { buildProfiles, dropStaleStateCaches, dropSupersededRuns, largestMergedPart, RECENT_RUNS_KEPT, startProfileJob, stateCacheMaxUsers } from '../../profiles/job.ts';
 import { getProfile, latestRun, listRuns, type ProfileRun } from '../../profiles/read.ts';
 import { quintileScore, rfmSegment, segmentTable } from '../../profiles/rfm.ts';
 import { boundsSampleEvery, buyersCountedCopiesSql, buyersFromCacheSql, buyersMatchRowsSql, buyersTableSql, recentUsersSql, rfmScoreFloorsSql, runRowsSql, sliceBoundsSql, slicesOf, thresholdsFromFloors } from '../../profiles/sql.ts';
@@ -101,16 +101,6 @@ describe('job plumbing', () => {
     expect(largestMergedPart([{ name: 'all_9_9_0', level: 0, rows: 900 }, { name: 'all_1_4_2', level: '2', rows: '500' }, { name: 'all_5_8_1', level: 1, rows: 600 }])).toBe('all_5_8_1');
     expect(largestMergedPart([{ name: 'all_9_9_0', level: 0, rows: 900 }])).toBeUndefined();
     expect(largestMergedPart([])).toBeUndefined();
-  });
-
-  it('writes a full scan in blocks of 65,536 rows or more, at most SCAN_PARTS_PER_SLICE parts a slice', () => {
-    expect(scanBlockRows(0, 2)).toBe(65_536);
-    expect(scanBlockRows(1_000_000, 2)).toBe(65_536);
-    expect(scanBlockRows(20_000_000, 2)).toBe(625_000);
-    expect(Math.ceil(20_000_000 / 2 / scanBlockRows(20_000_000, 2))).toBe(SCAN_PARTS_PER_SLICE);
-    // Never above what ClickHouse squashes to by default.
-    expect(scanBlockRows(1e9, 1)).toBe(1_048_576);
-    expect(scanBlockRows(1_000_000, 0)).toBe(65_536);
   });
 
   it('cuts the users into slices that cover every user_id exactly once', () => {
