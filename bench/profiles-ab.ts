@@ -5,9 +5,12 @@
 // speed drifts over minutes, so a change is judged by the ratio of each round's
 // two incremental runs (this tree / base), seconds apart, rather than by
 // bench/profiles.ts runs taken at different times.
-// Results: bench/results/profiles-ab.json and .md. Never asserted by tests.
+// With --db and --app, any kept benchmark data with a bench_meta t0: e.g.
+// bench/trait-heavy.ts's (--app context; no events after t0, so its incremental
+// runs recompute no one and only the full runs tell).
+// Results: bench/results/<--out>.json and .md (default profiles-ab). Never asserted by tests.
 // Usage: npx tsx bench/profiles.ts --db bench_profiles_kept          (once, to load)
-//        npx tsx bench/profiles-ab.ts --base <commit> [--rounds 10] [--db bench_profiles_kept]
+//        npx tsx bench/profiles-ab.ts --base <commit> [--rounds 10] [--db bench_profiles_kept] [--app bench] [--out profiles-ab]
 // The base is checked out into a temporary git worktree (removed after).
 import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
@@ -23,11 +26,13 @@ const { values } = parseArgs({
     base: { type: 'string' },
     rounds: { type: 'string', default: '10' },
     db: { type: 'string', default: 'bench_profiles_kept' },
+    app: { type: 'string', default: 'bench' },
+    out: { type: 'string', default: 'profiles-ab' },
     // Internal: one round with the code of the tree at this path.
     round: { type: 'string' },
   },
 });
-const APP = 'bench';
+const APP = values.app!;
 const HOUR = 3600;
 
 if (values.round) {
@@ -70,7 +75,7 @@ symlinkSync(join(REPO_ROOT, 'node_modules'), join(baseTree, 'node_modules'));
 
 type Round = { full: number; incremental: number; recomputed: number };
 const runRound = (tree: string): Round => {
-  const r = spawnSync('npx', ['tsx', join(REPO_ROOT, 'bench/profiles-ab.ts'), '--round', tree, '--db', values.db!], {
+  const r = spawnSync('npx', ['tsx', join(REPO_ROOT, 'bench/profiles-ab.ts'), '--round', tree, '--db', values.db!, '--app', APP], {
     cwd: REPO_ROOT,
     encoding: 'utf8',
     env: { ...process.env, WARBLER_HOME: process.env.WARBLER_HOME ?? join(REPO_ROOT, '.warbler') },
@@ -113,14 +118,15 @@ const out = {
   full_seconds: { here: median(rounds.map((r) => r.this.full)), base: median(rounds.map((r) => r.base.full)) },
   incremental_over_full: { here: { median: median(ratioHere), rounds: ratioHere }, base: { median: median(ratioBase), rounds: ratioBase } },
 };
-writeFileSync('bench/results/profiles-ab.json', JSON.stringify(out, null, 2) + '\n');
+writeFileSync(`bench/results/${values.out}.json`, JSON.stringify(out, null, 2) + '\n');
+const command = ['npx tsx bench/profiles-ab.ts', `--base ${values.base}`, `--rounds ${ROUNDS}`, ...(values.db !== 'bench_profiles_kept' ? [`--db ${values.db}`] : []), ...(APP !== 'bench' ? [`--app ${APP}`] : []), ...(values.out !== 'profiles-ab' ? [`--out ${values.out}`] : [])].join(' ');
 writeFileSync(
-  'bench/results/profiles-ab.md',
+  `bench/results/${values.out}.md`,
   `# Profile job: this tree against a base commit, paired
 
-\`npx tsx bench/profiles-ab.ts --base ${values.base} --rounds ${ROUNDS}\` — this tree (${head.slice(0, 7)}${dirty ? ' with uncommitted changes' : ''}) against
-${baseCommit.slice(0, 7)}, on the data of \`bench/profiles.ts\`, ClickHouse 18.16 on this 2-core machine. Each round runs
-bench/profiles.ts's pair (a full run, then an incremental run an hour later after 1% new events; ${out.recomputed_users} users
+\`${command}\` — this tree (${head.slice(0, 7)}${dirty ? ' with uncommitted changes' : ''}) against
+${baseCommit.slice(0, 7)}, on app \`${APP}\` of \`${values.db}\`, ClickHouse 18.16 on this 2-core machine. Each round runs
+bench/profiles.ts's pair (a full run at the data's t0, then an incremental run an hour later; ${out.recomputed_users} users
 recomputed) once with each code, alternating which goes first, each in a fresh process; medians over the rounds.
 
 | | this tree | base |
@@ -136,4 +142,4 @@ Full run here / at base, paired within rounds: **${out.full_here_over_base.media
 Incremental / full by round, here: ${ratioHere.join(', ')}; at base: ${ratioBase.join(', ')}.
 `,
 );
-say(`incremental here / base: ${out.incremental_here_over_base.median} (rounds ${paired.join(', ')}), full ${out.full_here_over_base.median}; written to bench/results/profiles-ab.md`);
+say(`incremental here / base: ${out.incremental_here_over_base.median} (rounds ${paired.join(', ')}), full ${out.full_here_over_base.median}; written to bench/results/${values.out}.md`);
