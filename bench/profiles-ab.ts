@@ -7,7 +7,7 @@
 // bench/profiles.ts runs taken at different times.
 // With --db and --app, any kept benchmark data with a bench_meta t0: e.g.
 // bench/trait-heavy.ts's (--app context; no events after t0, so its incremental
-// runs recompute no one and only the full runs tell).
+// runs recompute only the users whose windows the hour moves).
 // Results: bench/results/<--out>.json and .md (default profiles-ab). Never asserted by tests.
 // Usage: npx tsx bench/profiles.ts --db bench_profiles_kept          (once, to load)
 //        npx tsx bench/profiles-ab.ts --base <commit> [--rounds 10] [--db bench_profiles_kept] [--app bench] [--out profiles-ab]
