@@ -54,7 +54,6 @@ import {
   profilesFromStateSql,
   profilesFromTimelineSql,
   traitCountsSql,
-  traitSampleBoundSql,
   traitsFromHistorySql,
   traitsIncompleteSql,
   traitsTableSql,
@@ -350,12 +349,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
     // Tracked: a run failing meanwhile drops the table only once it exists.
     const traitsOf = () =>
       track((async () => {
-        const bound = await ch.one<{ bound: string }>(traitSampleBoundSql(appId, TRAIT_SAMPLE_VALUES));
-        const counts = await ch.one<{ changes: string; values: string }>(traitCountsSql(appId, bound?.bound ?? ''));
+        const counts = await ch.one<{ bound: string; changes: string; values: string }>(traitCountsSql(appId, TRAIT_SAMPLE_VALUES));
         const [changes, values] = [Number(counts?.changes ?? 0), Number(counts?.values ?? 0)];
         if (changes === 0 || changes < (opts.compactTraitsRatio ?? COMPACT_TRAITS_RATIO) * values) return undefined;
         rlog.info('the users\' trait changes mostly repeat a value: taking each context trait\'s latest change per user, and each other value\'s', {
-          sampled_users_up_to: bound?.bound,
+          sampled_users_up_to: counts?.bound,
           trait_changes: changes,
           trait_values: values,
         });

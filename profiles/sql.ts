@@ -594,22 +594,17 @@ FROM (SELECT user_id, arraySort(groupArray((key, value, value_type))) AS current
 
 /**
  * The app's trait changes and distinct trait values (rows not merged yet count
- * as more values) of the users up to `upTo` (traitSampleBoundSql): counting
- * every change read the app's whole user_traits, a second of the run's critical
- * path at 100M changes, for a ratio a sample gives as well.
+ * as more values) of a sample of its users: those up to `bound`, a user_id that
+ * bounds about `values` of the app's rows of user_trait_values (their users sort
+ * first when a merged part holds most of them; every user when the app has
+ * fewer). Counting every change read the app's whole user_traits on the run's
+ * critical path, for a ratio a sample gives as well.
  */
-export function traitCountsSql(appId: string, upTo: string): Sql {
-  const users = sql`app_id = ${appId} AND user_id <= ${upTo}`;
-  return sql`SELECT (SELECT count() FROM user_traits WHERE ${users}) AS changes, (SELECT count() FROM user_trait_values WHERE ${users}) AS values`;
-}
-
-/**
- * A user_id that bounds about `values` of the app's trait values (their users
- * sort first, when a merged part holds most of them): every user when the app
- * has fewer.
- */
-export function traitSampleBoundSql(appId: string, values: number): Sql {
-  return sql`SELECT max(user_id) AS bound FROM (SELECT user_id FROM user_trait_values WHERE app_id = ${appId} LIMIT ${values})`;
+export function traitCountsSql(appId: string, values: number): Sql {
+  // In each subquery: 18.16 has no common table expressions, and an outer alias is not seen inside.
+  const bound = sql`(SELECT max(user_id) FROM (SELECT user_id FROM user_trait_values WHERE app_id = ${appId} LIMIT ${values}))`;
+  const users = sql`app_id = ${appId} AND user_id <= ${bound}`;
+  return sql`SELECT ${bound} AS bound, (SELECT count() FROM user_traits WHERE ${users}) AS changes, (SELECT count() FROM user_trait_values WHERE ${users}) AS values`;
 }
 
 /** How many users traitsTableSql or contextTableSql left incomplete. */
@@ -1085,7 +1080,7 @@ export function profilesFromPreviousSql(p: { appId: string; runId: string; asOf:
   const carried = cols([...CARRIED, ...STATE]);
   const source = p.all && inheritsRows(p.previous)
     ? sql`SELECT ${carried}, assumeNotNull(lp) AS last_purchase_at FROM (
-    SELECT ${carried}, last_purchase_at AS lp FROM (${runRowsSql(p.appId, p.previous, where, { state: true, scores: false })})
+    SELECT ${carried}, last_purchase_at AS lp FROM (${runRowsSql(p.appId, p.previous, where, { state: true })})
   )`
     : storedRowsSource({ appId: p.appId, runId: p.previous.run_id, where, state: true });
   return profilesInsert({ appId: p.appId, runId: p.runId, asOf: p.asOf, source });
