@@ -551,12 +551,11 @@ async function build(ch: ClickHouse, appId: string, opts: BuildOptions): Promise
         await Promise.all([
           // One query, not one per slice: it reads the previous rows' blocks
           // (STATE_BLOCK_ROWS) on every thread, and 18.16 analyses each query's
-          // expressions anew (~60 CPU-ms here, whatever the rows). Its rows are
-          // squashed into one part, as an INSERT does by default: a part of
-          // `profiles` has ~100 files, and on the benchmark's disk their
-          // creation cost more than the sort of one block and one write at the
-          // end (a part per STATE_BLOCK_ROWS block, written as computed, was slower).
-          ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, previousRows, newEvents }), t),
+          // expressions anew (~60 CPU-ms here, whatever the rows). Its blocks are
+          // written as they come, a part per STATE_BLOCK_ROWS or more: squashed
+          // into one, as an INSERT does by default, the rows are written on one
+          // thread only after all are computed; so the write overlaps the fields.
+          ch.exec(profilesFromStateSql({ appId, runId, window: w, zones, previousRows, newEvents }), { ...t, settings: { min_insert_block_size_rows: STATE_BLOCK_ROWS } }),
           // Step 3': the users the previous run holds that this run does not recompute.
           ...(all || inheritsRows(incremental) ? slices.map((slice) => ch.exec(profilesFromPreviousSql({ appId, runId, asOf, previous: incremental, all, changed, slice }), t)) : []),
         ]);
