@@ -218,7 +218,8 @@ async function readBody(c: Context, limit: number, optional = false, noBody = fa
   const type = c.req.header('content-type') ?? '';
   const checkType = () => {
     if (type && !/^application\/([a-z.+-]*\+)?json\b/i.test(type)) {
-      throw new ProblemError(415, `send the body as application/json (got ${type})`);
+      const detail = `send the body as application/json (got ${type})`;
+      throw new ProblemError(415, detail, { errors: [{ path: 'body', message: detail }] });
     }
   };
   if (!noBody) checkType();

@@ -46,7 +46,8 @@ export const IsoUtcSchema = z.string().regex(/^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{
 
 export const UserIdSchema = z.string().min(1).max(256);
 export const TagSchema = z.string().min(1).max(128).meta({ description: 'a tag name (1..128 chars)' });
-export const SegmentIdSchema = z.string().min(1).max(128);
+// An id or a name (SegmentRequest's name: up to 200 characters).
+export const SegmentIdSchema = z.string().min(1).max(200);
 export const SnapshotIdSchema = z.string().min(1).max(64);
 export const JobIdSchema = z.string().min(1).max(128);
 

@@ -140,3 +140,8 @@ export function parseIsoInstant(text: string): IsoInstant | undefined {
   }
   return { seconds: day * 86_400 + h * 3600 + mi * 60 + s + frac.seconds - offset, fraction: frac.fraction };
 }
+
+/** An instant as answers print it: ISO 8601 UTC, whole seconds (`2026-11-20T12:00:00Z`). */
+export function isoSeconds(d: Date): string {
+  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
+}

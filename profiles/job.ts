@@ -27,7 +27,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { ConfigSchema } from '../lib/config.ts';
-import { isStorableInstant } from '../lib/instant.ts';
+import { isoSeconds, isStorableInstant } from '../lib/instant.ts';
 import { JobConflictError, startJob, type StartJobOptions } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
 import { ident, raw, sql, tuple, type Sql } from '../lib/sql.ts';
@@ -192,10 +192,6 @@ export const RECENT_RUNS_KEPT = 8;
 const STALE_RUN_S = 86_400;
 
 const building = new Set<string>();
-
-export function isoSeconds(d: Date): string {
-  return new Date(Math.floor(d.getTime() / 1000) * 1000).toISOString().replace('.000Z', 'Z');
-}
 
 function newRunId(now: Date): string {
   const stamp = now.toISOString().replace(/[-:T]/g, '').slice(0, 14);

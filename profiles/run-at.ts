@@ -9,7 +9,8 @@
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { getJob, JobConflictError, jobFinished, JobsStoppedError, startJob } from '../lib/jobs.ts';
 import { log } from '../lib/log.ts';
-import { buildProfiles, isoSeconds } from './job.ts';
+import { isoSeconds } from '../lib/instant.ts';
+import { buildProfiles } from './job.ts';
 import { latestRun, listRuns, type ProfileRun } from './read.ts';
 
 /** How long a build waits for room in a full queue of the app's profile jobs before giving up. */

@@ -1,7 +1,7 @@
 // Evaluating a segment: input → checked AST (saved segments resolved) → one
 // compiled query → members. The I/O edge around the pure compiler.
 import { clickhouseErrorCode, type ClickHouse } from '../lib/clickhouse.ts';
-import { isStorableInstant } from '../lib/instant.ts';
+import { isoSeconds, isStorableInstant } from '../lib/instant.ts';
 import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
 import { latestRun, type ProfileRun } from '../profiles/read.ts';
 import { profileRunAt } from '../profiles/run-at.ts';
@@ -80,10 +80,6 @@ export interface EvaluateResult {
   as_of: string;
   profiles_as_of: string | null;
   users: Record<string, unknown>[];
-}
-
-export function isoSeconds(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
 function badInput(path: string, code: string, message: string): SegmentSyntaxError {

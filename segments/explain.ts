@@ -3,7 +3,8 @@
 // (a sum per node's 0/1 column over the universe).
 import type { ClickHouse } from '../lib/clickhouse.ts';
 import { formatPath } from './errors.ts';
-import { isoSeconds, prepareSegment } from './evaluate.ts';
+import { isoSeconds } from '../lib/instant.ts';
+import { prepareSegment } from './evaluate.ts';
 import { printSegment } from './print.ts';
 
 export interface ExplainedNode {

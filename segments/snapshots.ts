@@ -11,6 +11,7 @@
 import { randomBytes } from 'node:crypto';
 import type { Producer } from 'kafkajs';
 import type { ClickHouse } from '../lib/clickhouse.ts';
+import { isoSeconds } from '../lib/instant.ts';
 import { type Sql, sql } from '../lib/sql.ts';
 
 export type MembershipChange = 'entered' | 'exited';
@@ -53,10 +54,6 @@ export interface CreateSnapshotInput {
 /** Ids sort in creation order (ms timestamp, base36, fixed width), so "previous" is the greatest smaller id. */
 export function newSnapshotId(now = Date.now()): string {
   return 'snap_' + now.toString(36).padStart(10, '0') + randomBytes(5).toString('hex');
-}
-
-export function isoSeconds(d: Date): string {
-  return d.toISOString().replace(/\.\d{3}Z$/, 'Z');
 }
 
 // Read as epoch seconds: DateTime text would be in the server's zone, which an

@@ -7,7 +7,8 @@
 import { getJob, MAX_QUEUED, startJob } from '../../lib/jobs.ts';
 import { resolveFeatures } from '../../profiles/cluster-features.ts';
 import { trainClusters } from '../../profiles/clusters-job.ts';
-import { buildProfiles, isoSeconds } from '../../profiles/job.ts';
+import { isoSeconds } from '../../lib/instant.ts';
+import { buildProfiles } from '../../profiles/job.ts';
 import { profileRunAt } from '../../profiles/run-at.ts';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';

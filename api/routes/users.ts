@@ -1,5 +1,6 @@
 // Users: one profile, and tags (one user, or one tag for many users).
 import { z } from 'zod';
+import { isoSeconds } from '../../lib/instant.ts';
 import { liveProfile } from '../../profiles/job.ts';
 import { getProfile } from '../../profiles/read.ts';
 import { profileRunAt } from '../../profiles/run-at.ts';
@@ -54,7 +55,7 @@ export function userRoutes(ctx: AppContext) {
           // Built on the app-wide client: a job that outlives this request's time limit.
           const run = await profileRunAt(ctx.ch, appId, asOf, true);
           const p = await getProfile(ch, appId, params.user_id, { run });
-          if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} at ${asOf.toISOString()} (no event of this user is stored with a ts at or before it)`);
+          if (!p) throw notFound(`user ${JSON.stringify(params.user_id)} at ${isoSeconds(asOf)} (no event of this user is stored with a ts at or before it)`);
           return p;
         }
         // A user whose first events arrived after the latest run still has a profile.

@@ -118,6 +118,15 @@ describe('saved segments: id or name, renames and deletes in use', () => {
     await expectProblem(await h.call('GET', `/v1/segments/${seg.id}`, { as: [...A_READ] }), 404);
   });
 
+  it('reaches by name every segment name it accepts, up to 200 characters', async () => {
+    const name = 'n'.repeat(200);
+    const seg = await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name, expression: 'did(view)' } }), 201);
+    expect((await ok(await h.call('GET', `/v1/segments/${name}`, { as: [...A_READ] }))).id).toBe(seg.id);
+    expect((await h.call('GET', `/v1/segments/${name}/users`, { as: [...A_READ] })).status).toBe(200);
+    await expectProblem(await h.call('GET', `/v1/segments/${name}n`, { as: [...A_READ] }), 400);
+    expect((await h.call('DELETE', `/v1/segments/${name}`, { as: [...A_ADMIN] })).status).toBe(204);
+  });
+
   it('refuses to rename a segment other segments use by name (409, naming them); references by id keep working', async () => {
     const buyers = await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'buyers', expression: 'did(purchase)' } }), 201);
     await ok(await h.call('POST', '/v1/segments', { as: [...A_ADMIN], body: { name: 'cn buyers', expression: 'in_segment("buyers") and country = "CN"' } }), 201);
@@ -163,6 +172,8 @@ describe('problems the OpenAPI document lists', () => {
     }
     const p = await expectProblem(await h.call('POST', '/v1/segments/evaluate', { as: [...A_READ], body: 'did(view)', headers: { 'content-type': 'text/plain' } }), 415);
     expect(p.type).toBe('urn:warbler:problem:unsupported-media-type');
+    // Invalid input, so its errors name the body as a 400's and a 413's do.
+    expect(p.errors).toEqual([{ path: 'body', message: expect.stringContaining('application/json') }]);
   });
 
   it('gives an error of a request field, not of the expression, the invalid-request type', async () => {

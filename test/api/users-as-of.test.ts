@@ -43,7 +43,10 @@ describe('GET /v1/users/{id}?as_of=', () => {
     p = (await (await get(`/v1/users/u1?as_of=${encodeURIComponent('2026-09-07T00:00:00+01:00')}`)).json()) as Record<string, unknown>;
     expect([p.as_of, p.purchases_total, p.purchases_30d, p.recency_days]).toEqual([iso(T + 6 * DAY - 3600), 2, 2, 0]);
     // u2's first event is after T: not a user yet.
-    expect((await get(`/v1/users/u2?as_of=${iso(T)}`)).status).toBe(404);
+    const missing = await get(`/v1/users/u2?as_of=${iso(T)}`);
+    expect(missing.status).toBe(404);
+    // Its detail prints the instant as every answer does: whole seconds.
+    expect(((await missing.json()) as { detail: string }).detail).toContain(` at ${iso(T)} (`);
     expect((await get('/v1/users/u1?as_of=yesterday')).status).toBe(400);
     expect((await get('/v1/users/u1?asof=x')).status).toBe(400);
   });
