@@ -13,7 +13,7 @@ import {
   type UserSlice,
   type Window,
 } from '../profiles/sql.ts';
-import { zoneOffsetsFromRows, zoneOffsetsSql, type ZoneOffsets } from '../profiles/zones.ts';
+import { zoneOffsets, type ZoneOffsets } from '../profiles/zones.ts';
 
 export interface ScanInputs {
   /** The kept data's generation parameters (bench_meta). */
@@ -30,7 +30,7 @@ export async function scanInputs(ch: ClickHouse, app: string, db: string): Promi
   const w = windowOf(new Date(Number(meta.t0) * 1000));
   const candidates = await ch.rows<{ value: string }>(timezoneCandidatesSql(app));
   const names = [...new Set([...(await validTimezones(ch, candidates.map((r) => r.value))), 'UTC'])].sort();
-  const offsets = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000))));
+  const offsets = zoneOffsets(names, Math.floor(w.d90.getTime() / 1000) + 1, Math.floor(w.asOf.getTime() / 1000));
   const bounds = (await ch.one<{ bounds: string[] }>(sliceBoundsSql({ users: recentUsersSql(app, w.asOf), n: 2, sampleEvery: 200 })))?.bounds ?? [];
   return { meta, window: w, zones: { names, offsets }, slices: slicesOf(bounds) };
 }

@@ -1,8 +1,9 @@
 // best_hour's cost against the number of time zones: the tabulated offsets of
 // profiles/zones.ts against one constant-zone toHour per zone (the job's former
 // method), on the 90d timestamps of every user of the profile benchmark's data,
-// each user given one of N zones by hash. Both must give the same hours (the
-// sums are compared); the ratio is new / old in the same run.
+// each user given one of N zones by hash. The sums of the hours are compared
+// (they differ only by 18.16's toHour errors, see profiles/zones.ts); the
+// ratio is new / old in the same run.
 //
 // Needs the data of bench/profiles.ts kept with --db (default bench_profiles_kept).
 // Usage: npx tsx bench/zones.ts [--db bench_profiles_kept] [--runs 3]
@@ -13,7 +14,7 @@ import { loadConfig } from '../lib/config.ts';
 import { join, raw, sql } from '../lib/sql.ts';
 import { up } from '../lib/stack.ts';
 import { windowOf } from '../profiles/sql.ts';
-import { localHours, zoneOffsetsFromRows, zoneOffsetsSql } from '../profiles/zones.ts';
+import { localHours, zoneOffsets } from '../profiles/zones.ts';
 import { median, say } from './report.ts';
 
 const { values } = parseArgs({ options: { db: { type: 'string', default: 'bench_profiles_kept' }, runs: { type: 'string', default: '3' } } });
@@ -47,7 +48,7 @@ const rows: Record<string, unknown>[] = [];
 for (const n of [20, 150]) {
   const names = [...new Set([...all.slice(0, n - 1), 'UTC'])].sort();
   const t = performance.now();
-  const offsets = zoneOffsetsFromRows(names.length, await ch.rows(zoneOffsetsSql(names, from, to)));
+  const offsets = zoneOffsets(names, from, to);
   const tabulate = +((performance.now() - t) / 1000).toFixed(3);
   const local = localHours(raw('timezone'), names, offsets);
   const base = sql`SELECT user_id, groupArrayIf(ts, kind != 0 AND ts > ${w.d90}) AS ts90 FROM profile_events_by_time WHERE app_id = 'bench' AND ts <= ${w.asOf} GROUP BY user_id`;
@@ -66,7 +67,9 @@ for (const n of [20, 150]) {
     best_hour_cost_ratio: +((tab.seconds - none.seconds) / Math.max(0.001, old.seconds - none.seconds)).toFixed(2),
     same_hours: old.value === tab.value,
   };
-  if (!row.same_hours) throw new Error(`best hours differ with ${n} zones: ${old.value} vs ${tab.value}`);
+  // The offsets come from Intl since the tabulation stopped using 18.16's toHour, which is an hour off
+  // the day after a DST change at local midnight (profiles/zones.ts): the sums can differ by those users.
+  if (!row.same_hours) say(`best hours differ from 18.16's toHour with ${n} zones: ${old.value} vs ${tab.value}`);
   say(JSON.stringify(row));
   rows.push(row);
 }
@@ -78,7 +81,7 @@ writeFileSync(
     `# best_hour against the number of time zones`,
     ``,
     `\`npx tsx bench/zones.ts\` — the 90d timestamps of the profile benchmark's users (${values.db}), each user given one of N zones;`,
-    `median of ${RUNS}; "cost" = seconds above the scan that builds the timestamp lists. Both methods give the same hours.`,
+    `median of ${RUNS}; "cost" = seconds above the scan that builds the timestamp lists; tabulating = Intl in Node. Same hours (sums) as 18.16's toHour: ${rows.map((r) => `${r.zones} zones ${r.same_hours ? 'yes' : 'no (its toHour errors)'}`).join(', ')}.`,
     ``,
     `| zones | scan only s | one toHour per zone s | tabulated offsets s | tabulating s | cost ratio (tabulated / per zone) |`,
     `|---:|---:|---:|---:|---:|---:|`,

@@ -85,7 +85,7 @@ import {
   type CompactTraits,
   type PerUserTable,
 } from './sql.ts';
-import { offsetsWithin, zoneOffsetsFromRows, zoneOffsetsSql } from './zones.ts';
+import { intlKnowsZone, offsetsWithin, zoneOffsets } from './zones.ts';
 
 export type ProfileMode = 'full' | 'incremental';
 
@@ -198,9 +198,11 @@ function newRunId(now: Date): string {
   return `r${stamp}_${randomBytes(4).toString('hex')}`;
 }
 
-// A zone name ClickHouse accepts is one it can load. Names are first held to
-// the shape of IANA names (no dots, so no path tricks; not the posix/ and
-// right/ copies of the database), then tried once each with a constant toHour.
+// A valid zone is an IANA name that both Intl (whose tables give the offsets,
+// zones.ts) and ClickHouse can load. Names are first held to the shape of IANA
+// names (no dots, so no path tricks; not the posix/ and right/ copies of the
+// database), then tried once each: Intl refuses tzcode's files that are not
+// zones (posixrules), and ClickHouse's loader is case-sensitive where Intl's is not.
 const IANA_SHAPE = /^[A-Za-z][A-Za-z0-9_+-]*(\/[A-Za-z0-9_+-]+)*$/;
 const zoneCache = new Map<string, boolean>();
 export async function validTimezones(ch: ClickHouse, names: readonly string[]): Promise<string[]> {
@@ -208,7 +210,7 @@ export async function validTimezones(ch: ClickHouse, names: readonly string[]): 
   for (const name of names) {
     let ok = zoneCache.get(name);
     if (ok === undefined) {
-      ok = name.length <= 64 && IANA_SHAPE.test(name) && !/^(posix|right)\//.test(name);
+      ok = name.length <= 64 && IANA_SHAPE.test(name) && !/^(posix|right)\//.test(name) && intlKnowsZone(name);
       if (ok) {
         try {
           await ch.rows(sql`SELECT toHour(toDateTime(0), ${name}) AS h`);
@@ -813,7 +815,7 @@ export async function zonesAt(ch: ClickHouse, appId: string, w: Window, candidat
   const missing = names.filter((z) => !spanOf(z));
   if (missing.length > 0) {
     const ahead = to + ZONE_SPAN_AHEAD_S;
-    const tabulated = zoneOffsetsFromRows(missing.length, await ch.rows<{ z: number; at: number; off: number }>(zoneOffsetsSql(missing, from, ahead)));
+    const tabulated = zoneOffsets(missing, from, ahead);
     missing.forEach((z, i) => {
       const spans = zoneSpans.get(z) ?? [];
       spans.unshift({ from, to: ahead, start: tabulated.start[i]!, changes: tabulated.changes[i]! });

@@ -24,8 +24,8 @@
 // the time-sorted profile_events_by_time. Active days are a 31-bit mask of the
 // 30d window's UTC dates (groupBitOr, cheaper than a per-user hash set or list).
 // best_hour: ClickHouse 18.16 only accepts a constant time zone in toHour, so
-// each zone's UTC offset over the 90d window is tabulated once by ClickHouse's
-// own tz database (zones.ts) and the scan adds the user's offset to each 90d
+// each zone's UTC offset over the 90d window is tabulated once from Node's tz
+// database (zones.ts) and the scan adds the user's offset to each 90d
 // timestamp: one expression whatever the number of zones, DST included.
 // Mode of a list: sort it, number repeated values with arrayEnumerateUniq,
 // take the first position reaching the maximum count — in a sorted list that

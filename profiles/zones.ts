@@ -4,78 +4,94 @@
 // ClickHouse 18.16 only accepts a constant zone in toHour. Converting each
 // user's timestamps with one constant-zone toHour per zone costs every row one
 // array operation per zone of the app (20 zones: ~1 s of the profile job on 20M
-// events; hundreds of zones would dominate it). Instead, ClickHouse itself
-// tabulates each zone's UTC offset over the window once — ~17k constant-zone
-// toHour calls per zone for 90 days — and the scan adds the offset:
+// events; hundreds of zones would dominate it). Instead each zone's UTC offset
+// is tabulated over the window once and the scan adds the offset:
 //
 //   local hour = ((t mod 86400) + offset(zone, t)) mod 86400 div 3600
 //
 // offset(zone, t) is a step function: the offset at the window's start plus
 // one step per transition (DST) inside the window, so a row costs a few
-// comparisons and additions, its steps looked up by the zone's name. The table comes
-// from the same tz database toHour uses: the window is sampled every 15 minutes
-// and each change is pinned to its exact second, so the result equals
-// toHour(t, zone) for every t in the window (test/profiles/zones.test.ts
-// checks this against toHour around DST changes and odd offsets). One
-// exception, outside any realistic window: before 1972 some zones had offsets
-// with seconds (Africa/Monrovia -0:44:30), for which 18.16's toMinute/toSecond
-// and toHour disagree, so near an hour's edge the hour can differ from toHour's.
+// comparisons and additions, its steps looked up by the zone's name.
+//
+// The table comes from Node's tz database (Intl), not from ClickHouse: 18.16's
+// toHour is an hour off for the day after a DST change at local midnight
+// (America/Santiago, Africa/Cairo, America/Havana, Asia/Beirut, Atlantic/Azores
+// in 2026), and flips Australia/Lord_Howe every half hour on its transition
+// days. test/profiles/zones.test.ts checks the hours against Intl second by
+// second around every change.
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
 
 /**
- * Sampling interval. No zone of the tz database changes its offset twice
- * within 15 minutes, so each change shows between two samples and is then
+ * Sampling interval. No zone of the tz database since 1970 changes its offset
+ * twice within 6 hours, so each change shows between two samples and is then
  * pinned to its second.
  */
-const STEP_S = 900;
+const STEP_S = 6 * 3600;
 
-/** Offsets as seconds east of UTC modulo a day (0..86399): only the hour of day matters. */
-function offsetSql(t: Sql, zone: string): Sql {
-  return sql`((toHour(${t}, ${zone}) * 3600 + toMinute(${t}, ${zone}) * 60 + toSecond(${t}, ${zone}) + 86400 - toUInt32(${t}) % 86400) % 86400)`;
+const wallClocks = new Map<string, Intl.DateTimeFormat>();
+
+/** The offset of `zone` at `t` (epoch seconds), in seconds east of UTC. */
+export function utcOffset(zone: string, t: number): number {
+  let f = wallClocks.get(zone);
+  if (!f) {
+    f = new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric', era: 'short' });
+    wallClocks.set(zone, f);
+  }
+  const parts: Record<string, string> = {};
+  for (const p of f.formatToParts(new Date(t * 1000))) parts[p.type] = p.value;
+  const year = parts.era === 'BC' ? 1 - Number(parts.year) : Number(parts.year);
+  const wall = Date.UTC(year, Number(parts.month) - 1, Number(parts.day), Number(parts.hour), Number(parts.minute), Number(parts.second)) / 1000;
+  return wall - t;
 }
 
+/** Whether Intl knows `zone` (it refuses tzcode's files that are not zones, such as posixrules). */
+export function intlKnowsZone(zone: string): boolean {
+  try {
+    new Intl.DateTimeFormat('en-US', { timeZone: zone });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Offsets as seconds east of UTC modulo a day (0..86399): only the hour of day matters. */
+const ofDay = (off: number) => ((off % 86400) + 86400) % 86400;
+
 /**
- * Rows (z, at, off) for zones[z] over [fromSec, toSec]: the offset at the first
- * sample (at or before fromSec), then each change with the exact second it
- * takes effect. One query for all zones.
+ * Each zone's offset at `fromSec`, then each change up to `toSec` with the
+ * second it takes effect (modulo a day, as the scan adds them).
  */
-export function zoneOffsetsSql(zones: readonly string[], fromSec: number, toSec: number): Sql {
-  const start = Math.floor(fromSec / STEP_S) * STEP_S;
-  const samples = Math.max(1, Math.ceil((toSec - start) / STEP_S) + 1);
-  const parts = zones.map((zone, z) => {
-    const off = offsetSql(raw('t'), zone);
-    const before = offsetSql(raw(`(t - ${STEP_S})`), zone);
-    // A change between two samples: the first second of (t - STEP_S, t] with the new offset.
-    const exact = sql`arrayFirst(s -> ${offsetSql(raw('s'), zone)} = off, arrayMap(i -> toDateTime(toUInt32(t) - ${STEP_S - 1} + i), range(${STEP_S})))`;
-    return sql`SELECT toUInt32(${z}) AS z, if(first, toUInt32(t), toUInt32(${exact})) AS at, toInt32(off) AS off FROM (
-      SELECT t, ${off} AS off, ${before} AS before, t = toDateTime(${start}) AS first
-      FROM (SELECT toDateTime(${start} + number * ${STEP_S}) AS t FROM numbers(${samples}))
-    ) WHERE first OR off != before`;
-  });
-  return sql`SELECT z, at, off FROM (${join(parts, ' UNION ALL ')}) ORDER BY z, at`;
+export function zoneOffsets(zones: readonly string[], fromSec: number, toSec: number): ZoneOffsets {
+  const start: number[] = [];
+  const changes: { at: number; off: number }[][] = [];
+  for (const zone of zones) {
+    const first = ofDay(utcOffset(zone, fromSec));
+    const own: { at: number; off: number }[] = [];
+    let prev = first;
+    for (let t = fromSec; t < toSec; t += STEP_S) {
+      const next = Math.min(t + STEP_S, toSec);
+      const off = ofDay(utcOffset(zone, next));
+      if (off === prev) continue;
+      // The first second of (t, next] with the new offset.
+      let [lo, hi] = [t, next];
+      while (hi - lo > 1) {
+        const mid = Math.floor((lo + hi) / 2);
+        if (ofDay(utcOffset(zone, mid)) === prev) lo = mid;
+        else hi = mid;
+      }
+      own.push({ at: hi, off });
+      prev = off;
+    }
+    start.push(first);
+    changes.push(own);
+  }
+  return { start, changes };
 }
 
 /** Per zone: the offset at the window's start, then (instant, offset) for each change. */
 export interface ZoneOffsets {
   start: number[];
   changes: { at: number; off: number }[][];
-}
-
-export function zoneOffsetsFromRows(zoneCount: number, rows: readonly { z: number | string; at: number | string; off: number | string }[]): ZoneOffsets {
-  const start: number[] = Array.from({ length: zoneCount }, () => 0);
-  const changes: { at: number; off: number }[][] = Array.from({ length: zoneCount }, () => []);
-  const seen = new Set<number>();
-  for (const r of rows) {
-    const z = Number(r.z);
-    if (!seen.has(z)) {
-      seen.add(z);
-      start[z] = Number(r.off);
-    } else {
-      changes[z]!.push({ at: Number(r.at), off: Number(r.off) });
-    }
-  }
-  if (seen.size !== zoneCount) throw new Error(`zone offsets: ${seen.size} of ${zoneCount} zones tabulated`);
-  return { start, changes };
 }
 
 /**
@@ -99,10 +115,9 @@ export function offsetsWithin(o: { start: number; changes: readonly { at: number
 const NEVER = 4294967295;
 
 /**
- * Zones with more changes in the window keep one constant-zone toHour each.
- * 18.16's tz tables make some zones flip every half hour on a transition day
- * (Australia/Lord_Howe, ~50 "changes" per DST change), and every row pays for
- * the most steps any zone needs.
+ * A zone with more changes in the window than this (none of today's zones
+ * over 90 days) keeps one constant-zone toHour: every row pays for the most
+ * steps any zone needs.
  */
 export const MAX_STEPS = 4;
 
