@@ -33,9 +33,16 @@ export function quintileScore(beaten: number, tied: number, n: number): number {
   return Math.floor((a + b - 1) / b);
 }
 
-/** The monetary comparison key: revenue at micro-unit precision. */
+/**
+ * The largest monetary key (revenue 9.2e12): ClickHouse holds the key as Int64,
+ * and past 2^63 micro-units toInt64 wraps to a negative key. Revenues above it
+ * tie at the top.
+ */
+export const MONETARY_KEY_MAX = 9.2e18;
+
+/** The monetary comparison key: revenue at micro-unit precision, capped at MONETARY_KEY_MAX. */
 export function monetaryKey(revenue: number): number {
-  return Math.floor(revenue * 1e6 + 0.5);
+  return Math.min(Math.floor(revenue * 1e6 + 0.5), MONETARY_KEY_MAX);
 }
 
 /** The combined frequency/monetary score: the mean of f and m, halves rounded up. */

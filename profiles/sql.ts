@@ -32,7 +32,7 @@
 // is the smallest value among the most frequent (the tie rule for both
 // best_hour and top_category).
 import { ident, join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
-import { segmentTable } from './rfm.ts';
+import { MONETARY_KEY_MAX, segmentTable } from './rfm.ts';
 import { CONTEXT_TRAITS, currentTraitsSql, traitOrderAfter, unpackContextChange } from './traits.ts';
 import { localHours, type ZoneOffsets } from './zones.ts';
 
@@ -325,7 +325,7 @@ const RECENCY_DAYS = (asOf: Date) => sql`intDiv(toUInt32(${asOf}) - toUInt32(las
 const VALUE = {
   r: (asOf: Date) => sql`-toInt64(${RECENCY_DAYS(asOf)})`,
   f: () => sql`toInt64(purchases_total)`,
-  m: () => sql`toInt64(floor(revenue_total * 1000000 + 0.5))`,
+  m: () => sql`toInt64(least(floor(revenue_total * 1000000 + 0.5), ${raw(MONETARY_KEY_MAX.toExponential())}))`,
 } as const;
 export type RfmMetric = keyof typeof VALUE;
 

@@ -61,6 +61,24 @@ describe('best_hour in the user own time zone', () => {
     expect(Object.fromEntries(rows.map((r) => [r.user_id, r.best_hour]))).toEqual({ ny: 3, be: 3, sy: 2, in: 6, bad: 22, tie: 4, none: null });
     expect(rows.find((r) => r.user_id === 'bad')?.timezone).toBe('Mars/Olympus');
   });
+
+  it('counts the day after a DST change at local midnight in the new offset, and posixrules as UTC', async () => {
+    const app = 'dst_midnight';
+    const asOf = new Date('2026-11-30T00:00:00Z');
+    await insertEvents(ch, app, [
+      // Santiago goes from -04 to -03 at 2026-09-06 04:00Z (00:00 → 01:00 local): 12:xxZ that day is 09:xx,
+      // 11:xxZ four days later 08:xx. 18.16's toHour still gives 08 on the sixth.
+      identify('cl', '2026-08-01T00:00:00Z', { timezone: 'America/Santiago' }),
+      track('cl', '2026-09-06T12:00:00Z'), track('cl', '2026-09-06T12:10:00Z'), track('cl', '2026-09-06T12:20:00Z'),
+      track('cl', '2026-09-10T11:00:00Z'), track('cl', '2026-09-10T11:10:00Z'),
+      // posixrules is a tzcode file (a copy of New York), not a zone: UTC.
+      identify('px', '2026-11-01T00:00:00Z', { timezone: 'posixrules' }),
+      track('px', '2026-11-20T18:30:00Z'), track('px', '2026-11-21T18:30:00Z'),
+    ]);
+    const run = await buildProfiles(ch, app, { asOf, mode: 'full' });
+    const rows = await ch.rows<{ user_id: string; best_hour: number | null }>(sql`SELECT user_id, best_hour FROM profiles WHERE app_id = ${app} AND run_id = ${run.run_id} ORDER BY user_id`);
+    expect(Object.fromEntries(rows.map((r) => [r.user_id, r.best_hour]))).toEqual({ cl: 9, px: 18 });
+  });
 });
 
 describe('RFM rules', () => {
@@ -76,6 +94,19 @@ describe('RFM rules', () => {
     expect(rfmSegment(5, 1, 1)).toBe('new_customers');
     expect(new Set(segmentTable().names).size).toBe(11);
     expect(segmentTable().keys).toHaveLength(25);
+  });
+
+  it('scores the biggest spenders 5 on revenue past 9.2e12, where an Int64 key of micro-units would wrap', async () => {
+    const app = 'whales';
+    const asOf = new Date('2026-11-30T00:00:00Z');
+    const buy = (u: string, amount: number) => track(u, '2026-11-20T10:00:00Z', 'purchase', { amount });
+    await insertEvents(ch, app, [buy('w1', 1e13), buy('w2', 2e13), buy('w3', 9e12), ...Array.from({ length: 12 }, (_, i) => buy(`s${i}`, 10 + i))]);
+    const run = await buildProfiles(ch, app, { asOf, mode: 'full' });
+    const ref = (await listRuns(ch, app)).find((r) => r.run_id === run.run_id)!;
+    const scored = await ch.rows<{ user_id: string; m_score: number }>(sql`SELECT user_id, m_score FROM (${runRowsSql(app, ref)}) WHERE user_id LIKE 'w%' ORDER BY user_id`);
+    expect(scored).toEqual([{ user_id: 'w1', m_score: 5 }, { user_id: 'w2', m_score: 5 }, { user_id: 'w3', m_score: 5 }]);
+    const latest = await ch.rows<{ user_id: string; m_score: number }>(sql`SELECT user_id, m_score FROM profiles_latest WHERE app_id = ${app} AND user_id LIKE 'w%' ORDER BY user_id`);
+    expect(latest).toEqual(scored);
   });
 });
 

@@ -27,7 +27,7 @@ function rfmSegment(r: number, f: number, m: number): string {
 }
 
 /** Revenue compared at micro-units, floor(x·1e6 + 0.5). */
-const monetaryKey = (revenue: number) => Math.floor(revenue * 1e6 + 0.5);
+const monetaryKey = (revenue: number) => Math.min(Math.floor(revenue * 1e6 + 0.5), 9.2e18);
 
 export type Scalar = string | number | boolean;
 
