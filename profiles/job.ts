@@ -848,11 +848,7 @@ export async function liveProfile(ch: ClickHouse, appId: string, userId: string,
   const w = windowOf(asOf);
   const seen = await ch.one<{ n: string }>(sql`SELECT count() AS n FROM events WHERE app_id = ${appId} AND user_id = ${userId} AND ts <= ${w.asOf}`);
   if (!Number(seen?.n ?? 0)) return undefined;
-  const [zones, rfm] = await Promise.all([zonesAt(ch, appId, w), rfmThresholds(ch, w.asOf, purchasersSql({ appId, asOf: w.asOf, dedup: true }))]);
-  const table = `profile_live_${newRunId(new Date())}`;
-  await ch.exec(sql`CREATE TABLE ${ident(table)} AS profiles ENGINE = Memory`);
-  try {
-    await ch.exec(profilesFromTimelineSql({ appId, runId: '', window: w, zones, rfm, usersIn: sql`(${userId})`, into: table }));
+  return withLiveRows(ch, appId, [userId], w.asOf, async (table) => {
     const row = (await ch.rows<ProfileRow>(sql`SELECT ${PROFILE_SELECT} FROM ${ident(table)}`))[0];
     if (!row) return undefined;
     const profile = await withTagsAndCluster(ch, appId, userId, row);
@@ -865,6 +861,25 @@ export async function liveProfile(ch: ClickHouse, appId: string, userId: string,
       if (c) Object.assign(profile, { cluster: Number(c.cluster), cluster_label: c.label });
     }
     return profile;
+  });
+}
+
+/**
+ * Rows, as a run holds them, for users with events up to `asOf` but no row in
+ * the run a read uses (new since it ran, or stored after it was built),
+ * computed by the job's own SQL at `asOf` into a throw-away table that `read`
+ * reads: RFM scores among all the app's purchasers at that instant. Users
+ * without an event up to asOf get no row. Costs one pass over the app's
+ * purchases, so it is for the members a run misses, not for every read.
+ */
+export async function withLiveRows<T>(ch: ClickHouse, appId: string, userIds: readonly string[], asOf: Date, read: (table: string) => Promise<T>): Promise<T> {
+  const w = windowOf(asOf);
+  const [zones, rfm] = await Promise.all([zonesAt(ch, appId, w), rfmThresholds(ch, w.asOf, purchasersSql({ appId, asOf: w.asOf, dedup: true }))]);
+  const table = `profile_live_${newRunId(new Date())}`;
+  await ch.exec(sql`CREATE TABLE ${ident(table)} AS profiles ENGINE = Memory`);
+  try {
+    await ch.exec(profilesFromTimelineSql({ appId, runId: '', window: w, zones, rfm, usersIn: tuple(userIds), into: table }));
+    return await read(table);
   } finally {
     await ch.exec(sql`DROP TABLE IF EXISTS ${ident(table)}`).catch((e) => log.warn('could not drop a live profile table', { table, error: e }));
   }

@@ -2,7 +2,8 @@
 // compiled query → members. The I/O edge around the pure compiler.
 import { clickhouseErrorCode, type ClickHouse } from '../lib/clickhouse.ts';
 import { isoSeconds, isStorableInstant } from '../lib/instant.ts';
-import { join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
+import { ident, join, raw, sql, tuple, type Sql } from '../lib/sql.ts';
+import { withLiveRows } from '../profiles/job.ts';
 import { latestRun, type ProfileRun } from '../profiles/read.ts';
 import { profileRunAt } from '../profiles/run-at.ts';
 import { runRowsSql, type RunLayer } from '../profiles/sql.ts';
@@ -204,11 +205,17 @@ async function withFields(ch: ClickHouse, appId: string, p: PreparedSegment, ids
   const jobs: Promise<void>[] = [];
   if (profileCols.length > 0 && p.profileRunId) {
     const cols = profileCols.map((f) => (INSTANT_FIELDS.has(f) ? sql`toUInt32(${raw(f)}) AS ${raw(f)}` : raw(f)));
+    const rowsOf = (source: Sql) => ch.rows<Record<string, unknown>>(sql`SELECT user_id, ${join(cols)} FROM (${source})`);
     jobs.push(
-      ch
-        .rows<Record<string, unknown>>(
-          sql`SELECT user_id, ${join(cols)} FROM (${runRowsSql(appId, { run_id: p.profileRunId, layer: p.profileLayer }, sql` AND user_id IN ${users}`)})`,
-        )
+      rowsOf(runRowsSql(appId, { run_id: p.profileRunId, layer: p.profileLayer }, sql` AND user_id IN ${users}`))
+        .then(async (rows) => {
+          // Members the run does not hold (their first events came after it, or
+          // were stored after it was built): computed as GET /v1/users computes them.
+          const held = new Set(rows.map((r) => String(r.user_id)));
+          const missing = ids.filter((u) => !held.has(u));
+          if (missing.length > 0) rows.push(...(await withLiveRows(ch, appId, missing, p.asOf, (table) => rowsOf(sql`SELECT * FROM ${ident(table)}`))));
+          return rows;
+        })
         .then((rows) => {
           for (const r of rows) {
             const o = out[index.get(String(r.user_id))!]!;

@@ -129,4 +129,17 @@ describe('profile fields at the evaluation as_of', () => {
     expect((await members('now', 'events_total >= 2')).profilesAsOf).toBe(before.profilesAsOf);
     expect((await listRuns(ch, 'now')).filter((r) => r.state === 'complete')).toHaveLength(1);
   });
+
+  it('gives the members the latest run does not hold their fields, computed as GET /v1/users computes them', async () => {
+    await insertEvents(ch, 'newbie', EVENTS);
+    await buildProfiles(ch, 'newbie', { asOf: at(T), mode: 'full' });
+    // u2's only event is after the run: the run holds u1 and u3.
+    const r = await members('newbie', 'did(purchase)', undefined, ['events_total', 'first_seen', 'purchases_total', 'random_bucket']);
+    expect(r.profilesAsOf).toBe(iso(T));
+    expect(r.users.map((u) => [u.user_id, u.events_total, u.first_seen, u.purchases_total])).toEqual([
+      ['u1', 2, iso(T - 40 * DAY), 2],
+      ['u2', 1, iso(T + DAY), 1],
+    ]);
+    for (const u of r.users) expect(u.random_bucket).toEqual(expect.any(Number));
+  });
 });
