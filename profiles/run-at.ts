@@ -11,6 +11,7 @@ import { getJob, JobConflictError, jobFinished, JobsStoppedError, startJob } fro
 import { log } from '../lib/log.ts';
 import { isoSeconds } from '../lib/instant.ts';
 import { buildProfiles } from './job.ts';
+import { receivedSinceSql, recentlyWrittenMonthsSql } from './sql.ts';
 import { latestRun, listRuns, type ProfileRun } from './read.ts';
 
 /** How long a build waits for room in a full queue of the app's profile jobs before giving up. */
@@ -27,7 +28,7 @@ const building = new Map<string, Promise<ProfileRun>>();
  * serves while that instant is still ahead (not a run per request); once it has
  * passed, the events that came meanwhile are due, and one run started after it
  * takes over. Like any stored run, it holds the events stored when it ran: a
- * later backfill up to its instant reaches it only through a later run.
+ * later backfill up to its instant is for holdsAllAt to find.
  */
 export function isRunAt(run: ProfileRun, asOf: Date, now = Date.now()): boolean {
   return run.as_of.getTime() === asOf.getTime() && (run.started_at.getTime() >= asOf.getTime() || asOf.getTime() > now);
@@ -40,7 +41,8 @@ export function isRunAt(run: ProfileRun, asOf: Date, now = Date.now()): boolean 
  */
 export async function profileRunAt(ch: ClickHouse, appId: string, asOf: Date, exact: boolean): Promise<ProfileRun> {
   const found = await latestRun(ch, appId, asOf);
-  if (found && (!exact || isRunAt(found, asOf))) return found;
+  if (found && !exact) return found;
+  if (found && (await holdsAllAt(ch, appId, found, asOf))) return found;
   const key = `${appId}\u0000${asOf.getTime()}`;
   let build = building.get(key);
   if (!build) {
@@ -52,7 +54,32 @@ export async function profileRunAt(ch: ClickHouse, appId: string, asOf: Date, ex
 
 async function runAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun | undefined> {
   const run = await latestRun(ch, appId, asOf);
-  return run && isRunAt(run, asOf) ? run : undefined;
+  return run && (await holdsAllAt(ch, appId, run, asOf)) ? run : undefined;
+}
+
+/**
+ * Seconds before a run's start that an event received then may still have been
+ * on its way to ClickHouse (the consumer's batch) when the run read: such an
+ * event, or any received later with a ts up to the run's instant, is a reason
+ * to build that instant's run again. A build within this margin of the last
+ * finds the same event once more, so it bounds the rebuilds too.
+ */
+export const IN_FLIGHT_MARGIN_S = 15;
+
+/**
+ * Whether `run` is the run at exactly `asOf` (isRunAt) and, for a past
+ * instant, no event up to it was received since the run started: a backfill
+ * stored after the run was built reaches event conditions at once, and the
+ * profile fields then need a run that holds it (an incremental one, which
+ * rescans such late users).
+ */
+async function holdsAllAt(ch: ClickHouse, appId: string, run: ProfileRun, asOf: Date, now = Date.now()): Promise<boolean> {
+  if (!isRunAt(run, asOf, now)) return false;
+  if (asOf.getTime() > now) return true;
+  const since = new Date(run.started_at.getTime() - IN_FLIGHT_MARGIN_S * 1000);
+  const months = (await ch.rows<{ month: number }>(recentlyWrittenMonthsSql(since))).map((r) => Number(r.month));
+  if (months.length === 0) return true;
+  return (await ch.rows(receivedSinceSql({ appId, asOf, since, months }))).length === 0;
 }
 
 async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun> {

@@ -320,6 +320,16 @@ export function recentlyWrittenMonthsSql(since: Date): Sql {
 WHERE database = currentDatabase() AND table = 'events' AND active AND modification_time >= ${since}`;
 }
 
+/**
+ * Whether an event with a ts up to `asOf` was received since `since`, among
+ * the `months` of `events` with a part written since then (received_at is in
+ * no key).
+ */
+export function receivedSinceSql(p: { appId: string; asOf: Date; since: Date; months: readonly number[] }): Sql {
+  return sql`SELECT 1 AS received FROM events
+WHERE app_id = ${p.appId} AND received_at >= ${p.since} AND ts <= ${p.asOf} AND toYYYYMM(ts) IN (${join(p.months.map((m) => sql`${m}`))}) LIMIT 1`;
+}
+
 // Comparison values for the quintiles, ascending from worst to best.
 const RECENCY_DAYS = (asOf: Date) => sql`intDiv(toUInt32(${asOf}) - toUInt32(last_purchase_at), ${DAY_S})`;
 const VALUE = {

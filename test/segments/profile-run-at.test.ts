@@ -130,6 +130,20 @@ describe('profile fields at the evaluation as_of', () => {
     expect((await listRuns(ch, 'now')).filter((r) => r.state === 'complete')).toHaveLength(1);
   });
 
+  it('builds the run at a past as_of again when an event up to that instant is stored after the run was built', async () => {
+    await insertEvents(ch, 'backfill', EVENTS);
+    expect((await members('backfill', 'purchases_total >= 1', T)).ids).toEqual(['u1']);
+    expect((await members('backfill', 'purchases_total >= 1', T)).ids).toEqual(['u1']);
+    expect(await runsAt('backfill', T)).toHaveLength(1);
+    // A backfill: u3 bought two days before T, stored now.
+    await insertEvents(ch, 'backfill', [{ ...event('u3', T - 2 * DAY), received_at: Math.floor(Date.now() / 1000) }]);
+    const r = await members('backfill', 'purchases_total >= 1', T, ['purchases_total']);
+    expect(r.users).toEqual([{ user_id: 'u1', purchases_total: 2 }, { user_id: 'u3', purchases_total: 1 }]);
+    expect(r.profilesAsOf).toBe(iso(T));
+    // The same condition as an event condition agrees.
+    expect((await members('backfill', 'did(purchase)', T)).ids).toEqual(['u1', 'u3']);
+  });
+
   it('gives the members the latest run does not hold their fields, computed as GET /v1/users computes them', async () => {
     await insertEvents(ch, 'newbie', EVENTS);
     await buildProfiles(ch, 'newbie', { asOf: at(T), mode: 'full' });
