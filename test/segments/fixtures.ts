@@ -252,10 +252,13 @@ export async function loadApp(ch: ClickHouse, app: AppData): Promise<void> {
         return out;
       }),
     );
+    // Started half a minute after its instant, as a scheduled run is: a run started at
+    // its instant could miss events still in a consumer's batch, and a reader would
+    // build that instant's run again (profiles/run-at.ts holdsAllAt).
     await ch.insert('profile_runs', [
-      { app_id: appId, run_id: run.run_id, as_of: run.as_of, mode: 'full', state: 'running', users: 0, started_at: run.as_of, finished_at: run.as_of, previous_run_id: '' },
+      { app_id: appId, run_id: run.run_id, as_of: run.as_of, mode: 'full', state: 'running', users: 0, started_at: run.as_of + 30, finished_at: run.as_of + 30, previous_run_id: '' },
       ...(run.complete
-        ? [{ app_id: appId, run_id: run.run_id, as_of: run.as_of, mode: 'full', state: 'complete', users: run.rows.size, started_at: run.as_of, finished_at: run.as_of + 60, previous_run_id: '' }]
+        ? [{ app_id: appId, run_id: run.run_id, as_of: run.as_of, mode: 'full', state: 'complete', users: run.rows.size, started_at: run.as_of + 30, finished_at: run.as_of + 60, previous_run_id: '' }]
         : []),
     ]);
   }
