@@ -297,9 +297,8 @@ export function changedUsersSql(p: {
   const then: Sql[] = [];
   if (p.receivedSince) {
     if (p.lateMonths === undefined || p.lateMonths.length > 0) {
-      // received_at is in no key: without the months, every partition is read.
-      const months = p.lateMonths ? sql` AND toYYYYMM(ts) IN (${join(p.lateMonths.map((m) => sql`${m}`))})` : sql``;
-      late.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE app_id = ${p.appId} AND received_at >= ${p.receivedSince} AND ts <= ${prev.asOf}${months}`);
+      const received = receivedSinceWhere({ appId: p.appId, asOf: prev.asOf, since: p.receivedSince, ...(p.lateMonths ? { months: p.lateMonths } : {}) });
+      late.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM events WHERE ${received}`);
     }
     // Users whose events ingest re-derived into the views' tables after a failed
     // insert (130_ingest_repairs.sql): their received_at predates that.
@@ -321,13 +320,18 @@ WHERE database = currentDatabase() AND table = 'events' AND active AND modificat
 }
 
 /**
- * Whether an event with a ts up to `asOf` was received since `since`, among
- * the `months` of `events` with a part written since then (received_at is in
- * no key).
+ * The app's events with a ts up to `asOf` received since `since`, in `months`
+ * (recentlyWrittenMonthsSql) when given: received_at is in no key, so without
+ * the months every partition is read.
  */
+function receivedSinceWhere(p: { appId: string; asOf: Date; since: Date; months?: readonly number[] }): Sql {
+  const months = p.months ? sql` AND toYYYYMM(ts) IN (${join(p.months.map((m) => sql`${m}`))})` : sql``;
+  return sql`app_id = ${p.appId} AND received_at >= ${p.since} AND ts <= ${p.asOf}${months}`;
+}
+
+/** Whether any event receivedSinceWhere selects is stored. */
 export function receivedSinceSql(p: { appId: string; asOf: Date; since: Date; months: readonly number[] }): Sql {
-  return sql`SELECT 1 AS received FROM events
-WHERE app_id = ${p.appId} AND received_at >= ${p.since} AND ts <= ${p.asOf} AND toYYYYMM(ts) IN (${join(p.months.map((m) => sql`${m}`))}) LIMIT 1`;
+  return sql`SELECT 1 AS received FROM events WHERE ${receivedSinceWhere(p)} LIMIT 1`;
 }
 
 // Comparison values for the quintiles, ascending from worst to best.

@@ -22,9 +22,9 @@
 import { join, raw, sql, type Sql } from '../lib/sql.ts';
 
 /**
- * Sampling interval. No zone of the tz database since 1970 changes its offset
- * twice within 6 hours, so each change shows between two samples and is then
- * pinned to its second.
+ * Sampling interval. A zone's offset changes a few times a year at most,
+ * months apart, so each change shows between two samples and is then pinned
+ * to its second (a change and its reversal within 6 hours would be missed).
  */
 const STEP_S = 6 * 3600;
 
@@ -34,13 +34,13 @@ const wallClocks = new Map<string, Intl.DateTimeFormat>();
 export function utcOffset(zone: string, t: number): number {
   let f = wallClocks.get(zone);
   if (!f) {
-    f = new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric', era: 'short' });
+    f = new Intl.DateTimeFormat('en-US', { timeZone: zone, hourCycle: 'h23', year: 'numeric', month: 'numeric', day: 'numeric', hour: 'numeric', minute: 'numeric', second: 'numeric' });
     wallClocks.set(zone, f);
   }
+  // Instants here are DateTime's (1970..2106): years of the common era only.
   const parts: Record<string, string> = {};
   for (const p of f.formatToParts(new Date(t * 1000))) parts[p.type] = p.value;
-  const year = parts.era === 'BC' ? 1 - Number(parts.year) : Number(parts.year);
-  const wall = Date.UTC(year, Number(parts.month) - 1, Number(parts.day), Number(parts.hour), Number(parts.minute), Number(parts.second)) / 1000;
+  const wall = Date.UTC(Number(parts.year), Number(parts.month) - 1, Number(parts.day), Number(parts.hour), Number(parts.minute), Number(parts.second)) / 1000;
   return wall - t;
 }
 
