@@ -8,6 +8,12 @@ import { z } from 'zod';
 
 export const REPO_ROOT = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 
+/**
+ * WARBLER_CLICKHOUSE_MALLOC_CONF's default: what current ClickHouse builds its
+ * own jemalloc with (contrib/jemalloc-cmake).
+ */
+export const CLICKHOUSE_MALLOC_CONF = 'percpu_arena:percpu,oversize_threshold:0,muzzy_decay_ms:5000,dirty_decay_ms:5000';
+
 const intFrom = (min: number, max: number) => z.coerce.number().int().min(min).max(max);
 
 export const ConfigSchema = z.object({
@@ -18,6 +24,15 @@ export const ConfigSchema = z.object({
   WARBLER_CLICKHOUSE_PASSWORD: z.string().default(''),
   WARBLER_CLICKHOUSE_HTTP_PORT: intFrom(1, 65535).default(18123),
   WARBLER_CLICKHOUSE_TCP_PORT: intFrom(1, 65535).default(19000),
+  // jemalloc's options for the ClickHouse server the stack starts (not for one
+  // named by WARBLER_CLICKHOUSE_URL). Debian's 18.16 links the system jemalloc
+  // with its defaults, under which every allocation of 8 MiB or more (a column
+  // of a 1M-row block) takes fresh pages from the kernel, and threads spread
+  // over 4 arenas a core reuse each other's freed memory less: each fresh page
+  // is a page fault, and they are slow on this machine. ClickHouse's own builds
+  // configure their jemalloc against both. Empty: jemalloc's defaults.
+  // bench/allocator.ts measures the difference.
+  WARBLER_CLICKHOUSE_MALLOC_CONF: z.string().default(CLICKHOUSE_MALLOC_CONF),
   WARBLER_KAFKA_BROKERS: z
     .string()
     .regex(/^[^,\s]+:\d+(,[^,\s]+:\d+)*$/, 'comma-separated host:port list')
@@ -48,7 +63,7 @@ export interface Config extends RawConfig {
 }
 
 export interface StackState {
-  clickhouse?: { url: string; pid: number; httpPort: number; tcpPort: number; dataDir: string };
+  clickhouse?: { url: string; pid: number; httpPort: number; tcpPort: number; dataDir: string; mallocConf?: string };
   kafka?: { brokers: string[]; pid: number };
 }
 

@@ -105,12 +105,13 @@ async function startClickHouse(cfg: Config, state: StackState): Promise<StackSta
     cwd: dir,
     detached: true,
     stdio: ['ignore', out, out],
+    env: { ...process.env, MALLOC_CONF: cfg.WARBLER_CLICKHOUSE_MALLOC_CONF },
   });
   child.unref();
   closeSync(out);
   const pid = child.pid as number;
   for (let i = 0; i < 120; i++) {
-    if (await clickhouseAnswers(url)) return { url, pid, httpPort, tcpPort, dataDir: dir };
+    if (await clickhouseAnswers(url)) return { url, pid, httpPort, tcpPort, dataDir: dir, mallocConf: cfg.WARBLER_CLICKHOUSE_MALLOC_CONF };
     if (!isAlive(pid)) break;
     await sleep(500);
   }
@@ -174,6 +175,20 @@ export async function up(cfg: Config): Promise<UpResult> {
     kafkaBrokers: externalKafka ? cfg.kafkaBrokers : (state.kafka?.brokers ?? []),
     started,
   };
+}
+
+/**
+ * Stops the stack's ClickHouse server and starts it again with `cfg` (its
+ * WARBLER_CLICKHOUSE_MALLOC_CONF): bench/allocator.ts. Memory tables come back empty.
+ */
+export async function restartClickHouse(cfg: Config): Promise<NonNullable<StackState['clickhouse']>> {
+  if (process.env.WARBLER_CLICKHOUSE_URL) throw new Error('WARBLER_CLICKHOUSE_URL names a ClickHouse server the stack did not start; unset it to restart the stack\'s own');
+  const state = readStackState(cfg.WARBLER_HOME);
+  if (state.clickhouse?.pid && isAlive(state.clickhouse.pid)) await stopPid(state.clickhouse.pid);
+  delete state.clickhouse;
+  state.clickhouse = await startClickHouse(cfg, state);
+  saveState(cfg, state);
+  return state.clickhouse!;
 }
 
 async function stopPid(pid: number): Promise<void> {
