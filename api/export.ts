@@ -68,6 +68,8 @@ export interface ExportOptions {
   /** Rows per Arrow record batch. */
   arrowBatchRows?: number;
   queryId?: string;
+  /** Called once when the stream ends, however it ends (sent, cancelled, failed). */
+  onEnd?: () => Promise<void>;
 }
 
 type Value = string | number | boolean | null | object;
@@ -239,7 +241,19 @@ export interface StartedExport {
  */
 export async function startExport(ch: ClickHouse, source: ExportSource, format: ExportFormat, opts: ExportOptions = {}): Promise<StartedExport> {
   const queryId = opts.queryId ?? `export-${randomUUID()}`;
-  const stream: Readable = await ch.stream(source.query, 'JSONEachRow', { queryId, timeoutS: opts.timeoutS });
+  let ended = false;
+  const end = async () => {
+    if (ended || !opts.onEnd) return;
+    ended = true;
+    await opts.onEnd().catch((e: unknown) => log.warn('an export\'s clean-up failed', { queryId, error: e }));
+  };
+  let stream: Readable;
+  try {
+    stream = await ch.stream(source.query, 'JSONEachRow', { queryId, timeoutS: opts.timeoutS });
+  } catch (e) {
+    await end();
+    throw e;
+  }
   const iterator = (stream as AsyncIterable<{ text: string }[]>)[Symbol.asyncIterator]();
   const encoder = encoderFor(format, source.columns, opts.arrowBatchRows);
   let finished = false;
@@ -250,26 +264,36 @@ export async function startExport(ch: ClickHouse, source: ExportSource, format: 
         if (head) controller.enqueue(head);
       },
       async pull(controller) {
-        // One pull reads until it has something to send (Arrow batches span many chunks).
-        for (;;) {
-          const { value, done } = await iterator.next();
-          if (done) {
-            finished = true;
-            const tail = encoder.end();
-            if (tail?.byteLength) controller.enqueue(tail);
-            controller.close();
-            return;
+        try {
+          // One pull reads until it has something to send (Arrow batches span many chunks).
+          for (;;) {
+            const { value, done } = await iterator.next();
+            if (done) {
+              finished = true;
+              const tail = encoder.end();
+              if (tail?.byteLength) controller.enqueue(tail);
+              controller.close();
+              await end();
+              return;
+            }
+            const bytes = encoder.rows(value.map((row) => JSON.parse(row.text) as Record<string, unknown>));
+            if (bytes?.byteLength) {
+              controller.enqueue(bytes);
+              return;
+            }
           }
-          const bytes = encoder.rows(value.map((row) => JSON.parse(row.text) as Record<string, unknown>));
-          if (bytes?.byteLength) {
-            controller.enqueue(bytes);
-            return;
-          }
+        } catch (e) {
+          // The query may still hold the tables the clean-up drops.
+          stream.destroy();
+          if (!finished) await killQuery(ch, queryId);
+          await end();
+          throw e;
         }
       },
       async cancel() {
         stream.destroy();
         if (!finished) await killQuery(ch, queryId);
+        await end();
       },
     },
     // A couple of chunks of read-ahead; the rest waits in ClickHouse.
@@ -289,6 +313,11 @@ export interface FieldSourceInput {
   profileRunId: string | null;
   profileLayer?: RunLayer | undefined;
   fields: readonly string[];
+  /**
+   * A table of rows, as a run holds them, for members the run does not hold
+   * (profiles/job.ts liveRowsOfMissing): their profile fields come from it.
+   */
+  liveRows?: string | undefined;
 }
 
 export interface FieldCatalog {
@@ -303,6 +332,14 @@ export interface FieldCatalog {
 }
 
 const TRAITS_PREFIX = 'traits.';
+
+/** The requested fields a profile run holds (the rest are traits, tags and clusters, read live). */
+export function profileColumns(fields: readonly string[], catalog: FieldCatalog): string[] {
+  return fields.filter((f) => {
+    const pf = catalog.profileField(f);
+    return pf && f !== 'user_id' && !catalog.liveTraitFields.has(f) && f !== 'cluster' && f !== 'cluster_label';
+  });
+}
 
 /**
  * The members with the requested fields, as one ClickHouse query in user_id
@@ -321,24 +358,26 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
     carried = all;
   };
 
-  const profileCols = fields.filter((f) => {
-    const pf = catalog.profileField(f);
-    return pf && f !== 'user_id' && !catalog.liveTraitFields.has(f) && f !== 'cluster' && f !== 'cluster_label';
-  });
+  const profileCols = profileColumns(fields, catalog);
   const traitFields = fields.filter((f) => f === 'traits' || f.startsWith(TRAITS_PREFIX) || catalog.liveTraitFields.has(f));
   const wantsTags = fields.includes('tags');
   const wantsCluster = fields.includes('cluster') || fields.includes('cluster_label');
 
   if (profileCols.length > 0 && input.profileRunId) {
-    const sel = profileCols.map((f, i) => {
-      const t = catalog.profileField(f)!.type;
-      const col = ident(f);
-      return t === 'timestamp' ? sql`toNullable(toUInt32(${col})) AS ${raw(`p${i}`)}` : sql`toNullable(${col}) AS ${raw(`p${i}`)}`;
-    });
-    joinStep(
-      sql`SELECT user_id, 1 AS has_p${raw(sel.map((s) => ', ' + s.text).join(''))} FROM (${runRowsSql(appId, { run_id: input.profileRunId, layer: input.profileLayer })})`,
-      ['has_p', ...profileCols.map((_, i) => `p${i}`)],
-    );
+    const sel = (prefix: string) =>
+      profileCols.map((f, i) => {
+        const t = catalog.profileField(f)!.type;
+        const col = ident(f);
+        return t === 'timestamp' ? sql`toNullable(toUInt32(${col})) AS ${raw(`${prefix}${i}`)}` : sql`toNullable(${col}) AS ${raw(`${prefix}${i}`)}`;
+      });
+    const selected = (prefix: string) => raw(sel(prefix).map((s) => ', ' + s.text).join(''));
+    joinStep(sql`SELECT user_id, 1 AS has_p${selected('p')} FROM (${runRowsSql(appId, { run_id: input.profileRunId, layer: input.profileLayer })})`, [
+      'has_p',
+      ...profileCols.map((_, i) => `p${i}`),
+    ]);
+    if (input.liveRows) {
+      joinStep(sql`SELECT user_id, 1 AS has_l${selected('l')} FROM ${ident(input.liveRows)}`, ['has_l', ...profileCols.map((_, i) => `l${i}`)]);
+    }
   }
   if (traitFields.length > 0) {
     joinStep(
@@ -373,8 +412,9 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
         name: f,
         kind,
         value: (r) => {
-          if (!input.profileRunId || Number(r.has_p) !== 1) return null;
-          const v = r[`p${pi}`];
+          const from = Number(r.has_p) === 1 ? 'p' : Number(r.has_l) === 1 ? 'l' : undefined;
+          if (!input.profileRunId || !from) return null;
+          const v = r[`${from}${pi}`];
           if (v === null || v === undefined) return null;
           return normalise(kind, v);
         },

@@ -61,6 +61,7 @@ import {
   recentlyWrittenMonthsSql,
   recentUsersSql,
   rfmScoreFloorsSql,
+  runRowsSql,
   inheritsRows,
   sliceBoundsSql,
   STATE_FORMAT,
@@ -873,16 +874,53 @@ export async function liveProfile(ch: ClickHouse, appId: string, userId: string,
  * purchases, so it is for the members a run misses, not for every read.
  */
 export async function withLiveRows<T>(ch: ClickHouse, appId: string, userIds: readonly string[], asOf: Date, read: (table: string) => Promise<T>): Promise<T> {
+  const table = await createLiveRows(ch, appId, tuple(userIds), asOf);
+  try {
+    return await read(table);
+  } finally {
+    await dropLiveRows(ch, table);
+  }
+}
+
+/**
+ * withLiveRows' table for the users of `usersIn` (a subquery or tuple of
+ * user ids), for a reader that outlives one call (an export's stream): the
+ * caller drops it with dropLiveRows once done.
+ */
+export async function createLiveRows(ch: ClickHouse, appId: string, usersIn: Sql, asOf: Date): Promise<string> {
   const w = windowOf(asOf);
   const [zones, rfm] = await Promise.all([zonesAt(ch, appId, w), rfmThresholds(ch, w.asOf, purchasersSql({ appId, asOf: w.asOf, dedup: true }))]);
   const table = `profile_live_${newRunId(new Date())}`;
   await ch.exec(sql`CREATE TABLE ${ident(table)} AS profiles ENGINE = Memory`);
   try {
-    await ch.exec(profilesFromTimelineSql({ appId, runId: '', window: w, zones, rfm, usersIn: tuple(userIds), into: table }));
-    return await read(table);
-  } finally {
-    await ch.exec(sql`DROP TABLE IF EXISTS ${ident(table)}`).catch((e) => log.warn('could not drop a live profile table', { table, error: e }));
+    await ch.exec(profilesFromTimelineSql({ appId, runId: '', window: w, zones, rfm, usersIn, into: table }));
+  } catch (e) {
+    await dropLiveRows(ch, table);
+    throw e;
   }
+  return table;
+}
+
+/**
+ * Live rows (createLiveRows) for the members of `members` (a `SELECT user_id`)
+ * that `run` does not hold, or undefined when it holds them all. The members
+ * are found once, into a Memory table, rather than evaluated again in the
+ * live rows' query.
+ */
+export async function liveRowsOfMissing(ch: ClickHouse, appId: string, p: { members: Sql; run: RunRef; asOf: Date }): Promise<string | undefined> {
+  const missing = `profile_missing_${newRunId(new Date())}`;
+  await ch.exec(sql`CREATE TABLE ${ident(missing)} ENGINE = Memory AS
+SELECT user_id FROM (${p.members}) WHERE user_id NOT IN (SELECT user_id FROM (${runRowsSql(appId, p.run, sql``, { scores: false })}))`);
+  try {
+    const n = Number((await ch.one<{ n: string }>(sql`SELECT count() AS n FROM ${ident(missing)}`))?.n ?? 0);
+    return n === 0 ? undefined : await createLiveRows(ch, appId, sql`(SELECT user_id FROM ${ident(missing)})`, p.asOf);
+  } finally {
+    await dropLiveRows(ch, missing);
+  }
+}
+
+export async function dropLiveRows(ch: ClickHouse, table: string): Promise<void> {
+  await ch.exec(sql`DROP TABLE IF EXISTS ${ident(table)}`).catch((e) => log.warn('could not drop a live profile table', { table, error: e }));
 }
 
 async function findSliceBounds(ch: ClickHouse, users: Sql, n: number, sampleEvery: number): Promise<string[]> {
@@ -1076,7 +1114,7 @@ export async function dropStaleStateCaches(ch: ClickHouse, appId: string, keep: 
 export async function dropAbandonedStageTables(ch: ClickHouse): Promise<string[]> {
   const rows = await ch.rows<{ name: string }>(sql`
     SELECT name FROM system.tables
-    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|prev|new|traits|context|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
+    WHERE database = currentDatabase() AND match(name, '^profile_(stage0|buyers|changed|late|live|missing|prev|new|traits|context|rfm_[rfm])_r[0-9]{14}_[0-9a-f]{8}$')
       AND metadata_modification_time < now() - ${STALE_RUN_S}`);
   for (const r of rows) await ch.exec(sql`DROP TABLE IF EXISTS ${ident(r.name)}`);
   return rows.map((r) => r.name);

@@ -11,7 +11,8 @@ import { createSnapshot, getSnapshot, snapshotMembersPage } from '../../segments
 import type { ClickHouse } from '../../lib/clickhouse.ts';
 import type { AppContext } from '../app.ts';
 import { route } from './route.ts';
-import { EXPORT_CONTENT_TYPES, membersWithFields, startExport, type FieldCatalog } from '../export.ts';
+import { EXPORT_CONTENT_TYPES, membersWithFields, profileColumns, startExport, type FieldCatalog } from '../export.ts';
+import { dropLiveRows, liveRowsOfMissing } from '../../profiles/job.ts';
 import { notFound, ProblemError } from '../problem.ts';
 import {
   ExportQuerySchema,
@@ -87,12 +88,24 @@ export function segmentMemberRoutes(ctx: AppContext) {
         });
         const seg = await savedSegment(ch, appId, params.id);
         const p = await prepareSegment(ch, appId, seg.expr, query.as_of, { fields, jobClient: ctx.ch });
+        const unique = [...new Set(fields)];
+        // Members the run does not hold (their first events came after it, or were
+        // stored after it was built) get their profile fields computed as GET
+        // /v1/users computes them, into a table the export drops when it ends.
+        const live =
+          p.profileRunId && profileColumns(unique, catalog).length > 0
+            ? await liveRowsOfMissing(ctx.ch, appId, { members: p.compiled.members, run: { run_id: p.profileRunId, layer: p.profileLayer }, asOf: p.asOf })
+            : undefined;
         const source = membersWithFields(
-          { appId, asOf: p.asOf, members: p.compiled.members, profileRunId: p.profileRunId, profileLayer: p.profileLayer, fields: [...new Set(fields)] },
+          { appId, asOf: p.asOf, members: p.compiled.members, profileRunId: p.profileRunId, profileLayer: p.profileLayer, fields: unique, liveRows: live },
           catalog,
         );
         // The app-wide client: the export manages its own query id and kills it if the client leaves.
-        const exp = await startExport(ctx.ch, source, query.format, { timeoutS: ctx.limits.exportTimeoutS, arrowBatchRows: ctx.limits.arrowBatchRows });
+        const exp = await startExport(ctx.ch, source, query.format, {
+          timeoutS: ctx.limits.exportTimeoutS,
+          arrowBatchRows: ctx.limits.arrowBatchRows,
+          ...(live ? { onEnd: () => dropLiveRows(ctx.ch, live) } : {}),
+        });
         return new Response(exp.body, {
           status: 200,
           headers: {
