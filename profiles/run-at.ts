@@ -11,7 +11,7 @@ import { getJob, JobConflictError, jobFinished, JobsStoppedError, startJob } fro
 import { log } from '../lib/log.ts';
 import { isoSeconds } from '../lib/instant.ts';
 import { buildProfiles } from './job.ts';
-import { receivedSinceSql, recentlyWrittenMonthsSql } from './sql.ts';
+import { receivedSinceSql, recentlyWrittenMonthsSql, repairedSinceSql } from './sql.ts';
 import { latestRun, listRuns, type ProfileRun } from './read.ts';
 
 /** How long a build waits for room in a full queue of the app's profile jobs before giving up. */
@@ -68,7 +68,8 @@ export const IN_FLIGHT_MARGIN_S = 15;
 
 /**
  * Whether `run` is the run at exactly `asOf` (isRunAt) and, for a past
- * instant, no event up to it was received since the run started: a backfill
+ * instant, no event up to it was received since the run started and ingest
+ * repaired no user's events since (repairedSinceSql): a backfill
  * stored after the run was built reaches event conditions at once, and the
  * profile fields then need a run that holds it (an incremental one, which
  * rescans such late users).
@@ -77,9 +78,16 @@ async function holdsAllAt(ch: ClickHouse, appId: string, run: ProfileRun, asOf: 
   if (!isRunAt(run, asOf, now)) return false;
   if (asOf.getTime() > now) return true;
   const since = new Date(run.started_at.getTime() - IN_FLIGHT_MARGIN_S * 1000);
-  const months = (await ch.rows<{ month: number }>(recentlyWrittenMonthsSql(since))).map((r) => Number(r.month));
+  // A repair re-derives events whose received_at is the failed insert's
+  // (ingest/repair.ts): the tables the run read may have lacked them, whatever
+  // their received_at says. Rare, so any repair since counts.
+  const [months, repaired] = await Promise.all([
+    ch.rows<{ month: number }>(recentlyWrittenMonthsSql(since)),
+    ch.rows(repairedSinceSql({ appId, since })),
+  ]);
+  if (repaired.length > 0) return false;
   if (months.length === 0) return true;
-  return (await ch.rows(receivedSinceSql({ appId, asOf, since, months }))).length === 0;
+  return (await ch.rows(receivedSinceSql({ appId, asOf, since, months: months.map((r) => Number(r.month)) }))).length === 0;
 }
 
 async function buildRunAt(ch: ClickHouse, appId: string, asOf: Date): Promise<ProfileRun> {

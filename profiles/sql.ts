@@ -302,7 +302,7 @@ export function changedUsersSql(p: {
     }
     // Users whose events ingest re-derived into the views' tables after a failed
     // insert (130_ingest_repairs.sql): their received_at predates that.
-    late.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM ingest_repairs WHERE app_id = ${p.appId} AND repaired_at >= ${p.receivedSince}`);
+    late.push(sql`INSERT INTO ${ident(p.late)} SELECT DISTINCT user_id FROM ingest_repairs WHERE ${repairedSinceWhere({ appId: p.appId, since: p.receivedSince })}`);
     then.push(sql`INSERT INTO ${ident(p.changed)} SELECT user_id FROM ${ident(p.late)}`);
   }
   // `changed` and `late` run at once; `then` after both.
@@ -332,6 +332,20 @@ function receivedSinceWhere(p: { appId: string; asOf: Date; since: Date; months?
 /** Whether any event receivedSinceWhere selects is stored. */
 export function receivedSinceSql(p: { appId: string; asOf: Date; since: Date; months: readonly number[] }): Sql {
   return sql`SELECT 1 AS received FROM events WHERE ${receivedSinceWhere(p)} LIMIT 1`;
+}
+
+/**
+ * The rows of ingest_repairs since an instant: users whose events ingest
+ * re-derived into the views' tables after a failed insert, with the failed
+ * attempt's received_at (130_ingest_repairs.sql).
+ */
+function repairedSinceWhere(p: { appId: string; since: Date }): Sql {
+  return sql`app_id = ${p.appId} AND repaired_at >= ${p.since}`;
+}
+
+/** Whether ingest repaired any user's events since `since` (repairedSinceWhere). */
+export function repairedSinceSql(p: { appId: string; since: Date }): Sql {
+  return sql`SELECT 1 AS repaired FROM ingest_repairs WHERE ${repairedSinceWhere(p)} LIMIT 1`;
 }
 
 // Comparison values for the quintiles, ascending from worst to best.

@@ -144,6 +144,17 @@ describe('profile fields at the evaluation as_of', () => {
     expect((await members('backfill', 'did(purchase)', T)).ids).toEqual(['u1', 'u3']);
   });
 
+  it('builds the run at a past as_of again when ingest repaired events since the run was built', async () => {
+    await insertEvents(ch, 'repaired', EVENTS);
+    expect((await members('repaired', 'purchases_total >= 1', T)).ids).toEqual(['u1']);
+    // An insert that failed part-way, long ago by its received_at, re-derived by a repair now (ingest/repair.ts).
+    await insertEvents(ch, 'repaired', [event('u3', T - 2 * DAY)]);
+    await ch.insert('ingest_repairs', [{ app_id: 'repaired', user_id: 'u3', repaired_at: Math.floor(Date.now() / 1000) }]);
+    const r = await members('repaired', 'purchases_total >= 1', T, ['purchases_total']);
+    expect(r.users).toEqual([{ user_id: 'u1', purchases_total: 2 }, { user_id: 'u3', purchases_total: 1 }]);
+    expect(r.profilesAsOf).toBe(iso(T));
+  });
+
   it('gives the members the latest run does not hold their fields, computed as GET /v1/users computes them', async () => {
     await insertEvents(ch, 'newbie', EVENTS);
     await buildProfiles(ch, 'newbie', { asOf: at(T), mode: 'full' });
