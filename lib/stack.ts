@@ -89,6 +89,12 @@ async function startClickHouse(cfg: Config, state: StackState): Promise<StackSta
   const tcpPort = cfg.WARBLER_CLICKHOUSE_TCP_PORT;
   const url = `http://127.0.0.1:${httpPort}`;
   if (state.clickhouse && isAlive(state.clickhouse.pid) && (await clickhouseAnswers(state.clickhouse.url))) {
+    if ((state.clickhouse.mallocConf ?? '') !== cfg.WARBLER_CLICKHOUSE_MALLOC_CONF) {
+      log.warn('the local ClickHouse was started with other allocator options than WARBLER_CLICKHOUSE_MALLOC_CONF names; `warbler down`, then `warbler up` to apply them', {
+        running: state.clickhouse.mallocConf ?? '(not recorded)',
+        configured: cfg.WARBLER_CLICKHOUSE_MALLOC_CONF,
+      });
+    }
     return state.clickhouse;
   }
   if (await clickhouseAnswers(url)) {
