@@ -14,6 +14,9 @@
 //   baseline     the profile bench's SELECT user_id, count() … GROUP BY user_id
 //   full         buildProfiles(full) at the bench's as_of
 //   incremental  buildProfiles(incremental) an hour later, after its 1% new events
+//   segments     three of bench/segments.ts' expressions (event, profile and
+//                trait conditions) evaluated, counts only, at that later as_of,
+//                after one unmeasured pass
 // and reports each option's medians and its ratios to jemalloc's defaults, paired within rounds.
 // Needs a database that bench/profiles.ts loaded and kept (--db, with the 1% new events).
 // Restarts the stack's ClickHouse (Memory tables come back empty); leaves it
@@ -26,6 +29,7 @@ import { CLICKHOUSE_MALLOC_CONF, loadConfig } from '../lib/config.ts';
 import { sql } from '../lib/sql.ts';
 import { restartClickHouse, up } from '../lib/stack.ts';
 import { buildProfiles, dropSupersededRuns } from '../profiles/job.ts';
+import { evaluateSegment } from '../segments/evaluate.ts';
 import { median, say, secs } from './report.ts';
 
 const { values } = parseArgs({ options: { db: { type: 'string', default: 'bench_profiles_kept' }, rounds: { type: 'string', default: '3' } } });
@@ -37,8 +41,13 @@ const OPTIONS = [
   { name: 'ClickHouse builds (default)', conf: CLICKHOUSE_MALLOC_CONF },
   { name: 'oversize_threshold:0 alone', conf: 'oversize_threshold:0' },
 ] as const;
-type Measure = 'synthetic' | 'baseline' | 'full' | 'incremental';
-const MEASURES: readonly Measure[] = ['synthetic', 'baseline', 'full', 'incremental'];
+type Measure = 'synthetic' | 'baseline' | 'full' | 'incremental' | 'segments';
+const MEASURES: readonly Measure[] = ['synthetic', 'baseline', 'full', 'incremental', 'segments'];
+const SEGMENTS = [
+  'did(add_to_cart, within 3d) and not did(purchase, within 3d)',
+  'rfm_segment in ("champions", "loyal") and country = "CN"',
+  'rfm_segment = "at_risk" and revenue_total > 200',
+];
 
 const base = loadConfig();
 if (process.env.WARBLER_CLICKHOUSE_URL) throw new Error('bench/allocator.ts restarts the stack\'s own ClickHouse; unset WARBLER_CLICKHOUSE_URL');
@@ -50,8 +59,8 @@ const minorFaults = (pid: number): number => Number(readFileSync(`/proc/${pid}/s
 const seconds: Record<string, Record<Measure, number[]>> = {};
 const faults: Record<string, Record<Measure, number[]>> = {};
 for (const o of OPTIONS) {
-  seconds[o.name] = { synthetic: [], baseline: [], full: [], incremental: [] };
-  faults[o.name] = { synthetic: [], baseline: [], full: [], incremental: [] };
+  seconds[o.name] = { synthetic: [], baseline: [], full: [], incremental: [], segments: [] };
+  faults[o.name] = { synthetic: [], baseline: [], full: [], incremental: [], segments: [] };
 }
 
 let t0 = 0;
@@ -89,9 +98,15 @@ for (let round = 0; round < ROUNDS; round++) {
     });
     // The earlier round's run at as_of + 1 h would otherwise be the previous run (a no-op increment).
     await dropSupersededRuns(ch, APP, fullRun, 0, 0);
-    await measure('incremental', () => buildProfiles(ch, APP, { asOf: new Date((t0 + HOUR) * 1000), mode: 'incremental' }));
+    const later = new Date((t0 + HOUR) * 1000);
+    await measure('incremental', () => buildProfiles(ch, APP, { asOf: later, mode: 'incremental' }));
+    const evaluateAll = async () => {
+      for (const e of SEGMENTS) await evaluateSegment(ch, APP, e, { asOf: later, limit: 0 });
+    };
+    await evaluateAll();
+    await measure('segments', evaluateAll);
     const s = seconds[o.name]!;
-    say(`  synthetic ${s.synthetic.at(-1)} s, baseline ${s.baseline.at(-1)} s, full ${s.full.at(-1)} s, incremental ${s.incremental.at(-1)} s`);
+    say(`  synthetic ${s.synthetic.at(-1)} s, baseline ${s.baseline.at(-1)} s, full ${s.full.at(-1)} s, incremental ${s.incremental.at(-1)} s, segments ${s.segments.at(-1)} s`);
   }
 }
 // Left running with the options the configuration names.
@@ -126,6 +141,7 @@ const WHAT: Record<Measure, string> = {
   baseline: 'baseline: `SELECT user_id, count() … GROUP BY user_id`',
   full: 'full profile job',
   incremental: 'incremental job after 1% new events',
+  segments: 'three segments evaluated (counts), one after another',
 };
 const cell = (name: string, m: Measure) => `${out.median_seconds[name]![m]} (${out.median_minor_faults[name]![m]!.toLocaleString('en')})`;
 const ratio = (name: string, m: Measure) => `${out.ratios[name]![m]} (${out.round_ratios[name]![m]!.join(', ')})`;
