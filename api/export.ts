@@ -364,13 +364,17 @@ export function membersWithFields(input: FieldSourceInput, catalog: FieldCatalog
   const wantsCluster = fields.includes('cluster') || fields.includes('cluster_label');
 
   if (profileCols.length > 0 && input.profileRunId) {
-    const sel = (prefix: string) =>
-      profileCols.map((f, i) => {
-        const t = catalog.profileField(f)!.type;
-        const col = ident(f);
-        return t === 'timestamp' ? sql`toNullable(toUInt32(${col})) AS ${raw(`${prefix}${i}`)}` : sql`toNullable(${col}) AS ${raw(`${prefix}${i}`)}`;
-      });
-    const selected = (prefix: string) => raw(sel(prefix).map((s) => ', ' + s.text).join(''));
+    // The fields as `<prefix><i>`, each after a comma: from the run's rows (p) and from live rows (l).
+    const selected = (prefix: string) =>
+      raw(
+        profileCols
+          .map((f, i) => {
+            const col = ident(f);
+            const as = raw(`${prefix}${i}`);
+            return ', ' + (catalog.profileField(f)!.type === 'timestamp' ? sql`toNullable(toUInt32(${col})) AS ${as}` : sql`toNullable(${col}) AS ${as}`).text;
+          })
+          .join(''),
+      );
     joinStep(sql`SELECT user_id, 1 AS has_p${selected('p')} FROM (${runRowsSql(appId, { run_id: input.profileRunId, layer: input.profileLayer })})`, [
       'has_p',
       ...profileCols.map((_, i) => `p${i}`),
